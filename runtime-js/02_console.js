@@ -1,0 +1,36 @@
+// Islet edge layer, step 2: console.
+//
+// Deno's Console formats the arguments; op_islet_log turns each call into a structured log line
+// carrying the function name and the request id.
+import { core, primordials } from "ext:core/mod.js";
+import { op_islet_log } from "ext:core/ops";
+import { consoleModule } from "ext:islet_runtime/00_web_globals.js";
+import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
+
+const { ObjectDefineProperty, ErrorPrototype, ObjectPrototypeIsPrototypeOf } = primordials;
+
+// Console levels: 0 debug, 1 log/info, 2 warn, 3 error (the op's numbering).
+const console = new consoleModule.Console((message, level) => {
+  op_islet_log(level, message, currentRequestId());
+});
+
+ObjectDefineProperty(globalThis, "console", core.propNonEnumerable(console));
+
+/**
+ * Logs an error nobody caught (a throwing timer callback, an unhandled rejection, a failed
+ * waitUntil) instead of letting it take the isolate down: other requests in it are unaffected.
+ * @param {unknown} error
+ * @param {string} where
+ */
+export function logUncaught(error, where) {
+  const text = ObjectPrototypeIsPrototypeOf(ErrorPrototype, error) && error.stack
+    ? error.stack
+    : consoleModule.inspect(error);
+  op_islet_log(3, `Uncaught (${where}) ${text}`, currentRequestId());
+}
+
+core.setReportExceptionCallback((error) => logUncaught(error, "in microtask"));
+core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
+  logUncaught(reason, "in promise");
+  return true;
+});

@@ -1,0 +1,37 @@
+// Islet edge layer, step 3: timers.
+//
+// Deno's timers, with each callback guarded: an exception thrown by a timer is logged against its
+// request (02_console.js) rather than escaping into the event loop, where it would stop the isolate.
+import { core, primordials } from "ext:core/mod.js";
+import { timers } from "ext:islet_runtime/00_web_globals.js";
+import { logUncaught } from "ext:islet_runtime/02_console.js";
+
+const { ObjectDefineProperties, ReflectApply } = primordials;
+
+function guard(callback, where) {
+  if (typeof callback !== "function") {
+    return callback; // a string: Deno's timers decide what to do with it
+  }
+  return function guardedTimerCallback(...args) {
+    try {
+      ReflectApply(callback, globalThis, args);
+    } catch (error) {
+      logUncaught(error, where);
+    }
+  };
+}
+
+function setTimeout(callback, delay = 0, ...args) {
+  return timers.setTimeout(guard(callback, "in setTimeout callback"), delay, ...args);
+}
+
+function setInterval(callback, delay = 0, ...args) {
+  return timers.setInterval(guard(callback, "in setInterval callback"), delay, ...args);
+}
+
+ObjectDefineProperties(globalThis, {
+  setTimeout: core.propWritable(setTimeout),
+  setInterval: core.propWritable(setInterval),
+  clearTimeout: core.propWritable(timers.clearTimeout),
+  clearInterval: core.propWritable(timers.clearInterval),
+});

@@ -1,0 +1,21 @@
+// Islet edge layer, step 99: the entry point, evaluated while the snapshot is made.
+//
+// Importing the numbered modules installs the globals; `__isletBoot` is the one door Rust uses to
+// reach the dispatcher. Rust calls it once per isolate, right after restoring the isolate from the
+// snapshot and before any tenant code runs; it removes itself and everything Deno-specific, so
+// tenant code sees neither.
+import { performance } from "ext:islet_runtime/00_web_globals.js";
+import "ext:islet_runtime/01_request_context.js";
+import "ext:islet_runtime/02_console.js";
+import "ext:islet_runtime/03_timers.js";
+import "ext:islet_runtime/10_context.js";
+import "ext:islet_runtime/20_service_worker.js";
+import { dispatch, installHandler } from "ext:islet_runtime/30_dispatch.js";
+
+globalThis.__isletBoot = function boot() {
+  delete globalThis.__isletBoot;
+  delete globalThis.Deno;
+  delete globalThis.__bootstrap;
+  performance.setTimeOrigin();
+  return [dispatch, installHandler];
+};

@@ -1,0 +1,74 @@
+//! The `islet_runtime` deno_core extension: the ops our JS edge layer (`runtime-js/`) calls, and the
+//! list of extensions every isolate is built from.
+//!
+//! This module is compiled twice: by `build.rs`, which bakes the V8 startup snapshot, and by the
+//! library, which restores isolates from it. The two must declare the same extensions with the same
+//! ops in the same order, so the list lives here, once. It therefore depends only on external crates,
+//! never on the rest of Islet: what crosses into it (response channels, log labels) is defined here.
+
+pub mod body;
+pub mod ops;
+
+use std::sync::Arc;
+
+use deno_core::Extension;
+
+#[allow(
+    unused_imports,
+    reason = "build.rs compiles this module but uses only `extensions`"
+)]
+pub use body::{RequestBody, RequestBodyResource, ResponseBody};
+#[allow(
+    unused_imports,
+    reason = "build.rs compiles this module but uses only `extensions`"
+)]
+pub use ops::{HandlerFailure, HandlerOutcome, PendingResponses, RequestSlot};
+
+deno_core::extension!(
+  islet_runtime,
+  deps = [deno_webidl, deno_web, deno_fetch, deno_crypto],
+  ops = [
+    ops::op_islet_respond,
+    ops::op_islet_respond_stream,
+    ops::op_islet_respond_error,
+    ops::op_islet_log,
+  ],
+  esm_entry_point = "ext:islet_runtime/99_main.js",
+  esm = [
+    dir "runtime-js",
+    "00_web_globals.js",
+    "01_request_context.js",
+    "02_console.js",
+    "03_timers.js",
+    "10_context.js",
+    "20_service_worker.js",
+    "30_dispatch.js",
+    "99_main.js",
+  ],
+  lazy_loaded_js = [
+    dir "runtime-js",
+    "ext:deno_net/02_tls.js" = "replaced/deno_net_02_tls.js",
+  ],
+  state = |state| {
+    state.put(PendingResponses::default());
+  },
+);
+
+/// The extensions of every isolate, in snapshot order.
+///
+/// `fetch_options` carries the node's outbound-fetch policy; at snapshot time it is the default, which
+/// is never used because no request runs while the snapshot is being made.
+pub fn extensions(fetch_options: deno_fetch::Options) -> Vec<Extension> {
+    vec![
+        deno_webidl::deno_webidl::init(),
+        deno_web::deno_web::init(
+            Arc::new(deno_web::BlobStore::default()),
+            None,
+            false,
+            deno_web::InMemoryBroadcastChannel::default(),
+        ),
+        deno_fetch::deno_fetch::init(fetch_options),
+        deno_crypto::deno_crypto::init(None),
+        islet_runtime::init(),
+    ]
+}

@@ -1,0 +1,22 @@
+//! Islet: a multi-tenant edge function runtime. Tenants' Workers-style JavaScript handlers
+//! (`export default { fetch(request, env, ctx) }`) run in V8 isolates restored from a startup
+//! snapshot, served over HTTP/1.1, HTTP/2 and TLS by one process.
+//!
+//! # Layout
+//! Data flows one way: socket → router → isolate pool → isolate → handler → response.
+//!
+//! - [`server`]: the HTTP front (hyper, rustls), routing by host or path, graceful shutdown.
+//! - [`pool`]: isolate threads, each with its own current-thread runtime, and request placement.
+//! - [`isolate`]: one V8 isolate: snapshot, module loader, handler dispatch, and the
+//!   `islet_runtime` extension (`isolate::ext`) whose ops `runtime-js/` calls.
+//! - [`registry`]: deployed functions (code, version, variables) and where they are read from.
+//! - [`error`]: error types, and the JSON every client-visible error takes.
+//!
+//! `runtime-js/` is our JavaScript edge layer (globals, console, dispatch), baked into the snapshot
+//! by `build.rs` together with Deno's Web API extensions.
+
+pub mod error;
+pub mod isolate;
+pub mod pool;
+pub mod registry;
+pub mod server;
