@@ -9,25 +9,25 @@ use std::path::PathBuf;
 mod ext;
 
 fn main() {
-    println!("cargo:rerun-if-changed=runtime-js");
-    println!("cargo:rerun-if-changed=src/isolate/ext");
+  println!("cargo:rerun-if-changed=runtime-js");
+  println!("cargo:rerun-if-changed=src/isolate/ext");
 
-    let output = deno_core::snapshot::create_snapshot(
-        deno_core::snapshot::CreateSnapshotOptions {
-            cargo_manifest_dir: env!("CARGO_MANIFEST_DIR"),
-            startup_snapshot: None,
-            skip_op_registration: false,
-            extensions: ext::extensions(deno_fetch::Options::default()),
-            extension_transpiler: None,
-            with_runtime_cb: None,
-        },
-        None,
-    )
-    .unwrap_or_else(|err| panic!("building the startup snapshot failed: {err}"));
+  let output = deno_core::snapshot::create_snapshot(
+    deno_core::snapshot::CreateSnapshotOptions {
+      cargo_manifest_dir: env!("CARGO_MANIFEST_DIR"),
+      startup_snapshot: None,
+      skip_op_registration: false,
+      extensions: ext::extensions(deno_fetch::Options::default()),
+      extension_transpiler: None,
+      with_runtime_cb: None,
+    },
+    None,
+  )
+  .unwrap_or_else(|err| panic!("building the startup snapshot failed: {err}"));
 
-    for path in &output.files_loaded_during_snapshot {
-        println!("cargo:rerun-if-changed={}", path.display());
-    }
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(out.join("ISLET_SNAPSHOT.bin"), &output.output).expect("writing the snapshot");
+  for path in &output.files_loaded_during_snapshot {
+    println!("cargo:rerun-if-changed={}", path.display());
+  }
+  let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+  std::fs::write(out.join("ISLET_SNAPSHOT.bin"), &output.output).expect("writing the snapshot");
 }

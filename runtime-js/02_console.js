@@ -9,6 +9,9 @@ import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 
 const { ObjectDefineProperty, ErrorPrototype, ObjectPrototypeIsPrototypeOf } = primordials;
 
+// Log lines are data, not a terminal: never ANSI colours.
+consoleModule.setNoColorFns(() => true, () => true);
+
 // Console levels: 0 debug, 1 log/info, 2 warn, 3 error (the op's numbering).
 const console = new consoleModule.Console((message, level) => {
   op_islet_log(level, message, currentRequestId());

@@ -7,6 +7,8 @@ import { timers } from "ext:islet_runtime/00_web_globals.js";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
 
 const { ObjectDefineProperties, ReflectApply } = primordials;
+// Called unbound: Deno's timers refuse a `this` other than globalThis or undefined.
+const { clearInterval, clearTimeout, setInterval: webSetInterval, setTimeout: webSetTimeout } = timers;
 
 function guard(callback, where) {
   if (typeof callback !== "function") {
@@ -22,16 +24,16 @@ function guard(callback, where) {
 }
 
 function setTimeout(callback, delay = 0, ...args) {
-  return timers.setTimeout(guard(callback, "in setTimeout callback"), delay, ...args);
+  return webSetTimeout(guard(callback, "in setTimeout callback"), delay, ...args);
 }
 
 function setInterval(callback, delay = 0, ...args) {
-  return timers.setInterval(guard(callback, "in setInterval callback"), delay, ...args);
+  return webSetInterval(guard(callback, "in setInterval callback"), delay, ...args);
 }
 
 ObjectDefineProperties(globalThis, {
   setTimeout: core.propWritable(setTimeout),
   setInterval: core.propWritable(setInterval),
-  clearTimeout: core.propWritable(timers.clearTimeout),
-  clearInterval: core.propWritable(timers.clearInterval),
+  clearTimeout: core.propWritable(clearTimeout),
+  clearInterval: core.propWritable(clearInterval),
 });

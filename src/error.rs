@@ -11,104 +11,93 @@ use crate::isolate::ext::ResponseBody;
 /// Stable error codes sent to clients. Add new ones; never rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// No deployed function matches the request's host or path.
-    FunctionNotFound,
-    /// The function's modules failed to parse or evaluate; it cannot serve until fixed.
-    ModuleLoadFailed,
-    /// The handler threw, rejected, or returned something that is not a Response.
-    HandlerError,
-    /// The isolate running the request failed for a reason of Islet's own; a retry gets a fresh one.
-    IsolateFailed,
-    /// The node is shutting down or overloaded and did not run the request.
-    Unavailable,
+  /// No deployed function matches the request's host or path.
+  FunctionNotFound,
+  /// The function's modules failed to parse or evaluate; it cannot serve until fixed.
+  ModuleLoadFailed,
+  /// The handler threw, rejected, or returned something that is not a Response.
+  HandlerError,
+  /// The isolate running the request failed for a reason of Islet's own; a retry gets a fresh one.
+  IsolateFailed,
+  /// The node is shutting down or overloaded and did not run the request.
+  Unavailable,
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::FunctionNotFound => "function_not_found",
-            ErrorCode::ModuleLoadFailed => "module_load_failed",
-            ErrorCode::HandlerError => "handler_error",
-            ErrorCode::IsolateFailed => "isolate_failed",
-            ErrorCode::Unavailable => "unavailable",
-        }
+  pub fn as_str(self) -> &'static str {
+    match self {
+      ErrorCode::FunctionNotFound => "function_not_found",
+      ErrorCode::ModuleLoadFailed => "module_load_failed",
+      ErrorCode::HandlerError => "handler_error",
+      ErrorCode::IsolateFailed => "isolate_failed",
+      ErrorCode::Unavailable => "unavailable",
     }
+  }
 
-    pub fn status(self) -> http::StatusCode {
-        match self {
-            ErrorCode::FunctionNotFound => http::StatusCode::NOT_FOUND,
-            ErrorCode::ModuleLoadFailed | ErrorCode::Unavailable => {
-                http::StatusCode::SERVICE_UNAVAILABLE
-            }
-            ErrorCode::HandlerError | ErrorCode::IsolateFailed => {
-                http::StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
+  pub fn status(self) -> http::StatusCode {
+    match self {
+      ErrorCode::FunctionNotFound => http::StatusCode::NOT_FOUND,
+      ErrorCode::ModuleLoadFailed | ErrorCode::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+      ErrorCode::HandlerError | ErrorCode::IsolateFailed => http::StatusCode::INTERNAL_SERVER_ERROR,
     }
+  }
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    error: ErrorFields<'a>,
+  error: ErrorFields<'a>,
 }
 
 #[derive(Serialize)]
 struct ErrorFields<'a> {
-    code: &'static str,
-    message: &'a str,
-    request_id: &'a str,
+  code: &'static str,
+  message: &'a str,
+  request_id: &'a str,
 }
 
 /// The response a client gets for `code`.
-pub fn error_response(
-    code: ErrorCode,
-    message: &str,
-    request_id: &str,
-) -> http::Response<ResponseBody> {
-    let body = ErrorBody {
-        error: ErrorFields {
-            code: code.as_str(),
-            message,
-            request_id,
-        },
-    };
-    // INVARIANT: a struct of strings always serializes.
-    let json = serde_json::to_vec(&body).expect("error body serializes");
-    let mut response = http::Response::new(ResponseBody::full(Bytes::from(json)));
-    *response.status_mut() = code.status();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+pub fn error_response(code: ErrorCode, message: &str, request_id: &str) -> http::Response<ResponseBody> {
+  let body = ErrorBody {
+    error: ErrorFields {
+      code: code.as_str(),
+      message,
+      request_id,
+    },
+  };
+  // INVARIANT: a struct of strings always serializes.
+  let json = serde_json::to_vec(&body).expect("error body serializes");
+  let mut response = http::Response::new(ResponseBody::full(Bytes::from(json)));
+  *response.status_mut() = code.status();
+  response.headers_mut().insert(
+    http::header::CONTENT_TYPE,
+    http::HeaderValue::from_static("application/json"),
+  );
+  response
 }
 
 /// Why a function's code cannot run: a parse error or an exception while evaluating its modules.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct LoadError {
-    /// Names the file, line and column where there is one: `hello/index.js:3:7: SyntaxError: …`.
-    pub message: String,
+  /// Names the file, line and column where there is one: `hello/index.js:3:7: SyntaxError: …`.
+  pub message: String,
 }
 
 impl LoadError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+  pub fn new(message: impl Into<String>) -> Self {
+    Self {
+      message: message.into(),
     }
+  }
 }
 
 /// Failures of the node itself: bad configuration, sockets, TLS material.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Config(String),
-    #[error("TLS: {0}")]
-    Tls(String),
+  #[error("{path}: {source}")]
+  Io { path: String, source: std::io::Error },
+  #[error("{0}")]
+  Config(String),
+  #[error("TLS: {0}")]
+  Tls(String),
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use deno_core::error::ModuleLoaderError;
 use deno_core::{
-    ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource,
-    ModuleSourceCode, ModuleSpecifier, ModuleType, ResolutionKind,
+  ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource, ModuleSourceCode,
+  ModuleSpecifier, ModuleType, ResolutionKind,
 };
 use deno_error::JsErrorBox;
 
@@ -21,95 +21,95 @@ pub const SCHEME: &str = "islet";
 
 /// The URL of module `path` of function `name`.
 pub fn module_url(name: &str, path: &str) -> String {
-    format!("{SCHEME}://{name}/{path}")
+  format!("{SCHEME}://{name}/{path}")
 }
 
 /// `islet://hello/lib/a.js` → `hello/lib/a.js`: how error messages name a module.
 pub fn display_name(url: &str) -> &str {
-    url.strip_prefix("islet://").unwrap_or(url)
+  url.strip_prefix("islet://").unwrap_or(url)
 }
 
 /// The module loader of one isolate; empty until a function is loaded into it.
 #[derive(Default)]
 pub struct FunctionLoader {
-    function: RefCell<Option<Arc<Function>>>,
+  function: RefCell<Option<Arc<Function>>>,
 }
 
 impl FunctionLoader {
-    pub fn set_function(&self, function: Arc<Function>) {
-        *self.function.borrow_mut() = Some(function);
-    }
+  pub fn set_function(&self, function: Arc<Function>) {
+    *self.function.borrow_mut() = Some(function);
+  }
 
-    fn function(&self) -> Result<Arc<Function>, JsErrorBox> {
-        self.function
-            .borrow()
-            .clone()
-            .ok_or_else(|| JsErrorBox::generic("no function is loaded in this isolate"))
-    }
+  fn function(&self) -> Result<Arc<Function>, JsErrorBox> {
+    self
+      .function
+      .borrow()
+      .clone()
+      .ok_or_else(|| JsErrorBox::generic("no function is loaded in this isolate"))
+  }
 }
 
 impl ModuleLoader for FunctionLoader {
-    fn resolve(
-        &self,
-        specifier: &str,
-        referrer: &str,
-        _kind: ResolutionKind,
-    ) -> Result<ModuleSpecifier, ModuleLoaderError> {
-        let function = self.function()?;
-        let is_relative = specifier.starts_with("./")
-            || specifier.starts_with("../")
-            || specifier.starts_with('/');
-        let resolved = if is_relative {
-            let base = ModuleSpecifier::parse(referrer).map_err(|e| {
-                JsErrorBox::type_error(format!("invalid referrer '{referrer}': {e}"))
-            })?;
-            base.join(specifier)
-                .map_err(|e| JsErrorBox::type_error(format!("cannot resolve '{specifier}': {e}")))?
-        } else {
-            match ModuleSpecifier::parse(specifier) {
-                Ok(url) if url.scheme() == SCHEME => url,
-                _ => {
-                    return Err(JsErrorBox::type_error(format!(
+  fn resolve(
+    &self,
+    specifier: &str,
+    referrer: &str,
+    _kind: ResolutionKind,
+  ) -> Result<ModuleSpecifier, ModuleLoaderError> {
+    let function = self.function()?;
+    let is_relative =
+      specifier.starts_with("./") || specifier.starts_with("../") || specifier.starts_with('/');
+    let resolved = if is_relative {
+      let base = ModuleSpecifier::parse(referrer)
+        .map_err(|e| JsErrorBox::type_error(format!("invalid referrer '{referrer}': {e}")))?;
+      base
+        .join(specifier)
+        .map_err(|e| JsErrorBox::type_error(format!("cannot resolve '{specifier}': {e}")))?
+    } else {
+      match ModuleSpecifier::parse(specifier) {
+        Ok(url) if url.scheme() == SCHEME => url,
+        _ => {
+          return Err(JsErrorBox::type_error(format!(
             "cannot import '{specifier}' from {}: a function may import only its own modules, by relative path (./file.js)",
             display_name(referrer)
           )));
-                }
-            }
-        };
-        if resolved.host_str() != Some(function.name.as_str()) {
-            return Err(JsErrorBox::type_error(format!(
-                "cannot import '{specifier}' from {}: it is outside this function",
-                display_name(referrer)
-            )));
         }
-        Ok(resolved)
+      }
+    };
+    if resolved.host_str() != Some(function.name.as_str()) {
+      return Err(JsErrorBox::type_error(format!(
+        "cannot import '{specifier}' from {}: it is outside this function",
+        display_name(referrer)
+      )));
     }
+    Ok(resolved)
+  }
 
-    fn load(
-        &self,
-        specifier: &ModuleSpecifier,
-        referrer: Option<&ModuleLoadReferrer>,
-        _options: ModuleLoadOptions,
-    ) -> ModuleLoadResponse {
-        ModuleLoadResponse::Sync(self.function().and_then(|function| {
-            let path = specifier.path().trim_start_matches('/');
-            match function.modules.get(path) {
-                Some(source) => Ok(ModuleSource::new(
-                    ModuleType::JavaScript,
-                    ModuleSourceCode::String(source.clone().into()),
-                    specifier,
-                    None,
-                )),
-                None => Err(JsErrorBox::type_error(match referrer {
-                    Some(r) => format!(
-                        "module not found: {} (imported from {}:{})",
-                        display_name(specifier.as_str()),
-                        display_name(r.specifier.as_str()),
-                        r.line_number
-                    ),
-                    None => format!("module not found: {}", display_name(specifier.as_str())),
-                })),
-            }
-        }))
-    }
+  fn load(
+    &self,
+    specifier: &ModuleSpecifier,
+    referrer: Option<&ModuleLoadReferrer>,
+    _options: ModuleLoadOptions,
+  ) -> ModuleLoadResponse {
+    ModuleLoadResponse::Sync(self.function().and_then(|function| {
+      let path = specifier.path().trim_start_matches('/');
+      match function.modules.get(path) {
+        Some(source) => Ok(ModuleSource::new(
+          ModuleType::JavaScript,
+          ModuleSourceCode::String(source.clone().into()),
+          specifier,
+          None,
+        )),
+        None => Err(JsErrorBox::type_error(match referrer {
+          Some(r) => format!(
+            "module not found: {} (imported from {}:{})",
+            display_name(specifier.as_str()),
+            display_name(r.specifier.as_str()),
+            r.line_number
+          ),
+          None => format!("module not found: {}", display_name(specifier.as_str())),
+        })),
+      }
+    }))
+  }
 }

@@ -40,32 +40,32 @@ static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ISLET_SNAPSHO
 
 /// Initializes V8 once per process; every path that makes an isolate calls it first.
 pub fn init_v8() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| JsRuntime::init_platform(None));
+  static ONCE: std::sync::Once = std::sync::Once::new();
+  ONCE.call_once(|| JsRuntime::init_platform(None));
 }
 
 /// A request on its way into an isolate. `Send`: it crosses from the accepting side to an isolate
 /// thread.
 pub struct IsolateRequest {
-    /// The id in logs, error bodies and the `x-islet-request-id` header.
-    pub request_id: Arc<str>,
-    pub method: http::Method,
-    /// The full original URL (scheme, host, path and query), as the client sent it.
-    pub url: String,
-    pub headers: http::HeaderMap,
-    /// `None` when the request has no body, so `request.body` is null as the Fetch spec wants.
-    pub body: Option<RequestBody>,
-    /// Where the handler's response, or its failure, is sent.
-    pub responder: oneshot::Sender<HandlerOutcome>,
+  /// The id in logs, error bodies and the `x-islet-request-id` header.
+  pub request_id: Arc<str>,
+  pub method: http::Method,
+  /// The full original URL (scheme, host, path and query), as the client sent it.
+  pub url: String,
+  pub headers: http::HeaderMap,
+  /// `None` when the request has no body, so `request.body` is null as the Fetch spec wants.
+  pub body: Option<RequestBody>,
+  /// Where the handler's response, or its failure, is sent.
+  pub responder: oneshot::Sender<HandlerOutcome>,
 }
 
 impl IsolateRequest {
-    /// Answers without running JS, with one of the node's own errors.
-    pub fn reject(self, code: ErrorCode, message: &str) {
-        let _ = self
-            .responder
-            .send(Ok(error_response(code, message, &self.request_id)));
-    }
+  /// Answers without running JS, with one of the node's own errors.
+  pub fn reject(self, code: ErrorCode, message: &str) {
+    let _ = self
+      .responder
+      .send(Ok(error_response(code, message, &self.request_id)));
+  }
 }
 
 /// An isolate that could not be created or has stopped working; it is discarded.
@@ -74,364 +74,349 @@ impl IsolateRequest {
 pub struct IsolateError(String);
 
 enum Phase {
-    /// Fresh from the snapshot; no function yet.
-    Blank,
-    /// The function's modules are evaluating (top-level await may take several turns); requests that
-    /// arrive meanwhile wait in `queued`.
-    Evaluating {
-        module_id: ModuleId,
-        evaluation: Pin<Box<dyn Future<Output = Result<(), CoreError>>>>,
-        queued: Vec<IsolateRequest>,
-    },
-    /// Serving.
-    Ready,
-    /// The function's code failed to load; every request gets 503 with this message.
-    Failed(Arc<str>),
+  /// Fresh from the snapshot; no function yet.
+  Blank,
+  /// The function's modules are evaluating (top-level await may take several turns); requests that
+  /// arrive meanwhile wait in `queued`.
+  Evaluating {
+    module_id: ModuleId,
+    evaluation: Pin<Box<dyn Future<Output = Result<(), CoreError>>>>,
+    queued: Vec<IsolateRequest>,
+  },
+  /// Serving.
+  Ready,
+  /// The function's code failed to load; every request gets 503 with this message.
+  Failed(Arc<str>),
 }
 
 /// One V8 isolate, holding at most one function. See the module docs on threads and entering.
 pub struct Isolate {
-    /// The `dispatch(slot, requestId, method, url, headers, bodyRid)` function of `30_dispatch.js`.
-    dispatch_fn: v8::Global<v8::Function>,
-    /// The `installHandler(namespace, envJson)` function of `30_dispatch.js`.
-    install_fn: v8::Global<v8::Function>,
-    loader: Rc<FunctionLoader>,
-    function: Option<Arc<Function>>,
-    phase: Phase,
-    /// Set when JS could not be entered any more; `poll` then reports the isolate failed.
-    unusable: bool,
-    /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
-    runtime: JsRuntime,
+  /// The `dispatch(slot, requestId, method, url, headers, bodyRid)` function of `30_dispatch.js`.
+  dispatch_fn: v8::Global<v8::Function>,
+  /// The `installHandler(namespace, envJson)` function of `30_dispatch.js`.
+  install_fn: v8::Global<v8::Function>,
+  loader: Rc<FunctionLoader>,
+  function: Option<Arc<Function>>,
+  phase: Phase,
+  /// Set when JS could not be entered any more; `poll` then reports the isolate failed.
+  unusable: bool,
+  /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
+  runtime: JsRuntime,
 }
 
 impl Isolate {
-    /// Restores a blank isolate from the snapshot.
-    pub fn new() -> Result<Self, IsolateError> {
-        init_v8();
-        let loader = Rc::new(FunctionLoader::default());
-        let mut runtime = JsRuntime::try_new(RuntimeOptions {
-            startup_snapshot: Some(SNAPSHOT),
-            extensions: ext::extensions(fetch_options()),
-            module_loader: Some(loader.clone()),
-            ..Default::default()
-        })
-        .map_err(|e| IsolateError(format!("creating an isolate: {e}")))?;
-        runtime.op_state().borrow_mut().put(outbound_permissions());
-        let booted = boot(&mut runtime);
-        // SAFETY: created (and so entered) just above on this thread; see the module docs.
-        unsafe { runtime.v8_isolate().exit() };
-        let (dispatch_fn, install_fn) = booted?;
-        Ok(Self {
-            dispatch_fn,
-            install_fn,
-            loader,
-            function: None,
-            phase: Phase::Blank,
-            unusable: false,
-            runtime,
-        })
-    }
+  /// Restores a blank isolate from the snapshot.
+  pub fn new() -> Result<Self, IsolateError> {
+    init_v8();
+    let loader = Rc::new(FunctionLoader::default());
+    let mut runtime = JsRuntime::try_new(RuntimeOptions {
+      startup_snapshot: Some(SNAPSHOT),
+      extensions: ext::extensions(fetch_options()),
+      module_loader: Some(loader.clone()),
+      ..Default::default()
+    })
+    .map_err(|e| IsolateError(format!("creating an isolate: {e}")))?;
+    runtime.op_state().borrow_mut().put(outbound_permissions());
+    let booted = boot(&mut runtime);
+    // SAFETY: created (and so entered) just above on this thread; see the module docs.
+    unsafe { runtime.v8_isolate().exit() };
+    let (dispatch_fn, install_fn) = booted?;
+    Ok(Self {
+      dispatch_fn,
+      install_fn,
+      loader,
+      function: None,
+      phase: Phase::Blank,
+      unusable: false,
+      runtime,
+    })
+  }
 
-    /// The function this isolate runs, once `load` has been called.
-    pub fn function(&self) -> Option<&Arc<Function>> {
-        self.function.as_ref()
-    }
+  /// The function this isolate runs, once `load` has been called.
+  pub fn function(&self) -> Option<&Arc<Function>> {
+    self.function.as_ref()
+  }
 
-    /// Requests dispatched to the handler and not yet answered, plus those waiting for the load.
-    pub fn pending_requests(&self) -> usize {
-        let queued = match &self.phase {
-            Phase::Evaluating { queued, .. } => queued.len(),
-            _ => 0,
-        };
-        queued
-            + self
-                .runtime
-                .op_state()
-                .borrow()
-                .borrow::<PendingResponses>()
-                .len()
-    }
+  /// Requests dispatched to the handler and not yet answered, plus those waiting for the load.
+  pub fn pending_requests(&self) -> usize {
+    let queued = match &self.phase {
+      Phase::Evaluating { queued, .. } => queued.len(),
+      _ => 0,
+    };
+    queued
+      + self
+        .runtime
+        .op_state()
+        .borrow()
+        .borrow::<PendingResponses>()
+        .len()
+  }
 
-    /// Starts loading `function` into this blank isolate. Evaluation completes in `poll`; requests
-    /// dispatched before then are queued.
-    pub fn load(&mut self, function: Arc<Function>) {
-        debug_assert!(
-            matches!(self.phase, Phase::Blank),
-            "an isolate never serves two functions"
-        );
-        self.loader.set_function(function.clone());
-        self.runtime
-            .op_state()
-            .borrow_mut()
-            .borrow_mut::<PendingResponses>()
-            .function = Arc::from(function.name.as_str());
-        let url = module_url(&function.name, &function.entry);
-        self.function = Some(function);
-        let started = self.entered(|runtime| {
-            let url = ModuleSpecifier::parse(&url)
-                .map_err(|e| format!("invalid module URL {url}: {e}"))?;
-            // Our loader answers synchronously, so loading completes in one poll.
-            let module_id = {
-                let mut loading = std::pin::pin!(runtime.load_main_es_module(&url));
-                match loading
-                    .as_mut()
-                    .poll(&mut Context::from_waker(std::task::Waker::noop()))
-                {
-                    Poll::Ready(result) => result.map_err(|e| load_error_message(&e))?,
-                    Poll::Pending => return Err("module loading did not complete".to_string()),
-                }
-            };
-            Ok((module_id, Box::pin(runtime.mod_evaluate(module_id))))
-        });
-        self.phase = match started {
-            Ok((module_id, evaluation)) => Phase::Evaluating {
-                module_id,
-                evaluation,
-                queued: Vec::new(),
-            },
-            Err(message) => self.failed(message),
-        };
-    }
-
-    /// Hands a request to the handler, or queues or answers it according to the load.
-    pub fn dispatch(&mut self, request: IsolateRequest) {
-        match &mut self.phase {
-            Phase::Ready => self.call_dispatch(request),
-            Phase::Evaluating { queued, .. } => queued.push(request),
-            Phase::Failed(message) => request.reject(ErrorCode::ModuleLoadFailed, message),
-            Phase::Blank => request.reject(
-                ErrorCode::IsolateFailed,
-                "no function is loaded in this isolate",
-            ),
+  /// Starts loading `function` into this blank isolate. Evaluation completes in `poll`; requests
+  /// dispatched before then are queued.
+  pub fn load(&mut self, function: Arc<Function>) {
+    debug_assert!(
+      matches!(self.phase, Phase::Blank),
+      "an isolate never serves two functions"
+    );
+    self.loader.set_function(function.clone());
+    self
+      .runtime
+      .op_state()
+      .borrow_mut()
+      .borrow_mut::<PendingResponses>()
+      .function = Arc::from(function.name.as_str());
+    let url = module_url(&function.name, &function.entry);
+    self.function = Some(function);
+    let started = self.entered(|runtime| {
+      let url = ModuleSpecifier::parse(&url).map_err(|e| format!("invalid module URL {url}: {e}"))?;
+      // Our loader answers synchronously, so loading completes in one poll.
+      let module_id = {
+        let mut loading = std::pin::pin!(runtime.load_main_es_module(&url));
+        match loading
+          .as_mut()
+          .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+          Poll::Ready(result) => result.map_err(|e| load_error_message(&e))?,
+          Poll::Pending => return Err("module loading did not complete".to_string()),
         }
-    }
+      };
+      Ok((module_id, Box::pin(runtime.mod_evaluate(module_id))))
+    });
+    self.phase = match started {
+      Ok((module_id, evaluation)) => Phase::Evaluating {
+        module_id,
+        evaluation,
+        queued: Vec::new(),
+      },
+      Err(message) => self.failed(message),
+    };
+  }
 
-    /// Drives the isolate: finishes loading, runs microtasks, timers and ops. `Ready(Ok)` means it
-    /// has nothing left to do until the next request; `Ready(Err)` means it must be discarded.
-    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
-        // SAFETY: see the module docs; exited again below before returning.
-        unsafe { self.runtime.v8_isolate().enter() };
-        let result = self.poll_entered(cx);
-        // SAFETY: entered above, on this thread.
-        unsafe { self.runtime.v8_isolate().exit() };
-        result
+  /// Hands a request to the handler, or queues or answers it according to the load.
+  pub fn dispatch(&mut self, request: IsolateRequest) {
+    match &mut self.phase {
+      Phase::Ready => self.call_dispatch(request),
+      Phase::Evaluating { queued, .. } => queued.push(request),
+      Phase::Failed(message) => request.reject(ErrorCode::ModuleLoadFailed, message),
+      Phase::Blank => request.reject(ErrorCode::IsolateFailed, "no function is loaded in this isolate"),
     }
+  }
 
-    fn poll_entered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
-        if self.unusable {
-            return Poll::Ready(Err(IsolateError(
-                "the isolate can no longer run JavaScript".into(),
-            )));
+  /// Drives the isolate: finishes loading, runs microtasks, timers and ops. `Ready(Ok)` means it
+  /// has nothing left to do until the next request; `Ready(Err)` means it must be discarded.
+  pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
+    // SAFETY: see the module docs; exited again below before returning.
+    unsafe { self.runtime.v8_isolate().enter() };
+    let result = self.poll_entered(cx);
+    // SAFETY: entered above, on this thread.
+    unsafe { self.runtime.v8_isolate().exit() };
+    result
+  }
+
+  fn poll_entered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
+    if self.unusable {
+      return Poll::Ready(Err(IsolateError(
+        "the isolate can no longer run JavaScript".into(),
+      )));
+    }
+    let event_loop = self.runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+    if let Phase::Evaluating { evaluation, .. } = &mut self.phase {
+      match evaluation.as_mut().poll(cx) {
+        Poll::Pending if matches!(event_loop, Poll::Ready(Ok(()))) => {
+          let message = "the module's top-level await never settled".to_string();
+          self.phase = self.failed(message);
         }
-        let event_loop = self
-            .runtime
-            .poll_event_loop(cx, PollEventLoopOptions::default());
-        if let Phase::Evaluating { evaluation, .. } = &mut self.phase {
-            match evaluation.as_mut().poll(cx) {
-                Poll::Pending if matches!(event_loop, Poll::Ready(Ok(()))) => {
-                    let message = "the module's top-level await never settled".to_string();
-                    self.phase = self.failed(message);
-                }
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(err)) => {
-                    let message = load_error_message(&err);
-                    self.phase = self.failed(message);
-                }
-                Poll::Ready(Ok(())) => {
-                    self.finish_load();
-                    // The queued requests were just dispatched: run the event loop again for them.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(Err(err)) => {
+          let message = load_error_message(&err);
+          self.phase = self.failed(message);
         }
-        match event_loop {
-            Poll::Ready(Err(err)) => {
-                Poll::Ready(Err(IsolateError(format!("event loop failed: {err}"))))
-            }
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(())) => {
+          self.finish_load();
+          // The queued requests were just dispatched: run the event loop again for them.
+          cx.waker().wake_by_ref();
+          return Poll::Pending;
         }
+      }
     }
+    match event_loop {
+      Poll::Ready(Err(err)) => Poll::Ready(Err(IsolateError(format!("event loop failed: {err}")))),
+      Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+      Poll::Pending => Poll::Pending,
+    }
+  }
 
-    /// Evaluation finished: bind the handler, then dispatch whatever queued up meanwhile.
-    fn finish_load(&mut self) {
-        let Phase::Evaluating {
-            module_id, queued, ..
-        } = std::mem::replace(&mut self.phase, Phase::Ready)
-        else {
-            return;
-        };
-        match self.install_handler(module_id) {
-            Ok(()) => {
-                for request in queued {
-                    self.call_dispatch(request);
-                }
-            }
-            Err(message) => {
-                self.phase = self.failed(message);
-                if let Phase::Failed(message) = &self.phase {
-                    for request in queued {
-                        request.reject(ErrorCode::ModuleLoadFailed, message);
-                    }
-                }
-            }
+  /// Evaluation finished: bind the handler, then dispatch whatever queued up meanwhile.
+  fn finish_load(&mut self) {
+    let Phase::Evaluating {
+      module_id, queued, ..
+    } = std::mem::replace(&mut self.phase, Phase::Ready)
+    else {
+      return;
+    };
+    match self.install_handler(module_id) {
+      Ok(()) => {
+        for request in queued {
+          self.call_dispatch(request);
         }
-    }
-
-    fn install_handler(&mut self, module_id: ModuleId) -> Result<(), String> {
-        let namespace = self
-            .runtime
-            .get_module_namespace(module_id)
-            .map_err(|e| load_error_message(&e))?;
-        let env_json = self.function.as_ref().map_or("{}", |f| f.env_json.as_str());
-        let runtime = &mut self.runtime;
-        deno_core::scope!(scope, runtime);
-        v8::tc_scope!(let scope, scope);
-        let install = v8::Local::new(scope, &self.install_fn);
-        let namespace = v8::Local::new(scope, &namespace);
-        let env = v8::String::new(scope, env_json).ok_or("the function's vars are too large")?;
-        let undefined = v8::undefined(scope).into();
-        match install.call(scope, undefined, &[namespace.into(), env.into()]) {
-            Some(result) if result.is_string() => Err(result.to_rust_string_lossy(scope)),
-            Some(_) => Ok(()),
-            None => Err("installing the handler failed".to_string()),
+      }
+      Err(message) => {
+        self.phase = self.failed(message);
+        if let Phase::Failed(message) = &self.phase {
+          for request in queued {
+            request.reject(ErrorCode::ModuleLoadFailed, message);
+          }
         }
+      }
     }
+  }
 
-    fn failed(&self, message: String) -> Phase {
-        let name = self.function.as_ref().map_or("?", |f| f.name.as_str());
-        tracing::error!(function = name, "function failed to load: {message}");
-        Phase::Failed(Arc::from(message))
+  fn install_handler(&mut self, module_id: ModuleId) -> Result<(), String> {
+    let namespace = self
+      .runtime
+      .get_module_namespace(module_id)
+      .map_err(|e| load_error_message(&e))?;
+    let env_json = self.function.as_ref().map_or("{}", |f| f.env_json.as_str());
+    let runtime = &mut self.runtime;
+    deno_core::scope!(scope, runtime);
+    v8::tc_scope!(let scope, scope);
+    let install = v8::Local::new(scope, &self.install_fn);
+    let namespace = v8::Local::new(scope, &namespace);
+    let env = v8::String::new(scope, env_json).ok_or("the function's vars are too large")?;
+    let undefined = v8::undefined(scope).into();
+    match install.call(scope, undefined, &[namespace.into(), env.into()]) {
+      Some(result) if result.is_string() => Err(result.to_rust_string_lossy(scope)),
+      Some(_) => Ok(()),
+      None => Err("installing the handler failed".to_string()),
     }
+  }
 
-    fn call_dispatch(&mut self, request: IsolateRequest) {
-        let IsolateRequest {
-            request_id,
-            method,
-            url,
-            headers,
-            body,
-            responder,
-        } = request;
-        let op_state = self.runtime.op_state();
-        let (slot, body_rid) = {
-            let mut state = op_state.borrow_mut();
-            let slot = state
-                .borrow_mut::<PendingResponses>()
-                .insert(RequestSlot { responder });
-            let body_rid =
-                body.map(|body| state.resource_table.add(RequestBodyResource::new(body)));
-            (slot, body_rid)
-        };
-        let runtime = &mut self.runtime;
-        // SAFETY: see the module docs; exited below.
-        unsafe { runtime.v8_isolate().enter() };
-        let called = {
-            deno_core::scope!(scope, runtime);
-            v8::tc_scope!(let scope, scope);
-            let mut flat_headers = Vec::with_capacity(headers.len() * 2);
-            for (name, value) in &headers {
-                flat_headers.push(one_byte_string(scope, name.as_str().as_bytes()));
-                flat_headers.push(one_byte_string(scope, value.as_bytes()));
-            }
-            let args = [
-                v8::Integer::new_from_unsigned(scope, slot).into(),
-                one_byte_string(scope, request_id.as_bytes()),
-                one_byte_string(scope, method.as_str().as_bytes()),
-                v8::String::new(scope, &url)
-                    .map_or_else(|| v8::undefined(scope).into(), Into::into),
-                v8::Array::new_with_elements(scope, &flat_headers).into(),
-                v8::Integer::new(scope, body_rid.map_or(-1, |rid| rid as i32)).into(),
-            ];
-            let dispatch = v8::Local::new(scope, &self.dispatch_fn);
-            let undefined = v8::undefined(scope).into();
-            dispatch.call(scope, undefined, &args).is_some()
-        };
-        // SAFETY: entered above.
-        unsafe { runtime.v8_isolate().exit() };
-        if !called {
-            // dispatch() never throws, so JS did not run at all: answer for it and retire the isolate.
-            tracing::error!(request_id = %request_id, "dispatch did not run; the isolate is unusable");
-            self.unusable = true;
-            if let Some(slot) = op_state
-                .borrow_mut()
-                .borrow_mut::<PendingResponses>()
-                .remove(slot)
-            {
-                let message = "the isolate could not run the request";
-                let _ = slot.responder.send(Ok(error_response(
-                    ErrorCode::IsolateFailed,
-                    message,
-                    &request_id,
-                )));
-            }
-        }
-    }
+  fn failed(&self, message: String) -> Phase {
+    let name = self.function.as_ref().map_or("?", |f| f.name.as_str());
+    tracing::error!(function = name, "function failed to load: {message}");
+    Phase::Failed(Arc::from(message))
+  }
 
-    /// Runs `f` with this isolate entered.
-    fn entered<R>(&mut self, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
-        // SAFETY: see the module docs; exited below before returning.
-        unsafe { self.runtime.v8_isolate().enter() };
-        let result = f(&mut self.runtime);
-        // SAFETY: entered above, on this thread.
-        unsafe { self.runtime.v8_isolate().exit() };
-        result
+  fn call_dispatch(&mut self, request: IsolateRequest) {
+    let IsolateRequest {
+      request_id,
+      method,
+      url,
+      headers,
+      body,
+      responder,
+    } = request;
+    let op_state = self.runtime.op_state();
+    let (slot, body_rid) = {
+      let mut state = op_state.borrow_mut();
+      let slot = state
+        .borrow_mut::<PendingResponses>()
+        .insert(RequestSlot { responder });
+      let body_rid = body.map(|body| state.resource_table.add(RequestBodyResource::new(body)));
+      (slot, body_rid)
+    };
+    let runtime = &mut self.runtime;
+    // SAFETY: see the module docs; exited below.
+    unsafe { runtime.v8_isolate().enter() };
+    let called = {
+      deno_core::scope!(scope, runtime);
+      v8::tc_scope!(let scope, scope);
+      let mut flat_headers = Vec::with_capacity(headers.len() * 2);
+      for (name, value) in &headers {
+        flat_headers.push(one_byte_string(scope, name.as_str().as_bytes()));
+        flat_headers.push(one_byte_string(scope, value.as_bytes()));
+      }
+      let args = [
+        v8::Integer::new_from_unsigned(scope, slot).into(),
+        one_byte_string(scope, request_id.as_bytes()),
+        one_byte_string(scope, method.as_str().as_bytes()),
+        v8::String::new(scope, &url).map_or_else(|| v8::undefined(scope).into(), Into::into),
+        v8::Array::new_with_elements(scope, &flat_headers).into(),
+        v8::Integer::new(scope, body_rid.map_or(-1, |rid| rid as i32)).into(),
+      ];
+      let dispatch = v8::Local::new(scope, &self.dispatch_fn);
+      let undefined = v8::undefined(scope).into();
+      dispatch.call(scope, undefined, &args).is_some()
+    };
+    // SAFETY: entered above.
+    unsafe { runtime.v8_isolate().exit() };
+    if !called {
+      // dispatch() never throws, so JS did not run at all: answer for it and retire the isolate.
+      tracing::error!(request_id = %request_id, "dispatch did not run; the isolate is unusable");
+      self.unusable = true;
+      if let Some(slot) = op_state
+        .borrow_mut()
+        .borrow_mut::<PendingResponses>()
+        .remove(slot)
+      {
+        let message = "the isolate could not run the request";
+        let _ = slot
+          .responder
+          .send(Ok(error_response(ErrorCode::IsolateFailed, message, &request_id)));
+      }
     }
+  }
+
+  /// Runs `f` with this isolate entered.
+  fn entered<R>(&mut self, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
+    // SAFETY: see the module docs; exited below before returning.
+    unsafe { self.runtime.v8_isolate().enter() };
+    let result = f(&mut self.runtime);
+    // SAFETY: entered above, on this thread.
+    unsafe { self.runtime.v8_isolate().exit() };
+    result
+  }
 }
 
 impl Drop for Isolate {
-    fn drop(&mut self) {
-        // Entered here; rusty_v8 exits it when the OwnedIsolate inside `runtime` drops (after this).
-        // SAFETY: see the module docs.
-        unsafe { self.runtime.v8_isolate().enter() };
-    }
+  fn drop(&mut self) {
+    // Entered here; rusty_v8 exits it when the OwnedIsolate inside `runtime` drops (after this).
+    // SAFETY: see the module docs.
+    unsafe { self.runtime.v8_isolate().enter() };
+  }
 }
 
 /// Runs `__isletBoot` from `99_main.js` and keeps the two functions it returns.
 fn boot(
-    runtime: &mut JsRuntime,
+  runtime: &mut JsRuntime,
 ) -> Result<(v8::Global<v8::Function>, v8::Global<v8::Function>), IsolateError> {
-    let value = runtime
-        .execute_script(
-            "ext:islet_runtime/boot",
-            "globalThis.__isletBoot()".to_string(),
-        )
-        .map_err(|e| IsolateError(format!("booting the isolate: {e}")))?;
-    deno_core::scope!(scope, runtime);
-    let value = v8::Local::new(scope, value);
-    let array = v8::Local::<v8::Array>::try_from(value)
-        .map_err(|_| IsolateError("boot returned no functions".into()))?;
-    let get =
-        |scope: &mut v8::PinScope, index: u32| -> Result<v8::Global<v8::Function>, IsolateError> {
-            let item = array
-                .get_index(scope, index)
-                .ok_or_else(|| IsolateError("boot: missing function".into()))?;
-            let function = v8::Local::<v8::Function>::try_from(item)
-                .map_err(|_| IsolateError("boot: not a function".into()))?;
-            Ok(v8::Global::new(scope, function))
-        };
-    Ok((get(scope, 0)?, get(scope, 1)?))
+  let value = runtime
+    .execute_script("ext:islet_runtime/boot", "globalThis.__isletBoot()".to_string())
+    .map_err(|e| IsolateError(format!("booting the isolate: {e}")))?;
+  deno_core::scope!(scope, runtime);
+  let value = v8::Local::new(scope, value);
+  let array =
+    v8::Local::<v8::Array>::try_from(value).map_err(|_| IsolateError("boot returned no functions".into()))?;
+  let get = |scope: &mut v8::PinScope, index: u32| -> Result<v8::Global<v8::Function>, IsolateError> {
+    let item = array
+      .get_index(scope, index)
+      .ok_or_else(|| IsolateError("boot: missing function".into()))?;
+    let function =
+      v8::Local::<v8::Function>::try_from(item).map_err(|_| IsolateError("boot: not a function".into()))?;
+    Ok(v8::Global::new(scope, function))
+  };
+  Ok((get(scope, 0)?, get(scope, 1)?))
 }
 
 fn one_byte_string<'s>(scope: &mut v8::PinScope<'s, '_>, bytes: &[u8]) -> v8::Local<'s, v8::Value> {
-    v8::String::new_from_one_byte(scope, bytes, v8::NewStringType::Normal)
-        .map_or_else(|| v8::undefined(scope).into(), Into::into)
+  v8::String::new_from_one_byte(scope, bytes, v8::NewStringType::Normal)
+    .map_or_else(|| v8::undefined(scope).into(), Into::into)
 }
 
 /// A load or evaluation error as the client and the log see it, modules named `hello/index.js`.
 fn load_error_message(err: &CoreError) -> String {
-    err.to_string().replace("islet://", "")
+  err.to_string().replace("islet://", "")
 }
 
 /// Outbound `fetch()` settings shared by every isolate.
 fn fetch_options() -> deno_fetch::Options {
-    deno_fetch::Options {
-        user_agent: format!("Islet/{}", env!("CARGO_PKG_VERSION")),
-        root_cert_store_provider: Some(Arc::new(WebPkiRoots)),
-        file_fetch_handler: Rc::new(deno_fetch::DefaultFileFetchHandler),
-        ..Default::default()
-    }
+  deno_fetch::Options {
+    user_agent: format!("Islet/{}", env!("CARGO_PKG_VERSION")),
+    root_cert_store_provider: Some(Arc::new(WebPkiRoots)),
+    file_fetch_handler: Rc::new(deno_fetch::DefaultFileFetchHandler),
+    ..Default::default()
+  }
 }
 
 /// The Mozilla root store shipped with webpki-roots: outbound HTTPS does not depend on the host's
@@ -439,22 +424,20 @@ fn fetch_options() -> deno_fetch::Options {
 struct WebPkiRoots;
 
 impl deno_tls::RootCertStoreProvider for WebPkiRoots {
-    fn get_or_try_init(&self) -> Result<&deno_tls::rustls::RootCertStore, JsErrorBox> {
-        static ROOTS: OnceLock<deno_tls::rustls::RootCertStore> = OnceLock::new();
-        Ok(ROOTS.get_or_init(deno_tls::create_default_root_cert_store))
-    }
+  fn get_or_try_init(&self) -> Result<&deno_tls::rustls::RootCertStore, JsErrorBox> {
+    static ROOTS: OnceLock<deno_tls::rustls::RootCertStore> = OnceLock::new();
+    Ok(ROOTS.get_or_init(deno_tls::create_default_root_cert_store))
+  }
 }
 
 /// Handlers may reach the network through `fetch()` and nothing else: no files, environment,
 /// subprocesses or FFI.
 fn outbound_permissions() -> deno_permissions::PermissionsContainer {
-    use deno_permissions::{
-        Permissions, PermissionsContainer, RuntimePermissionDescriptorParser, UnaryPermission,
-    };
-    let parser = Arc::new(RuntimePermissionDescriptorParser::new(
-        sys_traits::impls::RealSys,
-    ));
-    let mut permissions = Permissions::none_without_prompt();
-    permissions.net = UnaryPermission::allow_all();
-    PermissionsContainer::new(parser, permissions)
+  use deno_permissions::{
+    Permissions, PermissionsContainer, RuntimePermissionDescriptorParser, UnaryPermission,
+  };
+  let parser = Arc::new(RuntimePermissionDescriptorParser::new(sys_traits::impls::RealSys));
+  let mut permissions = Permissions::none_without_prompt();
+  permissions.net = UnaryPermission::allow_all();
+  PermissionsContainer::new(parser, permissions)
 }

@@ -9,47 +9,35 @@ use crate::registry::Function;
 /// Returns `hello/index.js:3:7: SyntaxError: Unexpected token '}'` for the first module that fails.
 /// Must not run on a thread that holds other isolates (see `Isolate`'s docs on entering).
 pub fn check_syntax(function: &Function) -> Result<(), String> {
-    super::init_v8();
-    let isolate = &mut deno_core::v8::Isolate::new(Default::default());
-    let result = check_in(isolate, function);
-    result
+  super::init_v8();
+  let isolate = &mut deno_core::v8::Isolate::new(Default::default());
+  let result = check_in(isolate, function);
+  result
 }
 
 fn check_in(isolate: &mut deno_core::v8::OwnedIsolate, function: &Function) -> Result<(), String> {
-    use deno_core::v8;
-    v8::scope!(let scope, isolate);
-    let context = v8::Context::new(scope, Default::default());
-    let scope = &mut v8::ContextScope::new(scope, context);
-    for (path, source) in &function.modules {
-        v8::tc_scope!(let tc, scope);
-        let url = module_url(&function.name, path);
-        let (Some(name), Some(code)) = (v8::String::new(tc, &url), v8::String::new(tc, source))
-        else {
-            return Err(format!("{}/{path}: module is too large", function.name));
-        };
-        let origin = v8::ScriptOrigin::new(
-            tc,
-            name.into(),
-            0,
-            0,
-            false,
-            0,
-            None,
-            false,
-            false,
-            true,
-            None,
-        );
-        let mut source = v8::script_compiler::Source::new(code, Some(&origin));
-        if v8::script_compiler::compile_module(tc, &mut source).is_none() {
-            let Some(message) = tc.message() else {
-                return Err(format!("{}/{path}: failed to compile", function.name));
-            };
-            let line = message.get_line_number(tc).unwrap_or(0);
-            let column = message.get_start_column() + 1;
-            let text = message.get(tc).to_rust_string_lossy(tc);
-            return Err(format!("{}/{path}:{line}:{column}: {text}", function.name));
-        }
+  use deno_core::v8;
+  v8::scope!(let scope, isolate);
+  let context = v8::Context::new(scope, Default::default());
+  let scope = &mut v8::ContextScope::new(scope, context);
+  for (path, source) in &function.modules {
+    v8::tc_scope!(let tc, scope);
+    let url = module_url(&function.name, path);
+    let (Some(name), Some(code)) = (v8::String::new(tc, &url), v8::String::new(tc, source)) else {
+      return Err(format!("{}/{path}: module is too large", function.name));
+    };
+    let origin = v8::ScriptOrigin::new(tc, name.into(), 0, 0, false, 0, None, false, false, true, None);
+    let mut source = v8::script_compiler::Source::new(code, Some(&origin));
+    if v8::script_compiler::compile_module(tc, &mut source).is_none() {
+      let Some(message) = tc.message() else {
+        return Err(format!("{}/{path}: failed to compile", function.name));
+      };
+      let line = message.get_line_number(tc).unwrap_or(0);
+      let column = message.get_start_column() + 1;
+      let text = message.get(tc).to_rust_string_lossy(tc);
+      let text = text.strip_prefix("Uncaught ").unwrap_or(&text);
+      return Err(format!("{}/{path}:{line}:{column}: {text}", function.name));
     }
-    Ok(())
+  }
+  Ok(())
 }

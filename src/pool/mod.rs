@@ -19,33 +19,33 @@ use crate::registry::Function;
 /// How the pool is sized.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Isolate threads; defaults to the machine's cores.
-    pub threads: usize,
+  /// Isolate threads; defaults to the machine's cores.
+  pub threads: usize,
 }
 
 impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
+  fn default() -> Self {
+    Self {
+      threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
+  }
 }
 
 /// A request for one function, on its way to an isolate thread.
 pub struct Job {
-    pub function: Arc<Function>,
-    pub request: IsolateRequest,
+  pub function: Arc<Function>,
+  pub request: IsolateRequest,
 }
 
 struct Thread {
-    inbox: mpsc::UnboundedSender<Job>,
-    /// Requests sent to this thread and not yet answered: the load signal for placement.
-    in_flight: Arc<AtomicUsize>,
+  inbox: mpsc::UnboundedSender<Job>,
+  /// Requests sent to this thread and not yet answered: the load signal for placement.
+  in_flight: Arc<AtomicUsize>,
 }
 
 /// The isolate threads of a node.
 pub struct IsolatePool {
-    threads: Vec<Thread>,
+  threads: Vec<Thread>,
 }
 
 /// How much busier (in requests in flight) a function's home thread may be than the least busy
@@ -56,70 +56,71 @@ const SPILL_THRESHOLD: usize = 4;
 pub struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+  fn drop(&mut self) {
+    self.0.fetch_sub(1, Ordering::Relaxed);
+  }
 }
 
 impl IsolatePool {
-    /// Starts the isolate threads.
-    pub fn start(config: &PoolConfig) -> std::io::Result<Self> {
-        let threads = (0..config.threads.max(1))
-            .map(|index| {
-                let (inbox, jobs) = mpsc::unbounded_channel();
-                // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
-                std::thread::Builder::new()
-                    .name(format!("islet-isolate-{index}"))
-                    .spawn(move || worker::run(index, jobs))?;
-                Ok(Thread {
-                    inbox,
-                    in_flight: Arc::default(),
-                })
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Self { threads })
-    }
+  /// Starts the isolate threads.
+  pub fn start(config: &PoolConfig) -> std::io::Result<Self> {
+    let threads = (0..config.threads.max(1))
+      .map(|index| {
+        let (inbox, jobs) = mpsc::unbounded_channel();
+        // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
+        std::thread::Builder::new()
+          .name(format!("islet-isolate-{index}"))
+          .spawn(move || worker::run(index, jobs))?;
+        Ok(Thread {
+          inbox,
+          in_flight: Arc::default(),
+        })
+      })
+      .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(Self { threads })
+  }
 
-    /// Sends a request to an isolate thread. The returned guard must live until the response (or
-    /// its failure) has been received.
-    pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) -> Option<InFlight> {
-        let thread = &self.threads[self.choose(&function)];
-        thread.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(thread.in_flight.clone());
-        match thread.inbox.send(Job { function, request }) {
-            Ok(()) => Some(guard),
-            Err(mpsc::error::SendError(job)) => {
-                job.request
-                    .reject(ErrorCode::Unavailable, "the node is shutting down");
-                None
-            }
-        }
+  /// Sends a request to an isolate thread. The returned guard must live until the response (or
+  /// its failure) has been received.
+  pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) -> Option<InFlight> {
+    let thread = &self.threads[self.choose(&function)];
+    thread.in_flight.fetch_add(1, Ordering::Relaxed);
+    let guard = InFlight(thread.in_flight.clone());
+    match thread.inbox.send(Job { function, request }) {
+      Ok(()) => Some(guard),
+      Err(mpsc::error::SendError(job)) => {
+        job
+          .request
+          .reject(ErrorCode::Unavailable, "the node is shutting down");
+        None
+      }
     }
+  }
 
-    /// The function's home thread (by name hash, so its isolates stay warm there), unless it is
-    /// busier than the least busy thread by more than `SPILL_THRESHOLD`.
-    fn choose(&self, function: &Function) -> usize {
-        let n = self.threads.len();
-        let home = fxhash(function.name.as_bytes()) % n;
-        let load = |i: usize| self.threads[i].in_flight.load(Ordering::Relaxed);
-        let home_load = load(home);
-        if home_load == 0 {
-            return home;
-        }
-        let (least, least_load) = (0..n)
-            .map(|i| (i, load(i)))
-            .min_by_key(|&(_, l)| l)
-            .unwrap_or((home, 0));
-        if home_load > least_load + SPILL_THRESHOLD {
-            least
-        } else {
-            home
-        }
+  /// The function's home thread (by name hash, so its isolates stay warm there), unless it is
+  /// busier than the least busy thread by more than `SPILL_THRESHOLD`.
+  fn choose(&self, function: &Function) -> usize {
+    let n = self.threads.len();
+    let home = fxhash(function.name.as_bytes()) % n;
+    let load = |i: usize| self.threads[i].in_flight.load(Ordering::Relaxed);
+    let home_load = load(home);
+    if home_load == 0 {
+      return home;
     }
+    let (least, least_load) = (0..n)
+      .map(|i| (i, load(i)))
+      .min_by_key(|&(_, l)| l)
+      .unwrap_or((home, 0));
+    if home_load > least_load + SPILL_THRESHOLD {
+      least
+    } else {
+      home
+    }
+  }
 }
 
 fn fxhash(bytes: &[u8]) -> usize {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    }) as usize
+  bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+  }) as usize
 }

@@ -17,124 +17,118 @@ const MAX_FUNCTION_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_DEPTH: usize = 16;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
-    move |source| NodeError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+  move |source| NodeError::Io {
+    path: path.display().to_string(),
+    source,
+  }
 }
 
 /// Reads every function in `dir`. Entries that are not functions are skipped with a warning.
 pub fn load_dir(dir: &Path) -> Result<Registry, NodeError> {
-    let mut registry = Registry::default();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .collect::<Result<_, _>>()
-        .map_err(io_err(dir))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let (name, function) = if path.is_dir() {
-            if !path.join("index.js").is_file() {
-                continue;
-            }
-            (file_name.clone(), load_folder(&file_name, &path)?)
-        } else if let Some(stem) = file_name.strip_suffix(".js") {
-            let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-            let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
-            (
-                stem.to_string(),
-                Function::new(
-                    stem.to_string(),
-                    file_name.clone(),
-                    modules,
-                    BTreeMap::new(),
-                ),
-            )
-        } else {
-            continue;
-        };
-        if !is_valid_name(&name) {
-            tracing::warn!(path = %path.display(), "skipped: '{name}' is not a valid function name (lowercase letters, digits and '-')");
-            continue;
-        }
-        if registry.get(&name).is_some() {
-            return Err(NodeError::Config(format!(
-                "{}: function '{name}' is defined twice (as a folder and as a file)",
-                dir.display()
-            )));
-        }
-        registry.insert(function);
+  let mut registry = Registry::default();
+  let mut entries: Vec<_> = std::fs::read_dir(dir)
+    .map_err(io_err(dir))?
+    .collect::<Result<_, _>>()
+    .map_err(io_err(dir))?;
+  entries.sort_by_key(|e| e.file_name());
+  for entry in entries {
+    let path = entry.path();
+    let file_name = entry.file_name().to_string_lossy().into_owned();
+    let (name, function) = if path.is_dir() {
+      if !path.join("index.js").is_file() {
+        continue;
+      }
+      (file_name.clone(), load_folder(&file_name, &path)?)
+    } else if let Some(stem) = file_name.strip_suffix(".js") {
+      let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+      let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
+      (
+        stem.to_string(),
+        Function::new(stem.to_string(), file_name.clone(), modules, BTreeMap::new()),
+      )
+    } else {
+      continue;
+    };
+    if !is_valid_name(&name) {
+      tracing::warn!(path = %path.display(), "skipped: '{name}' is not a valid function name (lowercase letters, digits and '-')");
+      continue;
     }
-    Ok(registry)
+    if registry.get(&name).is_some() {
+      return Err(NodeError::Config(format!(
+        "{}: function '{name}' is defined twice (as a folder and as a file)",
+        dir.display()
+      )));
+    }
+    registry.insert(function);
+  }
+  Ok(registry)
 }
 
 fn load_folder(name: &str, folder: &Path) -> Result<Function, NodeError> {
-    let mut modules = BTreeMap::new();
-    let mut total = 0u64;
-    collect_modules(folder, folder, 0, &mut modules, &mut total)?;
-    let vars_path = folder.join("vars.json");
-    let vars = if vars_path.is_file() {
-        let text = std::fs::read_to_string(&vars_path).map_err(io_err(&vars_path))?;
-        serde_json::from_str::<BTreeMap<String, String>>(&text).map_err(|e| {
-            NodeError::Config(format!(
-                "{}: must be a JSON object of strings: {e}",
-                vars_path.display()
-            ))
-        })?
-    } else {
-        BTreeMap::new()
-    };
-    Ok(Function::new(
-        name.to_string(),
-        "index.js".to_string(),
-        modules,
-        vars,
-    ))
+  let mut modules = BTreeMap::new();
+  let mut total = 0u64;
+  collect_modules(folder, folder, 0, &mut modules, &mut total)?;
+  let vars_path = folder.join("vars.json");
+  let vars = if vars_path.is_file() {
+    let text = std::fs::read_to_string(&vars_path).map_err(io_err(&vars_path))?;
+    serde_json::from_str::<BTreeMap<String, String>>(&text).map_err(|e| {
+      NodeError::Config(format!(
+        "{}: must be a JSON object of strings: {e}",
+        vars_path.display()
+      ))
+    })?
+  } else {
+    BTreeMap::new()
+  };
+  Ok(Function::new(
+    name.to_string(),
+    "index.js".to_string(),
+    modules,
+    vars,
+  ))
 }
 
 fn collect_modules(
-    root: &Path,
-    dir: &Path,
-    depth: usize,
-    modules: &mut BTreeMap<String, Arc<str>>,
-    total: &mut u64,
+  root: &Path,
+  dir: &Path,
+  depth: usize,
+  modules: &mut BTreeMap<String, Arc<str>>,
+  total: &mut u64,
 ) -> Result<(), NodeError> {
-    if depth > MAX_DEPTH {
-        return Ok(());
+  if depth > MAX_DEPTH {
+    return Ok(());
+  }
+  for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+    let entry = entry.map_err(io_err(dir))?;
+    let path = entry.path();
+    let file_name = entry.file_name();
+    let file_name = file_name.to_string_lossy();
+    if file_name.starts_with('.') || file_name == "node_modules" {
+      continue;
     }
-    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        if file_name.starts_with('.') || file_name == "node_modules" {
-            continue;
-        }
-        // Symlinks are not followed: a function's code is what is inside its folder.
-        let file_type = entry.file_type().map_err(io_err(&path))?;
-        if file_type.is_dir() {
-            collect_modules(root, &path, depth + 1, modules, total)?;
-        } else if file_type.is_file() && (file_name.ends_with(".js") || file_name.ends_with(".mjs"))
-        {
-            *total += entry.metadata().map_err(io_err(&path))?.len();
-            if *total > MAX_FUNCTION_BYTES {
-                return Err(NodeError::Config(format!(
-                    "{}: more than {} MiB of code",
-                    root.display(),
-                    MAX_FUNCTION_BYTES >> 20
-                )));
-            }
-            let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-            // INVARIANT: `path` was found below `root`.
-            let relative = path.strip_prefix(root).expect("below root");
-            let key = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            modules.insert(key, Arc::from(source));
-        }
+    // Symlinks are not followed: a function's code is what is inside its folder.
+    let file_type = entry.file_type().map_err(io_err(&path))?;
+    if file_type.is_dir() {
+      collect_modules(root, &path, depth + 1, modules, total)?;
+    } else if file_type.is_file() && (file_name.ends_with(".js") || file_name.ends_with(".mjs")) {
+      *total += entry.metadata().map_err(io_err(&path))?.len();
+      if *total > MAX_FUNCTION_BYTES {
+        return Err(NodeError::Config(format!(
+          "{}: more than {} MiB of code",
+          root.display(),
+          MAX_FUNCTION_BYTES >> 20
+        )));
+      }
+      let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+      // INVARIANT: `path` was found below `root`.
+      let relative = path.strip_prefix(root).expect("below root");
+      let key = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+      modules.insert(key, Arc::from(source));
     }
-    Ok(())
+  }
+  Ok(())
 }

@@ -16,129 +16,128 @@ pub use dir::load_dir;
 /// One version of one function's code.
 #[derive(Debug)]
 pub struct Function {
-    /// The name requests are routed by: a lowercase DNS label.
-    pub name: String,
-    /// Content hash of the modules and variables: two equal versions run identical code.
-    pub version: String,
-    /// Path of the entry module inside the bundle (`index.js`).
-    pub entry: String,
-    /// Every module of the function, by path relative to its folder: all the code it may import.
-    pub modules: BTreeMap<String, Arc<str>>,
-    /// The function's `env`, as a JSON object: built once here, parsed by each isolate that loads it.
-    pub env_json: String,
-    /// Why the function cannot serve (its modules do not parse), found when it was loaded; requests
-    /// to it get 503 with this message while other functions keep serving.
-    pub broken: Option<String>,
+  /// The name requests are routed by: a lowercase DNS label.
+  pub name: String,
+  /// Content hash of the modules and variables: two equal versions run identical code.
+  pub version: String,
+  /// Path of the entry module inside the bundle (`index.js`).
+  pub entry: String,
+  /// Every module of the function, by path relative to its folder: all the code it may import.
+  pub modules: BTreeMap<String, Arc<str>>,
+  /// The function's `env`, as a JSON object: built once here, parsed by each isolate that loads it.
+  pub env_json: String,
+  /// Why the function cannot serve (its modules do not parse), found when it was loaded; requests
+  /// to it get 503 with this message while other functions keep serving.
+  pub broken: Option<String>,
 }
 
 impl Function {
-    /// Builds a function from its modules and variables, computing its version.
-    pub fn new(
-        name: String,
-        entry: String,
-        modules: BTreeMap<String, Arc<str>>,
-        vars: BTreeMap<String, String>,
-    ) -> Self {
-        let mut hash = Sha256::new();
-        for (path, source) in &modules {
-            hash.update(path.as_bytes());
-            hash.update([0]);
-            hash.update(source.as_bytes());
-            hash.update([0]);
-        }
-        // INVARIANT: a map of strings always serializes.
-        let env_json = serde_json::to_string(&vars).expect("vars serialize");
-        hash.update(env_json.as_bytes());
-        let digest = hash.finalize();
-        let version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Self {
-            name,
-            version,
-            entry,
-            modules,
-            env_json,
-            broken: None,
-        }
+  /// Builds a function from its modules and variables, computing its version.
+  pub fn new(
+    name: String,
+    entry: String,
+    modules: BTreeMap<String, Arc<str>>,
+    vars: BTreeMap<String, String>,
+  ) -> Self {
+    let mut hash = Sha256::new();
+    for (path, source) in &modules {
+      hash.update(path.as_bytes());
+      hash.update([0]);
+      hash.update(source.as_bytes());
+      hash.update([0]);
     }
+    // INVARIANT: a map of strings always serializes.
+    let env_json = serde_json::to_string(&vars).expect("vars serialize");
+    hash.update(env_json.as_bytes());
+    let digest = hash.finalize();
+    let version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Self {
+      name,
+      version,
+      entry,
+      modules,
+      env_json,
+      broken: None,
+    }
+  }
 }
 
 /// Whether `name` can be a function name: a DNS label, so it can also be a host's first label.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+  !name.is_empty()
+    && name.len() <= 63
+    && name
+      .bytes()
+      .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    && !name.starts_with('-')
+    && !name.ends_with('-')
 }
 
 /// The functions a node serves, by name.
 #[derive(Debug, Default)]
 pub struct Registry {
-    functions: HashMap<String, Arc<Function>>,
+  functions: HashMap<String, Arc<Function>>,
 }
 
 impl Registry {
-    pub fn insert(&mut self, function: Function) {
-        self.functions
-            .insert(function.name.clone(), Arc::new(function));
-    }
+  pub fn insert(&mut self, function: Function) {
+    self.functions.insert(function.name.clone(), Arc::new(function));
+  }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
-        self.functions.get(name)
-    }
+  pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
+    self.functions.get(name)
+  }
 
-    pub fn len(&self) -> usize {
-        self.functions.len()
-    }
+  pub fn len(&self) -> usize {
+    self.functions.len()
+  }
 
-    pub fn is_empty(&self) -> bool {
-        self.functions.is_empty()
-    }
+  pub fn is_empty(&self) -> bool {
+    self.functions.is_empty()
+  }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Function>> {
-        self.functions.values()
-    }
+  pub fn iter(&self) -> impl Iterator<Item = &Arc<Function>> {
+    self.functions.values()
+  }
 
-    /// Marks functions whose modules fail `check` as broken, keeping the message for their 503s.
-    pub fn check_each(&mut self, mut check: impl FnMut(&Function) -> Result<(), String>) {
-        for function in self.functions.values_mut() {
-            if let Err(message) = check(function) {
-                tracing::error!(function = %function.name, "function cannot load: {message}");
-                // INVARIANT: nothing else holds these Arcs before the node starts serving.
-                if let Some(function) = Arc::get_mut(function) {
-                    function.broken = Some(message);
-                }
-            }
+  /// Marks functions whose modules fail `check` as broken, keeping the message for their 503s.
+  pub fn check_each(&mut self, mut check: impl FnMut(&Function) -> Result<(), String>) {
+    for function in self.functions.values_mut() {
+      if let Err(message) = check(function) {
+        tracing::error!(function = %function.name, "function cannot load: {message}");
+        // INVARIANT: nothing else holds these Arcs before the node starts serving.
+        if let Some(function) = Arc::get_mut(function) {
+          function.broken = Some(message);
         }
+      }
     }
+  }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+  use super::*;
 
-    #[test]
-    fn names_are_dns_labels() {
-        assert!(is_valid_name("hello"));
-        assert!(is_valid_name("json-api2"));
-        assert!(!is_valid_name("Hello"));
-        assert!(!is_valid_name("-x"));
-        assert!(!is_valid_name("a.b"));
-        assert!(!is_valid_name(""));
-    }
+  #[test]
+  fn names_are_dns_labels() {
+    assert!(is_valid_name("hello"));
+    assert!(is_valid_name("json-api2"));
+    assert!(!is_valid_name("Hello"));
+    assert!(!is_valid_name("-x"));
+    assert!(!is_valid_name("a.b"));
+    assert!(!is_valid_name(""));
+  }
 
-    #[test]
-    fn version_changes_with_code_and_vars() {
-        let modules = |src: &str| BTreeMap::from([("index.js".to_string(), Arc::<str>::from(src))]);
-        let a = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new());
-        let b = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new());
-        let c = Function::new("f".into(), "index.js".into(), modules("2"), BTreeMap::new());
-        let vars = BTreeMap::from([("K".to_string(), "v".to_string())]);
-        let d = Function::new("f".into(), "index.js".into(), modules("1"), vars);
-        assert_eq!(a.version, b.version);
-        assert_ne!(a.version, c.version);
-        assert_ne!(a.version, d.version);
-    }
+  #[test]
+  fn version_changes_with_code_and_vars() {
+    let modules = |src: &str| BTreeMap::from([("index.js".to_string(), Arc::<str>::from(src))]);
+    let a = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new());
+    let b = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new());
+    let c = Function::new("f".into(), "index.js".into(), modules("2"), BTreeMap::new());
+    let vars = BTreeMap::from([("K".to_string(), "v".to_string())]);
+    let d = Function::new("f".into(), "index.js".into(), modules("1"), vars);
+    assert_eq!(a.version, b.version);
+    assert_ne!(a.version, c.version);
+    assert_ne!(a.version, d.version);
+  }
 }

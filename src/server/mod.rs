@@ -32,262 +32,248 @@ use router::{name_from_path, Router};
 /// How a node serves HTTP.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
-    /// Certificate chain and private key (PEM) to serve HTTPS instead of cleartext HTTP.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Domains under which `<name>.<domain>` routes to function `<name>` (besides `localhost`).
-    pub base_domains: Vec<String>,
-    /// How long in-flight requests may take to finish after a shutdown signal.
-    pub shutdown_grace: Duration,
-    pub pool: PoolConfig,
+  pub listen: SocketAddr,
+  /// Certificate chain and private key (PEM) to serve HTTPS instead of cleartext HTTP.
+  pub tls: Option<(PathBuf, PathBuf)>,
+  /// Domains under which `<name>.<domain>` routes to function `<name>` (besides `localhost`).
+  pub base_domains: Vec<String>,
+  /// How long in-flight requests may take to finish after a shutdown signal.
+  pub shutdown_grace: Duration,
+  pub pool: PoolConfig,
 }
 
 impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            tls: None,
-            base_domains: Vec::new(),
-            shutdown_grace: Duration::from_secs(10),
-            pool: PoolConfig::default(),
-        }
+  fn default() -> Self {
+    Self {
+      listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+      tls: None,
+      base_domains: Vec::new(),
+      shutdown_grace: Duration::from_secs(10),
+      pool: PoolConfig::default(),
     }
+  }
 }
 
 /// What a request needs from the node: the functions, how to route to them, where they run.
 struct Node {
-    registry: Registry,
-    router: Router,
-    pool: IsolatePool,
+  registry: Registry,
+  router: Router,
+  pool: IsolatePool,
 }
 
 /// A bound, not yet running, HTTP server.
 pub struct Server {
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    node: Arc<Node>,
-    shutdown_grace: Duration,
+  listener: TcpListener,
+  tls: Option<TlsAcceptor>,
+  node: Arc<Node>,
+  shutdown_grace: Duration,
 }
 
 /// Request header whose value is echoed on every response, so clients can quote it.
 const REQUEST_ID_HEADER: &str = "x-islet-request-id";
 
 impl Server {
-    /// Binds the listener and starts the isolate threads.
-    pub async fn bind(config: ServerConfig, registry: Registry) -> Result<Self, NodeError> {
-        let tls = match &config.tls {
-            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
-            None => None,
-        };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Io {
-                path: config.listen.to_string(),
-                source,
-            })?;
-        let pool = IsolatePool::start(&config.pool).map_err(|source| NodeError::Io {
-            path: "isolate threads".into(),
-            source,
-        })?;
-        let node = Node {
-            registry,
-            router: Router::new(config.base_domains.clone()),
-            pool,
-        };
-        Ok(Self {
-            listener,
-            tls,
-            node: Arc::new(node),
-            shutdown_grace: config.shutdown_grace,
-        })
-    }
+  /// Binds the listener and starts the isolate threads.
+  pub async fn bind(config: ServerConfig, registry: Registry) -> Result<Self, NodeError> {
+    let tls = match &config.tls {
+      Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+      None => None,
+    };
+    let listener = TcpListener::bind(config.listen)
+      .await
+      .map_err(|source| NodeError::Io {
+        path: config.listen.to_string(),
+        source,
+      })?;
+    let pool = IsolatePool::start(&config.pool).map_err(|source| NodeError::Io {
+      path: "isolate threads".into(),
+      source,
+    })?;
+    let node = Node {
+      registry,
+      router: Router::new(config.base_domains.clone()),
+      pool,
+    };
+    Ok(Self {
+      listener,
+      tls,
+      node: Arc::new(node),
+      shutdown_grace: config.shutdown_grace,
+    })
+  }
 
-    /// The address actually bound (the port is chosen by the OS for `:0`).
-    pub fn local_addr(&self) -> SocketAddr {
-        // INVARIANT: a bound TCP listener has a local address.
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
-    }
+  /// The address actually bound (the port is chosen by the OS for `:0`).
+  pub fn local_addr(&self) -> SocketAddr {
+    // INVARIANT: a bound TCP listener has a local address.
+    self.listener.local_addr().expect("bound listener has an address")
+  }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests the
-    /// grace period to finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server {
-            listener,
-            tls,
-            node,
-            shutdown_grace,
-        } = self;
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().keep_alive(true).max_buf_size(64 * 1024);
-        builder.http2().max_concurrent_streams(256);
-        let builder = Arc::new(builder);
-        let https = tls.is_some();
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, _peer) = tokio::select! {
-              accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                  // Out of file descriptors and the like: back off instead of spinning.
-                  tracing::warn!("accept failed: {err}");
-                  tokio::time::sleep(Duration::from_millis(50)).await;
-                  continue;
-                }
-              },
-              () = &mut shutdown => break,
+  /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests the
+  /// grace period to finish.
+  pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    let Server {
+      listener,
+      tls,
+      node,
+      shutdown_grace,
+    } = self;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true).max_buf_size(64 * 1024);
+    builder.http2().max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let https = tls.is_some();
+    tokio::pin!(shutdown);
+    loop {
+      let (stream, _peer) = tokio::select! {
+        accepted = listener.accept() => match accepted {
+          Ok(accepted) => accepted,
+          Err(err) => {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tracing::warn!("accept failed: {err}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+          }
+        },
+        () = &mut shutdown => break,
+      };
+      let _ = stream.set_nodelay(true);
+      let node = node.clone();
+      let builder = builder.clone();
+      let tls = tls.clone();
+      let watcher = graceful.watcher();
+      tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |request| {
+          let node = node.clone();
+          async move { Ok::<_, Infallible>(node.handle(request, https).await) }
+        });
+        let result = match tls {
+          Some(acceptor) => {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+              Ok(Ok(stream)) => stream,
+              Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
+              Err(_) => return tracing::debug!("TLS handshake timed out"),
             };
-            let _ = stream.set_nodelay(true);
-            let node = node.clone();
-            let builder = builder.clone();
-            let tls = tls.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let node = node.clone();
-                    async move { Ok::<_, Infallible>(node.handle(request, https).await) }
-                });
-                let result = match tls {
-                    Some(acceptor) => {
-                        let stream = match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
-                            Err(_) => return tracing::debug!("TLS handshake timed out"),
-                        };
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            )
-                            .await
-                    }
-                    None => {
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            )
-                            .await
-                    }
-                };
-                if let Err(err) = result {
-                    tracing::debug!("connection closed with an error: {err}");
-                }
-            });
+            watcher
+              .watch(
+                builder
+                  .serve_connection(TokioIo::new(stream), service)
+                  .into_owned(),
+              )
+              .await
+          }
+          None => {
+            watcher
+              .watch(
+                builder
+                  .serve_connection(TokioIo::new(stream), service)
+                  .into_owned(),
+              )
+              .await
+          }
+        };
+        if let Err(err) = result {
+          tracing::debug!("connection closed with an error: {err}");
         }
-        drop(listener);
-        tracing::info!("shutting down: waiting up to {shutdown_grace:?} for in-flight requests");
-        if tokio::time::timeout(shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over; closing the remaining connections");
-        }
+      });
     }
+    drop(listener);
+    tracing::info!("shutting down: waiting up to {shutdown_grace:?} for in-flight requests");
+    if tokio::time::timeout(shutdown_grace, graceful.shutdown())
+      .await
+      .is_err()
+    {
+      tracing::warn!("grace period over; closing the remaining connections");
+    }
+  }
 }
 
 impl Node {
-    async fn handle(
-        &self,
-        request: http::Request<Incoming>,
-        https: bool,
-    ) -> http::Response<ResponseBody> {
-        let request_id = new_request_id();
-        let mut response = self.run_function(request, https, &request_id).await;
-        if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
-        }
-        response
+  async fn handle(&self, request: http::Request<Incoming>, https: bool) -> http::Response<ResponseBody> {
+    let request_id = new_request_id();
+    let mut response = self.run_function(request, https, &request_id).await;
+    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
+      response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+  }
+
+  async fn run_function(
+    &self,
+    request: http::Request<Incoming>,
+    https: bool,
+    request_id: &Arc<str>,
+  ) -> http::Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let host = parts
+      .uri
+      .authority()
+      .map(|a| a.as_str().to_string())
+      .or_else(|| {
+        parts
+          .headers
+          .get(http::header::HOST)
+          .and_then(|h| h.to_str().ok())
+          .map(str::to_string)
+      })
+      .unwrap_or_default();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let by_host = self.router.name_from_host(&host).map(str::to_ascii_lowercase);
+    let name = by_host
+      .as_deref()
+      .filter(|name| self.registry.get(name).is_some())
+      .or_else(|| name_from_path(parts.uri.path()));
+    let Some(function) = name.and_then(|name| self.registry.get(name)) else {
+      let message = match by_host.as_deref().or(name) {
+        Some(name) => format!("no function named '{name}' is deployed on this node"),
+        None => "no function named in the request's host or path".to_string(),
+      };
+      return error_response(ErrorCode::FunctionNotFound, &message, request_id);
+    };
+    if let Some(message) = &function.broken {
+      return error_response(ErrorCode::ModuleLoadFailed, message, request_id);
     }
 
-    async fn run_function(
-        &self,
-        request: http::Request<Incoming>,
-        https: bool,
-        request_id: &Arc<str>,
-    ) -> http::Response<ResponseBody> {
-        let (parts, body) = request.into_parts();
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let by_host = self
-            .router
-            .name_from_host(&host)
-            .map(str::to_ascii_lowercase);
-        let name = by_host
-            .as_deref()
-            .filter(|name| self.registry.get(name).is_some())
-            .or_else(|| name_from_path(parts.uri.path()));
-        let Some(function) = name.and_then(|name| self.registry.get(name)) else {
-            let message = match by_host.as_deref().or(name) {
-                Some(name) => format!("no function named '{name}' is deployed on this node"),
-                None => "no function named in the request's host or path".to_string(),
-            };
-            return error_response(ErrorCode::FunctionNotFound, &message, request_id);
-        };
-        if let Some(message) = &function.broken {
-            return error_response(ErrorCode::ModuleLoadFailed, message, request_id);
-        }
-
-        let scheme = if https { "https" } else { "http" };
-        let host = if host.is_empty() {
-            "localhost".to_string()
-        } else {
-            host
-        };
-        let url = format!("{scheme}://{host}{path_and_query}");
-        let body = (!body.is_end_stream()).then(|| body.map_err(|e| e.into()).boxed());
-        let (responder, outcome) = oneshot::channel();
-        let isolate_request = IsolateRequest {
-            request_id: request_id.clone(),
-            method: parts.method,
-            url,
-            headers: parts.headers,
-            body,
-            responder,
-        };
-        let _in_flight = self.pool.dispatch(function.clone(), isolate_request);
-        match outcome.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(HandlerFailure { message, stack })) => {
-                tracing::error!(
-                  function = %function.name,
-                  request_id = %request_id,
-                  stack = stack.as_deref().unwrap_or(""),
-                  "handler failed: {message}"
-                );
-                error_response(ErrorCode::HandlerError, &message, request_id)
-            }
-            Err(_) => error_response(
-                ErrorCode::IsolateFailed,
-                "the isolate running this request stopped before it answered",
-                request_id,
-            ),
-        }
+    let scheme = if https { "https" } else { "http" };
+    let host = if host.is_empty() {
+      "localhost".to_string()
+    } else {
+      host
+    };
+    let url = format!("{scheme}://{host}{path_and_query}");
+    let body = (!body.is_end_stream()).then(|| body.map_err(|e| e.into()).boxed());
+    let (responder, outcome) = oneshot::channel();
+    let isolate_request = IsolateRequest {
+      request_id: request_id.clone(),
+      method: parts.method,
+      url,
+      headers: parts.headers,
+      body,
+      responder,
+    };
+    let _in_flight = self.pool.dispatch(function.clone(), isolate_request);
+    match outcome.await {
+      Ok(Ok(response)) => response,
+      Ok(Err(HandlerFailure { message, stack })) => {
+        tracing::error!(
+          function = %function.name,
+          request_id = %request_id,
+          stack = stack.as_deref().unwrap_or(""),
+          "handler failed: {message}"
+        );
+        error_response(ErrorCode::HandlerError, &message, request_id)
+      }
+      Err(_) => error_response(
+        ErrorCode::IsolateFailed,
+        "the isolate running this request stopped before it answered",
+        request_id,
+      ),
     }
+  }
 }
 
 /// 16 hex digits: unique enough to find a request in the logs, short enough to read aloud.
 fn new_request_id() -> Arc<str> {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64;
-    Arc::from(format!("{bits:016x}"))
+  let bits = uuid::Uuid::new_v4().as_u128() as u64;
+  Arc::from(format!("{bits:016x}"))
 }

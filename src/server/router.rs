@@ -4,80 +4,81 @@
 /// Routing rules of a node.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    /// Domains under which `<name>.<domain>` names a function, lowercase, without a leading dot.
-    base_domains: Vec<String>,
+  /// Domains under which `<name>.<domain>` names a function, lowercase, without a leading dot.
+  base_domains: Vec<String>,
 }
 
 impl Router {
-    pub fn new(base_domains: impl IntoIterator<Item = String>) -> Self {
-        let base_domains = base_domains
-            .into_iter()
-            .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
-            .filter(|d| !d.is_empty())
-            .collect();
-        Self { base_domains }
-    }
+  pub fn new(base_domains: impl IntoIterator<Item = String>) -> Self {
+    let base_domains = base_domains
+      .into_iter()
+      .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
+      .filter(|d| !d.is_empty())
+      .collect();
+    Self { base_domains }
+  }
 
-    /// The function name the host designates, if it designates one.
-    pub fn name_from_host<'h>(&self, host: &'h str) -> Option<&'h str> {
-        let host = strip_port(host);
-        let label_before = |suffix: &str| {
-            let rest = host.len().checked_sub(suffix.len() + 1)?;
-            let (label, dot_suffix) = host.split_at(rest);
-            (dot_suffix.len() == suffix.len() + 1
-                && dot_suffix.as_bytes()[0] == b'.'
-                && dot_suffix[1..].eq_ignore_ascii_case(suffix)
-                && !label.is_empty()
-                && !label.contains('.'))
-            .then_some(label)
-        };
-        std::iter::once("localhost")
-            .chain(self.base_domains.iter().map(String::as_str))
-            .find_map(label_before)
-    }
+  /// The function name the host designates, if it designates one.
+  pub fn name_from_host<'h>(&self, host: &'h str) -> Option<&'h str> {
+    let host = strip_port(host);
+    let label_before = |suffix: &str| {
+      let rest = host.len().checked_sub(suffix.len() + 1)?;
+      let (label, dot_suffix) = host.split_at(rest);
+      (dot_suffix.len() == suffix.len() + 1
+        && dot_suffix.as_bytes()[0] == b'.'
+        && dot_suffix[1..].eq_ignore_ascii_case(suffix)
+        && !label.is_empty()
+        && !label.contains('.'))
+      .then_some(label)
+    };
+    std::iter::once("localhost")
+      .chain(self.base_domains.iter().map(String::as_str))
+      .find_map(label_before)
+  }
 }
 
 /// The first segment of a path: `/hello/x?y` → `hello`.
 pub fn name_from_path(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix('/')?;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let name = &rest[..end];
-    (!name.is_empty()).then_some(name)
+  let rest = path.strip_prefix('/')?;
+  let end = rest.find(['/', '?']).unwrap_or(rest.len());
+  let name = &rest[..end];
+  (!name.is_empty()).then_some(name)
 }
 
 fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
+  if host.starts_with('[') {
+    return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+  }
+  host
+    .rsplit_once(':')
+    .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+    .map_or(host, |(h, _)| h)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+  use super::*;
 
-    #[test]
-    fn host_routes_localhost_and_base_domains() {
-        let router = Router::new(["edge.example.com".to_string()]);
-        assert_eq!(router.name_from_host("hello.localhost:8080"), Some("hello"));
-        assert_eq!(router.name_from_host("hello.localhost"), Some("hello"));
-        assert_eq!(router.name_from_host("api.edge.example.com"), Some("api"));
-        assert_eq!(router.name_from_host("API.EDGE.example.com"), Some("API"));
-        assert_eq!(router.name_from_host("a.b.edge.example.com"), None);
-        assert_eq!(router.name_from_host("localhost:8080"), None);
-        assert_eq!(router.name_from_host("127.0.0.1:8080"), None);
-        assert_eq!(router.name_from_host("[::1]:8080"), None);
-        assert_eq!(router.name_from_host("xlocalhost"), None);
-    }
+  #[test]
+  fn host_routes_localhost_and_base_domains() {
+    let router = Router::new(["edge.example.com".to_string()]);
+    assert_eq!(router.name_from_host("hello.localhost:8080"), Some("hello"));
+    assert_eq!(router.name_from_host("hello.localhost"), Some("hello"));
+    assert_eq!(router.name_from_host("api.edge.example.com"), Some("api"));
+    assert_eq!(router.name_from_host("API.EDGE.example.com"), Some("API"));
+    assert_eq!(router.name_from_host("a.b.edge.example.com"), None);
+    assert_eq!(router.name_from_host("localhost:8080"), None);
+    assert_eq!(router.name_from_host("127.0.0.1:8080"), None);
+    assert_eq!(router.name_from_host("[::1]:8080"), None);
+    assert_eq!(router.name_from_host("xlocalhost"), None);
+  }
 
-    #[test]
-    fn path_routes_first_segment() {
-        assert_eq!(name_from_path("/hello"), Some("hello"));
-        assert_eq!(name_from_path("/hello/a/b?c=1"), Some("hello"));
-        assert_eq!(name_from_path("/hello?x"), Some("hello"));
-        assert_eq!(name_from_path("/"), None);
-        assert_eq!(name_from_path(""), None);
-    }
+  #[test]
+  fn path_routes_first_segment() {
+    assert_eq!(name_from_path("/hello"), Some("hello"));
+    assert_eq!(name_from_path("/hello/a/b?c=1"), Some("hello"));
+    assert_eq!(name_from_path("/hello?x"), Some("hello"));
+    assert_eq!(name_from_path("/"), None);
+    assert_eq!(name_from_path(""), None);
+  }
 }

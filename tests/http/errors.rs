@@ -7,103 +7,92 @@ use crate::support::{get, http1, Node};
 
 #[tokio::test]
 async fn thrown_error_is_a_500_with_json_and_a_logged_stack() {
-    let node = Node::serve("tests/fixtures", &[]);
-    let client = http1();
-    for (path, message) in [
-        ("/throws/sync", "Error: boom from a sync throw"),
-        ("/throws/async", "TypeError: boom after an await"),
-        (
-            "/throws/not-a-response",
-            "TypeError: the fetch handler must return a Response",
-        ),
-    ] {
-        let reply = get(&client, &node.url(path)).await;
-        assert_eq!(reply.status, 500, "{path}");
-        assert_eq!(reply.header("content-type"), Some("application/json"));
-        let json = reply.json();
-        assert_eq!(json["error"]["code"], "handler_error");
-        let text = json["error"]["message"].as_str().unwrap();
-        assert!(text.starts_with(message), "{path}: {text}");
-        let id = reply.header("x-islet-request-id").unwrap();
-        assert_eq!(json["error"]["request_id"], id);
-    }
-    assert!(
-        node.wait_for_log("throws/index.js:", Duration::from_secs(5)),
-        "no stack in logs:\n{}",
-        node.logs()
-    );
-    // The same isolate keeps serving.
-    assert_eq!(
-        get(&client, &node.url("/respond?body=ok")).await.text(),
-        "ok"
-    );
+  let node = Node::serve("tests/fixtures", &[]);
+  let client = http1();
+  for (path, message) in [
+    ("/throws/sync", "Error: boom from a sync throw"),
+    ("/throws/async", "TypeError: boom after an await"),
+    (
+      "/throws/not-a-response",
+      "TypeError: the fetch handler must return a Response",
+    ),
+  ] {
+    let reply = get(&client, &node.url(path)).await;
+    assert_eq!(reply.status, 500, "{path}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let json = reply.json();
+    assert_eq!(json["error"]["code"], "handler_error");
+    let text = json["error"]["message"].as_str().unwrap();
+    assert!(text.starts_with(message), "{path}: {text}");
+    let id = reply.header("x-islet-request-id").unwrap();
+    assert_eq!(json["error"]["request_id"], id);
+  }
+  assert!(
+    node.wait_for_log("throws/index.js:", Duration::from_secs(5)),
+    "no stack in logs:\n{}",
+    node.logs()
+  );
+  // The same isolate keeps serving.
+  assert_eq!(get(&client, &node.url("/respond?body=ok")).await.text(), "ok");
 }
 
 #[tokio::test]
 async fn syntax_error_in_one_function_leaves_the_others_serving() {
-    let node = Node::serve("tests/fixtures", &[]);
-    let client = http1();
-    let broken = get(&client, &node.url("/broken-syntax")).await;
-    assert_eq!(broken.status, 503);
-    let json = broken.json();
-    assert_eq!(json["error"]["code"], "module_load_failed");
-    let message = json["error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("broken-syntax/index.js:6:1: SyntaxError"),
-        "{message}"
-    );
-    assert!(
-        node.logs().contains("broken-syntax/index.js:6:1"),
-        "not logged at load time:\n{}",
-        node.logs()
-    );
-    assert_eq!(
-        get(&client, &node.url("/respond?body=fine")).await.text(),
-        "fine"
-    );
+  let node = Node::serve("tests/fixtures", &[]);
+  let client = http1();
+  let broken = get(&client, &node.url("/broken-syntax")).await;
+  assert_eq!(broken.status, 503);
+  let json = broken.json();
+  assert_eq!(json["error"]["code"], "module_load_failed");
+  let message = json["error"]["message"].as_str().unwrap();
+  assert!(
+    message.starts_with("broken-syntax/index.js:6:1: SyntaxError"),
+    "{message}"
+  );
+  assert!(
+    node.logs().contains("broken-syntax/index.js:6:1"),
+    "not logged at load time:\n{}",
+    node.logs()
+  );
+  assert_eq!(get(&client, &node.url("/respond?body=fine")).await.text(), "fine");
 }
 
 #[tokio::test]
 async fn unknown_function_is_a_404_with_json() {
-    let node = Node::serve("examples", &[]);
-    let reply = get(&http1(), &node.url("/no-such-function/x")).await;
-    assert_eq!(reply.status, 404);
-    let json = reply.json();
-    assert_eq!(json["error"]["code"], "function_not_found");
-    assert_eq!(
-        json["error"]["message"],
-        "no function named 'no-such-function' is deployed on this node"
-    );
-    let root = get(&http1(), &node.url("/")).await;
-    assert_eq!(root.status, 404);
+  let node = Node::serve("examples", &[]);
+  let reply = get(&http1(), &node.url("/no-such-function/x")).await;
+  assert_eq!(reply.status, 404);
+  let json = reply.json();
+  assert_eq!(json["error"]["code"], "function_not_found");
+  assert_eq!(
+    json["error"]["message"],
+    "no function named 'no-such-function' is deployed on this node"
+  );
+  let root = get(&http1(), &node.url("/")).await;
+  assert_eq!(root.status, 404);
 }
 
 #[tokio::test]
 async fn malformed_http_gets_400_and_the_node_keeps_serving() {
-    let node = Node::serve("examples", &[]);
-    let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+  let node = Node::serve("examples", &[]);
+  let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+  stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+  stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+  let mut answer = String::new();
+  let _ = stream.read_to_string(&mut answer);
+  assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
 
-    let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let huge = "x".repeat(128 * 1024);
-    let _ = stream
-        .write_all(format!("GET /hello HTTP/1.1\r\nhost: a\r\nx-big: {huge}\r\n\r\n").as_bytes());
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 431"),
-        "{:?}",
-        &answer[..answer.len().min(60)]
-    );
+  let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+  stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+  let huge = "x".repeat(128 * 1024);
+  let _ = stream.write_all(format!("GET /hello HTTP/1.1\r\nhost: a\r\nx-big: {huge}\r\n\r\n").as_bytes());
+  let mut answer = String::new();
+  let _ = stream.read_to_string(&mut answer);
+  assert!(
+    answer.starts_with("HTTP/1.1 431"),
+    "{:?}",
+    &answer[..answer.len().min(60)]
+  );
 
-    assert_eq!(get(&http1(), &node.url("/hello")).await.status, 200);
+  assert_eq!(get(&http1(), &node.url("/hello")).await.status, 200);
 }

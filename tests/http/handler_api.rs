@@ -9,179 +9,169 @@ use crate::support::{get, http1, request, send, Node, Upstream};
 
 #[tokio::test]
 async fn handler_sees_method_url_headers_body_and_env() {
-    let node = Node::serve("tests/fixtures", &[]);
-    let reply = send(
-        &http1(),
-        request("POST", &node.url("/inspect/a/b?x=1&y=two"))
-            .header("x-test", "value 1")
-            .header("content-type", "text/plain")
-            .body(Full::new(Bytes::from("the body")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let seen = reply.json();
-    assert_eq!(seen["method"], "POST");
-    assert_eq!(
-        seen["url"],
-        format!("http://{}/inspect/a/b?x=1&y=two", node.addr)
-    );
-    assert_eq!(seen["headers"]["x-test"], "value 1");
-    assert_eq!(seen["headers"]["content-type"], "text/plain");
-    assert_eq!(seen["body"], "the body");
-    assert_eq!(seen["env"]["MODE"], "test");
-    assert_eq!(seen["env"]["REGION"], "local");
+  let node = Node::serve("tests/fixtures", &[]);
+  let reply = send(
+    &http1(),
+    request("POST", &node.url("/inspect/a/b?x=1&y=two"))
+      .header("x-test", "value 1")
+      .header("content-type", "text/plain")
+      .body(Full::new(Bytes::from("the body")))
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  let seen = reply.json();
+  assert_eq!(seen["method"], "POST");
+  assert_eq!(seen["url"], format!("http://{}/inspect/a/b?x=1&y=two", node.addr));
+  assert_eq!(seen["headers"]["x-test"], "value 1");
+  assert_eq!(seen["headers"]["content-type"], "text/plain");
+  assert_eq!(seen["body"], "the body");
+  assert_eq!(seen["env"]["MODE"], "test");
+  assert_eq!(seen["env"]["REGION"], "local");
 
-    let no_body = get(&http1(), &node.url("/inspect")).await.json();
-    assert_eq!(no_body["method"], "GET");
-    assert_eq!(no_body["body"], serde_json::Value::Null);
+  let no_body = get(&http1(), &node.url("/inspect")).await.json();
+  assert_eq!(no_body["method"], "GET");
+  assert_eq!(no_body["body"], serde_json::Value::Null);
 }
 
 #[tokio::test]
 async fn handler_sets_status_headers_and_body() {
-    let node = Node::serve("tests/fixtures", &[]);
-    let reply = get(
-        &http1(),
-        &node.url("/respond?status=418&header=teapot&body=short%20and%20stout"),
-    )
-    .await;
-    assert_eq!(reply.status, 418);
-    assert_eq!(reply.header("x-custom"), Some("teapot"));
-    assert_eq!(reply.header("content-type"), Some("text/x-test"));
-    assert_eq!(reply.text(), "short and stout");
+  let node = Node::serve("tests/fixtures", &[]);
+  let reply = get(
+    &http1(),
+    &node.url("/respond?status=418&header=teapot&body=short%20and%20stout"),
+  )
+  .await;
+  assert_eq!(reply.status, 418);
+  assert_eq!(reply.header("x-custom"), Some("teapot"));
+  assert_eq!(reply.header("content-type"), Some("text/x-test"));
+  assert_eq!(reply.text(), "short and stout");
 }
 
 #[tokio::test]
 async fn json_api_example_routes_on_method_and_path() {
-    let node = Node::serve("examples", &[]);
-    let client = http1();
-    let created = send(
-        &client,
-        request("POST", &node.url("/json-api/items"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(r#"{"name":"kettle"}"#)))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{}", created.text());
-    let id = created.json()["id"].as_str().unwrap().to_string();
-    let fetched = get(&client, &node.url(&format!("/json-api/items/{id}"))).await;
-    assert_eq!(fetched.json()["name"], "kettle");
-    let missing = get(&client, &node.url("/json-api/items/999")).await;
-    assert_eq!(missing.status, 404);
-    let root = get(&client, &node.url("/json-api")).await;
-    assert_eq!(root.json()["greeting"], "hello from vars.json");
-    let bad = send(
-        &client,
-        request("POST", &node.url("/json-api/items"))
-            .body(Full::new(Bytes::from("{")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(bad.status, 400);
+  let node = Node::serve("examples", &[]);
+  let client = http1();
+  let created = send(
+    &client,
+    request("POST", &node.url("/json-api/items"))
+      .header("content-type", "application/json")
+      .body(Full::new(Bytes::from(r#"{"name":"kettle"}"#)))
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(created.status, 201, "{}", created.text());
+  let id = created.json()["id"].as_str().unwrap().to_string();
+  let fetched = get(&client, &node.url(&format!("/json-api/items/{id}"))).await;
+  assert_eq!(fetched.json()["name"], "kettle");
+  let missing = get(&client, &node.url("/json-api/items/999")).await;
+  assert_eq!(missing.status, 404);
+  let root = get(&client, &node.url("/json-api")).await;
+  assert_eq!(root.json()["greeting"], "hello from vars.json");
+  let bad = send(
+    &client,
+    request("POST", &node.url("/json-api/items"))
+      .body(Full::new(Bytes::from("{")))
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(bad.status, 400);
 }
 
 #[tokio::test]
 async fn service_worker_form_and_relative_imports() {
-    let node = Node::serve("tests/fixtures", &[]);
-    let sw = send(
-        &http1(),
-        request("PUT", &node.url("/sw"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(sw.status, 200);
-    assert_eq!(sw.text(), "service worker saw PUT");
-    let imports = get(&http1(), &node.url("/imports")).await;
-    assert_eq!(imports.text(), "hello, modules!");
+  let node = Node::serve("tests/fixtures", &[]);
+  let sw = send(
+    &http1(),
+    request("PUT", &node.url("/sw")).body(Full::default()).unwrap(),
+  )
+  .await;
+  assert_eq!(sw.status, 200);
+  assert_eq!(sw.text(), "service worker saw PUT");
+  let imports = get(&http1(), &node.url("/imports")).await;
+  assert_eq!(imports.text(), "hello, modules!");
 }
 
 #[tokio::test]
 async fn crypto_subtle_digest_matches_the_sha256_test_vector() {
-    let node = Node::serve("examples", &[]);
-    let reply = send(
-        &http1(),
-        request("PUT", &node.url("/upload"))
-            .body(Full::new(Bytes::from("abc")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-    let json = reply.json();
-    assert_eq!(json["size"], 3);
-    // FIPS 180-2, appendix B.1.
-    assert_eq!(
-        json["sha256"],
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
+  let node = Node::serve("examples", &[]);
+  let reply = send(
+    &http1(),
+    request("PUT", &node.url("/upload"))
+      .body(Full::new(Bytes::from("abc")))
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(reply.status, 201, "{}", reply.text());
+  let json = reply.json();
+  assert_eq!(json["size"], 3);
+  // FIPS 180-2, appendix B.1.
+  assert_eq!(
+    json["sha256"],
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+  );
 }
 
 #[tokio::test]
 async fn outbound_fetch_reaches_a_local_server() {
-    let upstream = Upstream::start().await;
-    let node = Node::serve("tests/fixtures", &[]);
-    let target = upstream.url("/origin?q=1");
-    let reply = get(&http1(), &node.url(&format!("/proxy?url={target}"))).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.text(), "upstream said 200: hello from upstream");
-    let hits = upstream.hits.lock().unwrap().clone();
-    assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].0, "/origin?q=1 x-from=islet");
+  let upstream = Upstream::start().await;
+  let node = Node::serve("tests/fixtures", &[]);
+  let target = upstream.url("/origin?q=1");
+  let reply = get(&http1(), &node.url(&format!("/proxy?url={target}"))).await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  assert_eq!(reply.text(), "upstream said 200: hello from upstream");
+  let hits = upstream.hits.lock().unwrap().clone();
+  assert_eq!(hits.len(), 1);
+  assert_eq!(hits[0].0, "/origin?q=1 x-from=islet");
 }
 
 #[tokio::test]
 async fn timer_in_wait_until_runs_after_the_response() {
-    let upstream = Upstream::start().await;
-    let node = Node::serve("tests/fixtures", &[]);
-    let notify = upstream.url("/done");
-    let reply = get(
-        &http1(),
-        &node.url(&format!("/after-response?notify={notify}")),
-    )
-    .await;
-    let answered = Instant::now();
-    assert_eq!(reply.text(), "answered first");
-    assert!(
-        upstream.hits.lock().unwrap().is_empty(),
-        "waitUntil work ran before the response"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while upstream.hits.lock().unwrap().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let hits = upstream.hits.lock().unwrap().clone();
-    assert_eq!(hits.len(), 1, "the waitUntil fetch never arrived");
-    assert_eq!(hits[0].0, "/done?from=waitUntil x-from=-");
-    assert!(hits[0].1 > answered);
+  let upstream = Upstream::start().await;
+  let node = Node::serve("tests/fixtures", &[]);
+  let notify = upstream.url("/done");
+  let reply = get(&http1(), &node.url(&format!("/after-response?notify={notify}"))).await;
+  let answered = Instant::now();
+  assert_eq!(reply.text(), "answered first");
+  assert!(
+    upstream.hits.lock().unwrap().is_empty(),
+    "waitUntil work ran before the response"
+  );
+  let deadline = Instant::now() + Duration::from_secs(10);
+  while upstream.hits.lock().unwrap().is_empty() && Instant::now() < deadline {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+  }
+  let hits = upstream.hits.lock().unwrap().clone();
+  assert_eq!(hits.len(), 1, "the waitUntil fetch never arrived");
+  assert_eq!(hits[0].0, "/done?from=waitUntil x-from=-");
+  assert!(hits[0].1 > answered);
 }
 
 #[tokio::test]
 async fn console_lines_carry_function_and_request_id() {
-    let node = Node::serve("tests/fixtures", &[]);
-    let reply = get(&http1(), &node.url("/logs")).await;
-    assert_eq!(reply.text(), "logged");
-    let id = reply.header("x-islet-request-id").unwrap().to_string();
+  let node = Node::serve("tests/fixtures", &[]);
+  let reply = get(&http1(), &node.url("/logs")).await;
+  assert_eq!(reply.text(), "logged");
+  let id = reply.header("x-islet-request-id").unwrap().to_string();
+  assert!(
+    node.wait_for_log("error line after await", Duration::from_secs(5)),
+    "{}",
+    node.logs()
+  );
+  let logs = node.logs();
+  for message in ["log line before await", "error line after await"] {
+    let line = logs
+      .lines()
+      .find(|l| l.contains(message))
+      .unwrap_or_else(|| panic!("no {message:?} in {logs}"));
     assert!(
-        node.wait_for_log("error line after await", Duration::from_secs(5)),
-        "{}",
-        node.logs()
+      line.contains(&format!("request_id=\"{id}\"")) || line.contains(&format!("request_id={id}")),
+      "{line}"
     );
-    let logs = node.logs();
-    for message in ["log line before await", "error line after await"] {
-        let line = logs
-            .lines()
-            .find(|l| l.contains(message))
-            .unwrap_or_else(|| panic!("no {message:?} in {logs}"));
-        assert!(
-            line.contains(&format!("request_id=\"{id}\""))
-                || line.contains(&format!("request_id={id}")),
-            "{line}"
-        );
-        assert!(
-            line.contains("function=\"logs\"") || line.contains("function=logs"),
-            "{line}"
-        );
-    }
-    assert!(logs.contains("detail: 42"), "{logs}");
+    assert!(
+      line.contains("function=\"logs\"") || line.contains("function=logs"),
+      "{line}"
+    );
+  }
+  assert!(logs.contains("detail: 42"), "{logs}");
 }

@@ -5,65 +5,62 @@ use http_body_util::Full;
 
 #[tokio::test]
 async fn hello_over_http1_by_host_and_by_path() {
-    let node = Node::serve("examples", &[]);
-    let client = http1();
-    let by_path = get(&client, &node.url("/hello")).await;
-    assert_eq!(by_path.status, 200);
-    assert_eq!(by_path.text(), "Hello from Islet!\n");
-    assert_eq!(by_path.version, http::Version::HTTP_11);
-    assert_eq!(by_path.header("x-islet-request-id").map(str::len), Some(16));
+  let node = Node::serve("examples", &[]);
+  let client = http1();
+  let by_path = get(&client, &node.url("/hello")).await;
+  assert_eq!(by_path.status, 200);
+  assert_eq!(by_path.text(), "Hello from Islet!\n");
+  assert_eq!(by_path.version, http::Version::HTTP_11);
+  assert_eq!(by_path.header("x-islet-request-id").map(str::len), Some(16));
 
-    let by_host = send(
-        &client,
-        request("GET", &node.url("/anything"))
-            .header("host", "hello.localhost")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(by_host.status, 200);
-    assert_eq!(by_host.text(), "Hello from Islet!\n");
+  let by_host = send(
+    &client,
+    request("GET", &node.url("/anything"))
+      .header("host", "hello.localhost")
+      .body(Full::default())
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(by_host.status, 200);
+  assert_eq!(by_host.text(), "Hello from Islet!\n");
 }
 
 #[tokio::test]
 async fn hello_over_h2c_prior_knowledge() {
-    let node = Node::serve("examples", &[]);
-    let reply = get(&h2c(), &node.url("/hello")).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.version, http::Version::HTTP_2);
-    assert_eq!(reply.text(), "Hello from Islet!\n");
+  let node = Node::serve("examples", &[]);
+  let reply = get(&h2c(), &node.url("/hello")).await;
+  assert_eq!(reply.status, 200);
+  assert_eq!(reply.version, http::Version::HTTP_2);
+  assert_eq!(reply.text(), "Hello from Islet!\n");
 }
 
 #[tokio::test]
 async fn hello_over_tls_with_h2_and_http1_alpn() {
-    let cert = TestCert::generate();
-    let args = cert.args();
-    let node = Node::serve(
-        "examples",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let h2 = cert.get(node.addr, "/hello", &[b"h2"]).await;
-    assert_eq!(h2.status, 200);
-    assert_eq!(h2.version, http::Version::HTTP_2);
-    assert_eq!(h2.text(), "Hello from Islet!\n");
+  let cert = TestCert::generate();
+  let args = cert.args();
+  let node = Node::serve("examples", &args.iter().map(String::as_str).collect::<Vec<_>>());
+  let h2 = cert.get(node.addr, "/hello", &[b"h2"]).await;
+  assert_eq!(h2.status, 200);
+  assert_eq!(h2.version, http::Version::HTTP_2);
+  assert_eq!(h2.text(), "Hello from Islet!\n");
 
-    let h1 = cert.get(node.addr, "/hello", &[b"http/1.1"]).await;
-    assert_eq!(h1.status, 200);
-    assert_eq!(h1.version, http::Version::HTTP_11);
-    assert_eq!(h1.text(), "Hello from Islet!\n");
+  let h1 = cert.get(node.addr, "/hello", &[b"http/1.1"]).await;
+  assert_eq!(h1.status, 200);
+  assert_eq!(h1.version, http::Version::HTTP_11);
+  assert_eq!(h1.text(), "Hello from Islet!\n");
 }
 
 #[tokio::test]
 async fn base_domain_routes_by_first_label() {
-    let node = Node::serve("examples", &["--base-domain", "edge.test"]);
-    let reply = send(
-        &http1(),
-        request("GET", &node.url("/"))
-            .header("host", "hello.edge.test:443")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.text(), "Hello from Islet!\n");
+  let node = Node::serve("examples", &["--base-domain", "edge.test"]);
+  let reply = send(
+    &http1(),
+    request("GET", &node.url("/"))
+      .header("host", "hello.edge.test:443")
+      .body(Full::default())
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(reply.status, 200);
+  assert_eq!(reply.text(), "Hello from Islet!\n");
 }

@@ -17,64 +17,63 @@ const CHUNKS: usize = 64;
 
 #[tokio::test]
 async fn sixty_four_mib_stream_through_echo_without_buffering() {
-    let node = Node::serve("examples", &["--threads", "1"]);
-    // Warm the isolate first, so what is measured below is the body's cost alone.
-    let warm = send(
-        &http1(),
-        request("POST", &node.url("/echo-stream"))
-            .body(Full::new(Bytes::from("warm")))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(warm.text(), "warm");
-    let peak_before = node.peak_rss();
+  let node = Node::serve("examples", &["--threads", "1"]);
+  // Warm the isolate first, so what is measured below is the body's cost alone.
+  let warm = send(
+    &http1(),
+    request("POST", &node.url("/echo-stream"))
+      .body(Full::new(Bytes::from("warm")))
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(warm.text(), "warm");
+  let peak_before = node.peak_rss();
 
-    let mut sent = Sha256::new();
-    let chunks: Vec<u8> = (0..CHUNKS as u8).collect();
-    for &i in &chunks {
-        sent.update(chunk(i));
+  let mut sent = Sha256::new();
+  let chunks: Vec<u8> = (0..CHUNKS as u8).collect();
+  for &i in &chunks {
+    sent.update(chunk(i));
+  }
+  let body =
+    StreamBody::new(futures::stream::iter(chunks).map(|i| Ok::<_, Infallible>(Frame::data(chunk(i)))));
+  let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+  let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    .await
+    .unwrap();
+  tokio::spawn(conn);
+  let request = http::Request::post(format!("http://{}/echo-stream", node.addr))
+    .header("content-type", "application/x-test")
+    .body(body)
+    .unwrap();
+  let response = sender.send_request(request).await.unwrap();
+  assert_eq!(response.status(), 200);
+  assert_eq!(response.headers()["content-type"], "application/x-test");
+
+  let mut body = response.into_body();
+  let mut received = Sha256::new();
+  let mut total = 0usize;
+  while let Some(frame) = body.frame().await {
+    if let Ok(data) = frame.unwrap().into_data() {
+      total += data.len();
+      received.update(&data);
     }
-    let body = StreamBody::new(
-        futures::stream::iter(chunks).map(|i| Ok::<_, Infallible>(Frame::data(chunk(i)))),
-    );
-    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = http::Request::post(format!("http://{}/echo-stream", node.addr))
-        .header("content-type", "application/x-test")
-        .body(body)
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/x-test");
+  }
+  assert_eq!(total, CHUNK * CHUNKS);
+  assert_eq!(received.finalize(), sent.finalize());
 
-    let mut body = response.into_body();
-    let mut received = Sha256::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            total += data.len();
-            received.update(&data);
-        }
-    }
-    assert_eq!(total, CHUNK * CHUNKS);
-    assert_eq!(received.finalize(), sent.finalize());
-
-    let growth = node.peak_rss().saturating_sub(peak_before);
-    assert!(
-        growth < (CHUNK * CHUNKS / 4) as u64,
-        "the server's peak RSS grew by {} MiB while streaming {} MiB",
-        growth >> 20,
-        CHUNKS
-    );
+  let growth = node.peak_rss().saturating_sub(peak_before);
+  assert!(
+    growth < (CHUNK * CHUNKS / 4) as u64,
+    "the server's peak RSS grew by {} MiB while streaming {} MiB",
+    growth >> 20,
+    CHUNKS
+  );
 }
 
 fn chunk(i: u8) -> Bytes {
-    Bytes::from(
-        (0..CHUNK)
-            .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i))
-            .collect::<Vec<u8>>(),
-    )
+  Bytes::from(
+    (0..CHUNK)
+      .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i))
+      .collect::<Vec<u8>>(),
+  )
 }

@@ -14,306 +14,293 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+  Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 /// A running `islet serve` process; killed on drop.
 pub struct Node {
-    pub child: Child,
-    pub addr: SocketAddr,
-    /// Everything the process wrote to stderr (its logs) so far.
-    logs: Arc<Mutex<String>>,
+  pub child: Child,
+  pub addr: SocketAddr,
+  /// Everything the process wrote to stderr (its logs) so far.
+  logs: Arc<Mutex<String>>,
 }
 
 impl Node {
-    /// Serves `dir` (relative to the repository) with `extra` arguments.
-    pub fn serve(dir: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
-            .arg("serve")
-            .arg(repo_path(dir))
-            .args(["--listen", "127.0.0.1:0", "--threads", "2"])
-            .args(extra)
-            .env("ISLET_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start islet");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().expect("stderr");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .rsplit("://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}; logs:\n{}", logs.lock().unwrap()));
-        Node { child, addr, logs }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// Waits until the logs contain `needle`, for at most `within`.
-    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+  /// Serves `dir` (relative to the repository) with `extra` arguments.
+  pub fn serve(dir: &str, extra: &[&str]) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
+      .arg("serve")
+      .arg(repo_path(dir))
+      .args(["--listen", "127.0.0.1:0"])
+      .args(if extra.contains(&"--threads") { &[][..] } else { &["--threads", "2"][..] })
+      .args(extra)
+      .env("ISLET_LOG", "info")
+      .stdout(Stdio::piped())
+      .stderr(Stdio::piped())
+      .spawn()
+      .expect("start islet");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().expect("stderr");
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+      let mut buf = [0u8; 8192];
+      while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+          break;
         }
-        false
-    }
+        sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+      }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the listening line");
+    let addr = line
+      .trim()
+      .rsplit("://")
+      .next()
+      .and_then(|a| a.parse().ok())
+      .unwrap_or_else(|| panic!("no address in {line:?}; logs:\n{}", logs.lock().unwrap()));
+    Node { child, addr, logs }
+  }
 
-    /// Peak resident memory of the server process so far, in bytes (VmHWM).
-    pub fn peak_rss(&self) -> u64 {
-        proc_status_kib(self.child.id(), "VmHWM:") * 1024
-    }
+  pub fn url(&self, path: &str) -> String {
+    format!("http://{}{path}", self.addr)
+  }
 
-    pub fn rss(&self) -> u64 {
-        proc_status_kib(self.child.id(), "VmRSS:") * 1024
+  pub fn logs(&self) -> String {
+    self.logs.lock().unwrap().clone()
+  }
+
+  /// Waits until the logs contain `needle`, for at most `within`.
+  pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+      if self.logs().contains(needle) {
+        return true;
+      }
+      std::thread::sleep(Duration::from_millis(20));
     }
+    false
+  }
+
+  /// Peak resident memory of the server process so far, in bytes (VmHWM).
+  pub fn peak_rss(&self) -> u64 {
+    proc_status_kib(self.child.id(), "VmHWM:") * 1024
+  }
+
+  pub fn rss(&self) -> u64 {
+    proc_status_kib(self.child.id(), "VmRSS:") * 1024
+  }
 }
 
 impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+  fn drop(&mut self) {
+    let _ = self.child.kill();
+    let _ = self.child.wait();
+  }
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("field in /proc status")
+  let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+  status
+    .lines()
+    .find_map(|l| l.strip_prefix(field))
+    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    .expect("field in /proc status")
 }
 
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Reply {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: Bytes,
-    pub version: http::Version,
+  pub status: u16,
+  pub headers: http::HeaderMap,
+  pub body: Bytes,
+  pub version: http::Version,
 }
 
 impl Reply {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
+  pub fn text(&self) -> String {
+    String::from_utf8_lossy(&self.body).into_owned()
+  }
 
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
+  pub fn json(&self) -> serde_json::Value {
+    serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+  }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
+  pub fn header(&self, name: &str) -> Option<&str> {
+    self.headers.get(name).and_then(|v| v.to_str().ok())
+  }
 }
 
-pub type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
+pub type Client =
+  hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// An HTTP/1.1 client (keep-alive).
 pub fn http1() -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+  hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// An HTTP/2 client by prior knowledge (h2c).
 pub fn h2c() -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+  hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+    .http2_only(true)
+    .build_http()
 }
 
 pub fn request(method: &str, url: &str) -> http::request::Builder {
-    http::Request::builder().method(method).uri(url)
+  http::Request::builder().method(method).uri(url)
 }
 
 /// Sends a request with a full body and reads the whole response.
 pub async fn send(client: &Client, request: http::Request<Full<Bytes>>) -> Reply {
-    let response = client.request(request).await.expect("request failed");
-    read(response).await
+  let response = client.request(request).await.expect("request failed");
+  read(response).await
 }
 
 pub async fn get(client: &Client, url: &str) -> Reply {
-    send(client, request("GET", url).body(Full::default()).unwrap()).await
+  send(client, request("GET", url).body(Full::default()).unwrap()).await
 }
 
 pub async fn read<B>(response: http::Response<B>) -> Reply
 where
-    B: hyper::body::Body,
-    B::Error: std::fmt::Debug,
+  B: hyper::body::Body,
+  B::Error: std::fmt::Debug,
 {
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("read body").to_bytes();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-        version: parts.version,
-    }
+  let (parts, body) = response.into_parts();
+  let body = body.collect().await.expect("read body").to_bytes();
+  Reply {
+    status: parts.status.as_u16(),
+    headers: parts.headers,
+    body,
+    version: parts.version,
+  }
 }
 
 /// A self-signed certificate for `localhost`, written as PEM files into a fresh temp directory.
 pub struct TestCert {
-    pub dir: PathBuf,
-    pub cert_pem: String,
+  pub dir: PathBuf,
+  pub cert_pem: String,
 }
 
 impl TestCert {
-    pub fn generate() -> TestCert {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
-        let dir = std::env::temp_dir().join(format!(
-            "islet-tls-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cert_pem = certified.cert.pem();
-        std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
-        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
-        TestCert { dir, cert_pem }
-    }
+  pub fn generate() -> TestCert {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+    let dir = std::env::temp_dir().join(format!("islet-tls-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert_pem = certified.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    TestCert { dir, cert_pem }
+  }
 
-    pub fn args(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.dir.join("cert.pem").display().to_string(),
-            "--tls-key".into(),
-            self.dir.join("key.pem").display().to_string(),
-        ]
-    }
+  pub fn args(&self) -> Vec<String> {
+    vec![
+      "--tls-cert".into(),
+      self.dir.join("cert.pem").display().to_string(),
+      "--tls-key".into(),
+      self.dir.join("key.pem").display().to_string(),
+    ]
+  }
 
-    /// Sends one GET over TLS with the given ALPN protocols and returns the reply.
-    pub async fn get(&self, addr: SocketAddr, path: &str, alpn: &[&[u8]]) -> Reply {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut self.cert_pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-        let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let request = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        let io = TokioIo::new(tls);
-        if negotiated_h2 {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .expect("h2 handshake");
-            tokio::spawn(conn);
-            read(sender.send_request(request).await.expect("h2 request")).await
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .expect("h1 handshake");
-            tokio::spawn(conn);
-            read(sender.send_request(request).await.expect("h1 request")).await
-        }
+  /// Sends one GET over TLS with the given ALPN protocols and returns the reply.
+  pub async fn get(&self, addr: SocketAddr, path: &str, alpn: &[&[u8]]) -> Reply {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut self.cert_pem.as_bytes()) {
+      roots.add(cert.unwrap()).unwrap();
     }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+      .with_safe_default_protocol_versions()
+      .unwrap()
+      .with_root_certificates(roots)
+      .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let request = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
+      .body(Full::<Bytes>::default())
+      .unwrap();
+    let io = TokioIo::new(tls);
+    if negotiated_h2 {
+      let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("h2 handshake");
+      tokio::spawn(conn);
+      read(sender.send_request(request).await.expect("h2 request")).await
+    } else {
+      let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("h1 handshake");
+      tokio::spawn(conn);
+      read(sender.send_request(request).await.expect("h1 request")).await
+    }
+  }
 }
 
 impl Drop for TestCert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+  fn drop(&mut self) {
+    let _ = std::fs::remove_dir_all(&self.dir);
+  }
 }
 
 fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
+  use std::hash::{BuildHasher, Hasher};
+  let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+  h.write_u128(Instant::now().elapsed().as_nanos());
+  h.finish()
 }
 
 /// A tiny HTTP server on 127.0.0.1:0 standing in for an origin a handler fetches from. It answers
 /// every request with `hello from upstream` and records each request's path and query.
 pub struct Upstream {
-    pub addr: SocketAddr,
-    pub hits: Arc<Mutex<Vec<(String, Instant)>>>,
+  pub addr: SocketAddr,
+  pub hits: Arc<Mutex<Vec<(String, Instant)>>>,
 }
 
 impl Upstream {
-    pub async fn start() -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
-        let recorded = hits.clone();
+  pub async fn start() -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let recorded = hits.clone();
+    tokio::spawn(async move {
+      loop {
+        let Ok((stream, _)) = listener.accept().await else {
+          return;
+        };
+        let recorded = recorded.clone();
         tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let recorded = recorded.clone();
-                            async move {
-                                let seen = format!(
-                                    "{} x-from={}",
-                                    req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                                    req.headers()
-                                        .get("x-from")
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or("-")
-                                );
-                                recorded.lock().unwrap().push((seen, Instant::now()));
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                    Bytes::from("hello from upstream"),
-                                )))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+          let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let recorded = recorded.clone();
+            async move {
+              let seen = format!(
+                "{} x-from={}",
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                req
+                  .headers()
+                  .get("x-from")
+                  .and_then(|v| v.to_str().ok())
+                  .unwrap_or("-")
+              );
+              recorded.lock().unwrap().push((seen, Instant::now()));
+              Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                "hello from upstream",
+              ))))
             }
+          });
+          let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
         });
-        Upstream { addr, hits }
-    }
+      }
+    });
+    Upstream { addr, hits }
+  }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+  pub fn url(&self, path: &str) -> String {
+    format!("http://{}{path}", self.addr)
+  }
 }

@@ -12,125 +12,118 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use deno_core::{
-    AsyncRefCell, AsyncResult, BufView, CancelHandle, CancelTryFuture, RcRef, Resource,
-};
+use deno_core::{AsyncRefCell, AsyncResult, BufView, CancelHandle, CancelTryFuture, RcRef, Resource};
 use deno_error::JsErrorBox;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 /// Any request body an isolate can read: hyper's `Incoming` in the server, a buffer in benchmarks.
-pub type RequestBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A request body exposed to JS as a resource; `readableStreamForRid` turns it into `request.body`.
 pub struct RequestBodyResource {
-    /// The body itself; borrowed by one read at a time.
-    body: AsyncRefCell<RequestBody>,
-    /// Bytes of a frame larger than the reader asked for, handed out by the next read.
-    leftover: RefCell<Bytes>,
-    /// Cancels a pending read when JS cancels the stream or the resource is closed.
-    cancel: CancelHandle,
+  /// The body itself; borrowed by one read at a time.
+  body: AsyncRefCell<RequestBody>,
+  /// Bytes of a frame larger than the reader asked for, handed out by the next read.
+  leftover: RefCell<Bytes>,
+  /// Cancels a pending read when JS cancels the stream or the resource is closed.
+  cancel: CancelHandle,
 }
 
 impl RequestBodyResource {
-    pub fn new(body: RequestBody) -> Self {
-        Self {
-            body: AsyncRefCell::new(body),
-            leftover: RefCell::new(Bytes::new()),
-            cancel: CancelHandle::new(),
-        }
+  pub fn new(body: RequestBody) -> Self {
+    Self {
+      body: AsyncRefCell::new(body),
+      leftover: RefCell::new(Bytes::new()),
+      cancel: CancelHandle::new(),
     }
+  }
 
-    async fn read_chunk(self: Rc<Self>, limit: usize) -> Result<BufView, JsErrorBox> {
-        {
-            let mut leftover = self.leftover.borrow_mut();
-            if !leftover.is_empty() {
-                let n = limit.min(leftover.len());
-                return Ok(BufView::from(leftover.split_to(n)));
-            }
-        }
-        let mut body = RcRef::map(&self, |r| &r.body).borrow_mut().await;
-        loop {
-            let Some(frame) = body.frame().await else {
-                return Ok(BufView::empty());
-            };
-            let frame = frame.map_err(|e| JsErrorBox::type_error(format!("request body: {e}")))?;
-            let Ok(mut data) = frame.into_data() else {
-                continue; // trailers: not exposed to handlers
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if data.len() > limit {
-                *self.leftover.borrow_mut() = data.split_off(limit);
-            }
-            return Ok(BufView::from(data));
-        }
+  async fn read_chunk(self: Rc<Self>, limit: usize) -> Result<BufView, JsErrorBox> {
+    {
+      let mut leftover = self.leftover.borrow_mut();
+      if !leftover.is_empty() {
+        let n = limit.min(leftover.len());
+        return Ok(BufView::from(leftover.split_to(n)));
+      }
     }
+    let mut body = RcRef::map(&self, |r| &r.body).borrow_mut().await;
+    loop {
+      let Some(frame) = body.frame().await else {
+        return Ok(BufView::empty());
+      };
+      let frame = frame.map_err(|e| JsErrorBox::type_error(format!("request body: {e}")))?;
+      let Ok(mut data) = frame.into_data() else {
+        continue; // trailers: not exposed to handlers
+      };
+      if data.is_empty() {
+        continue;
+      }
+      if data.len() > limit {
+        *self.leftover.borrow_mut() = data.split_off(limit);
+      }
+      return Ok(BufView::from(data));
+    }
+  }
 }
 
 impl Resource for RequestBodyResource {
-    fn name(&self) -> Cow<'_, str> {
-        "isletRequestBody".into()
-    }
+  fn name(&self) -> Cow<'_, str> {
+    "isletRequestBody".into()
+  }
 
-    fn read(self: Rc<Self>, limit: usize) -> AsyncResult<BufView> {
-        let cancel = RcRef::map(&self, |r| &r.cancel);
-        Box::pin(self.clone().read_chunk(limit).try_or_cancel(cancel))
-    }
+  fn read(self: Rc<Self>, limit: usize) -> AsyncResult<BufView> {
+    let cancel = RcRef::map(&self, |r| &r.cancel);
+    Box::pin(self.clone().read_chunk(limit).try_or_cancel(cancel))
+  }
 
-    fn close(self: Rc<Self>) {
-        self.cancel.cancel();
-    }
+  fn close(self: Rc<Self>) {
+    self.cancel.cancel();
+  }
 }
 
 /// The body of a response on its way from an isolate to hyper.
 pub enum ResponseBody {
-    /// A body known in full when the handler returned (`new Response("hi")`): the fast path.
-    Full(Option<Bytes>),
-    /// A streamed body, fed chunk by chunk by the isolate; an `Err` aborts the response.
-    Channel(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+  /// A body known in full when the handler returned (`new Response("hi")`): the fast path.
+  Full(Option<Bytes>),
+  /// A streamed body, fed chunk by chunk by the isolate; an `Err` aborts the response.
+  Channel(mpsc::Receiver<Result<Bytes, std::io::Error>>),
 }
 
 impl ResponseBody {
-    pub fn empty() -> Self {
-        ResponseBody::Full(None)
-    }
+  pub fn empty() -> Self {
+    ResponseBody::Full(None)
+  }
 
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
-        let bytes = bytes.into();
-        ResponseBody::Full((!bytes.is_empty()).then_some(bytes))
-    }
+  pub fn full(bytes: impl Into<Bytes>) -> Self {
+    let bytes = bytes.into();
+    ResponseBody::Full((!bytes.is_empty()).then_some(bytes))
+  }
 }
 
 impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
+  type Data = Bytes;
+  type Error = std::io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Channel(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|r| r.map(Frame::data))),
-        }
+  fn poll_frame(
+    self: Pin<&mut Self>,
+    cx: &mut Context<'_>,
+  ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    match self.get_mut() {
+      ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+      ResponseBody::Channel(rx) => rx.poll_recv(cx).map(|chunk| chunk.map(|r| r.map(Frame::data))),
     }
+  }
 
-    fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Full(None))
-    }
+  fn is_end_stream(&self) -> bool {
+    matches!(self, ResponseBody::Full(None))
+  }
 
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            ResponseBody::Channel(_) => SizeHint::default(),
-        }
+  fn size_hint(&self) -> SizeHint {
+    match self {
+      ResponseBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+      ResponseBody::Channel(_) => SizeHint::default(),
     }
+  }
 }

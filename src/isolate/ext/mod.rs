@@ -14,13 +14,13 @@ use std::sync::Arc;
 use deno_core::Extension;
 
 #[allow(
-    unused_imports,
-    reason = "build.rs compiles this module but uses only `extensions`"
+  unused_imports,
+  reason = "build.rs compiles this module but uses only `extensions`"
 )]
 pub use body::{RequestBody, RequestBodyResource, ResponseBody};
 #[allow(
-    unused_imports,
-    reason = "build.rs compiles this module but uses only `extensions`"
+  unused_imports,
+  reason = "build.rs compiles this module but uses only `extensions`"
 )]
 pub use ops::{HandlerFailure, HandlerOutcome, PendingResponses, RequestSlot};
 
@@ -59,16 +59,16 @@ deno_core::extension!(
 /// `fetch_options` carries the node's outbound-fetch policy; at snapshot time it is the default, which
 /// is never used because no request runs while the snapshot is being made.
 pub fn extensions(fetch_options: deno_fetch::Options) -> Vec<Extension> {
-    vec![
-        deno_webidl::deno_webidl::init(),
-        deno_web::deno_web::init(
-            Arc::new(deno_web::BlobStore::default()),
-            None,
-            false,
-            deno_web::InMemoryBroadcastChannel::default(),
-        ),
-        deno_fetch::deno_fetch::init(fetch_options),
-        deno_crypto::deno_crypto::init(None),
-        islet_runtime::init(),
-    ]
+  vec![
+    deno_webidl::deno_webidl::init(),
+    deno_web::deno_web::init(
+      Arc::new(deno_web::BlobStore::default()),
+      None,
+      false,
+      deno_web::InMemoryBroadcastChannel::default(),
+    ),
+    deno_fetch::deno_fetch::init(fetch_options),
+    deno_crypto::deno_crypto::init(None),
+    islet_runtime::init(),
+  ]
 }

@@ -19,16 +19,16 @@ pub type HandlerOutcome = Result<http::Response<ResponseBody>, HandlerFailure>;
 /// A handler that threw or rejected, as JS described it.
 #[derive(Debug, Clone)]
 pub struct HandlerFailure {
-    /// `String(error)`: what the client's error message says.
-    pub message: String,
-    /// The JS stack, for the node's log only: it may reveal source the client should not see.
-    pub stack: Option<String>,
+  /// `String(error)`: what the client's error message says.
+  pub message: String,
+  /// The JS stack, for the node's log only: it may reveal source the client should not see.
+  pub stack: Option<String>,
 }
 
 /// One request in flight inside an isolate, waiting for its response.
 pub struct RequestSlot {
-    /// Where the response goes; the HTTP side awaits it.
-    pub responder: oneshot::Sender<HandlerOutcome>,
+  /// Where the response goes; the HTTP side awaits it.
+  pub responder: oneshot::Sender<HandlerOutcome>,
 }
 
 /// Requests in flight in one isolate, keyed by the slot number JS refers to them by.
@@ -37,163 +37,160 @@ pub struct RequestSlot {
 /// take it out, so a slot answered twice (a handler bug, or `respondWith` called twice) is refused.
 #[derive(Default)]
 pub struct PendingResponses {
-    /// The function this isolate runs, for log lines.
-    pub function: Arc<str>,
-    slots: HashMap<u32, RequestSlot>,
-    next_slot: u32,
+  /// The function this isolate runs, for log lines.
+  pub function: Arc<str>,
+  slots: HashMap<u32, RequestSlot>,
+  next_slot: u32,
 }
 
 impl PendingResponses {
-    /// Registers a request and returns the slot number JS must answer it by.
-    pub fn insert(&mut self, slot: RequestSlot) -> u32 {
-        self.next_slot = self.next_slot.wrapping_add(1);
-        self.slots.insert(self.next_slot, slot);
-        self.next_slot
-    }
+  /// Registers a request and returns the slot number JS must answer it by.
+  pub fn insert(&mut self, slot: RequestSlot) -> u32 {
+    self.next_slot = self.next_slot.wrapping_add(1);
+    self.slots.insert(self.next_slot, slot);
+    self.next_slot
+  }
 
-    fn take(&mut self, slot: u32) -> Result<RequestSlot, JsErrorBox> {
-        self.slots
-            .remove(&slot)
-            .ok_or_else(|| JsErrorBox::type_error("this request has already been answered"))
-    }
+  fn take(&mut self, slot: u32) -> Result<RequestSlot, JsErrorBox> {
+    self
+      .slots
+      .remove(&slot)
+      .ok_or_else(|| JsErrorBox::type_error("this request has already been answered"))
+  }
 
-    /// Takes a request back without answering it, for the isolate layer to answer instead.
-    pub fn remove(&mut self, slot: u32) -> Option<RequestSlot> {
-        self.slots.remove(&slot)
-    }
+  /// Takes a request back without answering it, for the isolate layer to answer instead.
+  pub fn remove(&mut self, slot: u32) -> Option<RequestSlot> {
+    self.slots.remove(&slot)
+  }
 
-    /// How many requests are waiting for a response.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
+  /// How many requests are waiting for a response.
+  pub fn len(&self) -> usize {
+    self.slots.len()
+  }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
+  pub fn is_empty(&self) -> bool {
+    self.slots.is_empty()
+  }
 }
 
 /// Chunk size for pumping a streamed response; matches deno's HTTP server.
 const STREAM_CHUNK: usize = 64 * 1024;
 
 fn response_head(
-    status: u32,
-    headers: Vec<(ByteString, ByteString)>,
-    body: ResponseBody,
+  status: u32,
+  headers: Vec<(ByteString, ByteString)>,
+  body: ResponseBody,
 ) -> Result<http::Response<ResponseBody>, JsErrorBox> {
-    let status = u16::try_from(status)
-        .ok()
-        .and_then(|s| http::StatusCode::from_u16(s).ok())
-        .ok_or_else(|| JsErrorBox::range_error(format!("invalid response status {status}")))?;
-    let mut response = http::Response::new(body);
-    *response.status_mut() = status;
-    let map = response.headers_mut();
-    map.reserve(headers.len());
-    for (name, value) in headers {
-        let name = http::HeaderName::from_bytes(&name)
-            .map_err(|_| JsErrorBox::type_error("invalid response header name"))?;
-        let value = http::HeaderValue::from_bytes(&value).map_err(|_| {
-            JsErrorBox::type_error(format!("invalid value for response header {name}"))
-        })?;
-        map.append(name, value);
-    }
-    Ok(response)
+  let status = u16::try_from(status)
+    .ok()
+    .and_then(|s| http::StatusCode::from_u16(s).ok())
+    .ok_or_else(|| JsErrorBox::range_error(format!("invalid response status {status}")))?;
+  let mut response = http::Response::new(body);
+  *response.status_mut() = status;
+  let map = response.headers_mut();
+  map.reserve(headers.len());
+  for (name, value) in headers {
+    let name = http::HeaderName::from_bytes(&name)
+      .map_err(|_| JsErrorBox::type_error("invalid response header name"))?;
+    let value = http::HeaderValue::from_bytes(&value)
+      .map_err(|_| JsErrorBox::type_error(format!("invalid value for response header {name}")))?;
+    map.append(name, value);
+  }
+  Ok(response)
 }
 
 fn send(slot: RequestSlot, outcome: HandlerOutcome) {
-    // The client may have gone away; nothing is waiting then.
-    let _ = slot.responder.send(outcome);
+  // The client may have gone away; nothing is waiting then.
+  let _ = slot.responder.send(outcome);
 }
 
 /// Answers a request with a body known in full (or none).
 #[op2]
 pub fn op_islet_respond(
-    state: &mut OpState,
-    #[smi] slot: u32,
-    #[smi] status: u32,
-    #[serde] headers: Vec<(ByteString, ByteString)>,
-    #[buffer] body: Option<JsBuffer>,
+  state: &mut OpState,
+  #[smi] slot: u32,
+  #[smi] status: u32,
+  #[serde] headers: Vec<(ByteString, ByteString)>,
+  #[buffer] body: Option<JsBuffer>,
 ) -> Result<(), JsErrorBox> {
-    let body = match body {
-        Some(buf) => ResponseBody::full(Bytes::from(buf.to_vec())),
-        None => ResponseBody::empty(),
-    };
-    let response = response_head(status, headers, body)?;
-    let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-    send(slot, Ok(response));
-    Ok(())
+  let body = match body {
+    Some(buf) => ResponseBody::full(Bytes::from(buf.to_vec())),
+    None => ResponseBody::empty(),
+  };
+  let response = response_head(status, headers, body)?;
+  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+  send(slot, Ok(response));
+  Ok(())
 }
 
 /// Answers a request with a body streamed from resource `rid` (a `ReadableStream` turned into a
 /// resource, or the request body itself), and pumps it until it ends or the client goes away.
 #[op2]
 pub async fn op_islet_respond_stream(
-    state: Rc<RefCell<OpState>>,
-    #[smi] slot: u32,
-    #[smi] status: u32,
-    #[serde] headers: Vec<(ByteString, ByteString)>,
-    #[smi] rid: ResourceId,
+  state: Rc<RefCell<OpState>>,
+  #[smi] slot: u32,
+  #[smi] status: u32,
+  #[serde] headers: Vec<(ByteString, ByteString)>,
+  #[smi] rid: ResourceId,
 ) -> Result<(), JsErrorBox> {
-    let (tx, rx) = mpsc::channel(4);
-    let response = response_head(status, headers, ResponseBody::Channel(rx))?;
-    let (slot, resource) = {
-        let mut state = state.borrow_mut();
-        let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-        let resource = state
-            .resource_table
-            .take_any(rid)
-            .map_err(JsErrorBox::from_err)?;
-        (slot, resource)
+  let (tx, rx) = mpsc::channel(4);
+  let response = response_head(status, headers, ResponseBody::Channel(rx))?;
+  let (slot, resource) = {
+    let mut state = state.borrow_mut();
+    let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+    let resource = state.resource_table.take_any(rid).map_err(JsErrorBox::from_err)?;
+    (slot, resource)
+  };
+  send(slot, Ok(response));
+  loop {
+    let chunk = match resource.clone().read(STREAM_CHUNK).await {
+      Ok(chunk) => chunk,
+      Err(err) => {
+        let msg = format!("response body stream failed: {err}");
+        let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
+        resource.close();
+        return Err(JsErrorBox::type_error(msg));
+      }
     };
-    send(slot, Ok(response));
-    loop {
-        let chunk = match resource.clone().read(STREAM_CHUNK).await {
-            Ok(chunk) => chunk,
-            Err(err) => {
-                let msg = format!("response body stream failed: {err}");
-                let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
-                resource.close();
-                return Err(JsErrorBox::type_error(msg));
-            }
-        };
-        if chunk.is_empty() {
-            break;
-        }
-        if tx.send(Ok(Bytes::copy_from_slice(&chunk))).await.is_err() {
-            break; // the client went away: stop pulling from the stream
-        }
+    if chunk.is_empty() {
+      break;
     }
-    resource.close();
-    Ok(())
+    if tx.send(Ok(Bytes::copy_from_slice(&chunk))).await.is_err() {
+      break; // the client went away: stop pulling from the stream
+    }
+  }
+  resource.close();
+  Ok(())
 }
 
 /// Reports that the handler threw or rejected instead of answering.
 #[op2]
 pub fn op_islet_respond_error(
-    state: &mut OpState,
-    #[smi] slot: u32,
-    #[string] message: String,
-    #[string] stack: Option<String>,
+  state: &mut OpState,
+  #[smi] slot: u32,
+  #[string] message: String,
+  #[string] stack: Option<String>,
 ) -> Result<(), JsErrorBox> {
-    let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-    send(slot, Err(HandlerFailure { message, stack }));
-    Ok(())
+  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+  send(slot, Err(HandlerFailure { message, stack }));
+  Ok(())
 }
 
 /// One `console.*` call: level 0 debug, 1 info/log, 2 warn, 3 error. `request_id` is the request the
 /// call ran on behalf of (kept across awaits by an AsyncVariable), or none at module top level.
 #[op2(fast)]
 pub fn op_islet_log(
-    state: &mut OpState,
-    #[smi] level: u32,
-    #[string] message: &str,
-    #[string] request_id: &str,
+  state: &mut OpState,
+  #[smi] level: u32,
+  #[string] message: &str,
+  #[string] request_id: &str,
 ) {
-    let function = &*state.borrow::<PendingResponses>().function;
-    let message = message.strip_suffix('\n').unwrap_or(message);
-    match level {
-        0 => tracing::debug!(target: "islet::console", function, request_id, "{message}"),
-        1 => tracing::info!(target: "islet::console", function, request_id, "{message}"),
-        2 => tracing::warn!(target: "islet::console", function, request_id, "{message}"),
-        _ => tracing::error!(target: "islet::console", function, request_id, "{message}"),
-    }
+  let function = &*state.borrow::<PendingResponses>().function;
+  let message = message.strip_suffix('\n').unwrap_or(message);
+  match level {
+    0 => tracing::debug!(target: "islet::console", function, request_id, "{message}"),
+    1 => tracing::info!(target: "islet::console", function, request_id, "{message}"),
+    2 => tracing::warn!(target: "islet::console", function, request_id, "{message}"),
+    _ => tracing::error!(target: "islet::console", function, request_id, "{message}"),
+  }
 }
