@@ -11,8 +11,7 @@ use crate::registry::Function;
 pub fn check_syntax(function: &Function) -> Result<(), String> {
   super::init_v8();
   let isolate = &mut deno_core::v8::Isolate::new(Default::default());
-  let result = check_in(isolate, function);
-  result
+  check_in(isolate, function)
 }
 
 fn check_in(isolate: &mut deno_core::v8::OwnedIsolate, function: &Function) -> Result<(), String> {
