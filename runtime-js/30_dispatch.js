@@ -140,7 +140,7 @@ function respond(slot, res) {
     // A stream. If it is an untouched resource (a request body or a fetch() response passed
     // straight through), Rust pumps the resource itself and no chunk crosses into JS.
     const backing = getReadableStreamResourceBacking(source);
-    const rid = backing !== undefined && !isReadableStreamLocked(source) &&
+    const rid = backing != null && !isReadableStreamLocked(source) &&
         !isReadableStreamDisturbed(source)
       ? backing.rid
       : resourceForReadableStream(source, innerBody.length);

@@ -14,3 +14,5 @@ mod protocols;
 mod sandbox;
 #[path = "http/streaming.rs"]
 mod streaming;
+#[path = "http/shutdown.rs"]
+mod shutdown;
