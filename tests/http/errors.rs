@@ -58,6 +58,26 @@ async fn syntax_error_in_one_function_leaves_the_others_serving() {
 }
 
 #[tokio::test]
+async fn module_that_throws_or_exports_no_handler_answers_503() {
+  let node = Node::serve("tests/fixtures", &[]);
+  let client = http1();
+  for _ in 0..2 {
+    let reply = get(&client, &node.url("/eval-error")).await;
+    assert_eq!(reply.status, 503);
+    let json = reply.json();
+    assert_eq!(json["error"]["code"], "module_load_failed");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Error: bad config: no region"), "{message}");
+    assert!(message.contains("eval-error/index.js:4:9"), "{message}");
+  }
+  let reply = get(&client, &node.url("/no-handler")).await;
+  assert_eq!(reply.status, 503);
+  let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+  assert!(message.starts_with("the module exports no handler"), "{message}");
+  assert_eq!(get(&client, &node.url("/respond?body=still%20fine")).await.text(), "still fine");
+}
+
+#[tokio::test]
 async fn unknown_function_is_a_404_with_json() {
   let node = Node::serve("examples", &[]);
   let reply = get(&http1(), &node.url("/no-such-function/x")).await;
