@@ -113,8 +113,10 @@ pub fn op_islet_respond(
   #[serde] headers: Vec<(ByteString, ByteString)>,
   #[buffer] body: Option<JsBuffer>,
 ) -> Result<(), JsErrorBox> {
+  // Zero-copy: the buffer is the handler's body as extracted by deno_fetch (a copy of any
+  // BufferSource, or freshly encoded text), so nothing in JS can change it after this.
   let body = match body {
-    Some(buf) => ResponseBody::full(Bytes::from(buf.to_vec())),
+    Some(buf) => ResponseBody::full(Bytes::from_owner(buf.into_parts())),
     None => ResponseBody::empty(),
   };
   let response = response_head(status, headers, body)?;
