@@ -19,8 +19,11 @@ pub enum ErrorCode {
   HandlerError,
   /// The isolate running the request failed for a reason of Islet's own; a retry gets a fresh one.
   IsolateFailed,
-  /// The node is shutting down or overloaded and did not run the request.
+  /// The node is shutting down and did not run the request.
   Unavailable,
+  /// The function already runs as many requests as it may and as many more are waiting; the
+  /// response carries Retry-After.
+  FunctionOverloaded,
 }
 
 impl ErrorCode {
@@ -31,13 +34,16 @@ impl ErrorCode {
       ErrorCode::HandlerError => "handler_error",
       ErrorCode::IsolateFailed => "isolate_failed",
       ErrorCode::Unavailable => "unavailable",
+      ErrorCode::FunctionOverloaded => "function_overloaded",
     }
   }
 
   pub fn status(self) -> http::StatusCode {
     match self {
       ErrorCode::FunctionNotFound => http::StatusCode::NOT_FOUND,
-      ErrorCode::ModuleLoadFailed | ErrorCode::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+      ErrorCode::ModuleLoadFailed | ErrorCode::Unavailable | ErrorCode::FunctionOverloaded => {
+        http::StatusCode::SERVICE_UNAVAILABLE
+      }
       ErrorCode::HandlerError | ErrorCode::IsolateFailed => http::StatusCode::INTERNAL_SERVER_ERROR,
     }
   }

@@ -11,10 +11,12 @@
 //!   `islet_runtime` extension (`isolate::ext`) whose ops `runtime-js/` calls.
 //! - [`registry`]: deployed functions (code, version, variables) and where they are read from.
 //! - [`error`]: error types, and the JSON every client-visible error takes.
+//! - [`bench`]: `islet bench`, cold and warm starts measured through the real server.
 //!
 //! `runtime-js/` is our JavaScript edge layer (globals, console, dispatch), baked into the snapshot
 //! by `build.rs` together with Deno's Web API extensions.
 
+pub mod bench;
 pub mod error;
 pub mod isolate;
 pub mod pool;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use islet::error::NodeError;
 use islet::pool::PoolConfig;
-use islet::server::{Server, ServerConfig};
+use islet::server::{AdmissionConfig, Server, ServerConfig};
 
 #[derive(Parser)]
 #[command(name = "islet", version, about = "A multi-tenant edge function runtime")]
@@ -29,6 +30,39 @@ enum LogFormat {
 enum Command {
   /// Serve every function in a directory: <DIR>/<name>/index.js or <DIR>/<name>.js.
   Serve(ServeArgs),
+  /// Measure cold starts and warm requests of a handler through the real HTTP server.
+  Bench(BenchArgs),
+  /// A bare hyper server answering hello: the ceiling in benches/peers.sh.
+  #[command(hide = true)]
+  HyperCeiling {
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+  },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+  /// The handler: a folder with an index.js, or a .js file.
+  #[arg(default_value = "examples/hello")]
+  handler: PathBuf,
+  /// Cold starts to measure (each on a fresh version of the handler).
+  #[arg(long, default_value_t = 300)]
+  cold: usize,
+  /// Warm requests to measure.
+  #[arg(long, default_value_t = 50_000)]
+  requests: usize,
+  /// Warm requests in flight at once.
+  #[arg(long, default_value_t = 32)]
+  concurrency: usize,
+  /// Isolate threads [default: the number of cores].
+  #[arg(long)]
+  threads: Option<usize>,
+  /// Write a chart of the latency distributions: .svg, or .html for a page that embeds it.
+  #[arg(long)]
+  out: Option<PathBuf>,
+  /// Print the figures as JSON instead of a table (no progress bar).
+  #[arg(long)]
+  json: bool,
 }
 
 #[derive(clap::Args)]
@@ -54,6 +88,28 @@ struct ServeArgs {
   /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM.
   #[arg(long, default_value_t = 10)]
   shutdown_grace: u64,
+  #[command(flatten)]
+  pool: PoolArgs,
+}
+
+/// Isolate cache and admission bounds.
+#[derive(clap::Args)]
+struct PoolArgs {
+  /// Blank isolates each thread keeps ready for cold starts.
+  #[arg(long, default_value_t = 2)]
+  warm_isolates: usize,
+  /// Loaded isolates on the node; the least recently used are evicted past it.
+  #[arg(long, default_value_t = 4000)]
+  max_isolates: usize,
+  /// Total V8 heap of loaded isolates on the node, in MiB; evicts like --max-isolates.
+  #[arg(long, default_value_t = 8192)]
+  max_isolate_heap_mb: usize,
+  /// Requests of one function running at once.
+  #[arg(long, default_value_t = 256)]
+  max_concurrency: usize,
+  /// Requests of one function waiting for a turn; more are refused with 503 and Retry-After.
+  #[arg(long, default_value_t = 1024)]
+  max_queue: usize,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +124,15 @@ fn main() -> ExitCode {
   };
   let result = match cli.command {
     Command::Serve(args) => runtime.block_on(serve(args)),
+    Command::Bench(args) => runtime.block_on(bench(args)),
+    Command::HyperCeiling { listen } => {
+      runtime
+        .block_on(islet::bench::ceiling::serve(listen))
+        .map_err(|source| NodeError::Io {
+          path: listen.to_string(),
+          source,
+        })
+    }
   };
   match result {
     Ok(()) => ExitCode::SUCCESS,
@@ -78,7 +143,58 @@ fn main() -> ExitCode {
   }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), islet::error::NodeError> {
+async fn bench(args: BenchArgs) -> Result<(), NodeError> {
+  let config = islet::bench::BenchConfig {
+    handler: args.handler,
+    cold_starts: args.cold.max(1),
+    warm_requests: args.requests.max(1),
+    concurrency: args.concurrency.max(1),
+    pool: PoolConfig {
+      threads: args.threads.unwrap_or(PoolConfig::default().threads),
+      ..PoolConfig::default()
+    },
+  };
+  let bar = indicatif::ProgressBar::new(0);
+  if args.json {
+    bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+  }
+  bar.set_style(
+    indicatif::ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len}")
+      .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+      .progress_chars("=> "),
+  );
+  let report = islet::bench::run(&config, &|phase, done, total| {
+    bar.set_message(phase.to_string());
+    bar.set_length(total as u64);
+    bar.set_position(done as u64);
+  })
+  .await?;
+  bar.finish_and_clear();
+  if args.json {
+    println!("{}", report.to_json());
+  } else {
+    print!("{}", report.to_table());
+  }
+  if let Some(out) = args.out {
+    let svg = report.to_svg();
+    let is_html = out.extension().is_some_and(|e| e == "html");
+    let contents = if is_html {
+      format!("<!doctype html><meta charset=utf-8><title>islet bench</title><body>{svg}</body>\n")
+    } else {
+      svg
+    };
+    std::fs::write(&out, contents).map_err(|source| NodeError::Io {
+      path: out.display().to_string(),
+      source,
+    })?;
+    if !args.json {
+      println!("chart written to {}", out.display());
+    }
+  }
+  Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   let mut registry = islet::registry::load_dir(&args.dir)?;
   registry.check_each(islet::isolate::check_syntax);
   let config = ServerConfig {
@@ -86,9 +202,16 @@ async fn serve(args: ServeArgs) -> Result<(), islet::error::NodeError> {
     tls: args.tls_cert.zip(args.tls_key),
     base_domains: args.base_domains,
     shutdown_grace: Duration::from_secs(args.shutdown_grace),
-    pool: args
-      .threads
-      .map_or_else(PoolConfig::default, |threads| PoolConfig { threads }),
+    pool: PoolConfig {
+      threads: args.threads.unwrap_or(PoolConfig::default().threads),
+      warm_isolates: args.pool.warm_isolates,
+      max_isolates: args.pool.max_isolates,
+      max_heap_bytes: args.pool.max_isolate_heap_mb << 20,
+    },
+    admission: AdmissionConfig {
+      max_concurrent: args.pool.max_concurrency.max(1),
+      max_queued: args.pool.max_queue,
+    },
   };
   let https = config.tls.is_some();
   let server = Server::bind(config, registry_summary(registry)).await?;

@@ -12,7 +12,7 @@ mod handler_api;
 mod protocols;
 #[path = "http/sandbox.rs"]
 mod sandbox;
-#[path = "http/streaming.rs"]
-mod streaming;
 #[path = "http/shutdown.rs"]
 mod shutdown;
+#[path = "http/streaming.rs"]
+mod streaming;

@@ -4,13 +4,17 @@
 //! and can never leave it (a URL's path cannot climb above its host); bare specifiers, `http:`,
 //! `file:` and every other scheme are refused. Nothing here touches the filesystem or the network.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use deno_core::error::ModuleLoaderError;
 use deno_core::{
   ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource, ModuleSourceCode,
-  ModuleSpecifier, ModuleType, ResolutionKind,
+  ModuleSpecifier, ModuleType, ResolutionKind, SourceCodeCacheInfo,
 };
 use deno_error::JsErrorBox;
 
@@ -94,12 +98,20 @@ impl ModuleLoader for FunctionLoader {
     ModuleLoadResponse::Sync(self.function().and_then(|function| {
       let path = specifier.path().trim_start_matches('/');
       match function.modules.get(path) {
-        Some(source) => Ok(ModuleSource::new(
-          ModuleType::JavaScript,
-          ModuleSourceCode::String(source.clone().into()),
-          specifier,
-          None,
-        )),
+        Some(source) => {
+          // With `data: None`, V8 makes a cache after compiling and hands it to code_cache_ready.
+          let hash = source_hash(source);
+          let data = function
+            .code_cache
+            .get(path, hash)
+            .map(|data| Cow::Owned(data.to_vec()));
+          Ok(ModuleSource::new(
+            ModuleType::JavaScript,
+            ModuleSourceCode::String(source.clone().into()),
+            specifier,
+            Some(SourceCodeCacheInfo { hash, data }),
+          ))
+        }
         None => Err(JsErrorBox::type_error(match referrer {
           Some(r) => format!(
             "module not found: {} (imported from {}:{})",
@@ -112,4 +124,26 @@ impl ModuleLoader for FunctionLoader {
       }
     }))
   }
+
+  fn code_cache_ready(
+    &self,
+    specifier: ModuleSpecifier,
+    hash: u64,
+    code_cache: &[u8],
+  ) -> Pin<Box<dyn Future<Output = ()>>> {
+    if let Ok(function) = self.function() {
+      function
+        .code_cache
+        .put(specifier.path().trim_start_matches('/'), hash, code_cache);
+    }
+    Box::pin(std::future::ready(()))
+  }
+}
+
+/// Identifies a module's source for its code cache (the whole text, not just its length, which is
+/// all V8 itself checks).
+fn source_hash(source: &str) -> u64 {
+  let mut hasher = std::hash::DefaultHasher::new();
+  source.hash(&mut hasher);
+  hasher.finish()
 }

@@ -22,6 +22,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use deno_core::error::CoreError;
 use deno_core::{v8, JsRuntime, ModuleId, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions};
@@ -30,7 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{error_response, ErrorCode};
 use crate::registry::Function;
-use ext::{HandlerOutcome, PendingResponses, RequestBody, RequestBodyResource, RequestSlot};
+use ext::{HandlerOutcome, PendingResponses, RequestBody, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 
 pub use syntax::check_syntax;
@@ -57,14 +58,17 @@ pub struct IsolateRequest {
   pub body: Option<RequestBody>,
   /// Where the handler's response, or its failure, is sent.
   pub responder: oneshot::Sender<HandlerOutcome>,
+  /// When the node received the request: start times are measured from here.
+  pub arrived: Instant,
+  /// Set by the isolate thread: whether this request loads the function (a cold start).
+  pub cold: bool,
 }
 
 impl IsolateRequest {
   /// Answers without running JS, with one of the node's own errors.
   pub fn reject(self, code: ErrorCode, message: &str) {
-    let _ = self
-      .responder
-      .send(Ok(error_response(code, message, &self.request_id)));
+    let result = Ok(error_response(code, message, &self.request_id));
+    let _ = self.responder.send(HandlerOutcome { start: None, result });
   }
 }
 
@@ -150,6 +154,11 @@ impl Isolate {
         .borrow()
         .borrow::<PendingResponses>()
         .len()
+  }
+
+  /// Bytes of V8 heap this isolate holds: what the cache of loaded isolates is bounded by.
+  pub fn heap_bytes(&mut self) -> usize {
+    self.entered(|runtime| runtime.v8_isolate().get_heap_statistics().total_heap_size())
   }
 
   /// Starts loading `function` into this blank isolate. Evaluation completes in `poll`; requests
@@ -306,13 +315,19 @@ impl Isolate {
       headers,
       body,
       responder,
+      arrived,
+      cold,
     } = request;
+    let start = StartTiming {
+      cold,
+      duration: arrived.elapsed(),
+    };
     let op_state = self.runtime.op_state();
     let (slot, body_rid) = {
       let mut state = op_state.borrow_mut();
       let slot = state
         .borrow_mut::<PendingResponses>()
-        .insert(RequestSlot { responder });
+        .insert(RequestSlot { responder, start });
       let body_rid = body.map(|body| state.resource_table.add(RequestBodyResource::new(body)));
       (slot, body_rid)
     };
@@ -351,9 +366,11 @@ impl Isolate {
         .remove(slot)
       {
         let message = "the isolate could not run the request";
-        let _ = slot
-          .responder
-          .send(Ok(error_response(ErrorCode::IsolateFailed, message, &request_id)));
+        let result = Ok(error_response(ErrorCode::IsolateFailed, message, &request_id));
+        let _ = slot.responder.send(HandlerOutcome {
+          start: Some(slot.start),
+          result,
+        });
       }
     }
   }

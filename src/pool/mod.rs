@@ -16,17 +16,27 @@ use crate::error::ErrorCode;
 use crate::isolate::IsolateRequest;
 use crate::registry::Function;
 
-/// How the pool is sized.
+/// How the pool is sized. The defaults suit a 24 GiB node: an idle loaded isolate costs about
+/// 3 MB, so 4,000 of them plus their heaps stay well inside memory.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
   /// Isolate threads; defaults to the machine's cores.
   pub threads: usize,
+  /// Blank isolates each thread keeps ready, so a cold start skips restoring the snapshot.
+  pub warm_isolates: usize,
+  /// Loaded isolates on the whole node; the least recently used is evicted past it.
+  pub max_isolates: usize,
+  /// Total V8 heap of the loaded isolates on the whole node, in bytes; evicts like `max_isolates`.
+  pub max_heap_bytes: usize,
 }
 
 impl Default for PoolConfig {
   fn default() -> Self {
     Self {
       threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+      warm_isolates: 2,
+      max_isolates: 4000,
+      max_heap_bytes: 8 << 30,
     }
   }
 }
@@ -64,13 +74,21 @@ impl Drop for InFlight {
 impl IsolatePool {
   /// Starts the isolate threads.
   pub fn start(config: &PoolConfig) -> std::io::Result<Self> {
-    let threads = (0..config.threads.max(1))
+    let count = config.threads.max(1);
+    // Each thread gets an equal share of the node's bounds.
+    let share = worker::Bounds {
+      warm_isolates: config.warm_isolates,
+      max_isolates: config.max_isolates.div_ceil(count).max(1),
+      max_heap_bytes: config.max_heap_bytes / count,
+    };
+    let threads = (0..count)
       .map(|index| {
         let (inbox, jobs) = mpsc::unbounded_channel();
+        let bounds = share.clone();
         // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
         std::thread::Builder::new()
           .name(format!("islet-isolate-{index}"))
-          .spawn(move || worker::run(index, jobs))?;
+          .spawn(move || worker::run(index, jobs, bounds))?;
         Ok(Thread {
           inbox,
           in_flight: Arc::default(),

@@ -1,18 +1,46 @@
-//! One isolate thread: a current-thread tokio runtime whose tasks each drive one isolate.
+//! One isolate thread: a current-thread tokio runtime whose tasks each drive one isolate, a few
+//! blank isolates kept warm for cold starts, and an LRU of loaded ones.
 
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 
+use lru::LruCache;
 use tokio::sync::mpsc;
 
 use super::Job;
 use crate::error::ErrorCode;
 use crate::isolate::{Isolate, IsolateRequest};
 
+/// This thread's share of the pool's bounds.
+#[derive(Debug, Clone)]
+pub(super) struct Bounds {
+  pub warm_isolates: usize,
+  pub max_isolates: usize,
+  pub max_heap_bytes: usize,
+}
+
+/// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
+struct Loaded {
+  inbox: mpsc::UnboundedSender<IsolateRequest>,
+  heap_bytes: Rc<Cell<usize>>,
+}
+
+/// The isolates of one thread. Every isolate belongs to exactly one function version (the key).
+struct Isolates {
+  bounds: Bounds,
+  /// Blank isolates restored from the snapshot ahead of need.
+  warm: Vec<Isolate>,
+  /// Loaded isolates by (function name, version), least recently used first out.
+  loaded: LruCache<(String, String), Loaded>,
+  /// Sum of the loaded isolates' last reported heap sizes.
+  heap_bytes: Rc<Cell<usize>>,
+}
+
 /// Runs until the pool closes this thread's inbox.
-pub(super) fn run(index: usize, mut jobs: mpsc::UnboundedReceiver<Job>) {
+pub(super) fn run(index: usize, mut jobs: mpsc::UnboundedReceiver<Job>, bounds: Bounds) {
   let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
     Ok(runtime) => runtime,
     Err(err) => {
@@ -22,41 +50,116 @@ pub(super) fn run(index: usize, mut jobs: mpsc::UnboundedReceiver<Job>) {
   };
   let local = tokio::task::LocalSet::new();
   local.block_on(&runtime, async move {
-    // The isolate of each loaded function version on this thread, as the inbox of its task.
-    let mut loaded: HashMap<(String, String), mpsc::UnboundedSender<IsolateRequest>> = HashMap::new();
-    while let Some(Job { function, request }) = jobs.recv().await {
-      let key = (function.name.clone(), function.version.clone());
-      let request = match loaded.get(&key) {
-        Some(inbox) => match inbox.send(request) {
-          Ok(()) => continue,
-          Err(mpsc::error::SendError(request)) => request, // that isolate has failed: start anew
+    let mut isolates = Isolates {
+      warm: Vec::with_capacity(bounds.warm_isolates),
+      loaded: LruCache::unbounded(),
+      heap_bytes: Rc::default(),
+      bounds,
+    };
+    loop {
+      tokio::select! {
+        biased;
+        job = jobs.recv() => match job {
+          Some(job) => isolates.run(job),
+          None => break,
         },
-        None => request,
-      };
-      let mut isolate = match Isolate::new() {
-        Ok(isolate) => isolate,
-        Err(err) => {
-          tracing::error!(function = %function.name, "{err}");
-          request.reject(
-            ErrorCode::IsolateFailed,
-            "could not start an isolate for this function",
-          );
-          continue;
+        // Nothing to run: top up the warm isolates, one at a time, after letting the isolate tasks
+        // catch up, so a refill never delays a request that is already here.
+        () = std::future::ready(()), if isolates.warm.len() < isolates.bounds.warm_isolates => {
+          tokio::task::yield_now().await;
+          if jobs.is_empty() {
+            isolates.prepare_warm();
+          }
         }
-      };
-      isolate.load(function);
-      let (inbox, requests) = mpsc::unbounded_channel();
-      // INVARIANT: the receiver is alive: it was created on the line above.
-      inbox.send(request).unwrap_or_else(|_| unreachable!());
-      loaded.insert(key, inbox);
-      tokio::task::spawn_local(drive(isolate, requests));
+      }
     }
   });
 }
 
-/// Feeds requests into one isolate and drives its event loop until the isolate fails or its inbox
-/// closes with nothing left to do.
-async fn drive(mut isolate: Isolate, mut requests: mpsc::UnboundedReceiver<IsolateRequest>) {
+impl Isolates {
+  fn run(
+    &mut self,
+    Job {
+      function,
+      mut request,
+    }: Job,
+  ) {
+    let key = (function.name.clone(), function.version.clone());
+    if let Some(loaded) = self.loaded.get(&key) {
+      request.cold = false;
+      match loaded.inbox.send(request) {
+        Ok(()) => return,
+        // That isolate has failed and its task ended: start anew below.
+        Err(mpsc::error::SendError(returned)) => request = returned,
+      }
+      self.forget(&key);
+    }
+    request.cold = true;
+    let mut isolate = match self.warm.pop().map_or_else(Isolate::new, Ok) {
+      Ok(isolate) => isolate,
+      Err(err) => {
+        tracing::error!(function = %function.name, "{err}");
+        return request.reject(
+          ErrorCode::IsolateFailed,
+          "could not start an isolate for this function",
+        );
+      }
+    };
+    isolate.load(function);
+    let (inbox, requests) = mpsc::unbounded_channel();
+    // INVARIANT: the receiver is alive: it was created on the line above.
+    inbox.send(request).unwrap_or_else(|_| unreachable!());
+    let heap_bytes = Rc::new(Cell::new(0));
+    tokio::task::spawn_local(drive(
+      isolate,
+      requests,
+      heap_bytes.clone(),
+      self.heap_bytes.clone(),
+    ));
+    self.loaded.put(key.clone(), Loaded { inbox, heap_bytes });
+    self.evict_beyond_bounds(&key);
+  }
+
+  /// Evicts least recently used isolates until the thread is within its bounds, never `keep`.
+  /// An evicted isolate finishes the requests it holds, then its task drops it and V8 frees it.
+  fn evict_beyond_bounds(&mut self, keep: &(String, String)) {
+    while self.loaded.len() > self.bounds.max_isolates || self.heap_bytes.get() > self.bounds.max_heap_bytes {
+      match self.loaded.peek_lru() {
+        Some((key, _)) if key != keep => {
+          let key = key.clone();
+          tracing::debug!(function = %key.0, version = %key.1, "evicting isolate");
+          self.forget(&key);
+        }
+        _ => break,
+      }
+    }
+  }
+
+  fn forget(&mut self, key: &(String, String)) {
+    if let Some(loaded) = self.loaded.pop(key) {
+      // Its heap stops counting now; closing its inbox (by dropping `loaded`) ends its task.
+      self
+        .heap_bytes
+        .set(self.heap_bytes.get().saturating_sub(loaded.heap_bytes.replace(0)));
+    }
+  }
+
+  fn prepare_warm(&mut self) {
+    match Isolate::new() {
+      Ok(isolate) => self.warm.push(isolate),
+      Err(err) => tracing::error!("could not prepare a warm isolate: {err}"),
+    }
+  }
+}
+
+/// Feeds requests into one isolate and drives its event loop until the isolate fails, or its inbox
+/// closes (eviction) with nothing left to do. Reports the isolate's heap whenever it goes idle.
+async fn drive(
+  mut isolate: Isolate,
+  mut requests: mpsc::UnboundedReceiver<IsolateRequest>,
+  heap_bytes: Rc<Cell<usize>>,
+  thread_heap_bytes: Rc<Cell<usize>>,
+) {
   let name: Arc<str> = isolate
     .function()
     .map_or_else(|| Arc::from("?"), |f| Arc::from(f.name.as_str()));
@@ -72,11 +175,18 @@ async fn drive(mut isolate: Isolate, mut requests: mpsc::UnboundedReceiver<Isola
     match isolate.poll(cx) {
       Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
       Poll::Ready(Ok(())) if !inbox_open => Poll::Ready(Ok(())),
-      _ => Poll::Pending,
+      Poll::Ready(Ok(())) => {
+        let now = isolate.heap_bytes();
+        let before = heap_bytes.replace(now);
+        thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(before) + now);
+        Poll::Pending
+      }
+      Poll::Pending => Poll::Pending,
     }
   })
   .await;
   if let Err(err) = outcome {
     tracing::error!(function = %name, "isolate discarded: {err}");
   }
+  thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(heap_bytes.replace(0)));
 }

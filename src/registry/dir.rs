@@ -64,6 +64,31 @@ pub fn load_dir(dir: &Path) -> Result<Registry, NodeError> {
   Ok(registry)
 }
 
+/// Reads one function named `name` from a folder with an `index.js` or from a single `.js` file;
+/// `None` if `path` is neither.
+pub fn load_function(name: &str, path: &Path) -> Result<Option<Function>, NodeError> {
+  if path.is_dir() {
+    if !path.join("index.js").is_file() {
+      return Ok(None);
+    }
+    return load_folder(name, path).map(Some);
+  }
+  let Some(file_name) = path.file_name().map(|f| f.to_string_lossy().into_owned()) else {
+    return Ok(None);
+  };
+  if !file_name.ends_with(".js") || !path.is_file() {
+    return Ok(None);
+  }
+  let source = std::fs::read_to_string(path).map_err(io_err(path))?;
+  let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
+  Ok(Some(Function::new(
+    name.to_string(),
+    file_name,
+    modules,
+    BTreeMap::new(),
+  )))
+}
+
 fn load_folder(name: &str, folder: &Path) -> Result<Function, NodeError> {
   let mut modules = BTreeMap::new();
   let mut total = 0u64;

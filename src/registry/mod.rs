@@ -7,11 +7,12 @@
 mod dir;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-pub use dir::load_dir;
+pub use dir::{load_dir, load_function};
 
 /// One version of one function's code.
 #[derive(Debug)]
@@ -29,6 +30,43 @@ pub struct Function {
   /// Why the function cannot serve (its modules do not parse), found when it was loaded; requests
   /// to it get 503 with this message while other functions keep serving.
   pub broken: Option<String>,
+  /// V8's compiled code for the modules, so a cold start after the first does not parse them again.
+  pub code_cache: CodeCache,
+}
+
+/// V8 code caches of one function version's modules, made by the first isolate that compiles them
+/// and read by every later cold start of the same version, on any isolate thread.
+#[derive(Debug, Default)]
+pub struct CodeCache {
+  /// Module path → (hash of its source, V8's cache data).
+  entries: Mutex<HashMap<String, (u64, Arc<[u8]>)>>,
+  /// Module loads that found a cache: how often parsing was skipped.
+  hits: AtomicU64,
+}
+
+impl CodeCache {
+  /// The cache for module `path` if it was made from the source with this `hash`.
+  pub fn get(&self, path: &str, hash: u64) -> Option<Arc<[u8]>> {
+    let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    let data = entries
+      .get(path)
+      .filter(|(h, _)| *h == hash)
+      .map(|(_, data)| data.clone());
+    if data.is_some() {
+      self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    data
+  }
+
+  pub fn put(&self, path: &str, hash: u64, data: &[u8]) {
+    let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    entries.insert(path.to_string(), (hash, Arc::from(data)));
+  }
+
+  /// How many module loads used a cache.
+  pub fn hits(&self) -> u64 {
+    self.hits.load(Ordering::Relaxed)
+  }
 }
 
 impl Function {
@@ -58,6 +96,7 @@ impl Function {
       modules,
       env_json,
       broken: None,
+      code_cache: CodeCache::default(),
     }
   }
 }

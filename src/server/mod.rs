@@ -4,6 +4,7 @@
 //!
 //! It never runs JavaScript and never waits on an isolate except through the response channel.
 
+mod admission;
 pub mod router;
 mod tls;
 
@@ -23,10 +24,12 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{error_response, ErrorCode, NodeError};
-use crate::isolate::ext::{HandlerFailure, ResponseBody};
+use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
 use crate::pool::{IsolatePool, PoolConfig};
 use crate::registry::Registry;
+use admission::Admission;
+pub use admission::AdmissionConfig;
 use router::{name_from_path, Router};
 
 /// How a node serves HTTP.
@@ -40,6 +43,7 @@ pub struct ServerConfig {
   /// How long in-flight requests may take to finish after a shutdown signal.
   pub shutdown_grace: Duration,
   pub pool: PoolConfig,
+  pub admission: AdmissionConfig,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +54,7 @@ impl Default for ServerConfig {
       base_domains: Vec::new(),
       shutdown_grace: Duration::from_secs(10),
       pool: PoolConfig::default(),
+      admission: AdmissionConfig::default(),
     }
   }
 }
@@ -59,6 +64,7 @@ struct Node {
   registry: Registry,
   router: Router,
   pool: IsolatePool,
+  admission: Admission,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -69,8 +75,12 @@ pub struct Server {
   shutdown_grace: Duration,
 }
 
-/// Request header whose value is echoed on every response, so clients can quote it.
+/// Response header with the request's id, so clients can quote it.
 const REQUEST_ID_HEADER: &str = "x-islet-request-id";
+/// Response header saying whether the request's isolate had the function loaded already.
+const START_HEADER: &str = "x-islet-start";
+/// Seconds a client refused by admission is told to wait.
+const RETRY_AFTER_SECS: &str = "1";
 
 impl Server {
   /// Binds the listener and starts the isolate threads.
@@ -93,6 +103,7 @@ impl Server {
       registry,
       router: Router::new(config.base_domains.clone()),
       pool,
+      admission: Admission::new(config.admission),
     };
     Ok(Self {
       listener,
@@ -204,6 +215,7 @@ impl Node {
     https: bool,
     request_id: &Arc<str>,
   ) -> http::Response<ResponseBody> {
+    let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let host = parts
       .uri
@@ -241,6 +253,18 @@ impl Node {
       host
     };
     let url = format!("{scheme}://{host}{path_and_query}");
+    let Ok(_admitted) = self.admission.admit(&function.name).await else {
+      let message = format!(
+        "function '{}' is at its concurrency limit and its queue is full",
+        function.name
+      );
+      let mut response = error_response(ErrorCode::FunctionOverloaded, &message, request_id);
+      response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static(RETRY_AFTER_SECS),
+      );
+      return response;
+    };
     let body = (!body.is_end_stream()).then(|| body.map_err(|e| e.into()).boxed());
     let (responder, outcome) = oneshot::channel();
     let isolate_request = IsolateRequest {
@@ -250,11 +274,20 @@ impl Node {
       headers: parts.headers,
       body,
       responder,
+      arrived,
+      cold: false,
     };
     let _in_flight = self.pool.dispatch(function.clone(), isolate_request);
-    match outcome.await {
-      Ok(Ok(response)) => response,
-      Ok(Err(HandlerFailure { message, stack })) => {
+    let Ok(HandlerOutcome { start, result }) = outcome.await else {
+      return error_response(
+        ErrorCode::IsolateFailed,
+        "the isolate running this request stopped before it answered",
+        request_id,
+      );
+    };
+    let mut response = match result {
+      Ok(response) => response,
+      Err(HandlerFailure { message, stack }) => {
         tracing::error!(
           function = %function.name,
           request_id = %request_id,
@@ -263,12 +296,24 @@ impl Node {
         );
         error_response(ErrorCode::HandlerError, &message, request_id)
       }
-      Err(_) => error_response(
-        ErrorCode::IsolateFailed,
-        "the isolate running this request stopped before it answered",
-        request_id,
-      ),
+    };
+    if let Some(start) = start {
+      add_start_headers(response.headers_mut(), start);
     }
+    response
+  }
+}
+
+/// `x-islet-start: cold|warm` and `Server-Timing: start;desc=cold;dur=1.234` (milliseconds).
+fn add_start_headers(headers: &mut http::HeaderMap, start: StartTiming) {
+  let kind = if start.cold { "cold" } else { "warm" };
+  headers.insert(START_HEADER, http::HeaderValue::from_static(kind));
+  let timing = format!(
+    "start;desc={kind};dur={:.3}",
+    start.duration.as_secs_f64() * 1000.0
+  );
+  if let Ok(value) = http::HeaderValue::from_str(&timing) {
+    headers.append(http::header::HeaderName::from_static("server-timing"), value);
   }
 }
 

@@ -74,7 +74,10 @@ async fn module_that_throws_or_exports_no_handler_answers_503() {
   assert_eq!(reply.status, 503);
   let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
   assert!(message.starts_with("the module exports no handler"), "{message}");
-  assert_eq!(get(&client, &node.url("/respond?body=still%20fine")).await.text(), "still fine");
+  assert_eq!(
+    get(&client, &node.url("/respond?body=still%20fine")).await.text(),
+    "still fine"
+  );
 }
 
 #[tokio::test]

@@ -29,5 +29,8 @@ async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() {
   .await
   .unwrap();
   assert!(status.0.success(), "exit status {:?}", status.0);
-  assert!(std::net::TcpStream::connect(status.1.addr).is_err(), "still accepting after shutdown");
+  assert!(
+    std::net::TcpStream::connect(status.1.addr).is_err(),
+    "still accepting after shutdown"
+  );
 }

@@ -62,7 +62,10 @@ async fn sixty_four_mib_stream_through_echo_without_buffering() {
   assert_eq!(received.finalize(), sent.finalize());
 
   let growth = node.peak_rss().saturating_sub(peak_before);
-  eprintln!("peak RSS grew by {:.1} MiB while streaming {CHUNKS} MiB", growth as f64 / (1 << 20) as f64);
+  eprintln!(
+    "peak RSS grew by {:.1} MiB while streaming {CHUNKS} MiB",
+    growth as f64 / (1 << 20) as f64
+  );
   assert!(
     growth < (CHUNK * CHUNKS / 4) as u64,
     "the server's peak RSS grew by {} MiB while streaming {} MiB",
@@ -86,13 +89,21 @@ async fn a_js_transformed_stream_gzips_through_compression_stream() {
   let original: Vec<u8> = (0..8 * CHUNK).map(|i| (i % 251) as u8).collect();
   let reply = send(
     &http1(),
-    request("POST", &node.url("/gzip")).body(Full::new(Bytes::from(original.clone()))).unwrap(),
+    request("POST", &node.url("/gzip"))
+      .body(Full::new(Bytes::from(original.clone())))
+      .unwrap(),
   )
   .await;
   assert_eq!(reply.status, 200, "{}", reply.text());
   assert_eq!(reply.header("content-encoding"), Some("gzip"));
-  assert!(reply.body.len() < original.len() / 10, "not compressed: {} bytes", reply.body.len());
+  assert!(
+    reply.body.len() < original.len() / 10,
+    "not compressed: {} bytes",
+    reply.body.len()
+  );
   let mut decompressed = Vec::new();
-  flate2::read::GzDecoder::new(&reply.body[..]).read_to_end(&mut decompressed).unwrap();
+  flate2::read::GzDecoder::new(&reply.body[..])
+    .read_to_end(&mut decompressed)
+    .unwrap();
   assert!(decompressed == original, "gzip round trip changed the body");
 }

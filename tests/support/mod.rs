@@ -32,7 +32,11 @@ impl Node {
       .arg("serve")
       .arg(repo_path(dir))
       .args(["--listen", "127.0.0.1:0"])
-      .args(if extra.contains(&"--threads") { &[][..] } else { &["--threads", "2"][..] })
+      .args(if extra.contains(&"--threads") {
+        &[][..]
+      } else {
+        &["--threads", "2"][..]
+      })
       .args(extra)
       .env("ISLET_LOG", "info")
       .stdout(Stdio::piped())

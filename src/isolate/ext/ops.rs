@@ -13,8 +13,21 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::body::ResponseBody;
 
-/// What a handler produced for one request: a response, or the error it threw or rejected with.
-pub type HandlerOutcome = Result<http::Response<ResponseBody>, HandlerFailure>;
+/// What came of one request: the handler's response or failure, and how its isolate started.
+pub struct HandlerOutcome {
+  /// Set when the request reached JS; `None` when the node answered without running the handler.
+  pub start: Option<StartTiming>,
+  pub result: Result<http::Response<ResponseBody>, HandlerFailure>,
+}
+
+/// How the isolate that ran a request was started: reported as `x-islet-start` and `Server-Timing`.
+#[derive(Debug, Clone, Copy)]
+pub struct StartTiming {
+  /// A cold start loaded the function into an isolate for this request; a warm one reused it.
+  pub cold: bool,
+  /// From the request's arrival at the node to the handler being called.
+  pub duration: std::time::Duration,
+}
 
 /// A handler that threw or rejected, as JS described it.
 #[derive(Debug, Clone)]
@@ -29,6 +42,8 @@ pub struct HandlerFailure {
 pub struct RequestSlot {
   /// Where the response goes; the HTTP side awaits it.
   pub responder: oneshot::Sender<HandlerOutcome>,
+  /// How this request's isolate started, sent along with the response.
+  pub start: StartTiming,
 }
 
 /// Requests in flight in one isolate, keyed by the slot number JS refers to them by.
@@ -99,9 +114,12 @@ fn response_head(
   Ok(response)
 }
 
-fn send(slot: RequestSlot, outcome: HandlerOutcome) {
+fn send(slot: RequestSlot, result: Result<http::Response<ResponseBody>, HandlerFailure>) {
   // The client may have gone away; nothing is waiting then.
-  let _ = slot.responder.send(outcome);
+  let _ = slot.responder.send(HandlerOutcome {
+    start: Some(slot.start),
+    result,
+  });
 }
 
 /// Answers a request with a body known in full (or none).

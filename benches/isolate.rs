@@ -1,0 +1,82 @@
+//! In-process costs of the isolate layer, without HTTP: restoring an isolate from the snapshot, a
+//! cold start of the hello example (restore, load, evaluate, first request) and a warm dispatch.
+//! `islet bench` measures the same through the real server; benches/peers.sh compares with others.
+
+use std::future::{poll_fn, Future};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use islet::isolate::{Isolate, IsolateRequest};
+use islet::registry::{load_function, Function};
+use tokio::sync::oneshot;
+
+fn hello() -> Arc<Function> {
+  let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
+  Arc::new(
+    load_function("hello", &path)
+      .expect("read examples/hello")
+      .expect("a function"),
+  )
+}
+
+/// Sends one GET through `isolate` and drives it until the response arrives.
+fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
+  let (responder, mut outcome) = oneshot::channel();
+  isolate.dispatch(IsolateRequest {
+    request_id: Arc::from("bench"),
+    method: http::Method::GET,
+    url: "http://hello.localhost/".to_string(),
+    headers: http::HeaderMap::new(),
+    body: None,
+    responder,
+    arrived: Instant::now(),
+    cold: false,
+  });
+  let outcome = runtime.block_on(poll_fn(|cx| loop {
+    if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {
+      return Poll::Ready(outcome);
+    }
+    match isolate.poll(cx) {
+      Poll::Ready(Ok(())) => continue,
+      Poll::Ready(Err(err)) => panic!("isolate failed: {err}"),
+      Poll::Pending => return Poll::Pending,
+    }
+  }));
+  let outcome = outcome.expect("the isolate answered");
+  assert_eq!(outcome.result.expect("hello responds").status(), 200);
+}
+
+fn isolate_benches(c: &mut Criterion) {
+  let runtime = tokio::runtime::Builder::new_current_thread()
+    .enable_all()
+    .build()
+    .unwrap();
+  let _entered = runtime.enter();
+  let function = hello();
+
+  c.bench_function("isolate_from_snapshot", |b| {
+    b.iter(|| drop(Isolate::new().expect("isolate")));
+  });
+
+  c.bench_function("cold_start_hello", |b| {
+    b.iter(|| {
+      let mut isolate = Isolate::new().expect("isolate");
+      isolate.load(function.clone());
+      request(&runtime, &mut isolate);
+    });
+  });
+
+  let mut warm = Isolate::new().expect("isolate");
+  warm.load(function.clone());
+  request(&runtime, &mut warm);
+  c.bench_function("warm_dispatch_hello", |b| {
+    b.iter(|| request(&runtime, &mut warm));
+  });
+}
+
+criterion_group!(benches, isolate_benches);
+criterion_main!(benches);

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Serves the same hello handler with Islet, `deno serve`, workerd and a bare hyper server (the
+# ceiling: Islet's HTTP stack with no JavaScript), drives each in turn with wrk, and prints
+# requests/s and p50/p99 latency side by side, with Islet's ratio to each.
+#
+# Usage: benches/peers.sh            (DURATION=10s CONNECTIONS=64 WRK_THREADS=2 ISOLATE_THREADS=2)
+# Needs: wrk and npm (Debian's packages); installs deno and workerd from the npm registry
+# (@deno/linux-x64-glibc, @cloudflare/workerd-linux-64) into a scratch folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+ISOLATE_THREADS=${ISOLATE_THREADS:-2}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v wrk >/dev/null || { echo "peers: wrk is needed (apt-get install wrk)" >&2; exit 1; }
+echo "installing deno and workerd from npm…" >&2
+npm install --silent --no-save --prefix "$work/npm" @deno/linux-x64-glibc @cloudflare/workerd-linux-64 >&2
+deno="$work/npm/node_modules/@deno/linux-x64-glibc/deno"
+workerd="$work/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd"
+
+echo "building islet (release)…" >&2
+cargo build --release --quiet >&2
+islet="${CARGO_TARGET_DIR:-target}/release/islet"
+
+# The one handler every server runs.
+cp examples/hello/index.js "$work/hello.js"
+mkdir -p "$work/functions/hello" && cp examples/hello/index.js "$work/functions/hello/index.js"
+cat > "$work/workerd.capnp" <<CAPNP
+using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [ (name = "hello", worker = .hello) ],
+  sockets = [ (name = "http", address = "127.0.0.1:18083", http = (), service = "hello") ],
+);
+const hello :Workerd.Worker = (
+  modules = [ (name = "hello.js", esModule = embed "hello.js") ],
+  compatibilityDate = "2025-01-01",
+);
+CAPNP
+
+wait_for() { # url
+  for _ in $(seq 1 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "peers: $1 never answered" >&2; return 1
+}
+
+declare -A rps p50 p99
+run() { # name url command...
+  local name=$1 url=$2; shift 2
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  local pid=$!
+  wait_for "$url"
+  [ "$(curl -s "$url")" = "Hello from Islet!" ] || { echo "peers: $name answered something else" >&2; exit 1; }
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null # warm-up
+  local out
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  rps[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50[$name]=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+run islet http://127.0.0.1:18081/hello "$islet" serve "$work/functions" --listen 127.0.0.1:18081 --threads "$ISOLATE_THREADS"
+run deno http://127.0.0.1:18082/ "$deno" serve --quiet --parallel --port 18082 "$work/hello.js"
+run workerd http://127.0.0.1:18083/ "$workerd" serve "$work/workerd.capnp"
+run hyper http://127.0.0.1:18084/ "$islet" hyper-ceiling --listen 127.0.0.1:18084
+
+printf '\nhello, wrk -t%s -c%s -d%s, on %s cores\n' "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)"
+printf '%-10s %12s %10s %10s %16s\n' server requests/s p50 p99 "islet / server"
+for name in islet deno workerd hyper; do
+  ratio=$(awk -v a="${rps[islet]}" -v b="${rps[$name]}" 'BEGIN { printf "%.2f", a / b }')
+  printf '%-10s %12s %10s %10s %16s\n' "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "$ratio"
+done

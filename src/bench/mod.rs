@@ -1,0 +1,214 @@
+//! `islet bench`: cold and warm starts of one handler, measured through the real HTTP server.
+//!
+//! The server runs in this process on 127.0.0.1:0 and is driven over TCP by a hyper client, so every
+//! figure includes HTTP parsing, routing, the thread hop and the isolate. Cold starts use a fresh
+//! function version each time (the handler with a unique comment appended): no isolate, code cache
+//! or warm state can be reused, as for a tenant's first request after a deploy.
+
+pub mod ceiling;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::NodeError;
+use crate::pool::PoolConfig;
+use crate::registry::{Function, Registry};
+use crate::server::{Server, ServerConfig};
+pub use report::Report;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+  /// The handler: a folder with an index.js, or a .js file.
+  pub handler: PathBuf,
+  /// Cold starts to measure, one fresh function version each.
+  pub cold_starts: usize,
+  /// Warm requests to measure after the warm-up.
+  pub warm_requests: usize,
+  /// Warm requests in flight at once.
+  pub concurrency: usize,
+  pub pool: PoolConfig,
+}
+
+/// Latencies of one phase, sorted.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+  fn from_unsorted(mut samples: Vec<Duration>) -> Self {
+    samples.sort_unstable();
+    Self(samples)
+  }
+
+  /// The `p`th percentile (0–100), nearest rank.
+  pub fn percentile(&self, p: f64) -> Duration {
+    if self.0.is_empty() {
+      return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+    self.0[rank.clamp(1, self.0.len()) - 1]
+  }
+
+  pub fn max(&self) -> Duration {
+    self.0.last().copied().unwrap_or_default()
+  }
+
+  pub fn samples(&self) -> &[Duration] {
+    &self.0
+  }
+}
+
+type BenchClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// Runs the benchmark; `progress` is told how far each phase has got.
+pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) -> Result<Report, NodeError> {
+  let base = crate::registry::load_function("bench", &config.handler)?.ok_or_else(|| {
+    NodeError::Config(format!(
+      "{}: not a .js file or a folder with an index.js",
+      config.handler.display()
+    ))
+  })?;
+  crate::isolate::check_syntax(&base).map_err(NodeError::Config)?;
+  let vars: BTreeMap<String, String> = serde_json::from_str(&base.env_json).unwrap_or_default();
+
+  let mut registry = Registry::default();
+  registry.insert(copy_of(&base, "bench-warm", None, &vars));
+  for i in 0..config.cold_starts {
+    registry.insert(copy_of(&base, &format!("bench-cold-{i}"), Some(i), &vars));
+  }
+  let server_config = ServerConfig {
+    listen: ([127, 0, 0, 1], 0).into(),
+    pool: config.pool.clone(),
+    ..ServerConfig::default()
+  };
+  let server = Server::bind(server_config, registry).await?;
+  let addr = server.local_addr();
+  let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+  let serving = tokio::spawn(server.run(async move {
+    let _ = stopped.await;
+  }));
+  // Let the isolate threads fill their warm pools, as on a node that has been up a while.
+  tokio::time::sleep(Duration::from_millis(200)).await;
+
+  let client: BenchClient = Client::builder(TokioExecutor::new()).build_http();
+  let rss_before = rss_bytes();
+  let mut cold = Vec::with_capacity(config.cold_starts);
+  let mut cold_server = Vec::with_capacity(config.cold_starts);
+  for i in 0..config.cold_starts {
+    let (latency, start) = timed_get(&client, &format!("http://{addr}/bench-cold-{i}/"), "cold").await?;
+    cold.push(latency);
+    cold_server.push(start);
+    progress("cold starts", i + 1, config.cold_starts);
+  }
+  let rss_after = rss_bytes();
+
+  timed_get(&client, &format!("http://{addr}/bench-warm/"), "cold").await?;
+  let url = Arc::new(format!("http://{addr}/bench-warm/"));
+  let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+  let started = Instant::now();
+  let workers: Vec<_> = (0..config.concurrency.max(1))
+    .map(|_| {
+      let (client, url, next, total) = (client.clone(), url.clone(), next.clone(), config.warm_requests);
+      tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+          samples.push(timed_get(&client, &url, "warm").await?.0);
+        }
+        Ok::<_, NodeError>(samples)
+      })
+    })
+    .collect();
+  let mut warm = Vec::with_capacity(config.warm_requests);
+  let mut done = 0;
+  for worker in workers {
+    let samples = worker
+      .await
+      .map_err(|e| NodeError::Config(format!("bench worker failed: {e}")))??;
+    done += samples.len();
+    warm.extend(samples);
+    progress(
+      "warm requests",
+      done.min(config.warm_requests),
+      config.warm_requests,
+    );
+  }
+  let elapsed = started.elapsed();
+  let _ = stop.send(());
+  let _ = serving.await;
+
+  Ok(Report {
+    handler: config.handler.display().to_string(),
+    threads: config.pool.threads,
+    concurrency: config.concurrency,
+    cold: Latencies::from_unsorted(cold),
+    cold_server_start: Latencies::from_unsorted(cold_server),
+    warm: Latencies::from_unsorted(warm),
+    warm_requests_per_second: config.warm_requests as f64 / elapsed.as_secs_f64(),
+    rss_per_isolate_bytes: rss_after.saturating_sub(rss_before) / config.cold_starts.max(1) as u64,
+  })
+}
+
+/// The handler under another name; with `variant`, a distinct version of it.
+fn copy_of(base: &Function, name: &str, variant: Option<usize>, vars: &BTreeMap<String, String>) -> Function {
+  let mut modules = base.modules.clone();
+  if let (Some(i), Some(entry)) = (variant, modules.get_mut(&base.entry)) {
+    *entry = Arc::from(format!("{entry}\n// islet bench: cold start {i}\n"));
+  }
+  Function::new(name.to_string(), base.entry.clone(), modules, vars.clone())
+}
+
+/// One GET: its latency as the client saw it, and the start time the server reported. Fails if the
+/// start was not of the `expected` kind, which would make the figures meaningless.
+async fn timed_get(
+  client: &BenchClient,
+  url: &str,
+  expected: &str,
+) -> Result<(Duration, Duration), NodeError> {
+  let fail = |what: String| NodeError::Config(format!("bench request to {url}: {what}"));
+  let request = http::Request::get(url)
+    .body(Empty::new())
+    .map_err(|e| fail(e.to_string()))?;
+  let started = Instant::now();
+  let response = client.request(request).await.map_err(|e| fail(e.to_string()))?;
+  let (parts, body) = response.into_parts();
+  body.collect().await.map_err(|e| fail(e.to_string()))?;
+  let latency = started.elapsed();
+  if !parts.status.is_success() {
+    return Err(fail(format!("status {}", parts.status)));
+  }
+  let kind = parts
+    .headers
+    .get("x-islet-start")
+    .and_then(|v| v.to_str().ok())
+    .unwrap_or("");
+  if kind != expected {
+    return Err(fail(format!("expected a {expected} start, got '{kind}'")));
+  }
+  let start_ms = parts
+    .headers
+    .get("server-timing")
+    .and_then(|v| v.to_str().ok())
+    .and_then(|v| v.rsplit("dur=").next())
+    .and_then(|v| v.parse::<f64>().ok())
+    .unwrap_or(0.0);
+  Ok((latency, Duration::from_secs_f64(start_ms / 1000.0)))
+}
+
+/// This process's resident memory.
+fn rss_bytes() -> u64 {
+  std::fs::read_to_string("/proc/self/status")
+    .ok()
+    .and_then(|status| {
+      let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+      line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    })
+    .map_or(0, |kib| kib * 1024)
+}

@@ -1,0 +1,37 @@
+//! Cold and warm starts, and what an isolate keeps between requests.
+
+use crate::support::{get, http1, Node};
+
+#[tokio::test]
+async fn first_request_is_cold_and_the_second_warm() {
+  let node = Node::serve("tests/fixtures", &["--threads", "1"]);
+  let client = http1();
+  let first = get(&client, &node.url("/counter")).await;
+  assert_eq!(first.header("x-islet-start"), Some("cold"));
+  let timing = first.header("server-timing").unwrap();
+  assert!(timing.starts_with("start;desc=cold;dur="), "{timing}");
+  let ms: f64 = timing.rsplit('=').next().unwrap().parse().unwrap();
+  assert!(ms > 0.0, "{timing}");
+  assert_eq!(first.json()["served"], 1);
+
+  let second = get(&client, &node.url("/counter")).await;
+  assert_eq!(second.header("x-islet-start"), Some("warm"));
+  assert!(second
+    .header("server-timing")
+    .unwrap()
+    .starts_with("start;desc=warm;dur="));
+  assert_eq!(second.json()["served"], 2, "globals persist in a warm isolate");
+}
+
+#[tokio::test]
+async fn two_functions_never_share_an_isolate() {
+  // One thread: both functions' isolates live side by side on it.
+  let node = Node::serve("tests/fixtures", &["--threads", "1"]);
+  let client = http1();
+  for round in 1..=3 {
+    let a = get(&client, &node.url("/mark-a")).await.json();
+    let b = get(&client, &node.url("/mark-b")).await.json();
+    assert_eq!(a, serde_json::json!(vec!["a"; round]), "mark-a saw {a}");
+    assert_eq!(b, serde_json::json!(vec!["b"; round]), "mark-b saw {b}");
+  }
+}
