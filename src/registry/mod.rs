@@ -34,12 +34,15 @@ pub struct Function {
   pub code_cache: CodeCache,
 }
 
+/// V8's cache data for one module, and the hash of the source it was made from.
+type CachedCode = (u64, Arc<[u8]>);
+
 /// V8 code caches of one function version's modules, made by the first isolate that compiles them
 /// and read by every later cold start of the same version, on any isolate thread.
 #[derive(Debug, Default)]
 pub struct CodeCache {
-  /// Module path → (hash of its source, V8's cache data).
-  entries: Mutex<HashMap<String, (u64, Arc<[u8]>)>>,
+  /// Module path → the cache made from its source.
+  entries: Mutex<HashMap<String, CachedCode>>,
   /// Module loads that found a cache: how often parsing was skipped.
   hits: AtomicU64,
 }
