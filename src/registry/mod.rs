@@ -61,9 +61,17 @@ impl CodeCache {
     data
   }
 
+  /// Stores V8's cache for module `path`. V8 makes one only when none was offered or it rejected the
+  /// one it was given (a different V8 build or flags), so a store over an entry of the same source is
+  /// a rejection, worth a warning: cold starts of that module parse again until it is replaced.
   pub fn put(&self, path: &str, hash: u64, data: &[u8]) {
     let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-    entries.insert(path.to_string(), (hash, Arc::from(data)));
+    let previous = entries.insert(path.to_string(), (hash, Arc::from(data)));
+    if previous.is_some_and(|(h, _)| h == hash) {
+      tracing::warn!(module = path, "V8 rejected the code cache; it was made again");
+    } else {
+      tracing::debug!(module = path, bytes = data.len(), "code cache stored");
+    }
   }
 
   /// How many module loads used a cache.

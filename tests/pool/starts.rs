@@ -35,3 +35,28 @@ async fn two_functions_never_share_an_isolate() {
     assert_eq!(b, serde_json::json!(vec!["b"; round]), "mark-b saw {b}");
   }
 }
+
+#[tokio::test]
+async fn a_reloaded_function_uses_the_code_cache_instead_of_parsing_again() {
+  let node = Node::serve_logging(
+    "tests/fixtures",
+    &["--threads", "1", "--max-isolates", "1"],
+    "info,islet=debug",
+  );
+  let client = http1();
+  let first = get(&client, &node.url("/counter")).await;
+  assert_eq!(first.header("x-islet-start"), Some("cold"));
+  // Loading another function evicts counter; loading counter again is a second cold start.
+  get(&client, &node.url("/mark-a")).await;
+  let second = get(&client, &node.url("/counter")).await;
+  assert_eq!(second.header("x-islet-start"), Some("cold"));
+  assert_eq!(second.json()["served"], 1);
+  let logs = node.logs();
+  let stored = logs
+    .lines()
+    .filter(|l| l.contains("code cache stored") && l.contains("module=\"index.js\""))
+    .count();
+  // counter and mark-a each stored a cache once; counter's second cold start consumed its cache.
+  assert_eq!(stored, 2, "{logs}");
+  assert!(!logs.contains("rejected the code cache"), "{logs}");
+}

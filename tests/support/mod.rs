@@ -28,6 +28,11 @@ pub struct Node {
 impl Node {
   /// Serves `dir` (relative to the repository) with `extra` arguments.
   pub fn serve(dir: &str, extra: &[&str]) -> Node {
+    Self::serve_logging(dir, extra, "info")
+  }
+
+  /// Like `serve`, with the log filter `filter` (ISLET_LOG).
+  pub fn serve_logging(dir: &str, extra: &[&str], filter: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
       .arg("serve")
       .arg(repo_path(dir))
@@ -38,7 +43,7 @@ impl Node {
         &["--threads", "2"][..]
       })
       .args(extra)
-      .env("ISLET_LOG", "info")
+      .env("ISLET_LOG", filter)
       .stdout(Stdio::piped())
       .stderr(Stdio::piped())
       .spawn()
