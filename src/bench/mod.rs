@@ -10,6 +10,7 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,47 +104,37 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
   let mut cold = Vec::with_capacity(config.cold_starts);
   let mut cold_server = Vec::with_capacity(config.cold_starts);
   for i in 0..config.cold_starts {
-    let (latency, start) = timed_get(&client, &format!("http://{addr}/bench-cold-{i}/"), "cold").await?;
-    cold.push(latency);
-    cold_server.push(start);
+    let url = format!("http://{addr}/bench-cold-{i}/");
+    let sample = timed_get(&client, &url).await?;
+    if !sample.cold {
+      return Err(NodeError::Config(format!(
+        "{url}: a fresh function version started warm"
+      )));
+    }
+    cold.push(sample.latency);
+    cold_server.push(sample.start);
     progress("cold starts", i + 1, config.cold_starts);
   }
   let rss_after = rss_bytes();
 
-  timed_get(&client, &format!("http://{addr}/bench-warm/"), "cold").await?;
+  // Warm-up at full concurrency, so every isolate thread the load spreads to has the function.
   let url = Arc::new(format!("http://{addr}/bench-warm/"));
-  let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+  let warm_up = (config.concurrency * 20).max(200);
+  drive(&client, &url, config.concurrency, warm_up, &|done| {
+    progress("warming up", done, warm_up)
+  })
+  .await?;
   let started = Instant::now();
-  let workers: Vec<_> = (0..config.concurrency.max(1))
-    .map(|_| {
-      let (client, url, next, total) = (client.clone(), url.clone(), next.clone(), config.warm_requests);
-      tokio::spawn(async move {
-        let mut samples = Vec::new();
-        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-          samples.push(timed_get(&client, &url, "warm").await?.0);
-        }
-        Ok::<_, NodeError>(samples)
-      })
-    })
-    .collect();
-  let mut warm = Vec::with_capacity(config.warm_requests);
-  let mut done = 0;
-  for worker in workers {
-    let samples = worker
-      .await
-      .map_err(|e| NodeError::Config(format!("bench worker failed: {e}")))??;
-    done += samples.len();
-    warm.extend(samples);
-    progress(
-      "warm requests",
-      done.min(config.warm_requests),
-      config.warm_requests,
-    );
-  }
+  let samples = drive(&client, &url, config.concurrency, config.warm_requests, &|done| {
+    progress("warm requests", done, config.warm_requests)
+  })
+  .await?;
   let elapsed = started.elapsed();
   let _ = stop.send(());
   let _ = serving.await;
 
+  let warm_phase_cold_starts = samples.iter().filter(|s| s.cold).count();
+  let warm = samples.iter().filter(|s| !s.cold).map(|s| s.latency).collect();
   Ok(Report {
     handler: config.handler.display().to_string(),
     threads: config.pool.threads,
@@ -151,9 +142,49 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     cold: Latencies::from_unsorted(cold),
     cold_server_start: Latencies::from_unsorted(cold_server),
     warm: Latencies::from_unsorted(warm),
+    warm_phase_cold_starts,
     warm_requests_per_second: config.warm_requests as f64 / elapsed.as_secs_f64(),
     rss_per_isolate_bytes: rss_after.saturating_sub(rss_before) / config.cold_starts.max(1) as u64,
   })
+}
+
+/// Sends `total` GETs to `url`, `concurrency` at a time, reporting how many are done as it goes.
+async fn drive(
+  client: &BenchClient,
+  url: &Arc<String>,
+  concurrency: usize,
+  total: usize,
+  progress: &dyn Fn(usize),
+) -> Result<Vec<Sample>, NodeError> {
+  let next = Arc::new(AtomicUsize::new(0));
+  let done = Arc::new(AtomicUsize::new(0));
+  let workers: Vec<_> = (0..concurrency.max(1))
+    .map(|_| {
+      let (client, url, next, done) = (client.clone(), url.clone(), next.clone(), done.clone());
+      tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while next.fetch_add(1, Ordering::Relaxed) < total {
+          samples.push(timed_get(&client, &url).await?);
+          done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok::<_, NodeError>(samples)
+      })
+    })
+    .collect();
+  while !workers.iter().all(|w| w.is_finished()) {
+    progress(done.load(Ordering::Relaxed));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+  }
+  progress(total);
+  let mut samples = Vec::with_capacity(total);
+  for worker in workers {
+    samples.extend(
+      worker
+        .await
+        .map_err(|e| NodeError::Config(format!("bench worker failed: {e}")))??,
+    );
+  }
+  Ok(samples)
 }
 
 /// The handler under another name; with `variant`, a distinct version of it.
@@ -165,13 +196,17 @@ fn copy_of(base: &Function, name: &str, variant: Option<usize>, vars: &BTreeMap<
   Function::new(name.to_string(), base.entry.clone(), modules, vars.clone())
 }
 
-/// One GET: its latency as the client saw it, and the start time the server reported. Fails if the
-/// start was not of the `expected` kind, which would make the figures meaningless.
-async fn timed_get(
-  client: &BenchClient,
-  url: &str,
-  expected: &str,
-) -> Result<(Duration, Duration), NodeError> {
+/// One request as measured.
+struct Sample {
+  /// As the client saw it: connection reuse, HTTP, routing, the isolate and back.
+  latency: Duration,
+  /// Whether the server reported a cold start (`x-islet-start`).
+  cold: bool,
+  /// The start time the server reported (`Server-Timing: start`).
+  start: Duration,
+}
+
+async fn timed_get(client: &BenchClient, url: &str) -> Result<Sample, NodeError> {
   let fail = |what: String| NodeError::Config(format!("bench request to {url}: {what}"));
   let request = http::Request::get(url)
     .body(Empty::new())
@@ -184,22 +219,21 @@ async fn timed_get(
   if !parts.status.is_success() {
     return Err(fail(format!("status {}", parts.status)));
   }
-  let kind = parts
-    .headers
-    .get("x-islet-start")
-    .and_then(|v| v.to_str().ok())
-    .unwrap_or("");
-  if kind != expected {
-    return Err(fail(format!("expected a {expected} start, got '{kind}'")));
-  }
-  let start_ms = parts
-    .headers
-    .get("server-timing")
-    .and_then(|v| v.to_str().ok())
+  let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+  let cold = match header("x-islet-start") {
+    Some("cold") => true,
+    Some("warm") => false,
+    other => return Err(fail(format!("no start kind reported ({other:?})"))),
+  };
+  let start_ms = header("server-timing")
     .and_then(|v| v.rsplit("dur=").next())
     .and_then(|v| v.parse::<f64>().ok())
     .unwrap_or(0.0);
-  Ok((latency, Duration::from_secs_f64(start_ms / 1000.0)))
+  Ok(Sample {
+    latency,
+    cold,
+    start: Duration::from_secs_f64(start_ms / 1000.0),
+  })
 }
 
 /// This process's resident memory.

@@ -21,6 +21,9 @@ pub struct Report {
   pub cold_server_start: Latencies,
   /// Client-side latency of each warm request.
   pub warm: Latencies,
+  /// Requests of the warm phase that still found the function unloaded on their thread (they
+  /// count in requests/s, not in the warm latencies).
+  pub warm_phase_cold_starts: usize,
   pub warm_requests_per_second: f64,
   /// Resident memory added per loaded isolate, measured across the cold starts.
   pub rss_per_isolate_bytes: u64,
@@ -59,6 +62,7 @@ struct ReportJson<'a> {
   cold: PhaseJson,
   cold_server_start: PhaseJson,
   warm: PhaseJson,
+  warm_phase_cold_starts: usize,
   warm_requests_per_second: f64,
   rss_per_isolate_mib: f64,
 }
@@ -72,6 +76,7 @@ impl Report {
       cold: PhaseJson::of(&self.cold),
       cold_server_start: PhaseJson::of(&self.cold_server_start),
       warm: PhaseJson::of(&self.warm),
+      warm_phase_cold_starts: self.warm_phase_cold_starts,
       warm_requests_per_second: self.warm_requests_per_second.round(),
       rss_per_isolate_mib: (self.rss_per_isolate_bytes as f64 / 1048576.0 * 100.0).round() / 100.0,
     };
@@ -108,6 +113,13 @@ impl Report {
       "warm requests/s            {:>8.0}",
       self.warm_requests_per_second
     );
+    if self.warm_phase_cold_starts > 0 {
+      let _ = writeln!(
+        out,
+        "cold starts in warm phase  {:>8}",
+        self.warm_phase_cold_starts
+      );
+    }
     let _ = writeln!(
       out,
       "RSS per loaded isolate     {:>8.2} MiB",

@@ -85,10 +85,12 @@ impl IsolatePool {
       .map(|index| {
         let (inbox, jobs) = mpsc::unbounded_channel();
         let bounds = share.clone();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let busy = in_flight.clone();
         // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
         std::thread::Builder::new()
           .name(format!("islet-isolate-{index}"))
-          .spawn(move || worker::run(index, jobs, bounds))?;
+          .spawn(move || worker::run(index, jobs, bounds, busy))?;
         Ok(Thread {
           inbox,
           in_flight: Arc::default(),

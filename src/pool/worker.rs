@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -40,7 +41,14 @@ struct Isolates {
 }
 
 /// Runs until the pool closes this thread's inbox.
-pub(super) fn run(index: usize, mut jobs: mpsc::UnboundedReceiver<Job>, bounds: Bounds) {
+/// `in_flight` counts this thread's requests that have not been answered yet: warm isolates are
+/// only made when it is zero, because making one blocks the thread for a few milliseconds.
+pub(super) fn run(
+  index: usize,
+  mut jobs: mpsc::UnboundedReceiver<Job>,
+  bounds: Bounds,
+  in_flight: Arc<AtomicUsize>,
+) {
   let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
     Ok(runtime) => runtime,
     Err(err) => {
@@ -63,10 +71,9 @@ pub(super) fn run(index: usize, mut jobs: mpsc::UnboundedReceiver<Job>, bounds: 
           Some(job) => isolates.run(job),
           None => break,
         },
-        // Nothing to run: top up the warm isolates, one at a time, after letting the isolate tasks
-        // catch up, so a refill never delays a request that is already here.
-        () = std::future::ready(()), if isolates.warm.len() < isolates.bounds.warm_isolates => {
-          tokio::task::yield_now().await;
+        // Top up the warm isolates, one at a time, only once every request on this thread has
+        // been answered: a refill never delays a request, least of all the cold start it replaces.
+        () = idle(&in_flight), if isolates.warm.len() < isolates.bounds.warm_isolates => {
           if jobs.is_empty() {
             isolates.prepare_warm();
           }
@@ -74,6 +81,18 @@ pub(super) fn run(index: usize, mut jobs: mpsc::UnboundedReceiver<Job>, bounds: 
       }
     }
   });
+}
+
+/// Completes once this thread has no request waiting for an answer. A new job pre-empts it (the
+/// `select!` above polls the inbox first and drops this future).
+async fn idle(in_flight: &AtomicUsize) {
+  loop {
+    tokio::task::yield_now().await;
+    if in_flight.load(Ordering::Acquire) == 0 {
+      return;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+  }
 }
 
 impl Isolates {
