@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use islet::isolate::{Isolate, IsolateRequest};
 use islet::registry::{load_function, Function};
 use tokio::sync::oneshot;
@@ -58,8 +58,16 @@ fn isolate_benches(c: &mut Criterion) {
   let _entered = runtime.enter();
   let function = hello();
 
+  // Creation alone: criterion drops each batch's isolates after timing it.
   c.bench_function("isolate_from_snapshot", |b| {
-    b.iter(|| drop(Isolate::new().expect("isolate")));
+    b.iter_batched(
+      || (),
+      |()| Isolate::new().expect("isolate"),
+      BatchSize::SmallInput,
+    );
+  });
+  c.bench_function("isolate_drop", |b| {
+    b.iter_batched(|| Isolate::new().expect("isolate"), drop, BatchSize::SmallInput);
   });
 
   c.bench_function("cold_start_hello", |b| {

@@ -10,12 +10,12 @@ import "ext:islet_runtime/02_console.js";
 import "ext:islet_runtime/03_timers.js";
 import "ext:islet_runtime/10_context.js";
 import "ext:islet_runtime/20_service_worker.js";
-import { dispatch, installHandler } from "ext:islet_runtime/30_dispatch.js";
+import { dispatch, installHandler, warmUp } from "ext:islet_runtime/30_dispatch.js";
 
 globalThis.__isletBoot = function boot() {
   delete globalThis.__isletBoot;
   delete globalThis.Deno;
   delete globalThis.__bootstrap;
   performance.setTimeOrigin();
-  return [dispatch, installHandler];
+  return [dispatch, installHandler, warmUp];
 };

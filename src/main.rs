@@ -48,6 +48,10 @@ struct BenchArgs {
   /// Cold starts to measure (each on a fresh version of the handler).
   #[arg(long, default_value_t = 300)]
   cold: usize,
+  /// Cold starts per second; 0 sends them back to back (a burst, which queues behind the pool
+  /// restoring isolates).
+  #[arg(long, default_value_t = 50.0)]
+  cold_rate: f64,
   /// Warm requests to measure.
   #[arg(long, default_value_t = 50_000)]
   requests: usize,
@@ -147,6 +151,7 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
   let config = islet::bench::BenchConfig {
     handler: args.handler,
     cold_starts: args.cold.max(1),
+    cold_rate: args.cold_rate.max(0.0),
     warm_requests: args.requests.max(1),
     concurrency: args.concurrency.max(1),
     pool: PoolConfig {

@@ -32,6 +32,10 @@ pub struct BenchConfig {
   pub handler: PathBuf,
   /// Cold starts to measure, one fresh function version each.
   pub cold_starts: usize,
+  /// Cold starts per second. Restoring an isolate costs ~5 ms of CPU, which the pool spends
+  /// between requests; back-to-back cold starts (a rate of 0: unpaced) measure how a burst queues
+  /// behind those refills rather than what one cold start costs.
+  pub cold_rate: f64,
   /// Warm requests to measure after the warm-up.
   pub warm_requests: usize,
   /// Warm requests in flight at once.
@@ -103,7 +107,12 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
   let rss_before = rss_bytes();
   let mut cold = Vec::with_capacity(config.cold_starts);
   let mut cold_server = Vec::with_capacity(config.cold_starts);
+  let pace = (config.cold_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.cold_rate));
+  let cold_started = Instant::now();
   for i in 0..config.cold_starts {
+    if let Some(pace) = pace {
+      tokio::time::sleep_until((cold_started + pace * i as u32).into()).await;
+    }
     let url = format!("http://{addr}/bench-cold-{i}/");
     let sample = timed_get(&client, &url).await?;
     if !sample.cold {
@@ -139,6 +148,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     handler: config.handler.display().to_string(),
     threads: config.pool.threads,
     concurrency: config.concurrency,
+    cold_rate: config.cold_rate,
     cold: Latencies::from_unsorted(cold),
     cold_server_start: Latencies::from_unsorted(cold_server),
     warm: Latencies::from_unsorted(warm),

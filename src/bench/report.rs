@@ -15,6 +15,8 @@ pub struct Report {
   pub handler: String,
   pub threads: usize,
   pub concurrency: usize,
+  /// Cold starts per second during the cold phase; 0 for back to back.
+  pub cold_rate: f64,
   /// Client-side latency of each cold start (a fresh function version per request).
   pub cold: Latencies,
   /// Server-side start time of each cold start (`Server-Timing: start`): isolate, load, evaluate.
@@ -59,6 +61,7 @@ struct ReportJson<'a> {
   handler: &'a str,
   threads: usize,
   concurrency: usize,
+  cold_starts_per_second: f64,
   cold: PhaseJson,
   cold_server_start: PhaseJson,
   warm: PhaseJson,
@@ -73,6 +76,7 @@ impl Report {
       handler: &self.handler,
       threads: self.threads,
       concurrency: self.concurrency,
+      cold_starts_per_second: self.cold_rate,
       cold: PhaseJson::of(&self.cold),
       cold_server_start: PhaseJson::of(&self.cold_server_start),
       warm: PhaseJson::of(&self.warm),
@@ -88,8 +92,15 @@ impl Report {
     let mut out = String::new();
     let _ = writeln!(
       out,
-      "handler {} · {} isolate threads · warm concurrency {}",
-      self.handler, self.threads, self.concurrency
+      "handler {} · {} isolate threads · warm concurrency {} · cold starts {}",
+      self.handler,
+      self.threads,
+      self.concurrency,
+      if self.cold_rate > 0.0 {
+        format!("{}/s", self.cold_rate)
+      } else {
+        "back to back".to_string()
+      }
     );
     let _ = writeln!(
       out,

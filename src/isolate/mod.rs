@@ -99,6 +99,8 @@ pub struct Isolate {
   dispatch_fn: v8::Global<v8::Function>,
   /// The `installHandler(namespace, envJson)` function of `30_dispatch.js`.
   install_fn: v8::Global<v8::Function>,
+  /// The `warmUp()` function of `30_dispatch.js`.
+  warm_up_fn: v8::Global<v8::Function>,
   loader: Rc<FunctionLoader>,
   function: Option<Arc<Function>>,
   phase: Phase,
@@ -124,10 +126,15 @@ impl Isolate {
     let booted = boot(&mut runtime);
     // SAFETY: created (and so entered) just above on this thread; see the module docs.
     unsafe { runtime.v8_isolate().exit() };
-    let (dispatch_fn, install_fn) = booted?;
+    let Booted {
+      dispatch_fn,
+      install_fn,
+      warm_up_fn,
+    } = booted?;
     Ok(Self {
       dispatch_fn,
       install_fn,
+      warm_up_fn,
       loader,
       function: None,
       phase: Phase::Blank,
@@ -154,6 +161,27 @@ impl Isolate {
         .borrow()
         .borrow::<PendingResponses>()
         .len()
+  }
+
+  /// Runs the request and response path once without a request (`warmUp` in `30_dispatch.js`), so
+  /// V8 compiles it now rather than during this isolate's first request. For isolates prepared
+  /// ahead of need; pointless on the request path, where the first request compiles the same code.
+  pub fn warm_up(&mut self) {
+    let runtime = &mut self.runtime;
+    // SAFETY: see the module docs; exited below.
+    unsafe { runtime.v8_isolate().enter() };
+    let ran = {
+      deno_core::scope!(scope, runtime);
+      v8::tc_scope!(let scope, scope);
+      let warm_up = v8::Local::new(scope, &self.warm_up_fn);
+      let undefined = v8::undefined(scope).into();
+      warm_up.call(scope, undefined, &[]).is_some()
+    };
+    // SAFETY: entered above.
+    unsafe { runtime.v8_isolate().exit() };
+    if !ran {
+      tracing::warn!("warming up an isolate failed; its first request compiles the request path");
+    }
   }
 
   /// Bytes of V8 heap this isolate holds: what the cache of loaded isolates is bounded by.
@@ -394,10 +422,15 @@ impl Drop for Isolate {
   }
 }
 
-/// Runs `__isletBoot` from `99_main.js` and keeps the two functions it returns.
-fn boot(
-  runtime: &mut JsRuntime,
-) -> Result<(v8::Global<v8::Function>, v8::Global<v8::Function>), IsolateError> {
+/// The functions `__isletBoot` hands to Rust.
+struct Booted {
+  dispatch_fn: v8::Global<v8::Function>,
+  install_fn: v8::Global<v8::Function>,
+  warm_up_fn: v8::Global<v8::Function>,
+}
+
+/// Runs `__isletBoot` from `99_main.js` and keeps the functions it returns.
+fn boot(runtime: &mut JsRuntime) -> Result<Booted, IsolateError> {
   let value = runtime
     .execute_script("ext:islet_runtime/boot", "globalThis.__isletBoot()".to_string())
     .map_err(|e| IsolateError(format!("booting the isolate: {e}")))?;
@@ -413,7 +446,11 @@ fn boot(
       v8::Local::<v8::Function>::try_from(item).map_err(|_| IsolateError("boot: not a function".into()))?;
     Ok(v8::Global::new(scope, function))
   };
-  Ok((get(scope, 0)?, get(scope, 1)?))
+  Ok(Booted {
+    dispatch_fn: get(scope, 0)?,
+    install_fn: get(scope, 1)?,
+    warm_up_fn: get(scope, 2)?,
+  })
 }
 
 fn one_byte_string<'s>(scope: &mut v8::PinScope<'s, '_>, bytes: &[u8]) -> v8::Local<'s, v8::Value> {
