@@ -1,19 +1,20 @@
-//! One isolate thread: a current-thread tokio runtime whose tasks each drive one isolate, a few
-//! blank isolates kept warm for cold starts, and an LRU of loaded ones.
+//! One isolate thread: a current-thread tokio runtime running the connections handed to the thread
+//! and one task per loaded isolate, a few blank isolates kept warm for cold starts, and an LRU of
+//! loaded ones.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
 use lru::LruCache;
 use tokio::sync::mpsc;
 
-use super::Job;
+use super::ThreadTask;
 use crate::error::ErrorCode;
 use crate::isolate::{Isolate, IsolateRequest};
+use crate::registry::Function;
 
 /// This thread's share of the pool's bounds.
 #[derive(Debug, Clone)]
@@ -40,15 +41,36 @@ struct Isolates {
   heap_bytes: Rc<Cell<usize>>,
 }
 
-/// Runs until the pool closes this thread's inbox.
-/// `in_flight` counts this thread's requests that have not been answered yet: warm isolates are
-/// only made when it is zero, because making one blocks the thread for a few milliseconds.
-pub(super) fn run(
-  index: usize,
-  mut jobs: mpsc::UnboundedReceiver<Job>,
-  bounds: Bounds,
-  in_flight: Arc<AtomicUsize>,
-) {
+/// This thread's isolates, as the tasks running on it (its connections) reach them. `!Send`: it
+/// is only ever used on its own thread.
+#[derive(Clone)]
+pub struct LocalIsolates {
+  isolates: Rc<RefCell<Isolates>>,
+  /// Requests dispatched on this thread and not answered yet.
+  in_flight: Rc<Cell<usize>>,
+}
+
+/// Held while a request waits for its response; warm isolates are only restored when none is held.
+pub struct InFlight(Rc<Cell<usize>>);
+
+impl Drop for InFlight {
+  fn drop(&mut self) {
+    self.0.set(self.0.get() - 1);
+  }
+}
+
+impl LocalIsolates {
+  /// Hands `request` to this thread's isolate for `function`, loading the function into a warm
+  /// isolate first if it is not loaded here (a cold start). Keep the guard until the response.
+  pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) -> InFlight {
+    self.in_flight.set(self.in_flight.get() + 1);
+    self.isolates.borrow_mut().run(function, request);
+    InFlight(self.in_flight.clone())
+  }
+}
+
+/// Runs the thread until the pool closes its inbox.
+pub(super) fn run(index: usize, mut tasks: mpsc::UnboundedReceiver<ThreadTask>, bounds: Bounds) {
   let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
     Ok(runtime) => runtime,
     Err(err) => {
@@ -58,24 +80,32 @@ pub(super) fn run(
   };
   let local = tokio::task::LocalSet::new();
   local.block_on(&runtime, async move {
-    let mut isolates = Isolates {
-      warm: Vec::with_capacity(bounds.warm_isolates),
-      loaded: LruCache::unbounded(),
-      heap_bytes: Rc::default(),
-      bounds,
+    let warm_target = bounds.warm_isolates;
+    let handle = LocalIsolates {
+      isolates: Rc::new(RefCell::new(Isolates {
+        warm: Vec::with_capacity(bounds.warm_isolates),
+        loaded: LruCache::unbounded(),
+        heap_bytes: Rc::default(),
+        bounds,
+      })),
+      in_flight: Rc::default(),
     };
     loop {
+      let short_of_warm = handle.isolates.borrow().warm.len() < warm_target;
       tokio::select! {
         biased;
-        job = jobs.recv() => match job {
-          Some(job) => isolates.run(job),
+        task = tasks.recv() => match task {
+          Some(task) => {
+            tokio::task::spawn_local(task(handle.clone()));
+          }
           None => break,
         },
-        // Top up the warm isolates, one at a time, only once every request on this thread has
-        // been answered: a refill never delays a request, least of all the cold start it replaces.
-        () = idle(&in_flight), if isolates.warm.len() < isolates.bounds.warm_isolates => {
-          if jobs.is_empty() {
-            isolates.prepare_warm();
+        // Top up the warm isolates, one at a time, only once no request on this thread has been
+        // waiting for a while: a refill never delays a request, least of all the cold start it
+        // replaces.
+        () = idle(&handle.in_flight), if short_of_warm => {
+          if tasks.is_empty() {
+            handle.isolates.borrow_mut().prepare_warm();
           }
         }
       }
@@ -89,11 +119,11 @@ pub(super) fn run(
 const REFILL_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Completes once this thread has had no request waiting for an answer for `REFILL_AFTER_IDLE`.
-/// A new job pre-empts it (the `select!` above polls the inbox first and drops this future).
-async fn idle(in_flight: &AtomicUsize) {
+/// A new task pre-empts it (the `select!` above polls the inbox first and drops this future).
+async fn idle(in_flight: &Cell<usize>) {
   let mut quiet_since = None;
   loop {
-    if in_flight.load(Ordering::Acquire) == 0 {
+    if in_flight.get() == 0 {
       let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
       if since.elapsed() >= REFILL_AFTER_IDLE {
         return;
@@ -106,13 +136,7 @@ async fn idle(in_flight: &AtomicUsize) {
 }
 
 impl Isolates {
-  fn run(
-    &mut self,
-    Job {
-      function,
-      mut request,
-    }: Job,
-  ) {
+  fn run(&mut self, function: Arc<Function>, mut request: IsolateRequest) {
     let key = (function.name.clone(), function.version.clone());
     if let Some(loaded) = self.loaded.get(&key) {
       request.cold = false;

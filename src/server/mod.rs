@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::error::{error_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
-use crate::pool::{IsolatePool, PoolConfig};
+use crate::pool::{IsolatePool, LocalIsolates, PoolConfig};
 use crate::registry::Registry;
 use admission::Admission;
 pub use admission::AdmissionConfig;
@@ -59,11 +59,11 @@ impl Default for ServerConfig {
   }
 }
 
-/// What a request needs from the node: the functions, how to route to them, where they run.
+/// What a request needs from the node, shared by every isolate thread: the functions, how to route
+/// to them, and the admission gates.
 struct Node {
   registry: Registry,
   router: Router,
-  pool: IsolatePool,
   admission: Admission,
 }
 
@@ -72,7 +72,20 @@ pub struct Server {
   listener: TcpListener,
   tls: Option<TlsAcceptor>,
   node: Arc<Node>,
+  /// The isolate threads, which also serve the connections.
+  pool: IsolatePool,
   shutdown_grace: Duration,
+}
+
+/// Runs hyper's per-stream tasks on the current isolate thread: requests are handled where their
+/// connection is, and they hold that thread's isolates, which are not `Send`.
+#[derive(Clone, Copy, Debug)]
+struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+  fn execute(&self, future: F) {
+    tokio::task::spawn_local(future);
+  }
 }
 
 /// Response header with the request's id, so clients can quote it.
@@ -102,13 +115,13 @@ impl Server {
     let node = Node {
       registry,
       router: Router::new(config.base_domains.clone()),
-      pool,
       admission: Admission::new(config.admission),
     };
     Ok(Self {
       listener,
       tls,
       node: Arc::new(node),
+      pool,
       shutdown_grace: config.shutdown_grace,
     })
   }
@@ -122,18 +135,12 @@ impl Server {
   /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests the
   /// grace period to finish.
   pub async fn run(self, shutdown: impl Future<Output = ()>) {
-    let Server {
-      listener,
-      tls,
-      node,
-      shutdown_grace,
-    } = self;
+    let Server { listener, tls, node, pool, shutdown_grace } = self;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(LocalExec);
     builder.http1().keep_alive(true).max_buf_size(64 * 1024);
     builder.http2().max_concurrent_streams(256);
     let builder = Arc::new(builder);
-    let https = tls.is_some();
     tokio::pin!(shutdown);
     loop {
       let (stream, _peer) = tokio::select! {
@@ -149,60 +156,70 @@ impl Server {
         () = &mut shutdown => break,
       };
       let _ = stream.set_nodelay(true);
-      let node = node.clone();
-      let builder = builder.clone();
-      let tls = tls.clone();
+      // The connection moves to an isolate thread and is served there, beside the isolates.
+      let Ok(stream) = stream.into_std() else { continue };
+      let connection = Connection { stream, tls: tls.clone(), node: node.clone(), builder: builder.clone() };
       let watcher = graceful.watcher();
-      tokio::spawn(async move {
-        let service = hyper::service::service_fn(move |request| {
-          let node = node.clone();
-          async move { Ok::<_, Infallible>(node.handle(request, https).await) }
-        });
-        let result = match tls {
-          Some(acceptor) => {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-              Ok(Ok(stream)) => stream,
-              Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
-              Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
-            watcher
-              .watch(
-                builder
-                  .serve_connection(TokioIo::new(stream), service)
-                  .into_owned(),
-              )
-              .await
-          }
-          None => {
-            watcher
-              .watch(
-                builder
-                  .serve_connection(TokioIo::new(stream), service)
-                  .into_owned(),
-              )
-              .await
-          }
-        };
-        if let Err(err) = result {
-          tracing::debug!("connection closed with an error: {err}");
-        }
-      });
+      if pool.spawn(Box::new(move |isolates| Box::pin(connection.serve(isolates, watcher)))).is_err() {
+        tracing::error!("the isolate threads have stopped; not accepting connections");
+        break;
+      }
     }
     drop(listener);
     tracing::info!("shutting down: waiting up to {shutdown_grace:?} for in-flight requests");
-    if tokio::time::timeout(shutdown_grace, graceful.shutdown())
-      .await
-      .is_err()
-    {
+    if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
       tracing::warn!("grace period over; closing the remaining connections");
     }
   }
 }
 
+/// An accepted connection on its way to the isolate thread that will serve it.
+struct Connection {
+  stream: std::net::TcpStream,
+  tls: Option<TlsAcceptor>,
+  node: Arc<Node>,
+  builder: Arc<auto::Builder<LocalExec>>,
+}
+
+impl Connection {
+  /// Serves the connection on the current isolate thread until the client or a shutdown ends it.
+  async fn serve(self, isolates: LocalIsolates, watcher: hyper_util::server::graceful::Watcher) {
+    let Connection { stream, tls, node, builder } = self;
+    let stream = match tokio::net::TcpStream::from_std(stream) {
+      Ok(stream) => stream,
+      Err(err) => return tracing::debug!("cannot adopt a connection: {err}"),
+    };
+    let https = tls.is_some();
+    let service = hyper::service::service_fn(move |request| {
+      let (node, isolates) = (node.clone(), isolates.clone());
+      async move { Ok::<_, Infallible>(node.handle(request, https, &isolates).await) }
+    });
+    let result = match tls {
+      Some(acceptor) => {
+        let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+          Ok(Ok(stream)) => stream,
+          Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
+          Err(_) => return tracing::debug!("TLS handshake timed out"),
+        };
+        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+      }
+      None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+    };
+    if let Err(err) = result {
+      tracing::debug!("connection closed with an error: {err}");
+    }
+  }
+}
+
 impl Node {
-  async fn handle(&self, request: http::Request<Incoming>, https: bool) -> http::Response<ResponseBody> {
+  async fn handle(
+    &self,
+    request: http::Request<Incoming>,
+    https: bool,
+    isolates: &LocalIsolates,
+  ) -> http::Response<ResponseBody> {
     let request_id = new_request_id();
-    let mut response = self.run_function(request, https, &request_id).await;
+    let mut response = self.run_function(request, https, isolates, &request_id).await;
     if let Ok(value) = http::HeaderValue::from_str(&request_id) {
       response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -213,6 +230,7 @@ impl Node {
     &self,
     request: http::Request<Incoming>,
     https: bool,
+    isolates: &LocalIsolates,
     request_id: &Arc<str>,
   ) -> http::Response<ResponseBody> {
     let arrived = std::time::Instant::now();
@@ -277,7 +295,7 @@ impl Node {
       arrived,
       cold: false,
     };
-    let _in_flight = self.pool.dispatch(function.clone(), isolate_request);
+    let _in_flight = isolates.dispatch(function.clone(), isolate_request);
     let Ok(HandlerOutcome { start, result }) = outcome.await else {
       return error_response(
         ErrorCode::IsolateFailed,
