@@ -1,15 +1,18 @@
 // Islet edge layer, step 1: which request is running.
 //
-// An AsyncVariable (V8's continuation-preserved embedder data) carries the current request's id
-// across awaits, timers and microtasks, so a console.log deep inside a handler's promise chain is
-// still attributed to the request that caused it, even with many requests interleaved in one isolate.
+// V8's continuation-preserved embedder data (deno_core's "async context") carries the current
+// request's id across awaits, timers and microtasks, so a console.log deep inside a handler's promise
+// chain is still attributed to the request that caused it, even with many requests interleaved in one
+// isolate. The value is the id string itself: nothing else in an Islet isolate uses async context
+// (deno's AsyncVariable would cost a mapping object and a WeakMap entry per request).
 import { core } from "ext:core/mod.js";
 
-const requestIdVariable = new core.AsyncVariable();
+const { getAsyncContext, setAsyncContext } = core;
 
 /** The id of the request whose code is running, or "" outside any request (module top level). */
 export function currentRequestId() {
-  return requestIdVariable.get() ?? "";
+  const context = getAsyncContext();
+  return typeof context === "string" ? context : "";
 }
 
 /**
@@ -20,10 +23,11 @@ export function currentRequestId() {
  * @returns {T}
  */
 export function runInRequest(requestId, fn) {
-  const previous = requestIdVariable.enter(requestId);
+  const previous = getAsyncContext();
+  setAsyncContext(requestId);
   try {
     return fn();
   } finally {
-    core.setAsyncContext(previous);
+    setAsyncContext(previous);
   }
 }

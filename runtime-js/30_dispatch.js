@@ -8,6 +8,7 @@ import {
   op_islet_respond,
   op_islet_respond_error,
   op_islet_respond_stream,
+  op_islet_respond_text,
 } from "ext:core/ops";
 import { body, consoleModule, request, response, streams } from "ext:islet_runtime/00_web_globals.js";
 import { runInRequest } from "ext:islet_runtime/01_request_context.js";
@@ -115,8 +116,8 @@ function describe(value) {
 }
 
 /**
- * What a Response amounts to on the wire: status, headers, and either the whole body (bytes, or
- * null for none) or the stream to pump.
+ * What a Response amounts to on the wire: status, headers, and either the whole body (bytes or
+ * text, or null for none) or the stream to pump.
  * @param {unknown} res what the handler returned
  */
 function wireResponse(res) {
@@ -136,7 +137,8 @@ function wireResponse(res) {
   if (!ObjectPrototypeIsPrototypeOf(ReadableStreamPrototype, source)) {
     // A body known in full: one op, no stream machinery.
     source.consumed = true;
-    wire.bytes = typeof source.body === "string" ? core.encode(source.body) : source.body;
+    // Text goes to Rust as a string: no Uint8Array to allocate (and collect) per response.
+    wire.bytes = source.body;
   } else {
     wire.stream = source;
     wire.length = innerBody.length;
@@ -148,7 +150,11 @@ function respond(slot, res) {
   try {
     const { status, headerList, bytes, stream, length } = wireResponse(res);
     if (stream === null) {
-      op_islet_respond(slot, status, headerList, bytes);
+      if (typeof bytes === "string") {
+        op_islet_respond_text(slot, status, headerList, bytes);
+      } else {
+        op_islet_respond(slot, status, headerList, bytes);
+      }
       return;
     }
     // If the stream is an untouched resource (a request body or a fetch() response passed straight

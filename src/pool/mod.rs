@@ -72,7 +72,10 @@ impl IsolatePool {
         std::thread::Builder::new()
           .name(format!("islet-isolate-{index}"))
           .spawn(move || worker::run(index, tasks_in, bounds))?;
-        Ok(Thread { inbox, tasks: Arc::default() })
+        Ok(Thread {
+          inbox,
+          tasks: Arc::default(),
+        })
       })
       .collect::<std::io::Result<Vec<_>>>()?;
     Ok(Self { threads })

@@ -29,6 +29,7 @@ deno_core::extension!(
   deps = [deno_webidl, deno_web, deno_fetch, deno_crypto],
   ops = [
     ops::op_islet_respond,
+    ops::op_islet_respond_text,
     ops::op_islet_respond_stream,
     ops::op_islet_respond_error,
     ops::op_islet_log,

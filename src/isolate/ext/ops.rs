@@ -143,6 +143,22 @@ pub fn op_islet_respond(
   Ok(())
 }
 
+/// Answers a request with a text body known in full (`new Response("hi")`), taking the string as
+/// it is instead of a Uint8Array JS would have to allocate for it.
+#[op2]
+pub fn op_islet_respond_text(
+  state: &mut OpState,
+  #[smi] slot: u32,
+  #[smi] status: u32,
+  #[serde] headers: Vec<(ByteString, ByteString)>,
+  #[string] body: String,
+) -> Result<(), JsErrorBox> {
+  let response = response_head(status, headers, ResponseBody::full(Bytes::from(body)))?;
+  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+  send(slot, Ok(response));
+  Ok(())
+}
+
 /// Answers a request with a body streamed from resource `rid` (a `ReadableStream` turned into a
 /// resource, or the request body itself), and pumps it until it ends or the client goes away.
 #[op2]
