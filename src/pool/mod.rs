@@ -49,6 +49,11 @@ struct Thread {
   tasks: Arc<AtomicUsize>,
 }
 
+/// The isolate threads have stopped (their runtime could not start, or the process is ending).
+#[derive(Debug, thiserror::Error)]
+#[error("the isolate threads have stopped")]
+pub struct PoolStopped;
+
 /// The isolate threads of a node.
 pub struct IsolatePool {
   threads: Vec<Thread>,
@@ -82,12 +87,12 @@ impl IsolatePool {
   }
 
   /// Runs `task` on the thread with the fewest tasks running. Fails if the threads have stopped.
-  pub fn spawn(&self, task: ThreadTask) -> Result<(), ()> {
+  pub fn spawn(&self, task: ThreadTask) -> Result<(), PoolStopped> {
     let thread = self
       .threads
       .iter()
       .min_by_key(|t| t.tasks.load(Ordering::Relaxed))
-      .ok_or(())?;
+      .ok_or(PoolStopped)?;
     thread.tasks.fetch_add(1, Ordering::Relaxed);
     let tasks = thread.tasks.clone();
     let counted: ThreadTask = Box::new(move |isolates| {
@@ -97,6 +102,6 @@ impl IsolatePool {
         tasks.fetch_sub(1, Ordering::Relaxed);
       })
     });
-    thread.inbox.send(counted).map_err(|_| ())
+    thread.inbox.send(counted).map_err(|_| PoolStopped)
   }
 }

@@ -39,6 +39,8 @@ struct Isolates {
   loaded: LruCache<(String, String), Loaded>,
   /// Sum of the loaded isolates' last reported heap sizes.
   heap_bytes: Rc<Cell<usize>>,
+  /// Told whenever a warm isolate is taken, so the thread's loop knows to make another.
+  warm_taken: Rc<tokio::sync::Notify>,
 }
 
 /// This thread's isolates, as the tasks running on it (its connections) reach them. `!Send`: it
@@ -48,6 +50,8 @@ pub struct LocalIsolates {
   isolates: Rc<RefCell<Isolates>>,
   /// Requests dispatched on this thread and not answered yet.
   in_flight: Rc<Cell<usize>>,
+  /// Requests ever dispatched on this thread: any change means the thread was not idle.
+  dispatched: Rc<Cell<u64>>,
 }
 
 /// Held while a request waits for its response; warm isolates are only restored when none is held.
@@ -64,6 +68,7 @@ impl LocalIsolates {
   /// isolate first if it is not loaded here (a cold start). Keep the guard until the response.
   pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) -> InFlight {
     self.in_flight.set(self.in_flight.get() + 1);
+    self.dispatched.set(self.dispatched.get().wrapping_add(1));
     self.isolates.borrow_mut().run(function, request);
     InFlight(self.in_flight.clone())
   }
@@ -86,10 +91,13 @@ pub(super) fn run(index: usize, mut tasks: mpsc::UnboundedReceiver<ThreadTask>, 
         warm: Vec::with_capacity(bounds.warm_isolates),
         loaded: LruCache::unbounded(),
         heap_bytes: Rc::default(),
+        warm_taken: Rc::default(),
         bounds,
       })),
       in_flight: Rc::default(),
+      dispatched: Rc::default(),
     };
+    let warm_taken = handle.isolates.borrow().warm_taken.clone();
     loop {
       let short_of_warm = handle.isolates.borrow().warm.len() < warm_target;
       tokio::select! {
@@ -100,10 +108,12 @@ pub(super) fn run(index: usize, mut tasks: mpsc::UnboundedReceiver<ThreadTask>, 
           }
           None => break,
         },
+        // A cold start took a warm isolate: loop round to see whether to make another.
+        () = warm_taken.notified(), if !short_of_warm => {}
         // Top up the warm isolates, one at a time, only once no request on this thread has been
         // waiting for a while: a refill never delays a request, least of all the cold start it
         // replaces.
-        () = idle(&handle.in_flight), if short_of_warm => {
+        () = idle(&handle), if short_of_warm => {
           if tasks.is_empty() {
             handle.isolates.borrow_mut().prepare_warm();
           }
@@ -121,18 +131,21 @@ const HEAP_SAMPLE_EVERY: u32 = 64;
 /// steps (and, on a small machine, everything else) instead of using a real gap in traffic.
 const REFILL_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Completes once this thread has had no request waiting for an answer for `REFILL_AFTER_IDLE`.
-/// A new task pre-empts it (the `select!` above polls the inbox first and drops this future).
-async fn idle(in_flight: &Cell<usize>) {
-  let mut quiet_since = None;
+/// Completes once this thread has had nothing in flight and no new request for
+/// `REFILL_AFTER_IDLE`. A new task pre-empts it (the `select!` above polls the inbox first and drops
+/// this future).
+async fn idle(thread: &LocalIsolates) {
+  let mut quiet_since: Option<(std::time::Instant, u64)> = None;
   loop {
-    if in_flight.get() == 0 {
-      let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
-      if since.elapsed() >= REFILL_AFTER_IDLE {
-        return;
+    let dispatched = thread.dispatched.get();
+    match quiet_since {
+      _ if thread.in_flight.get() > 0 => quiet_since = None,
+      Some((since, seen)) if seen == dispatched => {
+        if since.elapsed() >= REFILL_AFTER_IDLE {
+          return;
+        }
       }
-    } else {
-      quiet_since = None;
+      _ => quiet_since = Some((std::time::Instant::now(), dispatched)),
     }
     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
   }
@@ -151,7 +164,11 @@ impl Isolates {
       self.forget(&key);
     }
     request.cold = true;
-    let mut isolate = match self.warm.pop().map_or_else(Isolate::new, Ok) {
+    let warm = self.warm.pop();
+    if warm.is_some() {
+      self.warm_taken.notify_one();
+    }
+    let mut isolate = match warm.map_or_else(Isolate::new, Ok) {
       Ok(isolate) => isolate,
       Err(err) => {
         tracing::error!(function = %function.name, "{err}");

@@ -1,0 +1,54 @@
+//! `islet bench` runs end to end: cold starts are cold, warm requests warm, and the report is JSON
+//! with every figure present, plus an SVG chart.
+
+use std::process::Command;
+
+use crate::support::repo_path;
+
+#[test]
+fn islet_bench_reports_cold_and_warm_starts_as_json_and_svg() {
+  let chart = std::env::temp_dir().join(format!("islet-bench-{}.svg", std::process::id()));
+  let output = Command::new(env!("CARGO_BIN_EXE_islet"))
+    .arg("bench")
+    .arg(repo_path("examples/hello"))
+    .args([
+      "--cold",
+      "5",
+      "--cold-rate",
+      "0",
+      "--requests",
+      "200",
+      "--concurrency",
+      "4",
+      "--threads",
+      "1",
+      "--json",
+    ])
+    .arg("--out")
+    .arg(&chart)
+    .output()
+    .expect("run islet bench");
+  assert!(
+    output.status.success(),
+    "{}",
+    String::from_utf8_lossy(&output.stderr)
+  );
+  let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+  assert_eq!(report["cold"]["samples"], 5);
+  assert_eq!(report["cold_server_start"]["samples"], 5);
+  assert_eq!(report["warm"]["samples"], 200);
+  for phase in ["cold", "warm"] {
+    let p50 = report[phase]["p50_ms"].as_f64().unwrap();
+    let p99 = report[phase]["p99_ms"].as_f64().unwrap();
+    let max = report[phase]["max_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{phase}: {report}");
+  }
+  assert!(report["warm_requests_per_second"].as_f64().unwrap() > 0.0);
+  assert!(report["rss_per_isolate_mib"].as_f64().unwrap() > 0.0);
+  let svg = std::fs::read_to_string(&chart).expect("chart written");
+  assert!(
+    svg.starts_with("<svg") && svg.contains("cold: p50") && svg.contains("warm: p50"),
+    "{svg}"
+  );
+  let _ = std::fs::remove_file(chart);
+}
