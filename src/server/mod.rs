@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
@@ -202,7 +203,7 @@ struct Connection {
 
 impl Connection {
   /// Serves the connection on the current isolate thread until the client or a shutdown ends it.
-  async fn serve(self, isolates: LocalIsolates, watcher: hyper_util::server::graceful::Watcher) {
+  async fn serve(self, isolates: LocalIsolates, watcher: Watcher) {
     let Connection {
       stream,
       tls,
@@ -213,40 +214,39 @@ impl Connection {
       Ok(stream) => stream,
       Err(err) => return tracing::debug!("cannot adopt a connection: {err}"),
     };
-    let https = tls.is_some();
-    let service = hyper::service::service_fn(move |request| {
-      let (node, isolates) = (node.clone(), isolates.clone());
-      async move { Ok::<_, Infallible>(node.handle(request, https, &isolates).await) }
-    });
     let result = match tls {
-      Some(acceptor) => {
-        let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-          Ok(Ok(stream)) => stream,
-          Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
-          Err(_) => return tracing::debug!("TLS handshake timed out"),
-        };
-        watcher
-          .watch(
-            builder
-              .serve_connection(TokioIo::new(stream), service)
-              .into_owned(),
-          )
-          .await
-      }
-      None => {
-        watcher
-          .watch(
-            builder
-              .serve_connection(TokioIo::new(stream), service)
-              .into_owned(),
-          )
-          .await
-      }
+      Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(&builder, watcher, stream, node, isolates, true).await,
+        Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
+        Err(_) => return tracing::debug!("TLS handshake timed out"),
+      },
+      None => serve_http(&builder, watcher, stream, node, isolates, false).await,
     };
     if let Err(err) = result {
       tracing::debug!("connection closed with an error: {err}");
     }
   }
+}
+
+/// HTTP/1.1 or HTTP/2 over `io` (a TCP or TLS stream), each request handled on this thread.
+async fn serve_http<I>(
+  builder: &auto::Builder<LocalExec>,
+  watcher: Watcher,
+  io: I,
+  node: Arc<Node>,
+  isolates: LocalIsolates,
+  https: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+  I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+  let service = hyper::service::service_fn(move |request| {
+    let (node, isolates) = (node.clone(), isolates.clone());
+    async move { Ok::<_, Infallible>(node.handle(request, https, &isolates).await) }
+  });
+  watcher
+    .watch(builder.serve_connection(TokioIo::new(io), service).into_owned())
+    .await
 }
 
 impl Node {
