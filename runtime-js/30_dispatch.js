@@ -7,6 +7,8 @@ import { core, primordials } from "ext:core/mod.js";
 import {
   op_islet_respond,
   op_islet_respond_error,
+  op_islet_respond_fast_bytes,
+  op_islet_respond_fast_text,
   op_islet_respond_stream,
   op_islet_respond_text,
 } from "ext:core/ops";
@@ -28,7 +30,18 @@ const {
 } = primordials;
 const { InnerBody } = body;
 const { newInnerRequest, fromInnerRequest } = request;
-const { ResponsePrototype, toInnerResponse, wireHeaderList } = response;
+const {
+  ResponsePrototype,
+  SERVE_FAST_HEADER_DEFAULT_TEXT,
+  SERVE_FAST_HEADER_NONE,
+  serveFastBodyKey,
+  serveFastConsumedKey,
+  serveFastContentTypeKey,
+  serveFastHeaderKindKey,
+  serveFastStatusKey,
+  toInnerResponse,
+  wireHeaderList,
+} = response;
 const {
   ReadableStreamPrototype,
   getReadableStreamResourceBacking,
@@ -146,8 +159,40 @@ function wireResponse(res) {
   return wire;
 }
 
+/**
+ * The fast path for the most common response: status 200, a text or byte body known in full, and
+ * no header but content-type. deno_fetch's Response records such a response in its "serve fast"
+ * fields as it is constructed (and drops them if the handler then touches its headers), so it can
+ * be answered without materialising the inner response or decoding a header list.
+ * @returns {boolean} whether the response was sent
+ */
+function respondFast(slot, res) {
+  const status = res[serveFastStatusKey];
+  if (status === 0 || res[serveFastConsumedKey]) {
+    return false;
+  }
+  const kind = res[serveFastHeaderKindKey];
+  const contentType = kind === SERVE_FAST_HEADER_NONE
+    ? ""
+    : kind === SERVE_FAST_HEADER_DEFAULT_TEXT
+    ? "text/plain;charset=UTF-8"
+    : res[serveFastContentTypeKey];
+  const body = res[serveFastBodyKey];
+  // Not marked as consumed: a Response kept in a global and returned for every request keeps
+  // working, as it does on the normal path.
+  if (typeof body === "string") {
+    op_islet_respond_fast_text(slot, status, contentType, body);
+  } else {
+    op_islet_respond_fast_bytes(slot, status, contentType, body);
+  }
+  return true;
+}
+
 function respond(slot, res) {
   try {
+    if (ObjectPrototypeIsPrototypeOf(ResponsePrototype, res) && respondFast(slot, res)) {
+      return;
+    }
     const { status, headerList, bytes, stream, length } = wireResponse(res);
     if (stream === null) {
       if (typeof bytes === "string") {

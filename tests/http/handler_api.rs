@@ -175,3 +175,21 @@ async fn console_lines_carry_function_and_request_id() {
   }
   assert!(logs.contains("detail: 42"), "{logs}");
 }
+
+#[tokio::test]
+async fn simple_responses_keep_their_content_type_and_later_header_changes() {
+  let node = Node::serve("tests/fixtures", &[]);
+  let client = http1();
+  for _ in 0..3 {
+    let reply = get(&client, &node.url("/cached-response")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/x-cached"));
+    assert_eq!(reply.text(), "the same response every time");
+  }
+  let touched = get(&client, &node.url("/cached-response?touch")).await;
+  assert_eq!(touched.header("x-touched"), Some("yes"));
+  assert_eq!(touched.header("content-type"), Some("text/plain;charset=UTF-8"));
+  assert_eq!(touched.text(), "touched");
+  let hello = get(&client, &node.url("/respond?body=plain")).await;
+  assert_eq!(hello.header("content-type"), Some("text/x-test"));
+}

@@ -30,6 +30,8 @@ deno_core::extension!(
   ops = [
     ops::op_islet_respond,
     ops::op_islet_respond_text,
+    ops::op_islet_respond_fast_text,
+    ops::op_islet_respond_fast_bytes,
     ops::op_islet_respond_stream,
     ops::op_islet_respond_error,
     ops::op_islet_log,

@@ -159,6 +159,58 @@ pub fn op_islet_respond_text(
   Ok(())
 }
 
+/// The head of a fast-path response: a status and at most a content type.
+fn fast_head(
+  status: u32,
+  content_type: &str,
+  body: ResponseBody,
+) -> Result<http::Response<ResponseBody>, JsErrorBox> {
+  let headers = if content_type.is_empty() {
+    Vec::new()
+  } else {
+    vec![(
+      ByteString::from(&b"content-type"[..]),
+      ByteString::from(content_type.as_bytes()),
+    )]
+  };
+  response_head(status, headers, body)
+}
+
+/// `respondFast` in `30_dispatch.js`: a text body and at most a content type, with no header list
+/// to decode.
+#[op2(fast)]
+pub fn op_islet_respond_fast_text(
+  state: &mut OpState,
+  #[smi] slot: u32,
+  #[smi] status: u32,
+  #[string] content_type: &str,
+  #[string] body: String,
+) -> Result<(), JsErrorBox> {
+  let response = fast_head(status, content_type, ResponseBody::full(Bytes::from(body)))?;
+  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+  send(slot, Ok(response));
+  Ok(())
+}
+
+/// `respondFast` with a byte body. Copied: on this path the buffer may still be the handler's own.
+#[op2(fast)]
+pub fn op_islet_respond_fast_bytes(
+  state: &mut OpState,
+  #[smi] slot: u32,
+  #[smi] status: u32,
+  #[string] content_type: &str,
+  #[buffer] body: &[u8],
+) -> Result<(), JsErrorBox> {
+  let response = fast_head(
+    status,
+    content_type,
+    ResponseBody::full(Bytes::copy_from_slice(body)),
+  )?;
+  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+  send(slot, Ok(response));
+  Ok(())
+}
+
 /// Answers a request with a body streamed from resource `rid` (a `ReadableStream` turned into a
 /// resource, or the request body itself), and pumps it until it ends or the client goes away.
 #[op2]
