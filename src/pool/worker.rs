@@ -24,33 +24,10 @@ pub(super) struct Bounds {
   pub max_heap_bytes: usize,
 }
 
-/// A loaded isolate as the thread sees it. The isolate is shared with the task that drives its
-/// event loop: requests are dispatched into it directly (no hop through that task), and the task is
-/// then woken to run what the dispatch started.
+/// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
 struct Loaded {
-  /// Emptied by the driving task when the isolate fails, which drops it (and so answers the
-  /// requests it held with `isolate_failed`) at once.
-  isolate: Rc<RefCell<Option<Isolate>>>,
-  driver: Rc<Driver>,
-}
-
-/// What the dispatching side and an isolate's driving task share.
-#[derive(Default)]
-struct Driver {
-  /// The driving task's waker, from its last poll.
-  waker: Cell<Option<std::task::Waker>>,
-  /// Set on eviction: the task ends once the isolate is idle.
-  evicted: Cell<bool>,
-  /// The isolate's heap as last reported, counted in the thread's total.
-  heap_bytes: Cell<usize>,
-}
-
-impl Driver {
-  fn wake(&self) {
-    if let Some(waker) = self.waker.take() {
-      waker.wake();
-    }
-  }
+  inbox: mpsc::UnboundedSender<IsolateRequest>,
+  heap_bytes: Rc<Cell<usize>>,
 }
 
 /// The isolates of one thread. Every isolate belongs to exactly one function version (the key).
@@ -178,15 +155,14 @@ impl Isolates {
   fn run(&mut self, function: Arc<Function>, mut request: IsolateRequest) {
     let key = (function.name.clone(), function.version.clone());
     if let Some(loaded) = self.loaded.get(&key) {
-      if let Some(isolate) = loaded.isolate.borrow_mut().as_mut() {
-        request.cold = false;
-        isolate.dispatch(request);
-        loaded.driver.wake();
-        return;
+      request.cold = false;
+      match loaded.inbox.send(request) {
+        Ok(()) => return,
+        // That isolate has failed and its task ended: start anew below.
+        Err(mpsc::error::SendError(returned)) => request = returned,
       }
+      self.forget(&key);
     }
-    // Not loaded here, or its isolate failed and was dropped: start anew.
-    self.forget(&key);
     request.cold = true;
     let warm = self.warm.pop();
     if warm.is_some() {
@@ -203,12 +179,17 @@ impl Isolates {
       }
     };
     isolate.load(function);
-    // Queued until the module has evaluated, which the driving task completes.
-    isolate.dispatch(request);
-    let isolate = Rc::new(RefCell::new(Some(isolate)));
-    let driver = Rc::new(Driver::default());
-    tokio::task::spawn_local(drive(isolate.clone(), driver.clone(), self.heap_bytes.clone()));
-    self.loaded.put(key.clone(), Loaded { isolate, driver });
+    let (inbox, requests) = mpsc::unbounded_channel();
+    // INVARIANT: the receiver is alive: it was created on the line above.
+    inbox.send(request).unwrap_or_else(|_| unreachable!());
+    let heap_bytes = Rc::new(Cell::new(0));
+    tokio::task::spawn_local(drive(
+      isolate,
+      requests,
+      heap_bytes.clone(),
+      self.heap_bytes.clone(),
+    ));
+    self.loaded.put(key.clone(), Loaded { inbox, heap_bytes });
     self.evict_beyond_bounds(&key);
   }
 
@@ -229,15 +210,10 @@ impl Isolates {
 
   fn forget(&mut self, key: &(String, String)) {
     if let Some(loaded) = self.loaded.pop(key) {
-      // Its heap stops counting now; its task ends once the isolate is idle and drops it.
-      self.heap_bytes.set(
-        self
-          .heap_bytes
-          .get()
-          .saturating_sub(loaded.driver.heap_bytes.replace(0)),
-      );
-      loaded.driver.evicted.set(true);
-      loaded.driver.wake();
+      // Its heap stops counting now; closing its inbox (by dropping `loaded`) ends its task.
+      self
+        .heap_bytes
+        .set(self.heap_bytes.get().saturating_sub(loaded.heap_bytes.replace(0)));
     }
   }
 
@@ -252,33 +228,35 @@ impl Isolates {
   }
 }
 
-/// Drives one isolate's event loop (module evaluation, microtasks, timers, ops) until the isolate
-/// fails, or it is evicted and has nothing left to do. Reports the isolate's heap when it goes idle.
+/// Feeds requests into one isolate and drives its event loop until the isolate fails, or its inbox
+/// closes (eviction) with nothing left to do. Reports the isolate's heap whenever it goes idle.
 async fn drive(
-  isolate: Rc<RefCell<Option<Isolate>>>,
-  driver: Rc<Driver>,
+  mut isolate: Isolate,
+  mut requests: mpsc::UnboundedReceiver<IsolateRequest>,
+  heap_bytes: Rc<Cell<usize>>,
   thread_heap_bytes: Rc<Cell<usize>>,
 ) {
   let name: Arc<str> = isolate
-    .borrow()
-    .as_ref()
-    .and_then(|isolate| isolate.function())
+    .function()
     .map_or_else(|| Arc::from("?"), |f| Arc::from(f.name.as_str()));
+  let mut inbox_open = true;
   let mut idles: u32 = 0;
   let outcome = poll_fn(|cx| {
-    driver.waker.set(Some(cx.waker().clone()));
-    let mut slot = isolate.borrow_mut();
-    let Some(isolate) = slot.as_mut() else {
-      return Poll::Ready(Ok(()));
-    };
+    while inbox_open {
+      match requests.poll_recv(cx) {
+        Poll::Ready(Some(request)) => isolate.dispatch(request),
+        Poll::Ready(None) => inbox_open = false,
+        Poll::Pending => break,
+      }
+    }
     match isolate.poll(cx) {
       Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-      Poll::Ready(Ok(())) if driver.evicted.get() => Poll::Ready(Ok(())),
+      Poll::Ready(Ok(())) if !inbox_open => Poll::Ready(Ok(())),
       Poll::Ready(Ok(())) => {
         // Heap statistics cost a walk of V8's spaces: sample the first idle and every 64th after.
         if idles % HEAP_SAMPLE_EVERY == 0 {
           let now = isolate.heap_bytes();
-          let before = driver.heap_bytes.replace(now);
+          let before = heap_bytes.replace(now);
           thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(before) + now);
         }
         idles = idles.wrapping_add(1);
@@ -291,12 +269,5 @@ async fn drive(
   if let Err(err) = outcome {
     tracing::error!(function = %name, "isolate discarded: {err}");
   }
-  // Dropping the isolate frees V8's heap and answers any request it still held.
-  let finished = isolate.borrow_mut().take();
-  drop(finished);
-  thread_heap_bytes.set(
-    thread_heap_bytes
-      .get()
-      .saturating_sub(driver.heap_bytes.replace(0)),
-  );
+  thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(heap_bytes.replace(0)));
 }
