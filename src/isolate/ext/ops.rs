@@ -114,6 +114,18 @@ fn response_head(
   Ok(response)
 }
 
+/// Takes request `slot` out of the table and sends it `result`: how every op but the streaming one
+/// answers.
+fn answer(
+  state: &mut OpState,
+  slot: u32,
+  result: Result<http::Response<ResponseBody>, HandlerFailure>,
+) -> Result<(), JsErrorBox> {
+  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
+  send(slot, result);
+  Ok(())
+}
+
 fn send(slot: RequestSlot, result: Result<http::Response<ResponseBody>, HandlerFailure>) {
   // The client may have gone away; nothing is waiting then.
   let _ = slot.responder.send(HandlerOutcome {
@@ -138,9 +150,7 @@ pub fn op_islet_respond(
     None => ResponseBody::empty(),
   };
   let response = response_head(status, headers, body)?;
-  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-  send(slot, Ok(response));
-  Ok(())
+  answer(state, slot, Ok(response))
 }
 
 /// Answers a request with a text body known in full (`new Response("hi")`), taking the string as
@@ -154,9 +164,7 @@ pub fn op_islet_respond_text(
   #[string] body: String,
 ) -> Result<(), JsErrorBox> {
   let response = response_head(status, headers, ResponseBody::full(Bytes::from(body)))?;
-  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-  send(slot, Ok(response));
-  Ok(())
+  answer(state, slot, Ok(response))
 }
 
 /// The head of a fast-path response: a status and at most a content type.
@@ -187,9 +195,7 @@ pub fn op_islet_respond_fast_text(
   #[string] body: String,
 ) -> Result<(), JsErrorBox> {
   let response = fast_head(status, content_type, ResponseBody::full(Bytes::from(body)))?;
-  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-  send(slot, Ok(response));
-  Ok(())
+  answer(state, slot, Ok(response))
 }
 
 /// `respondFast` with a byte body. Copied: on this path the buffer may still be the handler's own.
@@ -206,9 +212,7 @@ pub fn op_islet_respond_fast_bytes(
     content_type,
     ResponseBody::full(Bytes::copy_from_slice(body)),
   )?;
-  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-  send(slot, Ok(response));
-  Ok(())
+  answer(state, slot, Ok(response))
 }
 
 /// Answers a request with a body streamed from resource `rid` (a `ReadableStream` turned into a
@@ -259,9 +263,7 @@ pub fn op_islet_respond_error(
   #[string] message: String,
   #[string] stack: Option<String>,
 ) -> Result<(), JsErrorBox> {
-  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-  send(slot, Err(HandlerFailure { message, stack }));
-  Ok(())
+  answer(state, slot, Err(HandlerFailure { message, stack }))
 }
 
 /// One `console.*` call: level 0 debug, 1 info/log, 2 warn, 3 error. `request_id` is the request the
