@@ -148,21 +148,6 @@ impl Isolate {
     self.function.as_ref()
   }
 
-  /// Requests dispatched to the handler and not yet answered, plus those waiting for the load.
-  pub fn pending_requests(&self) -> usize {
-    let queued = match &self.phase {
-      Phase::Evaluating { queued, .. } => queued.len(),
-      _ => 0,
-    };
-    queued
-      + self
-        .runtime
-        .op_state()
-        .borrow()
-        .borrow::<PendingResponses>()
-        .len()
-  }
-
   /// Runs the request and response path once without a request (`warmUp` in `30_dispatch.js`), so
   /// V8 compiles it now rather than during this isolate's first request. For isolates prepared
   /// ahead of need; pointless on the request path, where the first request compiles the same code.

@@ -7,7 +7,6 @@
 mod dir;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -43,22 +42,16 @@ type CachedCode = (u64, Arc<[u8]>);
 pub struct CodeCache {
   /// Module path → the cache made from its source.
   entries: Mutex<HashMap<String, CachedCode>>,
-  /// Module loads that found a cache: how often parsing was skipped.
-  hits: AtomicU64,
 }
 
 impl CodeCache {
   /// The cache for module `path` if it was made from the source with this `hash`.
   pub fn get(&self, path: &str, hash: u64) -> Option<Arc<[u8]>> {
     let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-    let data = entries
+    entries
       .get(path)
       .filter(|(h, _)| *h == hash)
-      .map(|(_, data)| data.clone());
-    if data.is_some() {
-      self.hits.fetch_add(1, Ordering::Relaxed);
-    }
-    data
+      .map(|(_, data)| data.clone())
   }
 
   /// Stores V8's cache for module `path`. V8 makes one only when none was offered or it rejected the
@@ -72,11 +65,6 @@ impl CodeCache {
     } else {
       tracing::debug!(module = path, bytes = data.len(), "code cache stored");
     }
-  }
-
-  /// How many module loads used a cache.
-  pub fn hits(&self) -> u64 {
-    self.hits.load(Ordering::Relaxed)
   }
 }
 
@@ -136,14 +124,6 @@ impl Registry {
 
   pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
     self.functions.get(name)
-  }
-
-  pub fn len(&self) -> usize {
-    self.functions.len()
-  }
-
-  pub fn is_empty(&self) -> bool {
-    self.functions.is_empty()
   }
 
   pub fn iter(&self) -> impl Iterator<Item = &Arc<Function>> {

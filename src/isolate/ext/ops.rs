@@ -77,15 +77,6 @@ impl PendingResponses {
   pub fn remove(&mut self, slot: u32) -> Option<RequestSlot> {
     self.slots.remove(&slot)
   }
-
-  /// How many requests are waiting for a response.
-  pub fn len(&self) -> usize {
-    self.slots.len()
-  }
-
-  pub fn is_empty(&self) -> bool {
-    self.slots.is_empty()
-  }
 }
 
 /// Chunk size for pumping a streamed response; matches deno's HTTP server.
