@@ -152,18 +152,13 @@ impl Isolate {
   /// V8 compiles it now rather than during this isolate's first request. For isolates prepared
   /// ahead of need; pointless on the request path, where the first request compiles the same code.
   pub fn warm_up(&mut self) {
-    let runtime = &mut self.runtime;
-    // SAFETY: see the module docs; exited below.
-    unsafe { runtime.v8_isolate().enter() };
-    let ran = {
+    let ran = entered(&mut self.runtime, |runtime| {
       deno_core::scope!(scope, runtime);
       v8::tc_scope!(let scope, scope);
       let warm_up = v8::Local::new(scope, &self.warm_up_fn);
       let undefined = v8::undefined(scope).into();
       warm_up.call(scope, undefined, &[]).is_some()
-    };
-    // SAFETY: entered above.
-    unsafe { runtime.v8_isolate().exit() };
+    });
     if !ran {
       tracing::warn!("warming up an isolate failed; its first request compiles the request path");
     }
@@ -171,7 +166,9 @@ impl Isolate {
 
   /// Bytes of V8 heap this isolate holds: what the cache of loaded isolates is bounded by.
   pub fn heap_bytes(&mut self) -> usize {
-    self.entered(|runtime| runtime.v8_isolate().get_heap_statistics().total_heap_size())
+    entered(&mut self.runtime, |runtime| {
+      runtime.v8_isolate().get_heap_statistics().total_heap_size()
+    })
   }
 
   /// Starts loading `function` into this blank isolate. Evaluation completes in `poll`; requests
@@ -190,7 +187,7 @@ impl Isolate {
       .function = Arc::from(function.name.as_str());
     let url = module_url(&function.name, &function.entry);
     self.function = Some(function);
-    let started = self.entered(|runtime| {
+    let started = entered(&mut self.runtime, |runtime| {
       let url = ModuleSpecifier::parse(&url).map_err(|e| format!("invalid module URL {url}: {e}"))?;
       // Our loader answers synchronously, so loading completes in one poll.
       let module_id = {
@@ -228,7 +225,8 @@ impl Isolate {
   /// Drives the isolate: finishes loading, runs microtasks, timers and ops. `Ready(Ok)` means it
   /// has nothing left to do until the next request; `Ready(Err)` means it must be discarded.
   pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
-    // SAFETY: see the module docs; exited again below before returning.
+    // SAFETY: see the module docs; exited again below before returning. (Not `entered`: the poll
+    // needs all of `self`, not only the runtime.)
     unsafe { self.runtime.v8_isolate().enter() };
     let result = self.poll_entered(cx);
     // SAFETY: entered above, on this thread.
@@ -344,10 +342,7 @@ impl Isolate {
       let body_rid = body.map(|body| state.resource_table.add(RequestBodyResource::new(body)));
       (slot, body_rid)
     };
-    let runtime = &mut self.runtime;
-    // SAFETY: see the module docs; exited below.
-    unsafe { runtime.v8_isolate().enter() };
-    let called = {
+    let called = entered(&mut self.runtime, |runtime| {
       deno_core::scope!(scope, runtime);
       v8::tc_scope!(let scope, scope);
       let mut flat_headers = Vec::with_capacity(headers.len() * 2);
@@ -366,9 +361,7 @@ impl Isolate {
       let dispatch = v8::Local::new(scope, &self.dispatch_fn);
       let undefined = v8::undefined(scope).into();
       dispatch.call(scope, undefined, &args).is_some()
-    };
-    // SAFETY: entered above.
-    unsafe { runtime.v8_isolate().exit() };
+    });
     if !called {
       // dispatch() never throws, so JS did not run at all: answer for it and retire the isolate.
       tracing::error!(request_id = %request_id, "dispatch did not run; the isolate is unusable");
@@ -387,16 +380,17 @@ impl Isolate {
       }
     }
   }
+}
 
-  /// Runs `f` with this isolate entered.
-  fn entered<R>(&mut self, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
-    // SAFETY: see the module docs; exited below before returning.
-    unsafe { self.runtime.v8_isolate().enter() };
-    let result = f(&mut self.runtime);
-    // SAFETY: entered above, on this thread.
-    unsafe { self.runtime.v8_isolate().exit() };
-    result
-  }
+/// Runs `f` with `runtime`'s isolate entered: the one place besides `poll` and `Drop` that enters.
+/// A free function, so callers can borrow the runtime and the isolate's other fields at once.
+fn entered<R>(runtime: &mut JsRuntime, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
+  // SAFETY: see the module docs; exited below before returning, on this thread.
+  unsafe { runtime.v8_isolate().enter() };
+  let result = f(runtime);
+  // SAFETY: entered above, on this thread.
+  unsafe { runtime.v8_isolate().exit() };
+  result
 }
 
 impl Drop for Isolate {
