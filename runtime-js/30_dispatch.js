@@ -1,8 +1,9 @@
 // Islet edge layer, step 30: calling the handler for each request and handing its Response to Rust.
 //
 // Rust calls `dispatch` synchronously for every request routed to this isolate; everything after
-// that is driven by the isolate's event loop. The response leaves through one of three ops: a body
-// known in full (the fast path), a streamed body, or the error the handler threw.
+// that is driven by the isolate's event loop. The response leaves through one op of three kinds: a
+// body known in full (`respondFast` for the simplest responses, else text or bytes with a header
+// list), a streamed body, or the error the handler threw.
 import { core, primordials } from "ext:core/mod.js";
 import {
   op_islet_respond,

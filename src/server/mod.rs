@@ -1,8 +1,10 @@
-//! The HTTP front of a node: accepts TCP (and TLS) connections, speaks HTTP/1.1 and HTTP/2 through
-//! hyper-util's auto builder (HTTP/2 by prior knowledge on cleartext, by ALPN over TLS), routes each
-//! request to a function and hands it to the isolate pool. Bodies stream in both directions.
+//! The HTTP front of a node: accepts TCP connections and hands each to an isolate thread, where it
+//! is served (TLS, then HTTP/1.1 or HTTP/2 through hyper-util's auto builder: HTTP/2 by prior
+//! knowledge on cleartext, by ALPN over TLS) and its requests are routed, admitted and dispatched
+//! to that thread's isolates. Bodies stream in both directions.
 //!
-//! It never runs JavaScript and never waits on an isolate except through the response channel.
+//! It never runs JavaScript itself and never waits on an isolate except through the response
+//! channel.
 
 mod admission;
 pub mod router;
@@ -302,13 +304,6 @@ impl Node {
       return error_response(ErrorCode::ModuleLoadFailed, message, request_id);
     }
 
-    let scheme = if https { "https" } else { "http" };
-    let host = if host.is_empty() {
-      "localhost".to_string()
-    } else {
-      host
-    };
-    let url = format!("{scheme}://{host}{path_and_query}");
     let Ok(_admitted) = self.admission.admit(&function.name).await else {
       let message = format!(
         "function '{}' is at its concurrency limit and its queue is full",
@@ -321,6 +316,9 @@ impl Node {
       );
       return response;
     };
+    let scheme = if https { "https" } else { "http" };
+    let host = if host.is_empty() { "localhost" } else { &host };
+    let url = format!("{scheme}://{host}{path_and_query}");
     let body = (!body.is_end_stream()).then(|| body.map_err(|e| e.into()).boxed());
     let (responder, outcome) = oneshot::channel();
     let isolate_request = IsolateRequest {
