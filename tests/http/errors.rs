@@ -17,15 +17,8 @@ async fn thrown_error_is_a_500_with_json_and_a_logged_stack() {
       "TypeError: the fetch handler must return a Response",
     ),
   ] {
-    let reply = get(&client, &node.url(path)).await;
-    assert_eq!(reply.status, 500, "{path}");
-    assert_eq!(reply.header("content-type"), Some("application/json"));
-    let json = reply.json();
-    assert_eq!(json["error"]["code"], "handler_error");
-    let text = json["error"]["message"].as_str().unwrap();
+    let text = get(&client, &node.url(path)).await.error(500, "handler_error");
     assert!(text.starts_with(message), "{path}: {text}");
-    let id = reply.header("x-islet-request-id").unwrap();
-    assert_eq!(json["error"]["request_id"], id);
   }
   assert!(
     node.wait_for_log("throws/index.js:", Duration::from_secs(5)),
@@ -40,11 +33,9 @@ async fn thrown_error_is_a_500_with_json_and_a_logged_stack() {
 async fn syntax_error_in_one_function_leaves_the_others_serving() {
   let node = Node::serve("tests/fixtures", &[]);
   let client = http1();
-  let broken = get(&client, &node.url("/broken-syntax")).await;
-  assert_eq!(broken.status, 503);
-  let json = broken.json();
-  assert_eq!(json["error"]["code"], "module_load_failed");
-  let message = json["error"]["message"].as_str().unwrap();
+  let message = get(&client, &node.url("/broken-syntax"))
+    .await
+    .error(503, "module_load_failed");
   assert!(
     message.starts_with("broken-syntax/index.js:6:1: SyntaxError"),
     "{message}"
@@ -62,17 +53,15 @@ async fn module_that_throws_or_exports_no_handler_answers_503() {
   let node = Node::serve("tests/fixtures", &[]);
   let client = http1();
   for _ in 0..2 {
-    let reply = get(&client, &node.url("/eval-error")).await;
-    assert_eq!(reply.status, 503);
-    let json = reply.json();
-    assert_eq!(json["error"]["code"], "module_load_failed");
-    let message = json["error"]["message"].as_str().unwrap();
+    let message = get(&client, &node.url("/eval-error"))
+      .await
+      .error(503, "module_load_failed");
     assert!(message.contains("Error: bad config: no region"), "{message}");
     assert!(message.contains("eval-error/index.js:4:9"), "{message}");
   }
-  let reply = get(&client, &node.url("/no-handler")).await;
-  assert_eq!(reply.status, 503);
-  let message = reply.json()["error"]["message"].as_str().unwrap().to_string();
+  let message = get(&client, &node.url("/no-handler"))
+    .await
+    .error(503, "module_load_failed");
   assert!(message.starts_with("the module exports no handler"), "{message}");
   assert_eq!(
     get(&client, &node.url("/respond?body=still%20fine")).await.text(),
@@ -83,16 +72,17 @@ async fn module_that_throws_or_exports_no_handler_answers_503() {
 #[tokio::test]
 async fn unknown_function_is_a_404_with_json() {
   let node = Node::serve("examples", &[]);
-  let reply = get(&http1(), &node.url("/no-such-function/x")).await;
-  assert_eq!(reply.status, 404);
-  let json = reply.json();
-  assert_eq!(json["error"]["code"], "function_not_found");
+  let message = get(&http1(), &node.url("/no-such-function/x"))
+    .await
+    .error(404, "function_not_found");
   assert_eq!(
-    json["error"]["message"],
+    message,
     "no function named 'no-such-function' is deployed on this node"
   );
-  let root = get(&http1(), &node.url("/")).await;
-  assert_eq!(root.status, 404);
+  let message = get(&http1(), &node.url("/"))
+    .await
+    .error(404, "function_not_found");
+  assert_eq!(message, "no function named in the request's host or path");
 }
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 //! The same handler over HTTP/1.1, HTTP/2 (h2c) and TLS (HTTP/2 and HTTP/1.1 by ALPN).
 
-use crate::support::{get, h2c, http1, request, send, Node, TestCert};
-use http_body_util::Full;
+use crate::support::{get, get_with_host, h2c, http1, Node, TestCert};
 
 #[tokio::test]
 async fn hello_over_http1_by_host_and_by_path() {
@@ -13,14 +12,7 @@ async fn hello_over_http1_by_host_and_by_path() {
   assert_eq!(by_path.version, http::Version::HTTP_11);
   assert_eq!(by_path.header("x-islet-request-id").map(str::len), Some(16));
 
-  let by_host = send(
-    &client,
-    request("GET", &node.url("/anything"))
-      .header("host", "hello.localhost")
-      .body(Full::default())
-      .unwrap(),
-  )
-  .await;
+  let by_host = get_with_host(&client, &node.url("/anything"), "hello.localhost").await;
   assert_eq!(by_host.status, 200);
   assert_eq!(by_host.text(), "Hello from Islet!\n");
 }
@@ -53,14 +45,7 @@ async fn hello_over_tls_with_h2_and_http1_alpn() {
 #[tokio::test]
 async fn base_domain_routes_by_first_label() {
   let node = Node::serve("examples", &["--base-domain", "edge.test"]);
-  let reply = send(
-    &http1(),
-    request("GET", &node.url("/"))
-      .header("host", "hello.edge.test:443")
-      .body(Full::default())
-      .unwrap(),
-  )
-  .await;
+  let reply = get_with_host(&http1(), &node.url("/"), "hello.edge.test:443").await;
   assert_eq!(reply.status, 200);
   assert_eq!(reply.text(), "Hello from Islet!\n");
 }

@@ -60,3 +60,22 @@ async fn a_reloaded_function_uses_the_code_cache_instead_of_parsing_again() {
   assert_eq!(stored, 2, "{logs}");
   assert!(!logs.contains("rejected the code cache"), "{logs}");
 }
+
+#[tokio::test]
+async fn one_function_is_served_from_several_threads_at_once() {
+  let node = Node::serve("tests/fixtures", &["--threads", "2"]);
+  // Two clients keep two connections open. Each connection goes to the thread with the fewest, so
+  // they land on different threads, and each thread loads the function into an isolate of its own.
+  let (a, b) = (http1(), http1());
+  for client in [&a, &b] {
+    let reply = get(client, &node.url("/counter")).await;
+    assert_eq!(reply.header("x-islet-start"), Some("cold"));
+    assert_eq!(reply.json()["served"], 1);
+  }
+  // Both stay loaded side by side: each connection's next request is warm on its own isolate.
+  for client in [&a, &b] {
+    let reply = get(client, &node.url("/counter")).await;
+    assert_eq!(reply.header("x-islet-start"), Some("warm"));
+    assert_eq!(reply.json()["served"], 2);
+  }
+}

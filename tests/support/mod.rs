@@ -139,6 +139,19 @@ impl Reply {
   pub fn header(&self, name: &str) -> Option<&str> {
     self.headers.get(name).and_then(|v| v.to_str().ok())
   }
+
+  /// Asserts this is one of Islet's own errors: `status`, JSON `{"error":{"code","message",
+  /// "request_id"}}` with `code`, and the request id of the `x-islet-request-id` header. Returns
+  /// the message.
+  pub fn error(&self, status: u16, code: &str) -> String {
+    assert_eq!(self.status, status, "{}", self.text());
+    assert_eq!(self.header("content-type"), Some("application/json"));
+    let json = self.json();
+    assert_eq!(json["error"]["code"], code, "{json}");
+    let id = self.header("x-islet-request-id").expect("a request id header");
+    assert_eq!(json["error"]["request_id"], id);
+    json["error"]["message"].as_str().expect("a message").to_string()
+  }
 }
 
 pub type Client =
@@ -168,6 +181,18 @@ pub async fn send(client: &Client, request: http::Request<Full<Bytes>>) -> Reply
 
 pub async fn get(client: &Client, url: &str) -> Reply {
   send(client, request("GET", url).body(Full::default()).unwrap()).await
+}
+
+/// A GET with its `host` header set, as a client reaching `host` through DNS would send it.
+pub async fn get_with_host(client: &Client, url: &str, host: &str) -> Reply {
+  send(
+    client,
+    request("GET", url)
+      .header("host", host)
+      .body(Full::default())
+      .unwrap(),
+  )
+  .await
 }
 
 pub async fn read<B>(response: http::Response<B>) -> Reply
