@@ -10,14 +10,15 @@ use std::task::Poll;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use islet::isolate::{Isolate, IsolateRequest};
+use islet::isolate::{Isolate, IsolateConfig, IsolateRequest};
+use islet::limits::Limits;
 use islet::registry::{load_function, Function};
 use tokio::sync::oneshot;
 
 fn hello() -> Arc<Function> {
   let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
   Arc::new(
-    load_function("hello", &path)
+    load_function("hello", &path, &Limits::default())
       .expect("read examples/hello")
       .expect("a function"),
   )
@@ -62,23 +63,23 @@ fn isolate_benches(c: &mut Criterion) {
   c.bench_function("isolate_from_snapshot", |b| {
     b.iter_batched(
       || (),
-      |()| Isolate::new().expect("isolate"),
+      |()| Isolate::new(&IsolateConfig::default()).expect("isolate"),
       BatchSize::SmallInput,
     );
   });
   c.bench_function("isolate_drop", |b| {
-    b.iter_batched(|| Isolate::new().expect("isolate"), drop, BatchSize::SmallInput);
+    b.iter_batched(|| Isolate::new(&IsolateConfig::default()).expect("isolate"), drop, BatchSize::SmallInput);
   });
 
   c.bench_function("cold_start_hello", |b| {
     b.iter(|| {
-      let mut isolate = Isolate::new().expect("isolate");
+      let mut isolate = Isolate::new(&IsolateConfig::default()).expect("isolate");
       isolate.load(function.clone());
       request(&runtime, &mut isolate);
     });
   });
 
-  let mut warm = Isolate::new().expect("isolate");
+  let mut warm = Isolate::new(&IsolateConfig::default()).expect("isolate");
   warm.load(function.clone());
   request(&runtime, &mut warm);
   c.bench_function("warm_dispatch_hello", |b| {

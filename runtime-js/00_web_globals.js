@@ -48,7 +48,7 @@ const formData = core.loadExtScript("ext:deno_fetch/21_formdata.js");
 export const body = core.loadExtScript("ext:deno_fetch/22_body.js");
 export const request = core.loadExtScript("ext:deno_fetch/23_request.js");
 export const response = core.loadExtScript("ext:deno_fetch/23_response.js");
-const fetch = core.loadExtScript("ext:deno_fetch/26_fetch.js");
+export const fetchModule = core.loadExtScript("ext:deno_fetch/26_fetch.js");
 const crypto = core.loadExtScript("ext:deno_crypto/00_crypto.js");
 
 const nonEnumerable = core.propNonEnumerable;
@@ -110,7 +110,7 @@ ObjectDefineProperties(globalThis, {
   // A getter: the Crypto object is a cppgc-backed Rust object, which cannot live in the snapshot;
   // it is made on first use in each isolate.
   crypto: core.propGetterOnly(() => crypto.crypto),
-  fetch: writable(fetch.fetch),
+  fetch: writable(fetchModule.fetch),
   performance: writable(performance.performance),
   structuredClone: writable(messagePort.structuredClone),
   self: core.propGetterOnly(() => globalThis),

@@ -1,18 +1,36 @@
 // Islet edge layer, step 10: the `ctx` argument of `fetch(request, env, ctx)`.
 import { primordials } from "ext:core/mod.js";
+import { op_islet_wait_until } from "ext:core/ops";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
 
-const { PromisePrototypeCatch, PromiseResolve } = primordials;
+const { PromisePrototypeThen, PromiseResolve, SymbolFor } = primordials;
 
-/** Work kept alive past the response; the isolate keeps running it while it lives. */
+const slotKey = SymbolFor("islet.requestSlot");
+
+/** Work kept alive past the response; the request's CPU limit still counts it. */
 export class ExecutionContext {
+  /** @param {number} slot the op-side key of the request this context belongs to */
+  constructor(slot) {
+    this[slotKey] = slot;
+  }
+
   /**
-   * Keeps `promise` running after the response has been sent; a rejection is logged against the
-   * request instead of being reported as unhandled.
+   * Keeps `promise` running after the response has been sent; the request stays in flight (and its
+   * CPU time counted) until it settles. A rejection is logged against the request instead of being
+   * reported as unhandled.
    * @param {Promise<unknown>} promise
    */
   waitUntil(promise) {
-    PromisePrototypeCatch(PromiseResolve(promise), (error) => logUncaught(error, "in waitUntil"));
+    const slot = this[slotKey];
+    op_islet_wait_until(slot, true);
+    PromisePrototypeThen(
+      PromiseResolve(promise),
+      () => op_islet_wait_until(slot, false),
+      (error) => {
+        op_islet_wait_until(slot, false);
+        logUncaught(error, "in waitUntil");
+      },
+    );
   }
 
   /**

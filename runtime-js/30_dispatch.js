@@ -156,7 +156,7 @@ export function dispatch(slot, requestId, method, url, flatHeaders, bodyRid) {
     try {
       const innerBody = bodyRid === -1 ? null : new InnerBody(readableStreamForRid(bodyRid));
       const inner = new IncomingInnerRequest(method, url, flatHeaders, innerBody);
-      result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext());
+      result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext(slot));
     } catch (error) {
       fail(slot, error);
       return;
@@ -279,7 +279,7 @@ export function warmUp() {
   const request = fromInnerRequest(inner, "immutable");
   new URL(request.url).searchParams.get("x");
   request.headers.get("content-type");
-  runInRequest("warm-up", () => new ExecutionContext());
+  runInRequest("warm-up", () => new ExecutionContext(0));
   wireResponse(new Response("Hello from Islet!\n"));
   wireResponse(Response.json({ warm: true }, { status: 201 }));
   wireResponse(new Response(new Uint8Array(8), { headers: { "content-type": "application/octet-stream" } }));

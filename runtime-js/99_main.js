@@ -8,6 +8,7 @@ import { performance } from "ext:islet_runtime/00_web_globals.js";
 import "ext:islet_runtime/01_request_context.js";
 import "ext:islet_runtime/02_console.js";
 import "ext:islet_runtime/03_timers.js";
+import "ext:islet_runtime/04_fetch.js";
 import "ext:islet_runtime/10_context.js";
 import "ext:islet_runtime/20_service_worker.js";
 import { dispatch, installHandler, warmUp } from "ext:islet_runtime/30_dispatch.js";

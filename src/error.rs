@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::isolate::ext::ResponseBody;
+use crate::limits::StopReason;
 
 /// Stable error codes sent to clients. Add new ones; never rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,14 @@ pub enum ErrorCode {
   /// The function already runs as many requests as it may and as many more are waiting; the
   /// response carries Retry-After.
   FunctionOverloaded,
+  /// The request used more CPU time than its limit; its isolate was stopped and discarded.
+  CpuLimitExceeded,
+  /// The request's isolate needed more memory than its limit; it was stopped and discarded.
+  MemoryLimitExceeded,
+  /// The request had not finished (answered, and streamed its body) by its wall-clock deadline.
+  WallTimeExceeded,
+  /// The request body is larger than the function accepts.
+  BodyTooLarge,
 }
 
 impl ErrorCode {
@@ -35,15 +44,23 @@ impl ErrorCode {
       ErrorCode::IsolateFailed => "isolate_failed",
       ErrorCode::Unavailable => "unavailable",
       ErrorCode::FunctionOverloaded => "function_overloaded",
+      ErrorCode::CpuLimitExceeded => "cpu_limit_exceeded",
+      ErrorCode::MemoryLimitExceeded => "memory_limit_exceeded",
+      ErrorCode::WallTimeExceeded => "wall_time_exceeded",
+      ErrorCode::BodyTooLarge => "body_too_large",
     }
   }
 
   pub fn status(self) -> http::StatusCode {
     match self {
       ErrorCode::FunctionNotFound => http::StatusCode::NOT_FOUND,
-      ErrorCode::ModuleLoadFailed | ErrorCode::Unavailable | ErrorCode::FunctionOverloaded => {
-        http::StatusCode::SERVICE_UNAVAILABLE
-      }
+      ErrorCode::ModuleLoadFailed
+      | ErrorCode::Unavailable
+      | ErrorCode::FunctionOverloaded
+      | ErrorCode::CpuLimitExceeded
+      | ErrorCode::MemoryLimitExceeded => http::StatusCode::SERVICE_UNAVAILABLE,
+      ErrorCode::WallTimeExceeded => http::StatusCode::GATEWAY_TIMEOUT,
+      ErrorCode::BodyTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
       ErrorCode::HandlerError | ErrorCode::IsolateFailed => http::StatusCode::INTERNAL_SERVER_ERROR,
     }
   }
@@ -58,19 +75,38 @@ struct ErrorBody<'a> {
 struct ErrorFields<'a> {
   code: &'static str,
   message: &'a str,
+  /// Figures of the limit a request hit (`limit_ms`, `used_ms`, …); none for other errors.
+  #[serde(flatten)]
+  figures: std::collections::BTreeMap<&'static str, u64>,
   request_id: &'a str,
 }
 
 /// The response a client gets for `code`.
 pub fn error_response(code: ErrorCode, message: &str, request_id: &str) -> http::Response<ResponseBody> {
+  error_with_figures(code, message, &[], request_id)
+}
+
+/// The response a client gets when its request hit a limit: the code, a message, and the limit's
+/// figures, e.g. `{"code":"cpu_limit_exceeded","limit_ms":50,"used_ms":51,…}`.
+pub fn limit_response(reason: &StopReason, request_id: &str) -> http::Response<ResponseBody> {
+  error_with_figures(reason.code(), &reason.message(), &reason.fields(), request_id)
+}
+
+fn error_with_figures(
+  code: ErrorCode,
+  message: &str,
+  figures: &[(&'static str, u64)],
+  request_id: &str,
+) -> http::Response<ResponseBody> {
   let body = ErrorBody {
     error: ErrorFields {
       code: code.as_str(),
       message,
+      figures: figures.iter().copied().collect(),
       request_id,
     },
   };
-  // INVARIANT: a struct of strings always serializes.
+  // INVARIANT: a struct of strings and numbers always serializes.
   let json = serde_json::to_vec(&body).expect("error body serializes");
   let mut response = http::Response::new(ResponseBody::full(Bytes::from(json)));
   *response.status_mut() = code.status();

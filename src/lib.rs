@@ -9,6 +9,8 @@
 //! - [`pool`]: isolate threads, each with its own current-thread runtime, and request placement.
 //! - [`isolate`]: one V8 isolate: snapshot, module loader, handler dispatch, and the
 //!   `islet_runtime` extension (`isolate::ext`) whose ops `runtime-js/` calls.
+//! - [`limits`]: per-request CPU, memory and wall-clock limits (the CPU watchdog, the accounting
+//!   ArrayBuffer allocator, the stop reasons) and the outbound fetch policy.
 //! - [`registry`]: deployed functions (code, version, variables) and where they are read from.
 //! - [`error`]: error types, and the JSON every client-visible error takes.
 //! - [`bench`]: `islet bench`, cold and warm starts measured through the real server.
@@ -19,6 +21,7 @@
 pub mod bench;
 pub mod error;
 pub mod isolate;
+pub mod limits;
 pub mod pool;
 pub mod registry;
 pub mod server;

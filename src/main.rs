@@ -3,10 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use islet::error::NodeError;
+use islet::isolate::IsolateConfig;
+use islet::limits::outbound::OutboundPolicy;
+use islet::limits::Limits;
 use islet::pool::PoolConfig;
 use islet::server::{AdmissionConfig, Server, ServerConfig};
 
@@ -94,6 +98,62 @@ struct ServeArgs {
   shutdown_grace: u64,
   #[command(flatten)]
   pool: PoolArgs,
+  #[command(flatten)]
+  limits: LimitArgs,
+}
+
+/// Default limits of every function (a function's limits.json overrides them), and where outbound
+/// fetch() may go.
+#[derive(clap::Args)]
+struct LimitArgs {
+  /// CPU time one request's JavaScript may use, in milliseconds.
+  #[arg(long, default_value_t = Limits::default().cpu_ms)]
+  cpu_ms: u64,
+  /// Memory (V8 heap, ArrayBuffers, WebAssembly) one isolate may hold, in MiB.
+  #[arg(long, default_value_t = Limits::default().memory_mb)]
+  memory_mb: u64,
+  /// Time a request may take from arrival to the end of its response body, in milliseconds.
+  #[arg(long, default_value_t = Limits::default().wall_ms)]
+  wall_ms: u64,
+  /// Largest request body accepted, in bytes; larger ones get 413.
+  #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+  max_body_bytes: u64,
+  /// Outbound fetch() calls one request may make.
+  #[arg(long, default_value_t = Limits::default().max_fetches)]
+  max_fetches: u32,
+  /// Allow eval() and new Function() in every function (off by default, as on Workers).
+  #[arg(long)]
+  allow_eval: bool,
+  /// Let fetch() reach loopback, private and link-local addresses (a trusted network, or tests).
+  #[arg(long)]
+  allow_private_fetch: bool,
+  /// A private address fetch() may reach all the same (repeatable), e.g. an internal API's.
+  #[arg(long = "allow-fetch-to")]
+  allow_fetch_to: Vec<std::net::IpAddr>,
+}
+
+impl LimitArgs {
+  fn limits(&self) -> Result<Limits, NodeError> {
+    let limits = Limits {
+      cpu_ms: self.cpu_ms,
+      memory_mb: self.memory_mb,
+      wall_ms: self.wall_ms,
+      max_body_bytes: self.max_body_bytes,
+      max_fetches: self.max_fetches,
+      allow_eval: self.allow_eval,
+    };
+    limits
+      .validate()
+      .map_err(|e| NodeError::Config(format!("--{}", e.replacen('_', "-", 1))))?;
+    Ok(limits)
+  }
+
+  fn outbound(&self) -> OutboundPolicy {
+    OutboundPolicy {
+      allow_private: self.allow_private_fetch,
+      allowed_addresses: self.allow_fetch_to.clone(),
+    }
+  }
 }
 
 /// Isolate cache and admission bounds.
@@ -200,7 +260,8 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), NodeError> {
-  let mut registry = islet::registry::load_dir(&args.dir)?;
+  let limits = args.limits.limits()?;
+  let mut registry = islet::registry::load_dir(&args.dir, &limits)?;
   registry.check_each(islet::isolate::check_syntax);
   let config = ServerConfig {
     listen: args.listen,
@@ -212,6 +273,10 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
       warm_isolates: args.pool.warm_isolates,
       max_isolates: args.pool.max_isolates,
       max_heap_bytes: args.pool.max_isolate_heap_mb << 20,
+      isolate: IsolateConfig {
+        limits,
+        outbound: Arc::new(args.limits.outbound()),
+      },
     },
     admission: AdmissionConfig {
       max_concurrent: args.pool.max_concurrency.max(1),

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::limits::Limits;
 use crate::error::NodeError;
 use crate::pool::PoolConfig;
 use crate::registry::{Function, Registry};
@@ -75,7 +76,7 @@ type BenchClient = Client<hyper_util::client::legacy::connect::HttpConnector, Em
 
 /// Runs the benchmark; `progress` is told how far each phase has got.
 pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) -> Result<Report, NodeError> {
-  let base = crate::registry::load_function("bench", &config.handler)?.ok_or_else(|| {
+  let base = crate::registry::load_function("bench", &config.handler, &Limits::default())?.ok_or_else(|| {
     NodeError::Config(format!(
       "{}: not a .js file or a folder with an index.js",
       config.handler.display()
@@ -203,7 +204,13 @@ fn copy_of(base: &Function, name: &str, variant: Option<usize>, vars: &BTreeMap<
   if let (Some(i), Some(entry)) = (variant, modules.get_mut(&base.entry)) {
     *entry = Arc::from(format!("{entry}\n// islet bench: cold start {i}\n"));
   }
-  Function::new(name.to_string(), base.entry.clone(), modules, vars.clone())
+  Function::new(
+    name.to_string(),
+    base.entry.clone(),
+    modules,
+    vars.clone(),
+    base.limits.clone(),
+  )
 }
 
 /// One request as measured.

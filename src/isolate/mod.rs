@@ -11,25 +11,38 @@
 //! so that V8's own exit on disposal is balanced. At most one isolate is entered on a thread at a
 //! time, and none between calls.
 //!
-//! This layer never decides limits or which isolate serves which request; it runs what it is given.
+//! # Limits
+//! Every entry into JavaScript goes through [`Isolate::run_js`], which times it as a CPU slice
+//! (`limits::cpu`), charges it to the requests in flight, and checks memory. When a limit is hit the
+//! isolate stops: the requests it holds are answered with the [`StopReason`], and it reports
+//! itself failed so its owner discards it. A request past its wall-clock deadline *retires* the
+//! isolate instead: it takes no new requests, and is discarded once those it holds are done.
+//!
+//! This layer never decides which isolate serves which request; it runs what it is given.
 
 pub mod ext;
 mod loader;
 mod syntax;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deno_core::error::CoreError;
 use deno_core::{v8, JsRuntime, ModuleId, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions};
 use deno_error::JsErrorBox;
 use tokio::sync::oneshot;
 
-use crate::error::{error_response, ErrorCode};
+use crate::error::{error_response, limit_response, ErrorCode};
+use crate::limits::cpu::Slice;
+use crate::limits::memory::{self, MemoryBudget};
+use crate::limits::outbound::OutboundPolicy;
+use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use ext::{HandlerOutcome, PendingResponses, RequestBody, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
@@ -77,6 +90,46 @@ impl IsolateRequest {
 #[error("{0}")]
 pub struct IsolateError(String);
 
+/// What an isolate is created with, before it knows its function.
+#[derive(Debug, Clone)]
+pub struct IsolateConfig {
+  /// The limits a blank isolate starts under: the node's defaults. `load` applies the function's,
+  /// except the heap limit, fixed at creation (a function with its own `memory_mb` gets an isolate
+  /// made for it).
+  pub limits: Limits,
+  /// Where outbound `fetch()` may connect.
+  pub outbound: Arc<OutboundPolicy>,
+}
+
+impl Default for IsolateConfig {
+  fn default() -> Self {
+    Self {
+      limits: Limits::default(),
+      outbound: Arc::new(OutboundPolicy::default()),
+    }
+  }
+}
+
+/// CPU time a function's top-level code may take to evaluate (its requests' limit is usually far
+/// smaller, and evaluation is not any one request's doing).
+const STARTUP_CPU: Duration = Duration::from_secs(1);
+
+/// Slices that used at least this much CPU are followed by a memory measurement; lighter ones by
+/// one in every `MEASURE_EVERY`, since heap statistics walk V8's spaces.
+const MEASURE_AFTER_CPU: Duration = Duration::from_millis(1);
+const MEASURE_EVERY: u32 = 16;
+
+/// Who a slice of JavaScript is charged to.
+#[derive(Clone, Copy)]
+enum Charge {
+  /// The requests in flight, evenly (the event loop runs their microtasks and timers together).
+  InFlight,
+  /// One request (its handler being called).
+  Request(u32),
+  /// The function's top-level code.
+  Startup,
+}
+
 enum Phase {
   /// Fresh from the snapshot; no function yet.
   Blank,
@@ -106,24 +159,71 @@ pub struct Isolate {
   phase: Phase,
   /// Set when JS could not be entered any more; `poll` then reports the isolate failed.
   unusable: bool,
+  /// The function's limits (the node's defaults until a function is loaded).
+  limits: Limits,
+  /// Lets the CPU watchdog (another thread) terminate this isolate's JavaScript.
+  handle: v8::IsolateHandle,
+  /// ArrayBuffer memory, shared with the isolate's allocator.
+  memory: Arc<MemoryBudget>,
+  /// Set by V8's near-heap-limit callback to the heap size it was called at.
+  near_heap_limit: Rc<Cell<Option<usize>>>,
+  /// Why the isolate stopped, once a limit was hit: it never runs JS again.
+  stopped: Option<StopReason>,
+  /// A request overran its wall-clock deadline: the isolate takes no new requests.
+  retiring: bool,
+  /// Slices run, for sampling memory measurements.
+  slices: u32,
   /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
   runtime: JsRuntime,
 }
 
 impl Isolate {
-  /// Restores a blank isolate from the snapshot.
-  pub fn new() -> Result<Self, IsolateError> {
+  /// Restores a blank isolate from the snapshot, under `config`'s limits.
+  pub fn new(config: &IsolateConfig) -> Result<Self, IsolateError> {
     init_v8();
     let loader = Rc::new(FunctionLoader::default());
+    let memory_refused = Arc::new(AtomicBool::new(false));
+    let memory = MemoryBudget::new(config.limits.memory_bytes(), memory_refused.clone());
+    let create_params = v8::CreateParams::default()
+      .heap_limits(0, config.limits.memory_bytes())
+      .array_buffer_allocator(memory::allocator(&memory));
     let mut runtime = JsRuntime::try_new(RuntimeOptions {
       startup_snapshot: Some(SNAPSHOT),
       extensions: ext::extensions(fetch_options()),
       module_loader: Some(loader.clone()),
+      create_params: Some(create_params),
       ..Default::default()
     })
     .map_err(|e| IsolateError(format!("creating an isolate: {e}")))?;
-    runtime.op_state().borrow_mut().put(outbound_permissions());
-    let booted = boot(&mut runtime);
+    {
+      let state = runtime.op_state();
+      let mut state = state.borrow_mut();
+      state.put(outbound_permissions(&config.outbound));
+      let requests = state.borrow_mut::<PendingResponses>();
+      requests.memory_refused = memory_refused;
+      requests.max_fetches = config.limits.max_fetches;
+    }
+    let handle = runtime.v8_isolate().thread_safe_handle();
+    let near_heap_limit = Rc::new(Cell::new(None));
+    {
+      let (handle, hit) = (handle.clone(), near_heap_limit.clone());
+      // V8 would abort the process at the limit: stop the isolate instead, and give V8 room to
+      // unwind the JavaScript that was running.
+      runtime.add_near_heap_limit_callback(move |current, _initial| {
+        hit.set(Some(current));
+        handle.terminate_execution();
+        current.saturating_mul(2)
+      });
+    }
+    // Compiling WebAssembly stays allowed when code generation from strings is not (V8 would
+    // otherwise tie the two together).
+    runtime
+      .v8_isolate()
+      .set_allow_wasm_code_generation_callback(allow_wasm_code_generation);
+    let booted = boot(&mut runtime).and_then(|booted| {
+      set_allow_eval(&mut runtime, config.limits.allow_eval);
+      Ok(booted)
+    });
     // SAFETY: created (and so entered) just above on this thread; see the module docs.
     unsafe { runtime.v8_isolate().exit() };
     let Booted {
@@ -139,8 +239,63 @@ impl Isolate {
       function: None,
       phase: Phase::Blank,
       unusable: false,
+      limits: config.limits.clone(),
+      handle,
+      memory,
+      near_heap_limit,
+      stopped: None,
+      retiring: false,
+      slices: 0,
       runtime,
     })
+  }
+
+  /// The heap limit this isolate was created with, in bytes: only a function with the same
+  /// `memory_mb` may be loaded into it.
+  pub fn memory_limit(&self) -> usize {
+    self.memory.cap()
+  }
+
+  /// A request overran its wall-clock deadline here: the isolate must get no new requests.
+  pub fn retiring(&self) -> bool {
+    self.retiring
+  }
+
+  /// Requests in flight: answered or not, until their bodies and `waitUntil` work are done.
+  pub fn requests_in_flight(&self) -> usize {
+    self.runtime.op_state().borrow().borrow::<PendingResponses>().len()
+  }
+
+  /// The server gave up on request `request_id` at its deadline. If it is still in flight here,
+  /// forget it and retire the isolate.
+  pub fn overdue(&mut self, request_id: &str) {
+    let removed = self
+      .runtime
+      .op_state()
+      .borrow_mut()
+      .borrow_mut::<PendingResponses>()
+      .remove_request(request_id);
+    if removed.is_some() {
+      self.retire(request_id);
+    }
+  }
+
+  fn retire(&mut self, request_id: &str) {
+    let reason = StopReason::WallTime {
+      limit: self.limits.wall(),
+    };
+    tracing::warn!(
+      function = %self.function_name(),
+      request_id,
+      limit = "wall_time",
+      "{}; the isolate is retired",
+      reason.message()
+    );
+    self.retiring = true;
+  }
+
+  fn function_name(&self) -> &str {
+    self.function.as_ref().map_or("?", |f| f.name.as_str())
   }
 
   /// The function this isolate runs, once `load` has been called.
@@ -164,11 +319,34 @@ impl Isolate {
     }
   }
 
-  /// Bytes of V8 heap this isolate holds: what the cache of loaded isolates is bounded by.
+  /// Bytes of V8 heap this isolate holds (what the cache of loaded isolates is bounded by), and
+  /// the same measurement checked against the memory limit.
   pub fn heap_bytes(&mut self) -> usize {
-    entered(&mut self.runtime, |runtime| {
-      runtime.v8_isolate().get_heap_statistics().total_heap_size()
-    })
+    let (total, _) = self.measure_memory();
+    total
+  }
+
+  /// Reads V8's heap statistics: returns the heap's total size and the isolate's memory as the
+  /// limit counts it (heap in use, plus ArrayBuffer and WebAssembly memory). Records the heap for
+  /// the ArrayBuffer allocator and stops the isolate if the sum is past the limit.
+  fn measure_memory(&mut self) -> (usize, usize) {
+    let (total, used) = entered(&mut self.runtime, |runtime| {
+      let stats = runtime.v8_isolate().get_heap_statistics();
+      (
+        stats.total_heap_size(),
+        stats.used_heap_size() + stats.external_memory(),
+      )
+    });
+    let heap = used.saturating_sub(self.memory.buffer_bytes());
+    self.memory.set_heap_bytes(heap);
+    let used = used.max(heap + self.memory.buffer_bytes());
+    if used > self.memory.cap() && self.stopped.is_none() {
+      self.stop(StopReason::Memory {
+        limit_bytes: self.memory.cap(),
+        used_bytes: used,
+      });
+    }
+    (total, used)
   }
 
   /// Starts loading `function` into this blank isolate. Evaluation completes in `poll`; requests
@@ -186,8 +364,17 @@ impl Isolate {
       .borrow_mut::<PendingResponses>()
       .function = Arc::from(function.name.as_str());
     let url = module_url(&function.name, &function.entry);
+    self.limits = function.limits.clone();
+    self
+      .runtime
+      .op_state()
+      .borrow_mut()
+      .borrow_mut::<PendingResponses>()
+      .max_fetches = function.limits.max_fetches;
+    let allow_eval = function.limits.allow_eval;
     self.function = Some(function);
-    let started = entered(&mut self.runtime, |runtime| {
+    let started = self.run_js(Charge::Startup, |runtime| {
+      set_allow_eval(runtime, allow_eval);
       let url = ModuleSpecifier::parse(&url).map_err(|e| format!("invalid module URL {url}: {e}"))?;
       // Our loader answers synchronously, so loading completes in one poll.
       let module_id = {
@@ -202,6 +389,11 @@ impl Isolate {
       };
       Ok((module_id, Box::pin(runtime.mod_evaluate(module_id))))
     });
+    if let Some(reason) = self.stopped {
+      let message = format!("the function's top-level code was stopped: {}", startup_message(&reason));
+      self.phase = self.failed(message);
+      return;
+    }
     self.phase = match started {
       Ok((module_id, evaluation)) => Phase::Evaluating {
         module_id,
@@ -214,6 +406,9 @@ impl Isolate {
 
   /// Hands a request to the handler, or queues or answers it according to the load.
   pub fn dispatch(&mut self, request: IsolateRequest) {
+    if let Some(reason) = self.stopped {
+      return request.reject(reason.code(), &reason.message());
+    }
     match &mut self.phase {
       Phase::Ready => self.call_dispatch(request),
       Phase::Evaluating { queued, .. } => queued.push(request),
@@ -225,24 +420,57 @@ impl Isolate {
   /// Drives the isolate: finishes loading, runs microtasks, timers and ops. `Ready(Ok)` means it
   /// has nothing left to do until the next request; `Ready(Err)` means it must be discarded.
   pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
-    // SAFETY: see the module docs; exited again below before returning. (Not `entered`: the poll
-    // needs all of `self`, not only the runtime.)
-    unsafe { self.runtime.v8_isolate().enter() };
-    let result = self.poll_entered(cx);
-    // SAFETY: entered above, on this thread.
-    unsafe { self.runtime.v8_isolate().exit() };
-    result
-  }
-
-  fn poll_entered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), IsolateError>> {
+    if let Some(reason) = self.stopped {
+      return Poll::Ready(Err(IsolateError(format!("stopped: {}", reason.message()))));
+    }
     if self.unusable {
       return Poll::Ready(Err(IsolateError(
         "the isolate can no longer run JavaScript".into(),
       )));
     }
-    let event_loop = self.runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+    let charge = match self.phase {
+      Phase::Evaluating { .. } => Charge::Startup,
+      _ => Charge::InFlight,
+    };
+    // Evaluation (top-level await) is polled inside the same slice as the event loop that drives it.
+    let polled = self.run_js(charge, |runtime| {
+      let event_loop = runtime.poll_event_loop(cx, PollEventLoopOptions::default());
+      event_loop
+    });
+    if let Some(reason) = self.stopped {
+      if let Phase::Evaluating { .. } = self.phase {
+        let message = format!("the function's top-level code was stopped: {}", startup_message(&reason));
+        self.phase = self.failed(message);
+      }
+      return Poll::Ready(Err(IsolateError(format!("stopped: {}", reason.message()))));
+    }
+    let overdue = self
+      .runtime
+      .op_state()
+      .borrow_mut()
+      .borrow_mut::<PendingResponses>()
+      .overdue
+      .take();
+    if let Some(request_id) = overdue {
+      self.retire(&request_id);
+    }
+    self.poll_after_event_loop(cx, polled)
+  }
+
+  fn poll_after_event_loop(
+    &mut self,
+    cx: &mut Context<'_>,
+    event_loop: Poll<Result<(), CoreError>>,
+  ) -> Poll<Result<(), IsolateError>> {
     if let Phase::Evaluating { evaluation, .. } = &mut self.phase {
-      match evaluation.as_mut().poll(cx) {
+      // The evaluation future reads the outcome the event loop above produced (and may touch V8
+      // handles doing so, hence entered); it runs no JavaScript.
+      // SAFETY: see the module docs; exited right after, on this thread.
+      unsafe { self.runtime.v8_isolate().enter() };
+      let evaluated = evaluation.as_mut().poll(cx);
+      // SAFETY: entered just above.
+      unsafe { self.runtime.v8_isolate().exit() };
+      match evaluated {
         Poll::Pending if matches!(event_loop, Poll::Ready(Ok(()))) => {
           let message = "the module's top-level await never settled".to_string();
           self.phase = self.failed(message);
@@ -293,22 +521,30 @@ impl Isolate {
   }
 
   fn install_handler(&mut self, module_id: ModuleId) -> Result<(), String> {
-    let namespace = self
-      .runtime
-      .get_module_namespace(module_id)
-      .map_err(|e| load_error_message(&e))?;
-    let env_json = self.function.as_ref().map_or("{}", |f| f.env_json.as_str());
-    let runtime = &mut self.runtime;
-    deno_core::scope!(scope, runtime);
-    v8::tc_scope!(let scope, scope);
-    let install = v8::Local::new(scope, &self.install_fn);
-    let namespace = v8::Local::new(scope, &namespace);
-    let env = v8::String::new(scope, env_json).ok_or("the function's vars are too large")?;
-    let undefined = v8::undefined(scope).into();
-    match install.call(scope, undefined, &[namespace.into(), env.into()]) {
-      Some(result) if result.is_string() => Err(result.to_rust_string_lossy(scope)),
-      Some(_) => Ok(()),
-      None => Err("installing the handler failed".to_string()),
+    let env_json = self
+      .function
+      .as_ref()
+      .map_or_else(String::new, |f| f.env_json.clone());
+    let install_fn = self.install_fn.clone();
+    let installed = self.run_js(Charge::Startup, |runtime| {
+      let namespace = runtime
+        .get_module_namespace(module_id)
+        .map_err(|e| load_error_message(&e))?;
+      deno_core::scope!(scope, runtime);
+      v8::tc_scope!(let scope, scope);
+      let install = v8::Local::new(scope, &install_fn);
+      let namespace = v8::Local::new(scope, &namespace);
+      let env = v8::String::new(scope, &env_json).ok_or("the function's vars are too large")?;
+      let undefined = v8::undefined(scope).into();
+      match install.call(scope, undefined, &[namespace.into(), env.into()]) {
+        Some(result) if result.is_string() => Err(result.to_rust_string_lossy(scope)),
+        Some(_) => Ok(()),
+        None => Err("installing the handler failed".to_string()),
+      }
+    });
+    match self.stopped {
+      Some(reason) => Err(format!("installing the handler was stopped: {}", reason.message())),
+      None => installed,
     }
   }
 
@@ -333,16 +569,21 @@ impl Isolate {
       cold,
       duration: arrived.elapsed(),
     };
+    let deadline = arrived + self.limits.wall();
     let op_state = self.runtime.op_state();
     let (slot, body_rid) = {
       let mut state = op_state.borrow_mut();
-      let slot = state
-        .borrow_mut::<PendingResponses>()
-        .insert(RequestSlot { responder, start });
+      let slot = state.borrow_mut::<PendingResponses>().insert(RequestSlot::new(
+        responder,
+        start,
+        request_id.clone(),
+        deadline,
+      ));
       let body_rid = body.map(|body| state.resource_table.add(RequestBodyResource::new(body)));
       (slot, body_rid)
     };
-    let called = entered(&mut self.runtime, |runtime| {
+    let dispatch_fn = self.dispatch_fn.clone();
+    let called = self.run_js(Charge::Request(slot), |runtime| {
       deno_core::scope!(scope, runtime);
       v8::tc_scope!(let scope, scope);
       let mut flat_headers = Vec::with_capacity(headers.len() * 2);
@@ -358,28 +599,183 @@ impl Isolate {
         v8::Array::new_with_elements(scope, &flat_headers).into(),
         v8::Integer::new(scope, body_rid.map_or(-1, |rid| rid as i32)).into(),
       ];
-      let dispatch = v8::Local::new(scope, &self.dispatch_fn);
+      let dispatch = v8::Local::new(scope, &dispatch_fn);
       let undefined = v8::undefined(scope).into();
       dispatch.call(scope, undefined, &args).is_some()
     });
-    if !called {
+    if !called && self.stopped.is_none() {
       // dispatch() never throws, so JS did not run at all: answer for it and retire the isolate.
       tracing::error!(request_id = %request_id, "dispatch did not run; the isolate is unusable");
       self.unusable = true;
-      if let Some(slot) = op_state
+      let removed = op_state
         .borrow_mut()
         .borrow_mut::<PendingResponses>()
-        .remove(slot)
+        .remove(slot);
+      if let Some(RequestSlot {
+        responder: Some(responder),
+        start,
+        ..
+      }) = removed
       {
         let message = "the isolate could not run the request";
         let result = Ok(error_response(ErrorCode::IsolateFailed, message, &request_id));
-        let _ = slot.responder.send(HandlerOutcome {
-          start: Some(slot.start),
+        let _ = responder.send(HandlerOutcome {
+          start: Some(start),
           result,
         });
       }
     }
   }
+
+  /// Runs `f` as one slice of JavaScript: the isolate entered, its CPU time watched (the watchdog
+  /// terminates it past the budget) and then charged, and memory checked. The one way into JS
+  /// besides warming up, which runs only Islet's own code.
+  fn run_js<R>(&mut self, charge: Charge, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
+    let budget = self.slice_budget(charge);
+    let slice = Slice::begin(&self.handle, budget);
+    let result = entered(&mut self.runtime, f);
+    let end = slice.end();
+    self.slices = self.slices.wrapping_add(1);
+    let used = self.charge(charge, end.cpu);
+    let memory_hit = self.near_heap_limit.take().or_else(|| {
+      self
+        .memory
+        .refused()
+        .then(|| self.memory.buffer_bytes().max(self.memory.cap()))
+    });
+    if let Some(used_bytes) = memory_hit {
+      self.stop(StopReason::Memory {
+        limit_bytes: self.memory.cap(),
+        used_bytes,
+      });
+    } else if end.terminated {
+      let limit = match charge {
+        Charge::Startup => STARTUP_CPU,
+        _ => self.limits.cpu(),
+      };
+      self.stop(StopReason::Cpu {
+        limit,
+        used: used.max(end.cpu.min(limit + Duration::from_millis(1))),
+      });
+    } else if end.cpu >= MEASURE_AFTER_CPU || self.slices % MEASURE_EVERY == 0 {
+      self.measure_memory();
+    }
+    result
+  }
+
+  /// CPU the next slice may use: what is left of the most spent request's budget (times the
+  /// requests it is shared among), never more than one request's whole limit.
+  fn slice_budget(&self, charge: Charge) -> Duration {
+    let limit = self.limits.cpu();
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests = state.borrow_mut::<PendingResponses>();
+    match charge {
+      Charge::Startup => STARTUP_CPU,
+      Charge::Request(slot) => requests
+        .get_mut(slot)
+        .map_or(limit, |r| limit.saturating_sub(r.cpu_used)),
+      Charge::InFlight => {
+        let count = requests.len() as u32;
+        let least_left = requests
+          .slots_mut()
+          .map(|r| limit.saturating_sub(r.cpu_used))
+          .min();
+        match least_left {
+          Some(left) => (left * count.max(1)).min(limit),
+          None => limit,
+        }
+      }
+    }
+  }
+
+  /// Charges `cpu` to the requests `charge` names; returns the most any of them has used.
+  fn charge(&mut self, charge: Charge, cpu: Duration) -> Duration {
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests = state.borrow_mut::<PendingResponses>();
+    let count = requests.len() as u32;
+    match charge {
+      Charge::Startup => cpu,
+      Charge::InFlight => requests
+        .slots_mut()
+        .map(|request| {
+          request.cpu_used += cpu / count.max(1);
+          request.cpu_used
+        })
+        .max()
+        .unwrap_or(cpu),
+      // The request may be gone already: a synchronous handler answers within its own slice.
+      Charge::Request(slot) => requests.get_mut(slot).map_or(cpu, |request| {
+        request.cpu_used += cpu;
+        request.cpu_used
+      }),
+    }
+  }
+
+  /// A limit was hit: the isolate never runs JavaScript again. Every request it holds is answered
+  /// with the reason (those already answered have their streamed bodies cut off), and its owner
+  /// discards it at the next poll.
+  fn stop(&mut self, reason: StopReason) {
+    if self.stopped.is_some() {
+      return;
+    }
+    self.stopped = Some(reason);
+    let heap = self.near_heap_limit.get().unwrap_or(0);
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests: Vec<RequestSlot> = state.borrow_mut::<PendingResponses>().drain().collect();
+    drop(state);
+    let ids: Vec<&str> = requests.iter().map(|r| &*r.request_id).collect();
+    tracing::warn!(
+      function = %self.function_name(),
+      requests = ?ids,
+      buffers_mb = self.memory.buffer_bytes() >> 20,
+      heap_mb = heap >> 20,
+      "{}; the isolate is discarded",
+      reason.message()
+    );
+    for request in requests {
+      let reason = match reason {
+        StopReason::Cpu { limit, used } => StopReason::Cpu {
+          limit,
+          used: used.max(request.cpu_used),
+        },
+        other => other,
+      };
+      if let Some(responder) = request.responder {
+        let _ = responder.send(HandlerOutcome {
+          start: Some(request.start),
+          result: Ok(limit_response(&reason, &request.request_id)),
+        });
+      }
+    }
+  }
+}
+
+/// How the log and the 503s describe a function whose top-level code hit a limit.
+fn startup_message(reason: &StopReason) -> String {
+  match reason {
+    StopReason::Cpu { limit, .. } => format!(
+      "it used more than the {} ms of CPU time a module may take to evaluate",
+      limit.as_millis()
+    ),
+    other => other.message(),
+  }
+}
+
+/// Allows or refuses `eval` and `new Function` in the isolate's context.
+fn set_allow_eval(runtime: &mut JsRuntime, allow: bool) {
+  deno_core::scope!(scope, runtime);
+  let context = scope.get_current_context();
+  context.set_allow_generation_from_strings(allow);
+}
+
+unsafe extern "C" fn allow_wasm_code_generation(
+  _context: v8::Local<v8::Context>,
+  _source: v8::Local<v8::String>,
+) -> bool {
+  true
 }
 
 /// Runs `f` with `runtime`'s isolate entered: the one place besides `poll` and `Drop` that enters.
@@ -464,13 +860,22 @@ impl deno_tls::RootCertStoreProvider for WebPkiRoots {
 }
 
 /// Handlers may reach the network through `fetch()` and nothing else: no files, environment,
-/// subprocesses or FFI.
-fn outbound_permissions() -> deno_permissions::PermissionsContainer {
+/// subprocesses or FFI; and of the network, not the addresses `policy` denies.
+fn outbound_permissions(policy: &OutboundPolicy) -> deno_permissions::PermissionsContainer {
   use deno_permissions::{
-    Permissions, PermissionsContainer, RuntimePermissionDescriptorParser, UnaryPermission,
+    NetDescriptor, Permissions, PermissionsContainer, RuntimePermissionDescriptorParser, UnaryPermission,
   };
   let parser = Arc::new(RuntimePermissionDescriptorParser::new(sys_traits::impls::RealSys));
   let mut permissions = Permissions::none_without_prompt();
-  permissions.net = UnaryPermission::allow_all();
+  let deny: Vec<NetDescriptor> = policy
+    .deny_list()
+    .iter()
+    .filter_map(|range| NetDescriptor::parse_for_list(range).ok())
+    .collect();
+  permissions.net = if deny.is_empty() {
+    UnaryPermission::allow_all()
+  } else {
+    Permissions::new_unary(Some(Vec::new()), Some(deny), false)
+  };
   PermissionsContainer::new(parser, permissions)
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::isolate::IsolateConfig;
 pub use worker::{InFlight, LocalIsolates};
 
 /// How the pool is sized. The defaults suit a 24 GiB node: an idle loaded isolate costs about
@@ -27,6 +28,8 @@ pub struct PoolConfig {
   pub max_isolates: usize,
   /// Total V8 heap of the loaded isolates on the whole node, in bytes; evicts like `max_isolates`.
   pub max_heap_bytes: usize,
+  /// What blank isolates are made with: the node's default limits and outbound policy.
+  pub isolate: IsolateConfig,
 }
 
 impl Default for PoolConfig {
@@ -36,6 +39,7 @@ impl Default for PoolConfig {
       warm_isolates: 2,
       max_isolates: 4000,
       max_heap_bytes: 8 << 30,
+      isolate: IsolateConfig::default(),
     }
   }
 }
@@ -68,6 +72,7 @@ impl IsolatePool {
       warm_isolates: config.warm_isolates,
       max_isolates: config.max_isolates.div_ceil(count).max(1),
       max_heap_bytes: config.max_heap_bytes / count,
+      isolate: config.isolate.clone(),
     };
     let threads = (0..count)
       .map(|index| {

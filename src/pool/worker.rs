@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::ThreadTask;
 use crate::error::ErrorCode;
-use crate::isolate::{Isolate, IsolateRequest};
+use crate::isolate::{Isolate, IsolateConfig, IsolateRequest};
 use crate::registry::Function;
 
 /// This thread's share of the pool's bounds.
@@ -22,11 +22,20 @@ pub(super) struct Bounds {
   pub warm_isolates: usize,
   pub max_isolates: usize,
   pub max_heap_bytes: usize,
+  /// How blank isolates are made.
+  pub isolate: IsolateConfig,
+}
+
+/// What reaches a loaded isolate's task.
+enum Message {
+  Request(IsolateRequest),
+  /// The server gave up on this request at its wall-clock deadline.
+  Overdue(Arc<str>),
 }
 
 /// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
 struct Loaded {
-  inbox: mpsc::UnboundedSender<IsolateRequest>,
+  inbox: mpsc::UnboundedSender<Message>,
   heap_bytes: Rc<Cell<usize>>,
 }
 
@@ -71,6 +80,16 @@ impl LocalIsolates {
     self.dispatched.set(self.dispatched.get().wrapping_add(1));
     self.isolates.borrow_mut().run(function, request);
     InFlight(self.in_flight.clone())
+  }
+
+  /// Tells the isolate running `function` that the server gave up on `request_id` at its
+  /// wall-clock deadline, so that it retires.
+  pub fn overdue(&self, function: &Function, request_id: Arc<str>) {
+    let isolates = self.isolates.borrow();
+    let key = (function.name.clone(), function.version.clone());
+    if let Some(loaded) = isolates.loaded.peek(&key) {
+      let _ = loaded.inbox.send(Message::Overdue(request_id));
+    }
   }
 }
 
@@ -156,19 +175,29 @@ impl Isolates {
     let key = (function.name.clone(), function.version.clone());
     if let Some(loaded) = self.loaded.get(&key) {
       request.cold = false;
-      match loaded.inbox.send(request) {
+      match loaded.inbox.send(Message::Request(request)) {
         Ok(()) => return,
-        // That isolate has failed and its task ended: start anew below.
-        Err(mpsc::error::SendError(returned)) => request = returned,
+        // That isolate has failed or retired and takes no more requests: start anew below.
+        Err(mpsc::error::SendError(Message::Request(returned))) => request = returned,
+        Err(mpsc::error::SendError(Message::Overdue(_))) => unreachable!("a request was sent"),
       }
       self.forget(&key);
     }
     request.cold = true;
-    let warm = self.warm.pop();
+    // Warm isolates have the node's default heap limit; a function with its own gets a new one.
+    let warm = if function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
+      self.warm.pop()
+    } else {
+      None
+    };
     if warm.is_some() {
       self.warm_taken.notify_one();
     }
-    let mut isolate = match warm.map_or_else(Isolate::new, Ok) {
+    let config = IsolateConfig {
+      limits: function.limits.clone(),
+      outbound: self.bounds.isolate.outbound.clone(),
+    };
+    let mut isolate = match warm.map_or_else(|| Isolate::new(&config), Ok) {
       Ok(isolate) => isolate,
       Err(err) => {
         tracing::error!(function = %function.name, "{err}");
@@ -181,7 +210,9 @@ impl Isolates {
     isolate.load(function);
     let (inbox, requests) = mpsc::unbounded_channel();
     // INVARIANT: the receiver is alive: it was created on the line above.
-    inbox.send(request).unwrap_or_else(|_| unreachable!());
+    inbox
+      .send(Message::Request(request))
+      .unwrap_or_else(|_| unreachable!());
     let heap_bytes = Rc::new(Cell::new(0));
     tokio::task::spawn_local(drive(
       isolate,
@@ -218,7 +249,7 @@ impl Isolates {
   }
 
   fn prepare_warm(&mut self) {
-    match Isolate::new() {
+    match Isolate::new(&self.bounds.isolate) {
       Ok(mut isolate) => {
         isolate.warm_up();
         self.warm.push(isolate);
@@ -232,7 +263,7 @@ impl Isolates {
 /// closes (eviction) with nothing left to do. Reports the isolate's heap whenever it goes idle.
 async fn drive(
   mut isolate: Isolate,
-  mut requests: mpsc::UnboundedReceiver<IsolateRequest>,
+  mut requests: mpsc::UnboundedReceiver<Message>,
   heap_bytes: Rc<Cell<usize>>,
   thread_heap_bytes: Rc<Cell<usize>>,
 ) {
@@ -244,12 +275,28 @@ async fn drive(
   let outcome = poll_fn(|cx| {
     while inbox_open {
       match requests.poll_recv(cx) {
-        Poll::Ready(Some(request)) => isolate.dispatch(request),
+        Poll::Ready(Some(Message::Request(request))) => isolate.dispatch(request),
+        Poll::Ready(Some(Message::Overdue(request_id))) => isolate.overdue(&request_id),
         Poll::Ready(None) => inbox_open = false,
         Poll::Pending => break,
       }
     }
-    match isolate.poll(cx) {
+    let polled = isolate.poll(cx);
+    if isolate.retiring() {
+      // No new requests: the cache replaces this isolate on the function's next request. Those
+      // already sent here are still received (the inbox drains after closing).
+      requests.close();
+      while let Poll::Ready(Some(message)) = requests.poll_recv(cx) {
+        match message {
+          Message::Request(request) => isolate.dispatch(request),
+          Message::Overdue(request_id) => isolate.overdue(&request_id),
+        }
+      }
+      if isolate.requests_in_flight() == 0 {
+        return Poll::Ready(Ok(()));
+      }
+    }
+    match polled {
       Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
       Poll::Ready(Ok(())) if !inbox_open => Poll::Ready(Ok(())),
       Poll::Ready(Ok(())) => {

@@ -1,8 +1,9 @@
 //! `islet serve <DIR>`: functions read from a directory.
 //!
 //! `<DIR>/<name>/index.js` is a function of several modules (every `.js`/`.mjs` file below its
-//! folder is part of it, and an optional `vars.json` object of strings becomes its `env`);
-//! `<DIR>/<name>.js` is a function of one module.
+//! folder is part of it, an optional `vars.json` object of strings becomes its `env`, and an
+//! optional `limits.json` overrides the node's default limits, e.g. `{"cpu_ms": 200}`);
+//! `<DIR>/<name>.js` is a function of one module, under the node's defaults.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use super::{is_valid_name, Function, Registry};
 use crate::error::NodeError;
+use crate::limits::{LimitOverrides, Limits};
 
 /// Most bytes of code one function may have; a folder past it is refused, not truncated.
 const MAX_FUNCTION_BYTES: u64 = 64 * 1024 * 1024;
@@ -23,8 +25,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
   }
 }
 
-/// Reads every function in `dir`. Entries that are not functions are skipped with a warning.
-pub fn load_dir(dir: &Path) -> Result<Registry, NodeError> {
+/// Reads every function in `dir`, under the node's default `limits`. Entries that are not functions
+/// are skipped with a warning.
+pub fn load_dir(dir: &Path, limits: &Limits) -> Result<Registry, NodeError> {
   let mut registry = Registry::default();
   let mut entries: Vec<_> = std::fs::read_dir(dir)
     .map_err(io_err(dir))?
@@ -38,13 +41,19 @@ pub fn load_dir(dir: &Path) -> Result<Registry, NodeError> {
       if !path.join("index.js").is_file() {
         continue;
       }
-      (file_name.clone(), load_folder(&file_name, &path)?)
+      (file_name.clone(), load_folder(&file_name, &path, limits)?)
     } else if let Some(stem) = file_name.strip_suffix(".js") {
       let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
       let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
       (
         stem.to_string(),
-        Function::new(stem.to_string(), file_name.clone(), modules, BTreeMap::new()),
+        Function::new(
+          stem.to_string(),
+          file_name.clone(),
+          modules,
+          BTreeMap::new(),
+          limits.clone(),
+        ),
       )
     } else {
       continue;
@@ -66,12 +75,12 @@ pub fn load_dir(dir: &Path) -> Result<Registry, NodeError> {
 
 /// Reads one function named `name` from a folder with an `index.js` or from a single `.js` file;
 /// `None` if `path` is neither.
-pub fn load_function(name: &str, path: &Path) -> Result<Option<Function>, NodeError> {
+pub fn load_function(name: &str, path: &Path, limits: &Limits) -> Result<Option<Function>, NodeError> {
   if path.is_dir() {
     if !path.join("index.js").is_file() {
       return Ok(None);
     }
-    return load_folder(name, path).map(Some);
+    return load_folder(name, path, limits).map(Some);
   }
   let Some(file_name) = path.file_name().map(|f| f.to_string_lossy().into_owned()) else {
     return Ok(None);
@@ -86,10 +95,11 @@ pub fn load_function(name: &str, path: &Path) -> Result<Option<Function>, NodeEr
     file_name,
     modules,
     BTreeMap::new(),
+    limits.clone(),
   )))
 }
 
-fn load_folder(name: &str, folder: &Path) -> Result<Function, NodeError> {
+fn load_folder(name: &str, folder: &Path, defaults: &Limits) -> Result<Function, NodeError> {
   let mut modules = BTreeMap::new();
   let mut total = 0u64;
   collect_modules(folder, folder, 0, &mut modules, &mut total)?;
@@ -105,11 +115,23 @@ fn load_folder(name: &str, folder: &Path) -> Result<Function, NodeError> {
   } else {
     BTreeMap::new()
   };
+  let limits_path = folder.join("limits.json");
+  let limits = if limits_path.is_file() {
+    let text = std::fs::read_to_string(&limits_path).map_err(io_err(&limits_path))?;
+    let overrides = serde_json::from_str::<LimitOverrides>(&text)
+      .map_err(|e| NodeError::Config(format!("{}: {e}", limits_path.display())))?;
+    defaults
+      .with(&overrides)
+      .map_err(|e| NodeError::Config(format!("{}: {e}", limits_path.display())))?
+  } else {
+    defaults.clone()
+  };
   Ok(Function::new(
     name.to_string(),
     "index.js".to_string(),
     modules,
     vars,
+    limits,
   ))
 }
 

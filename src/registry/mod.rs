@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::limits::Limits;
+
 pub use dir::{load_dir, load_function};
 
 /// One version of one function's code.
@@ -31,6 +33,8 @@ pub struct Function {
   pub broken: Option<String>,
   /// V8's compiled code for the modules, so a cold start after the first does not parse them again.
   pub code_cache: CodeCache,
+  /// What each request may use: the node's defaults with the function's own overrides applied.
+  pub limits: Limits,
 }
 
 /// V8's cache data for one module, and the hash of the source it was made from.
@@ -69,12 +73,13 @@ impl CodeCache {
 }
 
 impl Function {
-  /// Builds a function from its modules and variables, computing its version.
+  /// Builds a function from its modules, variables and limits, computing its version.
   pub fn new(
     name: String,
     entry: String,
     modules: BTreeMap<String, Arc<str>>,
     vars: BTreeMap<String, String>,
+    limits: Limits,
   ) -> Self {
     let mut hash = Sha256::new();
     for (path, source) in &modules {
@@ -86,6 +91,8 @@ impl Function {
     // INVARIANT: a map of strings always serializes.
     let env_json = serde_json::to_string(&vars).expect("vars serialize");
     hash.update(env_json.as_bytes());
+    // Limits are part of the version: an isolate loaded under one set never serves another.
+    hash.update(format!("{limits:?}").as_bytes());
     let digest = hash.finalize();
     let version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     Self {
@@ -96,6 +103,7 @@ impl Function {
       env_json,
       broken: None,
       code_cache: CodeCache::default(),
+      limits,
     }
   }
 }
@@ -161,11 +169,11 @@ mod tests {
   #[test]
   fn version_changes_with_code_and_vars() {
     let modules = |src: &str| BTreeMap::from([("index.js".to_string(), Arc::<str>::from(src))]);
-    let a = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new());
-    let b = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new());
-    let c = Function::new("f".into(), "index.js".into(), modules("2"), BTreeMap::new());
+    let a = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new(), Limits::default());
+    let b = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new(), Limits::default());
+    let c = Function::new("f".into(), "index.js".into(), modules("2"), BTreeMap::new(), Limits::default());
     let vars = BTreeMap::from([("K".to_string(), "v".to_string())]);
-    let d = Function::new("f".into(), "index.js".into(), modules("1"), vars);
+    let d = Function::new("f".into(), "index.js".into(), modules("1"), vars, Limits::default());
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);
     assert_ne!(a.version, d.version);

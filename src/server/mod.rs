@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
-use crate::error::{error_response, ErrorCode, NodeError};
+use crate::error::{error_response, limit_response, ErrorCode, NodeError};
+use crate::limits::StopReason;
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
 use crate::pool::{IsolatePool, LocalIsolates, PoolConfig};
@@ -316,10 +317,22 @@ impl Node {
       );
       return response;
     };
+    let max_body = function.limits.max_body_bytes;
+    if body.size_hint().lower() > max_body {
+      let message = format!(
+        "the request body is {} bytes; function '{}' accepts at most {max_body}",
+        body.size_hint().lower(),
+        function.name
+      );
+      return error_response(ErrorCode::BodyTooLarge, &message, request_id);
+    }
     let scheme = if https { "https" } else { "http" };
     let host = if host.is_empty() { "localhost" } else { &host };
     let url = format!("{scheme}://{host}{path_and_query}");
-    let body = (!body.is_end_stream()).then(|| body.map_err(|e| e.into()).boxed());
+    // A body without a length is cut off where it passes the limit: the handler's read fails.
+    let body = (!body.is_end_stream()).then(|| {
+      http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed()
+    });
     let (responder, outcome) = oneshot::channel();
     let isolate_request = IsolateRequest {
       request_id: request_id.clone(),
@@ -332,7 +345,18 @@ impl Node {
       cold: false,
     };
     let _in_flight = isolates.dispatch(function.clone(), isolate_request);
-    let Ok(HandlerOutcome { start, result }) = outcome.await else {
+    let deadline = tokio::time::Instant::from_std(arrived + function.limits.wall());
+    let outcome = match tokio::time::timeout_at(deadline, outcome).await {
+      Ok(outcome) => outcome,
+      Err(_) => {
+        isolates.overdue(function, request_id.clone());
+        let reason = StopReason::WallTime {
+          limit: function.limits.wall(),
+        };
+        return limit_response(&reason, request_id);
+      }
+    };
+    let Ok(HandlerOutcome { start, result }) = outcome else {
       return error_response(
         ErrorCode::IsolateFailed,
         "the isolate running this request stopped before it answered",
@@ -341,14 +365,28 @@ impl Node {
     };
     let mut response = match result {
       Ok(response) => response,
-      Err(HandlerFailure { message, stack }) => {
+      Err(HandlerFailure {
+        message,
+        stack,
+        out_of_memory,
+      }) => {
         tracing::error!(
           function = %function.name,
           request_id = %request_id,
           stack = stack.as_deref().unwrap_or(""),
           "handler failed: {message}"
         );
-        error_response(ErrorCode::HandlerError, &message, request_id)
+        if out_of_memory {
+          // The failure is the memory limit's doing (a refused ArrayBuffer's RangeError, most
+          // likely): say so, as the isolate does when it stops for memory.
+          let reason = StopReason::Memory {
+            limit_bytes: function.limits.memory_bytes(),
+            used_bytes: 0,
+          };
+          limit_response(&reason, request_id)
+        } else {
+          error_response(ErrorCode::HandlerError, &message, request_id)
+        }
       }
     };
     if let Some(start) = start {

@@ -115,7 +115,8 @@ async fn crypto_subtle_digest_matches_the_sha256_test_vector() {
 #[tokio::test]
 async fn outbound_fetch_reaches_a_local_server() {
   let upstream = Upstream::start().await;
-  let node = Node::serve("tests/fixtures", &[]);
+  // The upstream is on loopback, which handlers may only reach when the node allows it.
+  let node = Node::serve("tests/fixtures", &["--allow-fetch-to", "127.0.0.1"]);
   let target = upstream.url("/origin?q=1");
   let reply = get(&http1(), &node.url(&format!("/proxy?url={target}"))).await;
   assert_eq!(reply.status, 200, "{}", reply.text());
@@ -128,7 +129,8 @@ async fn outbound_fetch_reaches_a_local_server() {
 #[tokio::test]
 async fn timer_in_wait_until_runs_after_the_response() {
   let upstream = Upstream::start().await;
-  let node = Node::serve("tests/fixtures", &[]);
+  // The upstream is on loopback, which handlers may only reach when the node allows it.
+  let node = Node::serve("tests/fixtures", &["--allow-fetch-to", "127.0.0.1"]);
   let notify = upstream.url("/done");
   let reply = get(&http1(), &node.url(&format!("/after-response?notify={notify}"))).await;
   let answered = Instant::now();

@@ -87,13 +87,21 @@ impl Resource for RequestBodyResource {
 pub enum ResponseBody {
   /// A body known in full when the handler returned (`new Response("hi")`): the fast path.
   Full(Option<Bytes>),
-  /// A streamed body, fed chunk by chunk by the isolate; an `Err` aborts the response.
-  Channel(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+  /// A streamed body, fed chunk by chunk by the isolate. An empty chunk marks its end; an `Err`, or
+  /// the channel closing without that mark (the isolate was stopped), aborts the response.
+  Channel {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ended: bool,
+  },
 }
 
 impl ResponseBody {
   pub fn empty() -> Self {
     ResponseBody::Full(None)
+  }
+
+  pub fn channel(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Self {
+    ResponseBody::Channel { rx, ended: false }
   }
 
   pub fn full(bytes: impl Into<Bytes>) -> Self {
@@ -112,18 +120,31 @@ impl Body for ResponseBody {
   ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
     match self.get_mut() {
       ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-      ResponseBody::Channel(rx) => rx.poll_recv(cx).map(|chunk| chunk.map(|r| r.map(Frame::data))),
+      ResponseBody::Channel { ended: true, .. } => Poll::Ready(None),
+      ResponseBody::Channel { rx, ended } => match rx.poll_recv(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => {
+          *ended = true;
+          Poll::Ready(None)
+        }
+        Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
+        Poll::Ready(None) => {
+          *ended = true;
+          let cut = std::io::Error::other("the response body was cut off: its isolate stopped");
+          Poll::Ready(Some(Err(cut)))
+        }
+      },
     }
   }
 
   fn is_end_stream(&self) -> bool {
-    matches!(self, ResponseBody::Full(None))
+    matches!(self, ResponseBody::Full(None) | ResponseBody::Channel { ended: true, .. })
   }
 
   fn size_hint(&self) -> SizeHint {
     match self {
       ResponseBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-      ResponseBody::Channel(_) => SizeHint::default(),
+      ResponseBody::Channel { .. } => SizeHint::default(),
     }
   }
 }

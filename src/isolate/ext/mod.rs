@@ -35,6 +35,8 @@ deno_core::extension!(
     ops::op_islet_respond_stream,
     ops::op_islet_respond_error,
     ops::op_islet_log,
+    ops::op_islet_wait_until,
+    ops::op_islet_fetch_begin,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -43,6 +45,7 @@ deno_core::extension!(
     "01_request_context.js",
     "02_console.js",
     "03_timers.js",
+    "04_fetch.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",

@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deno_core::{op2, ByteString, JsBuffer, OpState, ResourceId};
@@ -36,24 +38,73 @@ pub struct HandlerFailure {
   pub message: String,
   /// The JS stack, for the node's log only: it may reveal source the client should not see.
   pub stack: Option<String>,
+  /// The isolate had been refused memory before the handler failed: the failure is the memory
+  /// limit's doing (most likely the `RangeError` of a refused ArrayBuffer), and is reported as such.
+  pub out_of_memory: bool,
 }
 
-/// One request in flight inside an isolate, waiting for its response.
+/// One request in flight inside an isolate: from dispatch until its response has been sent in full
+/// and the work it handed to `waitUntil` has settled. Its CPU time is counted all that while.
 pub struct RequestSlot {
-  /// Where the response goes; the HTTP side awaits it.
-  pub responder: oneshot::Sender<HandlerOutcome>,
+  /// Where the response goes (the HTTP side awaits it); `None` once answered.
+  pub responder: Option<oneshot::Sender<HandlerOutcome>>,
   /// How this request's isolate started, sent along with the response.
   pub start: StartTiming,
+  /// The request's id, to find it from JS (outbound fetches) and to name it in logs.
+  pub request_id: Arc<str>,
+  /// When the request must be done by; a streamed body still running then is cut off.
+  pub deadline: Instant,
+  /// CPU time charged to the request so far.
+  pub cpu_used: Duration,
+  /// Outbound fetches the request has made.
+  pub fetches: u32,
+  /// `waitUntil` promises of the request not settled yet.
+  pub waiting_until: u32,
+  /// The response's body is being streamed.
+  pub streaming: bool,
 }
 
-/// Requests in flight in one isolate, keyed by the slot number JS refers to them by.
+impl RequestSlot {
+  pub fn new(
+    responder: oneshot::Sender<HandlerOutcome>,
+    start: StartTiming,
+    request_id: Arc<str>,
+    deadline: Instant,
+  ) -> Self {
+    Self {
+      responder: Some(responder),
+      start,
+      request_id,
+      deadline,
+      cpu_used: Duration::ZERO,
+      fetches: 0,
+      waiting_until: 0,
+      streaming: false,
+    }
+  }
+
+  fn finished(&self) -> bool {
+    self.responder.is_none() && !self.streaming && self.waiting_until == 0
+  }
+}
+
+/// Requests in flight in one isolate, keyed by the slot number JS refers to them by, and what the
+/// ops need to know about the isolate's limits.
 ///
 /// Lives in the isolate's `OpState`. The isolate layer adds a slot before calling JS; the respond ops
-/// take it out, so a slot answered twice (a handler bug, or `respondWith` called twice) is refused.
+/// take its responder, so a request answered twice (a handler bug, or `respondWith` called twice)
+/// is refused; the slot itself leaves once the request has finished (see [`RequestSlot`]).
 #[derive(Default)]
 pub struct PendingResponses {
   /// The function this isolate runs, for log lines.
   pub function: Arc<str>,
+  /// Outbound fetches one request may make.
+  pub max_fetches: u32,
+  /// Raised by the isolate's ArrayBuffer allocator when it refuses an allocation.
+  pub memory_refused: Arc<AtomicBool>,
+  /// A request whose streamed body was still running at its deadline; the isolate layer retires
+  /// the isolate when it sees one.
+  pub overdue: Option<Arc<str>>,
   slots: HashMap<u32, RequestSlot>,
   next_slot: u32,
 }
@@ -66,15 +117,56 @@ impl PendingResponses {
     self.next_slot
   }
 
-  fn take(&mut self, slot: u32) -> Result<RequestSlot, JsErrorBox> {
-    self
-      .slots
-      .remove(&slot)
-      .ok_or_else(|| JsErrorBox::type_error("this request has already been answered"))
+  /// Takes the responder of request `slot`, to answer it.
+  fn take_responder(&mut self, slot: u32) -> Result<(oneshot::Sender<HandlerOutcome>, StartTiming), JsErrorBox> {
+    let request = self.slots.get_mut(&slot);
+    let taken = request.and_then(|r| r.responder.take().map(|responder| (responder, r.start)));
+    let taken = taken.ok_or_else(|| JsErrorBox::type_error("this request has already been answered"))?;
+    self.finish_if_done(slot);
+    Ok(taken)
   }
 
-  /// Takes a request back without answering it, for the isolate layer to answer instead.
+  fn finish_if_done(&mut self, slot: u32) {
+    if self.slots.get(&slot).is_some_and(RequestSlot::finished) {
+      self.slots.remove(&slot);
+    }
+  }
+
+  /// Takes a request back, for the isolate layer to answer or forget.
   pub fn remove(&mut self, slot: u32) -> Option<RequestSlot> {
+    self.slots.remove(&slot)
+  }
+
+  /// Request `slot`, if it is still in flight.
+  pub fn get_mut(&mut self, slot: u32) -> Option<&mut RequestSlot> {
+    self.slots.get_mut(&slot)
+  }
+
+  /// The requests in flight.
+  pub fn slots_mut(&mut self) -> impl Iterator<Item = &mut RequestSlot> {
+    self.slots.values_mut()
+  }
+
+  /// Takes every request in flight out, for the isolate layer to answer when it stops.
+  pub fn drain(&mut self) -> impl Iterator<Item = RequestSlot> + '_ {
+    self.slots.drain().map(|(_, slot)| slot)
+  }
+
+  pub fn len(&self) -> usize {
+    self.slots.len()
+  }
+
+  pub fn is_empty(&self) -> bool {
+    self.slots.is_empty()
+  }
+
+  /// Forgets the request with this id, if it is in flight here.
+  pub fn remove_request(&mut self, request_id: &str) -> Option<RequestSlot> {
+    let slot = self
+      .slots
+      .iter()
+      .find(|(_, r)| &*r.request_id == request_id)
+      .map(|(slot, _)| *slot)?;
     self.slots.remove(&slot)
   }
 }
@@ -112,15 +204,19 @@ fn answer(
   slot: u32,
   result: Result<http::Response<ResponseBody>, HandlerFailure>,
 ) -> Result<(), JsErrorBox> {
-  let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
-  send(slot, result);
+  let (responder, start) = state.borrow_mut::<PendingResponses>().take_responder(slot)?;
+  send(responder, start, result);
   Ok(())
 }
 
-fn send(slot: RequestSlot, result: Result<http::Response<ResponseBody>, HandlerFailure>) {
+fn send(
+  responder: oneshot::Sender<HandlerOutcome>,
+  start: StartTiming,
+  result: Result<http::Response<ResponseBody>, HandlerFailure>,
+) {
   // The client may have gone away; nothing is waiting then.
-  let _ = slot.responder.send(HandlerOutcome {
-    start: Some(slot.start),
+  let _ = responder.send(HandlerOutcome {
+    start: Some(start),
     result,
   });
 }
@@ -217,32 +313,122 @@ pub async fn op_islet_respond_stream(
   #[smi] rid: ResourceId,
 ) -> Result<(), JsErrorBox> {
   let (tx, rx) = mpsc::channel(4);
-  let response = response_head(status, headers, ResponseBody::Channel(rx))?;
-  let (slot, resource) = {
+  let response = response_head(status, headers, ResponseBody::channel(rx))?;
+  let (responder, start, resource, deadline, request_id) = {
     let mut state = state.borrow_mut();
-    let slot = state.borrow_mut::<PendingResponses>().take(slot)?;
     let resource = state.resource_table.take_any(rid).map_err(JsErrorBox::from_err)?;
-    (slot, resource)
-  };
-  send(slot, Ok(response));
-  loop {
-    let chunk = match resource.clone().read(STREAM_CHUNK).await {
-      Ok(chunk) => chunk,
+    let requests = state.borrow_mut::<PendingResponses>();
+    // Marked streaming first, so that taking the responder does not finish the request.
+    let (deadline, request_id) = match requests.slots.get_mut(&slot) {
+      Some(request) => {
+        request.streaming = true;
+        (request.deadline, request.request_id.clone())
+      }
+      None => return Err(JsErrorBox::type_error("this request has already been answered")),
+    };
+    let (responder, start) = match requests.take_responder(slot) {
+      Ok(taken) => taken,
       Err(err) => {
-        let msg = format!("response body stream failed: {err}");
-        let _ = tx.send(Err(std::io::Error::other(msg.clone()))).await;
-        resource.close();
-        return Err(JsErrorBox::type_error(msg));
+        if let Some(request) = requests.slots.get_mut(&slot) {
+          request.streaming = false;
+        }
+        requests.finish_if_done(slot);
+        return Err(err);
       }
     };
+    (responder, start, resource, deadline, request_id)
+  };
+  send(responder, start, Ok(response));
+  let deadline = tokio::time::sleep_until(deadline.into());
+  tokio::pin!(deadline);
+  let outcome = loop {
+    let read = tokio::select! {
+      read = resource.clone().read(STREAM_CHUNK) => read,
+      () = &mut deadline => break Err(StreamEnd::Overdue),
+    };
+    let chunk = match read {
+      Ok(chunk) => chunk,
+      Err(err) => break Err(StreamEnd::Failed(format!("response body stream failed: {err}"))),
+    };
     if chunk.is_empty() {
-      break;
+      // The explicit end: without it the body reads as cut off.
+      let _ = tx.send(Ok(Bytes::new())).await;
+      break Ok(());
     }
-    if tx.send(Ok(Bytes::copy_from_slice(&chunk))).await.is_err() {
-      break; // the client went away: stop pulling from the stream
+    let sent = tokio::select! {
+      sent = tx.send(Ok(Bytes::copy_from_slice(&chunk))) => sent,
+      () = &mut deadline => break Err(StreamEnd::Overdue),
+    };
+    if sent.is_err() {
+      break Ok(()); // the client went away: stop pulling from the stream
+    }
+  };
+  resource.close();
+  let mut state = state.borrow_mut();
+  let requests = state.borrow_mut::<PendingResponses>();
+  if let Some(request) = requests.slots.get_mut(&slot) {
+    request.streaming = false;
+  }
+  requests.finish_if_done(slot);
+  match outcome {
+    Ok(()) => Ok(()),
+    Err(StreamEnd::Failed(message)) => {
+      let _ = tx.try_send(Err(std::io::Error::other(message.clone())));
+      Err(JsErrorBox::type_error(message))
+    }
+    Err(StreamEnd::Overdue) => {
+      let _ = tx.try_send(Err(std::io::Error::other("the wall-clock limit cut the body off")));
+      requests.remove(slot);
+      requests.overdue = Some(request_id);
+      Ok(())
     }
   }
-  resource.close();
+}
+
+/// Why pumping a streamed body stopped early.
+enum StreamEnd {
+  /// The handler's stream errored.
+  Failed(String),
+  /// The request's deadline passed first.
+  Overdue,
+}
+
+/// `ctx.waitUntil(promise)` began (`true`) or that promise settled (`false`): the request stays in
+/// flight, and its CPU counted, until every such promise has settled.
+#[op2(fast)]
+pub fn op_islet_wait_until(state: &mut OpState, #[smi] slot: u32, begin: bool) {
+  let requests = state.borrow_mut::<PendingResponses>();
+  if let Some(request) = requests.slots.get_mut(&slot) {
+    if begin {
+      request.waiting_until += 1;
+    } else {
+      request.waiting_until = request.waiting_until.saturating_sub(1);
+    }
+  }
+  requests.finish_if_done(slot);
+}
+
+/// Counts one outbound `fetch()` against the request running it, refusing it past the limit or
+/// outside any request (a module's top level, or a timer outliving its request).
+#[op2(fast)]
+pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<(), JsErrorBox> {
+  let requests = state.borrow_mut::<PendingResponses>();
+  let max = requests.max_fetches;
+  let Some(request) = requests
+    .slots
+    .values_mut()
+    .find(|r| &*r.request_id == request_id)
+  else {
+    return Err(JsErrorBox::type_error(
+      "fetch() can only be called while a request is being handled",
+    ));
+  };
+  if request.fetches >= max {
+    return Err(JsErrorBox::type_error(format!(
+      "this request has made its {max} outbound fetches; that is the limit for this function"
+    )));
+  }
+  request.fetches += 1;
   Ok(())
 }
 
@@ -254,7 +440,19 @@ pub fn op_islet_respond_error(
   #[string] message: String,
   #[string] stack: Option<String>,
 ) -> Result<(), JsErrorBox> {
-  answer(state, slot, Err(HandlerFailure { message, stack }))
+  let out_of_memory = state
+    .borrow::<PendingResponses>()
+    .memory_refused
+    .load(Ordering::Relaxed);
+  answer(
+    state,
+    slot,
+    Err(HandlerFailure {
+      message,
+      stack,
+      out_of_memory,
+    }),
+  )
 }
 
 /// One `console.*` call: level 0 debug, 1 info/log, 2 warn, 3 error. `request_id` is the request the

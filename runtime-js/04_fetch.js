@@ -1,0 +1,59 @@
+// Islet edge layer, step 4: outbound fetch() under the function's limits.
+//
+// deno_fetch does the fetching, and the isolate's net permissions (built by src/limits/outbound.rs)
+// refuse private addresses on every hop, after DNS resolution. This wrapper counts each call
+// against the running request (op_islet_fetch_begin refuses one past the function's limit, or
+// outside any request), and rewords deno_permissions' refusal, which is written for Deno's command
+// line, in terms a handler's author can act on.
+import { primordials } from "ext:core/mod.js";
+import { op_islet_fetch_begin } from "ext:core/ops";
+import { fetchModule } from "ext:islet_runtime/00_web_globals.js";
+import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
+
+const {
+  ErrorPrototype,
+  ObjectDefineProperty,
+  ObjectPrototypeIsPrototypeOf,
+  PromisePrototypeCatch,
+  PromiseReject,
+  RegExpPrototypeExec,
+  TypeError,
+} = primordials;
+
+const denoFetch = fetchModule.fetch;
+// `Requires net access to "127.0.0.1:8080", run again with the --allow-net flag`
+const NET_REFUSAL = /Requires net access to "?([^",]+)"?/;
+
+function explainRefusal(error) {
+  const refusal = ObjectPrototypeIsPrototypeOf(ErrorPrototype, error)
+    ? RegExpPrototypeExec(NET_REFUSAL, error.message)
+    : null;
+  if (refusal === null) {
+    throw error;
+  }
+  throw new TypeError(
+    `fetch() refused: ${refusal[1]} is a loopback, private, link-local or otherwise internal address, ` +
+      "which handlers may not reach (the node's operator can allow it)",
+  );
+}
+
+/**
+ * https://fetch.spec.whatwg.org/#fetch-method, counted against the running request.
+ * @param {RequestInfo} input
+ * @param {RequestInit} [init]
+ */
+function fetch(input, init = undefined) {
+  try {
+    op_islet_fetch_begin(currentRequestId());
+  } catch (error) {
+    return PromiseReject(new TypeError(error.message));
+  }
+  return PromisePrototypeCatch(denoFetch(input, init), explainRefusal);
+}
+
+ObjectDefineProperty(globalThis, "fetch", {
+  value: fetch,
+  writable: true,
+  enumerable: true,
+  configurable: true,
+});

@@ -1,0 +1,178 @@
+//! CPU time spent running JavaScript, and the watchdog that stops a slice which runs too long.
+//!
+//! Every entry into an isolate's JavaScript is a [`Slice`]. Reading a thread's CPU clock costs a
+//! system call (~0.7 µs here), too much for every slice of every request, so the isolate thread
+//! only reads the cheap monotonic clock when a slice begins. A watchdog thread wakes every
+//! [`TICK`], reads the CPU clock of each isolate thread that is inside a slice, and from then on
+//! measures that slice in CPU time. A slice shorter than a tick is charged its wall time (it cannot
+//! have used more CPU than that); a longer one is charged exactly what the thread's CPU clock says,
+//! so a thread that is preempted is not charged for the time it waited. When a slice's CPU time
+//! passes the budget it began with, the watchdog terminates the isolate
+//! (`IsolateHandle::terminate_execution`), at most one tick late.
+//!
+//! The mutex around each thread's running slice is what makes termination exact: the watchdog
+//! terminates only while it holds it and sees the slice still running, and the isolate thread ends
+//! a slice under the same mutex, so a termination can never land on a slice it was not meant for
+//! without the isolate thread learning of it (see [`SliceEnd::terminated`]).
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use deno_core::v8;
+
+/// How often the watchdog checks the running slices: the precision of a CPU limit.
+const TICK: Duration = Duration::from_millis(1);
+
+/// One isolate thread as the watchdog sees it.
+struct ThreadClock {
+  /// The thread's CPU clock, readable from any thread; `None` where the OS would not give it, in
+  /// which case slices are measured in wall time.
+  clock: Option<libc::clockid_t>,
+  slice: Mutex<Option<Running>>,
+}
+
+/// The slice a thread is running.
+struct Running {
+  started: Instant,
+  /// CPU time the slice may use before it is terminated.
+  budget: Duration,
+  isolate: v8::IsolateHandle,
+  /// The thread's CPU clock when the watchdog first saw the slice, and the wall time the slice had
+  /// run by then (charged as CPU: it is at most a tick).
+  first_seen: Option<(Duration, Duration)>,
+  /// The CPU time at which the watchdog terminated the slice.
+  terminated_at: Option<Duration>,
+}
+
+impl Running {
+  /// CPU time used so far, given the thread's CPU clock now.
+  fn used(&self, cpu_now: Option<Duration>) -> Duration {
+    match (self.first_seen, cpu_now) {
+      (Some((cpu_then, before)), Some(cpu_now)) => before + cpu_now.saturating_sub(cpu_then),
+      _ => self.started.elapsed(),
+    }
+  }
+}
+
+fn lock(slice: &Mutex<Option<Running>>) -> MutexGuard<'_, Option<Running>> {
+  slice.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_clock(clock: libc::clockid_t) -> Option<Duration> {
+  let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+  // SAFETY: `now` is a valid timespec to write into.
+  let rc = unsafe { libc::clock_gettime(clock, &mut now) };
+  (rc == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
+thread_local! {
+  static THIS_THREAD: Arc<ThreadClock> = register_this_thread();
+}
+
+fn register_this_thread() -> Arc<ThreadClock> {
+  let mut clock: libc::clockid_t = 0;
+  // SAFETY: pthread_self() is the calling thread, alive for the call; `clock` is writable.
+  let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+  if rc != 0 {
+    tracing::warn!("no CPU clock for this isolate thread (error {rc}); CPU limits use wall time");
+  }
+  let thread = Arc::new(ThreadClock {
+    clock: (rc == 0).then_some(clock),
+    slice: Mutex::new(None),
+  });
+  let threads = watchdog();
+  threads
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+    .push(Arc::downgrade(&thread));
+  thread
+}
+
+/// The threads the watchdog looks after; starts the watchdog on first use.
+fn watchdog() -> &'static Mutex<Vec<Weak<ThreadClock>>> {
+  static THREADS: OnceLock<Mutex<Vec<Weak<ThreadClock>>>> = OnceLock::new();
+  THREADS.get_or_init(|| {
+    let spawned = std::thread::Builder::new()
+      .name("islet-cpu-watchdog".into())
+      .spawn(|| loop {
+        std::thread::sleep(TICK);
+        tick(watchdog());
+      });
+    if let Err(err) = spawned {
+      // Without a watchdog a loop would hold its thread for ever: refuse to run.
+      panic!("cannot start the CPU watchdog: {err}");
+    }
+    Mutex::new(Vec::new())
+  })
+}
+
+/// One look at every isolate thread: terminate the slices past their budget.
+fn tick(threads: &Mutex<Vec<Weak<ThreadClock>>>) {
+  let mut threads = threads.lock().unwrap_or_else(|e| e.into_inner());
+  threads.retain(|thread| {
+    let Some(thread) = thread.upgrade() else {
+      return false;
+    };
+    let mut slice = lock(&thread.slice);
+    if let Some(running) = slice.as_mut().filter(|r| r.terminated_at.is_none()) {
+      let cpu_now = thread.clock.and_then(read_clock);
+      if running.first_seen.is_none() {
+        running.first_seen = cpu_now.map(|cpu| (cpu, running.started.elapsed()));
+      }
+      let used = running.used(cpu_now);
+      if used > running.budget {
+        running.terminated_at = Some(used);
+        running.isolate.terminate_execution();
+      }
+    }
+    true
+  });
+}
+
+/// The entry into JavaScript being timed on this thread; see the module docs. One at a time per
+/// thread, as V8 only runs one isolate per thread at a time.
+#[must_use = "a slice must be ended to learn whether it was terminated"]
+pub struct Slice(());
+
+/// What a slice cost, and whether the watchdog stopped it.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceEnd {
+  /// CPU time the slice used (see the module docs for how it is measured).
+  pub cpu: Duration,
+  /// The watchdog terminated the isolate during this slice: it must be discarded.
+  pub terminated: bool,
+}
+
+impl Slice {
+  /// Starts timing JavaScript on this thread for `isolate`, which may use `budget` of CPU.
+  pub fn begin(isolate: &v8::IsolateHandle, budget: Duration) -> Slice {
+    THIS_THREAD.with(|thread| {
+      *lock(&thread.slice) = Some(Running {
+        started: Instant::now(),
+        budget,
+        isolate: isolate.clone(),
+        first_seen: None,
+        terminated_at: None,
+      });
+    });
+    Slice(())
+  }
+
+  pub fn end(self) -> SliceEnd {
+    THIS_THREAD.with(|thread| {
+      let Some(running) = lock(&thread.slice).take() else {
+        return SliceEnd {
+          cpu: Duration::ZERO,
+          terminated: false,
+        };
+      };
+      // The CPU clock is read only for slices the watchdog saw: long ones, where it is worth it.
+      let cpu_now = running.first_seen.and(thread.clock).and_then(read_clock);
+      let used = running.used(cpu_now);
+      SliceEnd {
+        cpu: running.terminated_at.map_or(used, |at| at.max(used)),
+        terminated: running.terminated_at.is_some(),
+      }
+    })
+  }
+}

@@ -1,0 +1,210 @@
+//! Per-request limits and the one place that decides when a request has overrun them.
+//!
+//! Three limits bound what a request may cost, and they are enforced here, behind a small interface
+//! the isolate layer calls (workerd's LimitEnforcer shape):
+//! - **CPU** ([`cpu`]): every entry into JavaScript is a *slice*, opened with [`cpu::Slice::begin`]
+//!   and closed with [`cpu::Slice::end`]. A watchdog thread reads each isolate thread's CPU clock and
+//!   terminates a slice that runs past its budget.
+//! - **Memory** ([`memory`]): V8's heap limit with a near-heap-limit callback, and an accounting
+//!   allocator for ArrayBuffer backing stores, both under one cap per isolate.
+//! - **Wall clock**: a deadline per request, kept by the server (it owns the response).
+//!
+//! [`outbound`] holds the outbound `fetch()` policy (which addresses a handler may reach).
+//!
+//! Whatever the limit, the outcome is one [`StopReason`], and an isolate stopped for any reason is
+//! discarded, never reused. This module never runs JavaScript and never answers a client itself.
+
+pub mod cpu;
+pub mod memory;
+pub mod outbound;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ErrorCode;
+
+/// What one function's requests may use. Node-wide defaults come from `islet serve` flags; a
+/// function may override any of them (`limits.json` beside its `index.js`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+  /// CPU time one request may spend running JavaScript, including the microtasks, timers and
+  /// `waitUntil` work it started, and the streaming of its body.
+  pub cpu_ms: u64,
+  /// V8 heap plus ArrayBuffer and WebAssembly memory one isolate may hold.
+  pub memory_mb: u64,
+  /// Time from a request's arrival to the end of its response body.
+  pub wall_ms: u64,
+  /// Largest request body the function accepts; larger ones get 413 before the handler runs.
+  pub max_body_bytes: u64,
+  /// Outbound `fetch()` calls one request may make.
+  pub max_fetches: u32,
+  /// Whether `eval` and `new Function` work. Off by default, as on Workers: code from strings is
+  /// the usual way an injection becomes code execution.
+  pub allow_eval: bool,
+}
+
+impl Default for Limits {
+  fn default() -> Self {
+    Self {
+      cpu_ms: 50,
+      memory_mb: 128,
+      wall_ms: 30_000,
+      max_body_bytes: 100 << 20,
+      max_fetches: 50,
+      allow_eval: false,
+    }
+  }
+}
+
+/// A function's own limits, each replacing the node's default when present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+  pub cpu_ms: Option<u64>,
+  pub memory_mb: Option<u64>,
+  pub wall_ms: Option<u64>,
+  pub max_body_bytes: Option<u64>,
+  pub max_fetches: Option<u32>,
+  pub allow_eval: Option<bool>,
+}
+
+/// Smallest heap an isolate can be restored into: the snapshot alone takes a few MiB.
+const MIN_MEMORY_MB: u64 = 16;
+
+impl Limits {
+  /// These limits with `overrides` applied, or which key is out of range and why.
+  pub fn with(&self, overrides: &LimitOverrides) -> Result<Limits, String> {
+    let limits = Limits {
+      cpu_ms: overrides.cpu_ms.unwrap_or(self.cpu_ms),
+      memory_mb: overrides.memory_mb.unwrap_or(self.memory_mb),
+      wall_ms: overrides.wall_ms.unwrap_or(self.wall_ms),
+      max_body_bytes: overrides.max_body_bytes.unwrap_or(self.max_body_bytes),
+      max_fetches: overrides.max_fetches.unwrap_or(self.max_fetches),
+      allow_eval: overrides.allow_eval.unwrap_or(self.allow_eval),
+    };
+    limits.validate()?;
+    Ok(limits)
+  }
+
+  /// Refuses limits no request could work under.
+  pub fn validate(&self) -> Result<(), String> {
+    if self.cpu_ms == 0 {
+      return Err("cpu_ms: must be at least 1".into());
+    }
+    if self.wall_ms == 0 {
+      return Err("wall_ms: must be at least 1".into());
+    }
+    if self.memory_mb < MIN_MEMORY_MB {
+      return Err(format!("memory_mb: must be at least {MIN_MEMORY_MB}"));
+    }
+    if self.memory_mb > 64 << 10 {
+      return Err("memory_mb: must be at most 65536".into());
+    }
+    Ok(())
+  }
+
+  pub fn cpu(&self) -> Duration {
+    Duration::from_millis(self.cpu_ms)
+  }
+
+  pub fn wall(&self) -> Duration {
+    Duration::from_millis(self.wall_ms)
+  }
+
+  pub fn memory_bytes(&self) -> usize {
+    (self.memory_mb as usize) << 20
+  }
+}
+
+/// Why an isolate was stopped in the middle of its work. The one list of limits a request can hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+  /// A request's JavaScript used more CPU than `limit`.
+  Cpu { limit: Duration, used: Duration },
+  /// The isolate's memory grew past `limit_bytes`.
+  Memory { limit_bytes: usize, used_bytes: usize },
+  /// A request was still running or streaming its body at its deadline.
+  WallTime { limit: Duration },
+}
+
+impl StopReason {
+  pub fn code(&self) -> ErrorCode {
+    match self {
+      StopReason::Cpu { .. } => ErrorCode::CpuLimitExceeded,
+      StopReason::Memory { .. } => ErrorCode::MemoryLimitExceeded,
+      StopReason::WallTime { .. } => ErrorCode::WallTimeExceeded,
+    }
+  }
+
+  /// What the client and the log are told.
+  pub fn message(&self) -> String {
+    match self {
+      StopReason::Cpu { limit, used } => format!(
+        "the request used {} ms of CPU time; its limit is {} ms",
+        used.as_millis(),
+        limit.as_millis()
+      ),
+      StopReason::Memory {
+        limit_bytes,
+        used_bytes: 0,
+      } => format!(
+        "the isolate needed more than its {} MiB of memory",
+        limit_bytes >> 20
+      ),
+      StopReason::Memory {
+        limit_bytes,
+        used_bytes,
+      } => format!(
+        "the isolate needed more than its {} MiB of memory (it held {} MiB)",
+        limit_bytes >> 20,
+        used_bytes >> 20
+      ),
+      StopReason::WallTime { limit } => format!(
+        "the request did not finish within its {} ms wall-clock limit",
+        limit.as_millis()
+      ),
+    }
+  }
+
+  /// The figures the error body carries besides the message: `limit_ms`/`used_ms` or
+  /// `limit_mb`/`used_mb` (`used_mb` when it was measured).
+  pub fn fields(&self) -> Vec<(&'static str, u64)> {
+    match self {
+      StopReason::Cpu { limit, used } => vec![
+        ("limit_ms", limit.as_millis() as u64),
+        ("used_ms", used.as_millis() as u64),
+      ],
+      StopReason::Memory {
+        limit_bytes,
+        used_bytes: 0,
+      } => vec![("limit_mb", (*limit_bytes >> 20) as u64)],
+      StopReason::Memory {
+        limit_bytes,
+        used_bytes,
+      } => vec![
+        ("limit_mb", (*limit_bytes >> 20) as u64),
+        ("used_mb", (*used_bytes >> 20) as u64),
+      ],
+      StopReason::WallTime { limit } => vec![("limit_ms", limit.as_millis() as u64)],
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn overrides_replace_defaults_and_are_checked() {
+    let defaults = Limits::default();
+    let overrides: LimitOverrides = serde_json::from_str(r#"{"cpu_ms": 200, "allow_eval": true}"#).unwrap();
+    let limits = defaults.with(&overrides).unwrap();
+    assert_eq!(limits.cpu_ms, 200);
+    assert!(limits.allow_eval);
+    assert_eq!(limits.memory_mb, defaults.memory_mb);
+    let zero: LimitOverrides = serde_json::from_str(r#"{"cpu_ms": 0}"#).unwrap();
+    assert_eq!(defaults.with(&zero).unwrap_err(), "cpu_ms: must be at least 1");
+    assert!(serde_json::from_str::<LimitOverrides>(r#"{"cpu": 5}"#).is_err());
+  }
+}
