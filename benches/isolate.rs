@@ -68,7 +68,11 @@ fn isolate_benches(c: &mut Criterion) {
     );
   });
   c.bench_function("isolate_drop", |b| {
-    b.iter_batched(|| Isolate::new(&IsolateConfig::default()).expect("isolate"), drop, BatchSize::SmallInput);
+    b.iter_batched(
+      || Isolate::new(&IsolateConfig::default()).expect("isolate"),
+      drop,
+      BatchSize::SmallInput,
+    );
   });
 
   c.bench_function("cold_start_hello", |b| {

@@ -24,15 +24,26 @@ const denoFetch = fetchModule.fetch;
 // `Requires net access to "127.0.0.1:8080", run again with the --allow-net flag`
 const NET_REFUSAL = /Requires net access to "?([^",]+)"?/;
 
+/** The refused address, if `error` or one of its causes is deno_permissions' refusal. */
+function refusedAddress(error) {
+  // deno_fetch reports "fetch failed" with the connector's error as its cause.
+  for (let depth = 0; depth < 4 && ObjectPrototypeIsPrototypeOf(ErrorPrototype, error); depth++) {
+    const refusal = RegExpPrototypeExec(NET_REFUSAL, String(error.message));
+    if (refusal !== null) {
+      return refusal[1];
+    }
+    error = error.cause;
+  }
+  return null;
+}
+
 function explainRefusal(error) {
-  const refusal = ObjectPrototypeIsPrototypeOf(ErrorPrototype, error)
-    ? RegExpPrototypeExec(NET_REFUSAL, error.message)
-    : null;
-  if (refusal === null) {
+  const address = refusedAddress(error);
+  if (address === null) {
     throw error;
   }
   throw new TypeError(
-    `fetch() refused: ${refusal[1]} is a loopback, private, link-local or otherwise internal address, ` +
+    `fetch() refused: ${address} is a loopback, private, link-local or otherwise internal address, ` +
       "which handlers may not reach (the node's operator can allow it)",
   );
 }

@@ -9,6 +9,7 @@ import "ext:islet_runtime/01_request_context.js";
 import "ext:islet_runtime/02_console.js";
 import "ext:islet_runtime/03_timers.js";
 import "ext:islet_runtime/04_fetch.js";
+import { countWasmMemory } from "ext:islet_runtime/05_wasm.js";
 import "ext:islet_runtime/10_context.js";
 import "ext:islet_runtime/20_service_worker.js";
 import { dispatch, installHandler, warmUp } from "ext:islet_runtime/30_dispatch.js";
@@ -18,5 +19,6 @@ globalThis.__isletBoot = function boot() {
   delete globalThis.Deno;
   delete globalThis.__bootstrap;
   performance.setTimeOrigin();
+  countWasmMemory();
   return [dispatch, installHandler, warmUp];
 };

@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::limits::Limits;
 use crate::error::NodeError;
+use crate::limits::Limits;
 use crate::pool::PoolConfig;
 use crate::registry::{Function, Registry};
 use crate::server::{Server, ServerConfig};
@@ -76,12 +76,13 @@ type BenchClient = Client<hyper_util::client::legacy::connect::HttpConnector, Em
 
 /// Runs the benchmark; `progress` is told how far each phase has got.
 pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) -> Result<Report, NodeError> {
-  let base = crate::registry::load_function("bench", &config.handler, &Limits::default())?.ok_or_else(|| {
-    NodeError::Config(format!(
-      "{}: not a .js file or a folder with an index.js",
-      config.handler.display()
-    ))
-  })?;
+  let base =
+    crate::registry::load_function("bench", &config.handler, &Limits::default())?.ok_or_else(|| {
+      NodeError::Config(format!(
+        "{}: not a .js file or a folder with an index.js",
+        config.handler.display()
+      ))
+    })?;
   crate::isolate::check_syntax(&base).map_err(NodeError::Config)?;
   let vars: BTreeMap<String, String> = serde_json::from_str(&base.env_json).unwrap_or_default();
 

@@ -55,7 +55,12 @@ static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ISLET_SNAPSHO
 /// Initializes V8 once per process; every path that makes an isolate calls it first.
 pub fn init_v8() {
   static ONCE: std::sync::Once = std::sync::Once::new();
-  ONCE.call_once(|| JsRuntime::init_platform(None));
+  ONCE.call_once(|| {
+    // An isolate's heap pages go back to the OS when it is dropped, instead of into a pool kept
+    // for other isolates: an isolate stopped at its memory limit must really give its memory back.
+    v8::V8::set_flags_from_string("--no-memory-pool-share-memory-on-teardown");
+    JsRuntime::init_platform(None);
+  });
 }
 
 /// A request on its way into an isolate. `Send`: it crosses from the accepting side to an isolate
@@ -173,6 +178,8 @@ pub struct Isolate {
   retiring: bool,
   /// Slices run, for sampling memory measurements.
   slices: u32,
+  /// The most memory (as the limit counts it) this isolate was measured holding, for the log.
+  peak_memory: usize,
   /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
   runtime: JsRuntime,
 }
@@ -202,17 +209,29 @@ impl Isolate {
       let requests = state.borrow_mut::<PendingResponses>();
       requests.memory_refused = memory_refused;
       requests.max_fetches = config.limits.max_fetches;
+      let budget = memory.clone();
+      requests.reserve_memory = Some(Box::new(move |bytes| budget.reserve(bytes)));
     }
     let handle = runtime.v8_isolate().thread_safe_handle();
     let near_heap_limit = Rc::new(Cell::new(None));
     {
-      let (handle, hit) = (handle.clone(), near_heap_limit.clone());
+      let (handle, hit, budget) = (handle.clone(), near_heap_limit.clone(), memory.clone());
+      let mut excused = false;
       // V8 would abort the process at the limit: stop the isolate instead, and give V8 room to
       // unwind the JavaScript that was running.
       runtime.add_near_heap_limit_callback(move |current, _initial| {
+        if budget.refused() && !excused {
+          // V8 collects its last-resort garbage, which lands here, when the allocator refuses a
+          // backing store. The heap is not what is full: let V8 throw its RangeError to the
+          // handler. (The isolate is discarded after this slice all the same.)
+          excused = true;
+          return current.saturating_add(64 << 20);
+        }
         hit.set(Some(current));
         handle.terminate_execution();
-        current.saturating_mul(2)
+        // Room for the largest single object V8 may be allocating right now (a string of up to
+        // 1 GiB) while the termination takes effect.
+        current.saturating_add(1 << 30)
       });
     }
     // Compiling WebAssembly stays allowed when code generation from strings is not (V8 would
@@ -220,10 +239,7 @@ impl Isolate {
     runtime
       .v8_isolate()
       .set_allow_wasm_code_generation_callback(allow_wasm_code_generation);
-    let booted = boot(&mut runtime).and_then(|booted| {
-      set_allow_eval(&mut runtime, config.limits.allow_eval);
-      Ok(booted)
-    });
+    let booted = boot(&mut runtime).inspect(|_| set_allow_eval(&mut runtime, config.limits.allow_eval));
     // SAFETY: created (and so entered) just above on this thread; see the module docs.
     unsafe { runtime.v8_isolate().exit() };
     let Booted {
@@ -246,6 +262,7 @@ impl Isolate {
       stopped: None,
       retiring: false,
       slices: 0,
+      peak_memory: 0,
       runtime,
     })
   }
@@ -263,7 +280,12 @@ impl Isolate {
 
   /// Requests in flight: answered or not, until their bodies and `waitUntil` work are done.
   pub fn requests_in_flight(&self) -> usize {
-    self.runtime.op_state().borrow().borrow::<PendingResponses>().len()
+    self
+      .runtime
+      .op_state()
+      .borrow()
+      .borrow::<PendingResponses>()
+      .len()
   }
 
   /// The server gave up on request `request_id` at its deadline. If it is still in flight here,
@@ -340,6 +362,7 @@ impl Isolate {
     let heap = used.saturating_sub(self.memory.buffer_bytes());
     self.memory.set_heap_bytes(heap);
     let used = used.max(heap + self.memory.buffer_bytes());
+    self.peak_memory = self.peak_memory.max(used);
     if used > self.memory.cap() && self.stopped.is_none() {
       self.stop(StopReason::Memory {
         limit_bytes: self.memory.cap(),
@@ -390,7 +413,10 @@ impl Isolate {
       Ok((module_id, Box::pin(runtime.mod_evaluate(module_id))))
     });
     if let Some(reason) = self.stopped {
-      let message = format!("the function's top-level code was stopped: {}", startup_message(&reason));
+      let message = format!(
+        "the function's top-level code was stopped: {}",
+        startup_message(&reason)
+      );
       self.phase = self.failed(message);
       return;
     }
@@ -434,12 +460,14 @@ impl Isolate {
     };
     // Evaluation (top-level await) is polled inside the same slice as the event loop that drives it.
     let polled = self.run_js(charge, |runtime| {
-      let event_loop = runtime.poll_event_loop(cx, PollEventLoopOptions::default());
-      event_loop
+      runtime.poll_event_loop(cx, PollEventLoopOptions::default())
     });
     if let Some(reason) = self.stopped {
       if let Phase::Evaluating { .. } = self.phase {
-        let message = format!("the function's top-level code was stopped: {}", startup_message(&reason));
+        let message = format!(
+          "the function's top-level code was stopped: {}",
+          startup_message(&reason)
+        );
         self.phase = self.failed(message);
       }
       return Poll::Ready(Err(IsolateError(format!("stopped: {}", reason.message()))));
@@ -543,7 +571,10 @@ impl Isolate {
       }
     });
     match self.stopped {
-      Some(reason) => Err(format!("installing the handler was stopped: {}", reason.message())),
+      Some(reason) => Err(format!(
+        "installing the handler was stopped: {}",
+        reason.message()
+      )),
       None => installed,
     }
   }
@@ -637,12 +668,10 @@ impl Isolate {
     let end = slice.end();
     self.slices = self.slices.wrapping_add(1);
     let used = self.charge(charge, end.cpu);
-    let memory_hit = self.near_heap_limit.take().or_else(|| {
-      self
-        .memory
-        .refused()
-        .then(|| self.memory.buffer_bytes().max(self.memory.cap()))
-    });
+    let memory_hit = self
+      .near_heap_limit
+      .take()
+      .or_else(|| self.memory.refused().then_some(0));
     if let Some(used_bytes) = memory_hit {
       self.stop(StopReason::Memory {
         limit_bytes: self.memory.cap(),
@@ -721,17 +750,22 @@ impl Isolate {
       return;
     }
     self.stopped = Some(reason);
-    let heap = self.near_heap_limit.get().unwrap_or(0);
+    if let StopReason::Memory { used_bytes, .. } = reason {
+      self.peak_memory = self.peak_memory.max(used_bytes);
+    }
     let state = self.runtime.op_state();
     let mut state = state.borrow_mut();
     let requests: Vec<RequestSlot> = state.borrow_mut::<PendingResponses>().drain().collect();
     drop(state);
-    let ids: Vec<&str> = requests.iter().map(|r| &*r.request_id).collect();
+    let held: Vec<String> = requests
+      .iter()
+      .map(|r| format!("{} ({} ms CPU)", r.request_id, r.cpu_used.as_millis()))
+      .collect();
     tracing::warn!(
       function = %self.function_name(),
-      requests = ?ids,
-      buffers_mb = self.memory.buffer_bytes() >> 20,
-      heap_mb = heap >> 20,
+      limit = reason.code().as_str(),
+      requests = ?held,
+      peak_memory_mb = self.peak_memory.max(self.memory.buffer_bytes()) >> 20,
       "{}; the isolate is discarded",
       reason.message()
     );
@@ -863,14 +897,15 @@ impl deno_tls::RootCertStoreProvider for WebPkiRoots {
 /// subprocesses or FFI; and of the network, not the addresses `policy` denies.
 fn outbound_permissions(policy: &OutboundPolicy) -> deno_permissions::PermissionsContainer {
   use deno_permissions::{
-    NetDescriptor, Permissions, PermissionsContainer, RuntimePermissionDescriptorParser, UnaryPermission,
+    Host, NetDescriptor, Permissions, PermissionsContainer, RuntimePermissionDescriptorParser,
+    UnaryPermission,
   };
   let parser = Arc::new(RuntimePermissionDescriptorParser::new(sys_traits::impls::RealSys));
   let mut permissions = Permissions::none_without_prompt();
   let deny: Vec<NetDescriptor> = policy
     .deny_list()
-    .iter()
-    .filter_map(|range| NetDescriptor::parse_for_list(range).ok())
+    .into_iter()
+    .map(|range| NetDescriptor(Host::IpSubnet(range), None))
     .collect();
   permissions.net = if deny.is_empty() {
     UnaryPermission::allow_all()

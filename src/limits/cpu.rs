@@ -59,7 +59,10 @@ fn lock(slice: &Mutex<Option<Running>>) -> MutexGuard<'_, Option<Running>> {
 }
 
 fn read_clock(clock: libc::clockid_t) -> Option<Duration> {
-  let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+  let mut now = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+  };
   // SAFETY: `now` is a valid timespec to write into.
   let rc = unsafe { libc::clock_gettime(clock, &mut now) };
   (rc == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))

@@ -59,7 +59,11 @@ impl MemoryBudget {
     self.refused.load(Ordering::Relaxed)
   }
 
-  fn reserve(&self, len: usize) -> bool {
+  /// Takes `len` bytes from the budget, or refuses (and records the refusal) if they would take
+  /// the isolate past its cap. What the allocator does for every backing store, and what
+  /// WebAssembly memory does through `op_islet_reserve_memory`; WebAssembly memory is never given
+  /// back, as V8 keeps its reservation until the isolate goes.
+  pub fn reserve(&self, len: usize) -> bool {
     let heap = self.heap.load(Ordering::Relaxed);
     let before = self.buffers.fetch_add(len, Ordering::Relaxed);
     if heap.saturating_add(before).saturating_add(len) > self.cap {

@@ -50,7 +50,7 @@ pub struct OutboundPolicy {
 
 impl OutboundPolicy {
   /// The deny list for deno_permissions: every private range, minus the allowed addresses.
-  pub fn deny_list(&self) -> Vec<String> {
+  pub fn deny_list(&self) -> Vec<IpNet> {
     if self.allow_private {
       return Vec::new();
     }
@@ -64,7 +64,7 @@ impl OutboundPolicy {
         .flat_map(|range| carve(range, *address))
         .collect();
     }
-    ranges.iter().map(IpNet::to_string).collect()
+    ranges
   }
 }
 
@@ -87,21 +87,34 @@ fn carve(range: IpNet, address: IpAddr) -> Vec<IpNet> {
 mod tests {
   use super::*;
 
-  fn denied(list: &[String], ip: &str) -> bool {
+  fn denied(list: &[IpNet], ip: &str) -> bool {
     let ip: IpAddr = ip.parse().unwrap();
-    list.iter().any(|range| range.parse::<IpNet>().unwrap().contains(&ip))
+    list.iter().any(|range| range.contains(&ip))
   }
 
   #[test]
   fn private_ranges_are_denied_by_default() {
     let list = OutboundPolicy::default().deny_list();
-    for ip in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "192.168.1.1", "::1", "fd00:ec2::254", "0.0.0.0"] {
+    for ip in [
+      "127.0.0.1",
+      "10.0.0.1",
+      "169.254.169.254",
+      "192.168.1.1",
+      "::1",
+      "fd00:ec2::254",
+      "0.0.0.0",
+    ] {
       assert!(denied(&list, ip), "{ip} should be denied");
     }
     for ip in ["93.184.216.34", "2606:4700::1111", "172.32.0.1"] {
       assert!(!denied(&list, ip), "{ip} should be allowed");
     }
-    assert!(OutboundPolicy { allow_private: true, ..Default::default() }.deny_list().is_empty());
+    assert!(OutboundPolicy {
+      allow_private: true,
+      ..Default::default()
+    }
+    .deny_list()
+    .is_empty());
   }
 
   #[test]

@@ -169,11 +169,35 @@ mod tests {
   #[test]
   fn version_changes_with_code_and_vars() {
     let modules = |src: &str| BTreeMap::from([("index.js".to_string(), Arc::<str>::from(src))]);
-    let a = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new(), Limits::default());
-    let b = Function::new("f".into(), "index.js".into(), modules("1"), BTreeMap::new(), Limits::default());
-    let c = Function::new("f".into(), "index.js".into(), modules("2"), BTreeMap::new(), Limits::default());
+    let a = Function::new(
+      "f".into(),
+      "index.js".into(),
+      modules("1"),
+      BTreeMap::new(),
+      Limits::default(),
+    );
+    let b = Function::new(
+      "f".into(),
+      "index.js".into(),
+      modules("1"),
+      BTreeMap::new(),
+      Limits::default(),
+    );
+    let c = Function::new(
+      "f".into(),
+      "index.js".into(),
+      modules("2"),
+      BTreeMap::new(),
+      Limits::default(),
+    );
     let vars = BTreeMap::from([("K".to_string(), "v".to_string())]);
-    let d = Function::new("f".into(), "index.js".into(), modules("1"), vars, Limits::default());
+    let d = Function::new(
+      "f".into(),
+      "index.js".into(),
+      modules("1"),
+      vars,
+      Limits::default(),
+    );
     assert_eq!(a.version, b.version);
     assert_ne!(a.version, c.version);
     assert_ne!(a.version, d.version);

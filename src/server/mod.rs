@@ -27,9 +27,9 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{error_response, limit_response, ErrorCode, NodeError};
-use crate::limits::StopReason;
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
+use crate::limits::StopReason;
 use crate::pool::{IsolatePool, LocalIsolates, PoolConfig};
 use crate::registry::Registry;
 use admission::Admission;
@@ -330,9 +330,8 @@ impl Node {
     let host = if host.is_empty() { "localhost" } else { &host };
     let url = format!("{scheme}://{host}{path_and_query}");
     // A body without a length is cut off where it passes the limit: the handler's read fails.
-    let body = (!body.is_end_stream()).then(|| {
-      http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed()
-    });
+    let body = (!body.is_end_stream())
+      .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
     let (responder, outcome) = oneshot::channel();
     let isolate_request = IsolateRequest {
       request_id: request_id.clone(),

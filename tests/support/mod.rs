@@ -288,7 +288,8 @@ fn rand_suffix() -> u64 {
 }
 
 /// A tiny HTTP server on 127.0.0.1:0 standing in for an origin a handler fetches from. It answers
-/// every request with `hello from upstream` and records each request's path and query.
+/// every request with `hello from upstream` (but `/redirect-to-loopback` with a redirect to
+/// `[::1]`) and records each request's path and query.
 pub struct Upstream {
   pub addr: SocketAddr,
   pub hits: Arc<Mutex<Vec<(String, Instant)>>>,
@@ -320,9 +321,17 @@ impl Upstream {
                   .unwrap_or("-")
               );
               recorded.lock().unwrap().push((seen, Instant::now()));
-              Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                "hello from upstream",
-              ))))
+              let response = if req.uri().path() == "/redirect-to-loopback" {
+                // To IPv6 loopback on the same port: an address a handler must not reach.
+                http::Response::builder()
+                  .status(302)
+                  .header("location", format!("http://[::1]:{}/after-redirect", addr.port()))
+                  .body(Full::new(Bytes::new()))
+                  .unwrap()
+              } else {
+                http::Response::new(Full::new(Bytes::from("hello from upstream")))
+              };
+              Ok::<_, std::convert::Infallible>(response)
             }
           });
           let _ = hyper::server::conn::http1::Builder::new()

@@ -138,7 +138,10 @@ impl Body for ResponseBody {
   }
 
   fn is_end_stream(&self) -> bool {
-    matches!(self, ResponseBody::Full(None) | ResponseBody::Channel { ended: true, .. })
+    matches!(
+      self,
+      ResponseBody::Full(None) | ResponseBody::Channel { ended: true, .. }
+    )
   }
 
   fn size_hint(&self) -> SizeHint {

@@ -37,6 +37,7 @@ deno_core::extension!(
     ops::op_islet_log,
     ops::op_islet_wait_until,
     ops::op_islet_fetch_begin,
+    ops::op_islet_reserve_memory,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -46,6 +47,7 @@ deno_core::extension!(
     "02_console.js",
     "03_timers.js",
     "04_fetch.js",
+    "05_wasm.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",

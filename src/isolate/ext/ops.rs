@@ -105,6 +105,9 @@ pub struct PendingResponses {
   /// A request whose streamed body was still running at its deadline; the isolate layer retires
   /// the isolate when it sees one.
   pub overdue: Option<Arc<str>>,
+  /// Reserves bytes of the isolate's memory budget (for WebAssembly memory, which V8 allocates
+  /// outside the ArrayBuffer allocator); `false` when the budget has no room.
+  pub reserve_memory: Option<Box<dyn Fn(usize) -> bool>>,
   slots: HashMap<u32, RequestSlot>,
   next_slot: u32,
 }
@@ -118,7 +121,10 @@ impl PendingResponses {
   }
 
   /// Takes the responder of request `slot`, to answer it.
-  fn take_responder(&mut self, slot: u32) -> Result<(oneshot::Sender<HandlerOutcome>, StartTiming), JsErrorBox> {
+  fn take_responder(
+    &mut self,
+    slot: u32,
+  ) -> Result<(oneshot::Sender<HandlerOutcome>, StartTiming), JsErrorBox> {
     let request = self.slots.get_mut(&slot);
     let taken = request.and_then(|r| r.responder.take().map(|responder| (responder, r.start)));
     let taken = taken.ok_or_else(|| JsErrorBox::type_error("this request has already been answered"))?;
@@ -128,7 +134,16 @@ impl PendingResponses {
 
   fn finish_if_done(&mut self, slot: u32) {
     if self.slots.get(&slot).is_some_and(RequestSlot::finished) {
-      self.slots.remove(&slot);
+      if let Some(request) = self.slots.remove(&slot) {
+        tracing::debug!(
+          target: "islet::requests",
+          function = &*self.function,
+          request_id = &*request.request_id,
+          cpu_us = request.cpu_used.as_micros() as u64,
+          fetches = request.fetches,
+          "request finished"
+        );
+      }
     }
   }
 
@@ -377,7 +392,9 @@ pub async fn op_islet_respond_stream(
       Err(JsErrorBox::type_error(message))
     }
     Err(StreamEnd::Overdue) => {
-      let _ = tx.try_send(Err(std::io::Error::other("the wall-clock limit cut the body off")));
+      let _ = tx.try_send(Err(std::io::Error::other(
+        "the wall-clock limit cut the body off",
+      )));
       requests.remove(slot);
       requests.overdue = Some(request_id);
       Ok(())
@@ -408,17 +425,24 @@ pub fn op_islet_wait_until(state: &mut OpState, #[smi] slot: u32, begin: bool) {
   requests.finish_if_done(slot);
 }
 
+/// `new WebAssembly.Memory` or `memory.grow` wants `bytes` more: whether the isolate's memory
+/// budget has room (see `05_wasm.js`).
+#[op2(fast)]
+pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
+  let requests = state.borrow::<PendingResponses>();
+  match &requests.reserve_memory {
+    Some(reserve) => reserve(bytes as usize),
+    None => true,
+  }
+}
+
 /// Counts one outbound `fetch()` against the request running it, refusing it past the limit or
 /// outside any request (a module's top level, or a timer outliving its request).
 #[op2(fast)]
 pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<(), JsErrorBox> {
   let requests = state.borrow_mut::<PendingResponses>();
   let max = requests.max_fetches;
-  let Some(request) = requests
-    .slots
-    .values_mut()
-    .find(|r| &*r.request_id == request_id)
-  else {
+  let Some(request) = requests.slots.values_mut().find(|r| &*r.request_id == request_id) else {
     return Err(JsErrorBox::type_error(
       "fetch() can only be called while a request is being handled",
     ));

@@ -1,0 +1,88 @@
+//! CPU: loops in every place a handler can start JavaScript, stopped at the limit with 503
+//! `cpu_limit_exceeded`.
+
+use crate::support::{get, http1, Node, Reply};
+use crate::{both_still_serve, FIXTURES};
+
+/// Asserts the CPU limit's error: the figures say the default 50 ms budget was spent.
+fn assert_cpu_limit(reply: &Reply) {
+  let message = reply.error(503, "cpu_limit_exceeded");
+  let error = &reply.json()["error"];
+  assert_eq!(error["limit_ms"], 50, "{error}");
+  let used = error["used_ms"].as_u64().expect("used_ms");
+  assert!((50..1000).contains(&used), "used {used} ms: {error}");
+  assert!(message.contains("50 ms"), "{message}");
+}
+
+#[tokio::test]
+async fn cpu_limit_stops_an_infinite_loop() {
+  let node = Node::serve(FIXTURES, &["--threads", "1"]);
+  let client = http1();
+  let reply = get(&client, &node.url("/spin")).await;
+  assert_cpu_limit(&reply);
+  // The loop's isolate was discarded: the next request meets a fresh one.
+  let fresh = get(&client, &node.url("/spin?ok=1")).await;
+  assert_eq!(fresh.text(), "fine, request 1 of this isolate");
+  assert_eq!(fresh.header("x-islet-start"), Some("cold"));
+  both_still_serve(&node, "spin").await;
+  assert!(
+    node.logs().contains("the isolate is discarded"),
+    "{}",
+    node.logs()
+  );
+}
+
+#[tokio::test]
+async fn cpu_limit_stops_a_loop_in_a_promise_chain() {
+  let node = Node::serve(FIXTURES, &[]);
+  assert_cpu_limit(&get(&http1(), &node.url("/spin-promise")).await);
+  both_still_serve(&node, "spin-promise").await;
+}
+
+#[tokio::test]
+async fn cpu_limit_stops_a_timer_loop_after_the_body_started_streaming() {
+  let node = Node::serve(FIXTURES, &[]);
+  let response = http1()
+    .get(node.url("/spin-after-stream").parse().unwrap())
+    .await
+    .expect("the head arrives before the loop starts");
+  assert_eq!(response.status(), 200);
+  use http_body_util::BodyExt;
+  let body = response.into_body().collect().await;
+  assert!(body.is_err(), "the body must be cut off, not end cleanly");
+  assert!(
+    node.wait_for_log("CPU time; its limit is 50 ms", std::time::Duration::from_secs(5)),
+    "{}",
+    node.logs()
+  );
+  both_still_serve(&node, "spin-after-stream").await;
+}
+
+#[tokio::test]
+async fn cpu_limit_stops_catastrophic_regex_backtracking() {
+  let node = Node::serve(FIXTURES, &[]);
+  assert_cpu_limit(&get(&http1(), &node.url("/regex")).await);
+  both_still_serve(&node, "regex").await;
+}
+
+#[tokio::test]
+async fn cpu_limit_stops_json_parse_of_a_huge_string() {
+  let node = Node::serve(FIXTURES, &[]);
+  assert_cpu_limit(&get(&http1(), &node.url("/json-parse")).await);
+  both_still_serve(&node, "json-parse").await;
+}
+
+#[tokio::test]
+async fn a_hundred_requests_just_under_the_budget_all_succeed() {
+  let node = Node::serve(FIXTURES, &["--threads", "1"]);
+  let client = http1();
+  for i in 0..100 {
+    let reply = get(&client, &node.url("/burn?ms=45")).await;
+    assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+    // One isolate served them all: none was stopped.
+    assert_eq!(
+      reply.header("x-islet-start"),
+      Some(if i == 0 { "cold" } else { "warm" })
+    );
+  }
+}
