@@ -180,6 +180,8 @@ pub struct Isolate {
   slices: u32,
   /// The most memory (as the limit counts it) this isolate was measured holding, for the log.
   peak_memory: usize,
+  /// The longest slice of request JavaScript since the owner last asked (module evaluation aside).
+  longest_slice: Duration,
   /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
   runtime: JsRuntime,
 }
@@ -263,6 +265,7 @@ impl Isolate {
       retiring: false,
       slices: 0,
       peak_memory: 0,
+      longest_slice: Duration::ZERO,
       runtime,
     })
   }
@@ -271,6 +274,12 @@ impl Isolate {
   /// `memory_mb` may be loaded into it.
   pub fn memory_limit(&self) -> usize {
     self.memory.cap()
+  }
+
+  /// The longest slice of request JavaScript (CPU time) since the last call: how long this
+  /// function may hold its thread. The pool demotes functions whose slices run long.
+  pub fn take_longest_slice(&mut self) -> Duration {
+    std::mem::take(&mut self.longest_slice)
   }
 
   /// A request overran its wall-clock deadline here: the isolate must get no new requests.
@@ -667,6 +676,9 @@ impl Isolate {
     let result = entered(&mut self.runtime, f);
     let end = slice.end();
     self.slices = self.slices.wrapping_add(1);
+    if !matches!(charge, Charge::Startup) {
+      self.longest_slice = self.longest_slice.max(end.cpu);
+    }
     let used = self.charge(charge, end.cpu);
     let memory_hit = self
       .near_heap_limit

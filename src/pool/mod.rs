@@ -4,6 +4,7 @@
 //! shape of `deno serve --parallel`, with many tenants). A function is loaded on every thread that
 //! gets requests for it; connections, not functions, are what is spread across threads.
 
+mod heavy;
 mod worker;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::isolate::IsolateConfig;
+pub use heavy::{Demotions, HeavyLane};
 pub use worker::{InFlight, LocalIsolates};
 
 /// How the pool is sized. The defaults suit a 24 GiB node: an idle loaded isolate costs about
@@ -61,6 +63,8 @@ pub struct PoolStopped;
 /// The isolate threads of a node.
 pub struct IsolatePool {
   threads: Vec<Thread>,
+  /// The extra, low-priority thread for demoted functions; see `heavy`.
+  heavy: HeavyLane,
 }
 
 impl IsolatePool {
@@ -73,22 +77,41 @@ impl IsolatePool {
       max_isolates: config.max_isolates.div_ceil(count).max(1),
       max_heap_bytes: config.max_heap_bytes / count,
       isolate: config.isolate.clone(),
+      low_priority: false,
+    };
+    let demotions = Arc::new(Demotions::default());
+    let start_thread = |name: String, index: usize, bounds: worker::Bounds| {
+      let (inbox, tasks_in) = mpsc::unbounded_channel();
+      let demotions = demotions.clone();
+      // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
+      std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker::run(index, tasks_in, bounds, demotions))?;
+      Ok::<_, std::io::Error>(inbox)
     };
     let threads = (0..count)
       .map(|index| {
-        let (inbox, tasks_in) = mpsc::unbounded_channel();
-        let bounds = share.clone();
-        // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
-        std::thread::Builder::new()
-          .name(format!("islet-isolate-{index}"))
-          .spawn(move || worker::run(index, tasks_in, bounds))?;
+        let inbox = start_thread(format!("islet-isolate-{index}"), index, share.clone())?;
         Ok(Thread {
           inbox,
           tasks: Arc::default(),
         })
       })
       .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(Self { threads })
+    let heavy_bounds = worker::Bounds {
+      low_priority: true,
+      ..share
+    };
+    let heavy = HeavyLane {
+      inbox: start_thread("islet-heavy".into(), count, heavy_bounds)?,
+      demotions,
+    };
+    Ok(Self { threads, heavy })
+  }
+
+  /// The heavy lane, for the request path to send demoted functions' requests to.
+  pub fn heavy_lane(&self) -> HeavyLane {
+    self.heavy.clone()
   }
 
   /// Runs `task` on the thread with the fewest tasks running. Fails if the threads have stopped.

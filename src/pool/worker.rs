@@ -11,6 +11,7 @@ use std::task::Poll;
 use lru::LruCache;
 use tokio::sync::mpsc;
 
+use super::heavy::{Demotions, LONG_SLICE};
 use super::ThreadTask;
 use crate::error::ErrorCode;
 use crate::isolate::{Isolate, IsolateConfig, IsolateRequest};
@@ -24,6 +25,8 @@ pub(super) struct Bounds {
   pub max_heap_bytes: usize,
   /// How blank isolates are made.
   pub isolate: IsolateConfig,
+  /// Run at the lowest CPU priority: the heavy lane.
+  pub low_priority: bool,
 }
 
 /// What reaches a loaded isolate's task.
@@ -50,6 +53,8 @@ struct Isolates {
   heap_bytes: Rc<Cell<usize>>,
   /// Told whenever a warm isolate is taken, so the thread's loop knows to make another.
   warm_taken: Rc<tokio::sync::Notify>,
+  /// Where functions that run long slices are demoted (see `heavy`).
+  demotions: Arc<Demotions>,
 }
 
 /// This thread's isolates, as the tasks running on it (its connections) reach them. `!Send`: it
@@ -94,7 +99,20 @@ impl LocalIsolates {
 }
 
 /// Runs the thread until the pool closes its inbox.
-pub(super) fn run(index: usize, mut tasks: mpsc::UnboundedReceiver<ThreadTask>, bounds: Bounds) {
+pub(super) fn run(
+  index: usize,
+  mut tasks: mpsc::UnboundedReceiver<ThreadTask>,
+  bounds: Bounds,
+  demotions: Arc<Demotions>,
+) {
+  if bounds.low_priority {
+    // Linux applies a nice value to the calling thread alone when given its thread id.
+    // SAFETY: plain system calls on this thread's own id.
+    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if niced != 0 {
+      tracing::warn!("the heavy lane could not lower its priority; it competes as an equal");
+    }
+  }
   let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
     Ok(runtime) => runtime,
     Err(err) => {
@@ -111,6 +129,7 @@ pub(super) fn run(index: usize, mut tasks: mpsc::UnboundedReceiver<ThreadTask>, 
         loaded: LruCache::unbounded(),
         heap_bytes: Rc::default(),
         warm_taken: Rc::default(),
+        demotions,
         bounds,
       })),
       in_flight: Rc::default(),
@@ -219,6 +238,7 @@ impl Isolates {
       requests,
       heap_bytes.clone(),
       self.heap_bytes.clone(),
+      self.demotions.clone(),
     ));
     self.loaded.put(key.clone(), Loaded { inbox, heap_bytes });
     self.evict_beyond_bounds(&key);
@@ -266,6 +286,7 @@ async fn drive(
   mut requests: mpsc::UnboundedReceiver<Message>,
   heap_bytes: Rc<Cell<usize>>,
   thread_heap_bytes: Rc<Cell<usize>>,
+  demotions: Arc<Demotions>,
 ) {
   let name: Arc<str> = isolate
     .function()
@@ -282,6 +303,9 @@ async fn drive(
       }
     }
     let polled = isolate.poll(cx);
+    if isolate.take_longest_slice() >= LONG_SLICE {
+      demotions.demote(&name);
+    }
     if isolate.retiring() {
       // No new requests: the cache replaces this isolate on the function's next request. Those
       // already sent here are still received (the inbox drains after closing).

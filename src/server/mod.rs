@@ -30,7 +30,7 @@ use crate::error::{error_response, limit_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
 use crate::limits::StopReason;
-use crate::pool::{IsolatePool, LocalIsolates, PoolConfig};
+use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig};
 use crate::registry::Registry;
 use admission::Admission;
 pub use admission::AdmissionConfig;
@@ -69,6 +69,8 @@ struct Node {
   registry: Registry,
   router: Router,
   admission: Admission,
+  /// Where demoted functions' requests run instead of the connection's thread.
+  heavy_lane: HeavyLane,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -120,6 +122,7 @@ impl Server {
       registry,
       router: Router::new(config.base_domains.clone()),
       admission: Admission::new(config.admission),
+      heavy_lane: pool.heavy_lane(),
     };
     Ok(Self {
       listener,
@@ -343,12 +346,22 @@ impl Node {
       arrived,
       cold: false,
     };
-    let _in_flight = isolates.dispatch(function.clone(), isolate_request);
+    let on_heavy_lane = self.heavy_lane.takes(&function.name);
+    let _in_flight = if on_heavy_lane {
+      self.heavy_lane.dispatch(function.clone(), isolate_request);
+      None
+    } else {
+      Some(isolates.dispatch(function.clone(), isolate_request))
+    };
     let deadline = tokio::time::Instant::from_std(arrived + function.limits.wall());
     let outcome = match tokio::time::timeout_at(deadline, outcome).await {
       Ok(outcome) => outcome,
       Err(_) => {
-        isolates.overdue(function, request_id.clone());
+        if on_heavy_lane {
+          self.heavy_lane.overdue(function.clone(), request_id.clone());
+        } else {
+          isolates.overdue(function, request_id.clone());
+        }
         let reason = StopReason::WallTime {
           limit: function.limits.wall(),
         };

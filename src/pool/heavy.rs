@@ -1,0 +1,107 @@
+//! The heavy lane: one extra isolate thread, at the lowest CPU priority, for functions that have
+//! recently run long slices of JavaScript or hit their CPU limit.
+//!
+//! Connections are served on the isolate threads (see the module docs of `pool`), so while a slice
+//! of JavaScript runs, every other request on its thread waits: a function that spins for its whole
+//! CPU budget, request after request, would hold its neighbours up by that much each time. So such
+//! a function is *demoted*: for [`DEMOTION`] after its last long slice, its requests hop from the
+//! connection's thread to the heavy lane, where they queue behind each other and, at nice 19, get
+//! the CPU only when the normal threads leave some. Its first long slice still runs on a normal
+//! thread (nothing can know in advance); every later one runs out of the way. Requests of other
+//! functions never go to the heavy lane.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::ThreadTask;
+use crate::isolate::IsolateRequest;
+use crate::registry::Function;
+
+/// A slice of JavaScript at least this long (outside module evaluation) demotes its function.
+pub const LONG_SLICE: Duration = Duration::from_millis(10);
+
+/// How long a function stays demoted after its last long slice.
+pub const DEMOTION: Duration = Duration::from_secs(60);
+
+/// Which functions are demoted, until when. Read on every request, so the common case (none) is
+/// one atomic load.
+#[derive(Debug, Default)]
+pub struct Demotions {
+  until: Mutex<HashMap<String, Instant>>,
+  /// Entries in `until`; zero means no lookup is needed.
+  count: AtomicUsize,
+}
+
+impl Demotions {
+  /// Demotes `function` for [`DEMOTION`] from now.
+  pub fn demote(&self, function: &str) {
+    let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = until.insert(function.to_string(), Instant::now() + DEMOTION);
+    if previous.is_none() {
+      self.count.fetch_add(1, Ordering::Relaxed);
+      tracing::warn!(
+        function,
+        "demoted to the heavy lane for {}s: its JavaScript ran a slice of {} ms or more",
+        DEMOTION.as_secs(),
+        LONG_SLICE.as_millis()
+      );
+    }
+  }
+
+  /// Whether `function` is demoted now.
+  pub fn is_demoted(&self, function: &str) -> bool {
+    if self.count.load(Ordering::Relaxed) == 0 {
+      return false;
+    }
+    let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+    match until.get(function) {
+      Some(deadline) if *deadline > Instant::now() => true,
+      Some(_) => {
+        until.remove(function);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(function, "back from the heavy lane");
+        false
+      }
+      None => false,
+    }
+  }
+}
+
+/// The way into the heavy lane's thread, cloned into every request's path.
+#[derive(Clone)]
+pub struct HeavyLane {
+  pub(super) inbox: mpsc::UnboundedSender<ThreadTask>,
+  pub(super) demotions: Arc<Demotions>,
+}
+
+impl HeavyLane {
+  /// Whether requests for `function` go to the heavy lane.
+  pub fn takes(&self, function: &str) -> bool {
+    self.demotions.is_demoted(function)
+  }
+
+  /// Runs `request` on the heavy lane. Its response comes back through its responder as usual.
+  pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) {
+    let task: ThreadTask = Box::new(move |isolates| {
+      Box::pin(async move {
+        let _in_flight = isolates.dispatch(function, request);
+      })
+    });
+    if let Err(mpsc::error::SendError(task)) = self.inbox.send(task) {
+      // The lane's thread is gone; the request's responder drops with the task and the server
+      // answers that the isolate stopped.
+      drop(task);
+    }
+  }
+
+  /// Tells the heavy lane's isolate for `function` that `request_id` overran its deadline.
+  pub fn overdue(&self, function: Arc<Function>, request_id: Arc<str>) {
+    let _ = self.inbox.send(Box::new(move |isolates| {
+      Box::pin(async move { isolates.overdue(&function, request_id) })
+    }));
+  }
+}
