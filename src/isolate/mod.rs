@@ -122,7 +122,7 @@ const STARTUP_CPU: Duration = Duration::from_secs(1);
 /// Slices that used at least this much CPU are followed by a memory measurement; lighter ones by
 /// one in every `MEASURE_EVERY`, since heap statistics walk V8's spaces.
 const MEASURE_AFTER_CPU: Duration = Duration::from_millis(1);
-const MEASURE_EVERY: u32 = 16;
+const MEASURE_EVERY: u32 = 256;
 
 /// Who a slice of JavaScript is charged to.
 #[derive(Clone, Copy)]

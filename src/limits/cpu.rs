@@ -2,13 +2,15 @@
 //!
 //! Every entry into an isolate's JavaScript is a [`Slice`]. Reading a thread's CPU clock costs a
 //! system call (~0.7 µs here), too much for every slice of every request, so the isolate thread
-//! only reads the cheap monotonic clock when a slice begins. A watchdog thread wakes every
-//! [`TICK`], reads the CPU clock of each isolate thread that is inside a slice, and from then on
-//! measures that slice in CPU time. A slice shorter than a tick is charged its wall time (it cannot
-//! have used more CPU than that); a longer one is charged exactly what the thread's CPU clock says,
-//! so a thread that is preempted is not charged for the time it waited. When a slice's CPU time
-//! passes the budget it began with, the watchdog terminates the isolate
-//! (`IsolateHandle::terminate_execution`), at most one tick late.
+//! only reads the cheap monotonic clock when a slice begins. A watchdog thread wakes at most every
+//! [`MAX_TICK`], and reads the CPU clock of each isolate thread whose slice has run for
+//! [`FIRST_LOOK`] or more; from then on it measures that slice in CPU time. A shorter slice is
+//! charged its wall time (it cannot have used more CPU than that); a longer one is charged what
+//! the thread's CPU clock says from the watchdog's first look, so a thread that is preempted is not
+//! charged for the time it waited. The watchdog sleeps until the earliest moment a running slice
+//! could pass its budget (never less than [`MIN_TICK`]), and when a slice's CPU time passes the
+//! budget it began with, it terminates the isolate (`IsolateHandle::terminate_execution`), about a
+//! millisecond late. An idle node wakes it 200 times a second.
 //!
 //! The mutex around each thread's running slice is what makes termination exact: the watchdog
 //! terminates only while it holds it and sees the slice still running, and the isolate thread ends
@@ -20,8 +22,13 @@ use std::time::{Duration, Instant};
 
 use deno_core::v8;
 
-/// How often the watchdog checks the running slices: the precision of a CPU limit.
-const TICK: Duration = Duration::from_millis(1);
+/// The watchdog's longest sleep: how late it may first see a slice.
+const MAX_TICK: Duration = Duration::from_millis(5);
+/// The watchdog's shortest sleep: the precision of a CPU limit.
+const MIN_TICK: Duration = Duration::from_millis(1);
+/// A slice younger than this is not worth a CPU clock read (a system call, made while the
+/// isolate thread may be waiting to end its slice).
+const FIRST_LOOK: Duration = Duration::from_millis(1);
 
 /// One isolate thread as the watchdog sees it.
 struct ThreadClock {
@@ -97,9 +104,12 @@ fn watchdog() -> &'static Mutex<Vec<Weak<ThreadClock>>> {
   THREADS.get_or_init(|| {
     let spawned = std::thread::Builder::new()
       .name("islet-cpu-watchdog".into())
-      .spawn(|| loop {
-        std::thread::sleep(TICK);
-        tick(watchdog());
+      .spawn(|| {
+        let mut sleep = MAX_TICK;
+        loop {
+          std::thread::sleep(sleep);
+          sleep = tick(watchdog());
+        }
       });
     if let Err(err) = spawned {
       // Without a watchdog a loop would hold its thread for ever: refuse to run.
@@ -109,27 +119,38 @@ fn watchdog() -> &'static Mutex<Vec<Weak<ThreadClock>>> {
   })
 }
 
-/// One look at every isolate thread: terminate the slices past their budget.
-fn tick(threads: &Mutex<Vec<Weak<ThreadClock>>>) {
+/// One look at every isolate thread: terminates the slices past their budget, and returns how
+/// long to sleep before the next look.
+fn tick(threads: &Mutex<Vec<Weak<ThreadClock>>>) -> Duration {
+  let mut sleep = MAX_TICK;
   let mut threads = threads.lock().unwrap_or_else(|e| e.into_inner());
   threads.retain(|thread| {
     let Some(thread) = thread.upgrade() else {
       return false;
     };
     let mut slice = lock(&thread.slice);
-    if let Some(running) = slice.as_mut().filter(|r| r.terminated_at.is_none()) {
-      let cpu_now = thread.clock.and_then(read_clock);
-      if running.first_seen.is_none() {
-        running.first_seen = cpu_now.map(|cpu| (cpu, running.started.elapsed()));
-      }
-      let used = running.used(cpu_now);
-      if used > running.budget {
-        running.terminated_at = Some(used);
-        running.isolate.terminate_execution();
-      }
+    let Some(running) = slice.as_mut().filter(|r| r.terminated_at.is_none()) else {
+      return true;
+    };
+    let age = running.started.elapsed();
+    if running.first_seen.is_none() && age < FIRST_LOOK {
+      sleep = sleep.min(running.budget.saturating_sub(age));
+      return true;
+    }
+    let cpu_now = thread.clock.and_then(read_clock);
+    if running.first_seen.is_none() {
+      running.first_seen = cpu_now.map(|cpu| (cpu, age));
+    }
+    let used = running.used(cpu_now);
+    if used > running.budget {
+      running.terminated_at = Some(used);
+      running.isolate.terminate_execution();
+    } else {
+      sleep = sleep.min(running.budget - used);
     }
     true
   });
+  sleep.max(MIN_TICK)
 }
 
 /// The entry into JavaScript being timed on this thread; see the module docs. One at a time per

@@ -3,6 +3,10 @@
 //! request runs on the thread that read it, with no hop between threads on the way in or out (the
 //! shape of `deno serve --parallel`, with many tenants). A function is loaded on every thread that
 //! gets requests for it; connections, not functions, are what is spread across threads.
+//!
+//! One more thread, the heavy lane (`heavy`), runs at the lowest CPU priority and takes the requests
+//! of functions whose JavaScript has recently run long slices, so they cannot hold up the requests
+//! sharing a connection thread with them.
 
 mod heavy;
 mod worker;

@@ -75,13 +75,18 @@ async fn cpu_limit_stops_json_parse_of_a_huge_string() {
 async fn a_hundred_requests_just_under_the_budget_all_succeed() {
   let node = Node::serve(FIXTURES, &["--threads", "1"]);
   let client = http1();
+  let mut cold = 0;
   for i in 0..100 {
     let reply = get(&client, &node.url("/burn?ms=45")).await;
     assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
-    // One isolate served them all: none was stopped.
-    assert_eq!(
-      reply.header("x-islet-start"),
-      Some(if i == 0 { "cold" } else { "warm" })
-    );
+    cold += usize::from(reply.header("x-islet-start") == Some("cold"));
   }
+  // No isolate was stopped: the only cold starts are the first, and the first on the heavy lane
+  // (45 ms slices demote the function there).
+  assert!(cold <= 2, "{cold} cold starts");
+  assert!(
+    !node.logs().contains("the isolate is discarded"),
+    "{}",
+    node.logs()
+  );
 }

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -108,8 +109,30 @@ pub struct PendingResponses {
   /// Reserves bytes of the isolate's memory budget (for WebAssembly memory, which V8 allocates
   /// outside the ArrayBuffer allocator); `false` when the budget has no room.
   pub reserve_memory: Option<Box<dyn Fn(usize) -> bool>>,
-  slots: HashMap<u32, RequestSlot>,
+  slots: HashMap<u32, RequestSlot, BuildHasherDefault<SlotHasher>>,
   next_slot: u32,
+}
+
+/// Slot numbers are a counter, spread well enough to be their own hash: a request's slot is looked
+/// up several times on its way through (SipHash would cost more than the rest of the lookup).
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+  fn finish(&self) -> u64 {
+    self.0
+  }
+
+  fn write(&mut self, bytes: &[u8]) {
+    for byte in bytes {
+      self.0 = (self.0 << 8) | u64::from(*byte);
+    }
+  }
+
+  fn write_u32(&mut self, n: u32) {
+    // Spread the low bits over the whole word: hashbrown takes its control bits from the top.
+    self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+  }
 }
 
 impl PendingResponses {
