@@ -12,13 +12,18 @@
 //! - [`limits`]: per-request CPU, memory and wall-clock limits (the CPU watchdog, the accounting
 //!   ArrayBuffer allocator, the stop reasons) and the outbound fetch policy.
 //! - [`registry`]: deployed functions (code, version, variables) and where they are read from.
+//! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
+//! - [`admin`]: the deploy and control API (bearer-token auth), deployments over the embedded
+//!   store, and the client the `islet deploy` family of commands uses.
 //! - [`error`]: error types, and the JSON every client-visible error takes.
 //! - [`bench`]: `islet bench`, cold and warm starts measured through the real server.
 //!
 //! `runtime-js/` is our JavaScript edge layer (globals, console, dispatch), baked into the snapshot
 //! by `build.rs` together with Deno's Web API extensions.
 
+pub mod admin;
 pub mod bench;
+pub mod config;
 pub mod error;
 pub mod isolate;
 pub mod limits;

@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use islet::admin::commands;
+use islet::admin::{AdminServer, Deployments};
+use islet::config::Manifest;
 use islet::error::NodeError;
 use islet::isolate::IsolateConfig;
 use islet::limits::outbound::OutboundPolicy;
 use islet::limits::Limits;
 use islet::pool::PoolConfig;
+use islet::registry::Registry;
 use islet::server::{AdmissionConfig, Server, ServerConfig};
 
 #[derive(Parser)]
@@ -32,8 +36,41 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-  /// Serve every function in a directory: <DIR>/<name>/index.js or <DIR>/<name>.js.
-  Serve(ServeArgs),
+  /// Serve functions: those of a directory (<DIR>/<name>/index.js, <DIR>/<name>.js) or a manifest
+  /// (islet.toml), and those deployed to the node's data directory.
+  Serve(Box<ServeArgs>),
+  /// Deploy every function of a manifest to a node, and activate them.
+  Deploy {
+    /// The manifest.
+    #[arg(long, default_value = "islet.toml")]
+    manifest: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// List the functions deployed to a node.
+  Functions {
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// List a function's versions, oldest first.
+  Versions {
+    name: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Make an earlier (or later) version of a function the one that serves.
+  Rollback {
+    name: String,
+    version: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Stop serving a function and forget its versions.
+  Delete {
+    name: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
   /// Measure cold starts and warm requests of a handler through the real HTTP server.
   Bench(BenchArgs),
   /// A bare hyper server answering hello: the ceiling in benches/peers.sh.
@@ -73,10 +110,37 @@ struct BenchArgs {
   json: bool,
 }
 
+/// Which node a control command talks to. Exit codes: 0 done, 1 the node refused or could not be
+/// reached, 2 the local input (manifest, modules, arguments) is wrong.
+#[derive(clap::Args)]
+struct NodeArgs {
+  /// The node's admin API.
+  #[arg(long, env = "ISLET_NODE", default_value = "http://127.0.0.1:9900")]
+  node: String,
+  /// The node's admin token.
+  #[arg(long, env = "ISLET_ADMIN_TOKEN", hide_env_values = true)]
+  token: String,
+  /// Print JSON instead of text (no progress bar).
+  #[arg(long)]
+  json: bool,
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
-  /// The directory of functions.
-  dir: PathBuf,
+  /// A directory of functions, or a manifest (islet.toml). Optional with --data.
+  source: Option<PathBuf>,
+  /// The data directory of deployed functions (the embedded store); needed for the admin API.
+  #[arg(long, env = "ISLET_DATA")]
+  data: Option<PathBuf>,
+  /// Address of the admin API; it runs when an admin token is set.
+  #[arg(long, default_value = "127.0.0.1:9900", env = "ISLET_ADMIN_LISTEN")]
+  admin_listen: SocketAddr,
+  /// The admin API's bearer token.
+  #[arg(long, env = "ISLET_ADMIN_TOKEN", hide_env_values = true)]
+  admin_token: Option<String>,
+  /// Largest bundle (code and variables) a deploy may upload, in MiB.
+  #[arg(long, default_value_t = 32)]
+  max_bundle_mb: usize,
   /// Address to listen on; port 0 picks a free port (the bound address is printed on stdout).
   #[arg(long, default_value = "127.0.0.1:8080", env = "ISLET_LISTEN")]
   listen: SocketAddr,
@@ -186,9 +250,46 @@ fn main() -> ExitCode {
       return ExitCode::FAILURE;
     }
   };
+  let control = |node: &NodeArgs| islet::admin::client::AdminClient::new(&node.node, &node.token);
+  let answer = match &cli.command {
+    Command::Deploy { manifest, node } => {
+      Some(runtime.block_on(commands::deploy(manifest, &control(node), node.json)))
+    }
+    Command::Functions { node } => Some(runtime.block_on(commands::functions(&control(node), node.json))),
+    Command::Versions { name, node } => {
+      Some(runtime.block_on(commands::versions(&control(node), name, node.json)))
+    }
+    Command::Rollback { name, version, node } => {
+      Some(runtime.block_on(commands::rollback(&control(node), name, version, node.json)))
+    }
+    Command::Delete { name, node } => {
+      Some(runtime.block_on(commands::delete(&control(node), name, node.json)))
+    }
+    _ => None,
+  };
+  if let Some(answer) = answer {
+    return match answer {
+      Ok(out) => {
+        print!("{out}");
+        if !out.ends_with('\n') {
+          println!();
+        }
+        ExitCode::SUCCESS
+      }
+      Err(err) => {
+        eprintln!("islet: {err}");
+        ExitCode::from(err.exit_code())
+      }
+    };
+  }
   let result = match cli.command {
-    Command::Serve(args) => runtime.block_on(serve(args)),
+    Command::Serve(args) => runtime.block_on(serve(*args)),
     Command::Bench(args) => runtime.block_on(bench(args)),
+    Command::Deploy { .. }
+    | Command::Functions { .. }
+    | Command::Versions { .. }
+    | Command::Rollback { .. }
+    | Command::Delete { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen } => {
       runtime
         .block_on(islet::bench::ceiling::serve(listen))
@@ -261,8 +362,35 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
 
 async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   let limits = args.limits.limits()?;
-  let mut registry = islet::registry::load_dir(&args.dir, &limits)?;
-  registry.check_each(islet::isolate::check_syntax);
+  let mut statics = match &args.source {
+    None if args.data.is_none() => {
+      return Err(NodeError::Config(
+        "nothing to serve: give a directory, a manifest, or --data".into(),
+      ))
+    }
+    None => Registry::default(),
+    Some(path) if path.is_file() => manifest_functions(path, &limits)?,
+    Some(dir) => islet::registry::load_dir(dir, &limits)?,
+  };
+  if !statics.is_empty() {
+    let mut checker = islet::isolate::SyntaxChecker::new().map_err(NodeError::Config)?;
+    statics.check_each(|function| checker.check(function));
+  }
+  let statics = registry_summary(statics);
+  let max_bundle_bytes = args.max_bundle_mb << 20;
+  let deployments = match (&args.data, &args.admin_token) {
+    (Some(data), _) => Some(data.clone()),
+    (None, Some(_)) => Some(PathBuf::from("islet-data")),
+    (None, None) => None,
+  }
+  .map(|data| Deployments::open(&data, limits.clone(), statics.clone(), max_bundle_bytes))
+  .transpose()
+  .map_err(|e| NodeError::Config(format!("data directory: {e}")))?
+  .map(Arc::new);
+  let live = match &deployments {
+    Some(deployments) => deployments.live(),
+    None => Arc::new(arc_swap::ArcSwap::from_pointee(statics)),
+  };
   let config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -284,15 +412,42 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     },
   };
   let https = config.tls.is_some();
-  let server = Server::bind(config, registry_summary(registry)).await?;
+  let server = Server::bind(config, live).await?;
   let scheme = if https { "https" } else { "http" };
-  // The one line on stdout: scripts and tests read the bound address from it.
+  // The first line on stdout: scripts and tests read the bound address from it.
   println!("islet listening on {scheme}://{}", server.local_addr());
+  match (deployments, args.admin_token) {
+    (Some(deployments), Some(token)) => {
+      deployments.attach_pool(server.pool_control());
+      let admin = AdminServer::bind(args.admin_listen, &token, deployments, max_bundle_bytes).await?;
+      // The second line: the admin API's address.
+      println!("islet admin on http://{}", admin.local_addr());
+      tokio::spawn(admin.run());
+    }
+    (Some(_), None) => {
+      tracing::warn!("no admin token (--admin-token, ISLET_ADMIN_TOKEN): the admin API is off")
+    }
+    (None, _) => {}
+  }
   server.run(shutdown_signal()).await;
   Ok(())
 }
 
-fn registry_summary(registry: islet::registry::Registry) -> islet::registry::Registry {
+/// The functions of a manifest, served as they are (secrets from this process's environment).
+fn manifest_functions(path: &std::path::Path, limits: &Limits) -> Result<Registry, NodeError> {
+  let manifest = Manifest::load(path)?;
+  let mut registry = Registry::default();
+  for name in manifest.functions.keys() {
+    let bundle = manifest.bundle(name, &|key| std::env::var(key).ok())?;
+    let function = bundle
+      .to_function(limits)
+      .map_err(|e| NodeError::Config(format!("{}: functions.{name}: {e}", path.display())))?;
+    registry.insert(function);
+  }
+  Ok(registry)
+}
+
+fn registry_summary(registry: Registry) -> Registry {
   for function in registry.iter() {
     match &function.broken {
       None => {

@@ -96,6 +96,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     pool: config.pool.clone(),
     ..ServerConfig::default()
   };
+  let registry = Arc::new(arc_swap::ArcSwap::from_pointee(registry));
   let server = Server::bind(server_config, registry).await?;
   let addr = server.local_addr();
   let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

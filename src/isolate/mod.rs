@@ -47,7 +47,7 @@ use crate::registry::Function;
 use ext::{HandlerOutcome, PendingResponses, RequestBody, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 
-pub use syntax::check_syntax;
+pub use syntax::{check_syntax, SyntaxChecker};
 
 /// The V8 heap with Deno's Web APIs and `runtime-js/` already evaluated, baked by `build.rs`.
 static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ISLET_SNAPSHOT.bin"));
@@ -268,6 +268,12 @@ impl Isolate {
       longest_slice: Duration::ZERO,
       runtime,
     })
+  }
+
+  /// Runs `f` on this isolate's V8 isolate, entered, outside any limit: for Islet's own work on a
+  /// scratch isolate (parse checks), never for tenant code.
+  pub(crate) fn with_v8_isolate<R>(&mut self, f: impl FnOnce(&mut v8::OwnedIsolate) -> R) -> R {
+    entered(&mut self.runtime, |runtime| f(runtime.v8_isolate()))
   }
 
   /// The heap limit this isolate was created with, in bytes: only a function with the same

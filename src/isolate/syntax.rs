@@ -1,17 +1,36 @@
 //! Parse-only check of a function's modules, so a syntax error is reported when code is loaded
 //! (file, line, column) instead of on the first request, and without running any tenant code.
+//! Must not run on a thread that holds other isolates between their calls (see `Isolate`'s docs on
+//! entering): the checker enters its own isolate for each check.
 
 use crate::isolate::loader::module_url;
+use crate::isolate::{Isolate, IsolateConfig};
 use crate::registry::Function;
 
 /// Compiles every module of `function` as an ES module, in a scratch isolate; evaluates nothing.
 ///
 /// Returns `hello/index.js:3:7: SyntaxError: Unexpected token '}'` for the first module that fails.
-/// Must not run on a thread that holds other isolates (see `Isolate`'s docs on entering).
+/// Checking many functions? [`SyntaxChecker`] reuses one isolate.
 pub fn check_syntax(function: &Function) -> Result<(), String> {
-  super::init_v8();
-  let isolate = &mut deno_core::v8::Isolate::new(Default::default());
-  check_in(isolate, function)
+  SyntaxChecker::new()?.check(function)
+}
+
+/// A scratch isolate for parse checks. It is restored from Islet's own snapshot, like every other
+/// isolate in the process: V8 shares one read-only heap between the isolates of a process, and an
+/// isolate made from V8's default snapshot while others from ours are being made crashes it.
+pub struct SyntaxChecker(Isolate);
+
+impl SyntaxChecker {
+  pub fn new() -> Result<Self, String> {
+    Isolate::new(&IsolateConfig::default())
+      .map(Self)
+      .map_err(|e| format!("cannot start an isolate to check modules: {e}"))
+  }
+
+  /// Compiles `function`'s modules, each in a fresh context; evaluates nothing.
+  pub fn check(&mut self, function: &Function) -> Result<(), String> {
+    self.0.with_v8_isolate(|isolate| check_in(isolate, function))
+  }
 }
 
 fn check_in(isolate: &mut deno_core::v8::OwnedIsolate, function: &Function) -> Result<(), String> {

@@ -20,7 +20,7 @@ pub mod outbound;
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 
@@ -58,14 +58,20 @@ impl Default for Limits {
 }
 
 /// A function's own limits, each replacing the node's default when present.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub cpu_ms: Option<u64>,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub memory_mb: Option<u64>,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub wall_ms: Option<u64>,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub max_body_bytes: Option<u64>,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub max_fetches: Option<u32>,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub allow_eval: Option<bool>,
 }
 

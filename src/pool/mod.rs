@@ -59,6 +59,28 @@ struct Thread {
   tasks: Arc<AtomicUsize>,
 }
 
+/// Reaches every isolate thread, the heavy lane included: how a deploy clears out old versions.
+#[derive(Clone)]
+pub struct PoolControl {
+  inboxes: Vec<mpsc::UnboundedSender<ThreadTask>>,
+}
+
+/// Which loaded isolates to keep, by function name and version.
+pub type KeepLoaded = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+impl PoolControl {
+  /// On every thread, evicts the loaded isolates whose (function, version) `keep` refuses. Each
+  /// finishes the requests it already holds, then is dropped.
+  pub fn retain_loaded(&self, keep: KeepLoaded) {
+    for inbox in &self.inboxes {
+      let keep = keep.clone();
+      let _ = inbox.send(Box::new(move |isolates| {
+        Box::pin(async move { isolates.retain_loaded(&*keep) })
+      }));
+    }
+  }
+}
+
 /// The isolate threads have stopped (their runtime could not start, or the process is ending).
 #[derive(Debug, thiserror::Error)]
 #[error("the isolate threads have stopped")]
@@ -116,6 +138,13 @@ impl IsolatePool {
   /// The heavy lane, for the request path to send demoted functions' requests to.
   pub fn heavy_lane(&self) -> HeavyLane {
     self.heavy.clone()
+  }
+
+  /// A handle that reaches every thread, for the control plane.
+  pub fn control(&self) -> PoolControl {
+    let mut inboxes: Vec<_> = self.threads.iter().map(|t| t.inbox.clone()).collect();
+    inboxes.push(self.heavy.inbox.clone());
+    PoolControl { inboxes }
   }
 
   /// Runs `task` on the thread with the fewest tasks running. Fails if the threads have stopped.

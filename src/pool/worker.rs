@@ -87,6 +87,22 @@ impl LocalIsolates {
     InFlight(self.in_flight.clone())
   }
 
+  /// Evicts the loaded isolates whose (function, version) `keep` refuses.
+  pub fn retain_loaded(&self, keep: &dyn Fn(&str, &str) -> bool) {
+    let mut isolates = self.isolates.borrow_mut();
+    let stale: Vec<(String, String)> = isolates
+      .loaded
+      .iter()
+      .map(|(key, _)| key)
+      .filter(|(name, version)| !keep(name, version))
+      .cloned()
+      .collect();
+    for key in stale {
+      tracing::debug!(function = %key.0, version = %key.1, "evicting an isolate of an inactive version");
+      isolates.forget(&key);
+    }
+  }
+
   /// Tells the isolate running `function` that the server gave up on `request_id` at its
   /// wall-clock deadline, so that it retires.
   pub fn overdue(&self, function: &Function, request_id: Arc<str>) {

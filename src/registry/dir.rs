@@ -135,7 +135,7 @@ fn load_folder(name: &str, folder: &Path, defaults: &Limits) -> Result<Function,
   ))
 }
 
-fn collect_modules(
+pub(crate) fn collect_modules(
   root: &Path,
   dir: &Path,
   depth: usize,

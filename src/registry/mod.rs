@@ -4,7 +4,10 @@
 //! `version` (the hash of its modules), so an isolate that loaded one version can never be
 //! handed another. This module reads code; it never runs it.
 
+mod bundle;
 mod dir;
+mod routes;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,7 +16,10 @@ use sha2::{Digest, Sha256};
 
 use crate::limits::Limits;
 
+pub use bundle::Bundle;
+pub(crate) use dir::collect_modules;
 pub use dir::{load_dir, load_function};
+pub use routes::RoutePattern;
 
 /// One version of one function's code.
 #[derive(Debug)]
@@ -35,6 +41,8 @@ pub struct Function {
   pub code_cache: CodeCache,
   /// What each request may use: the node's defaults with the function's own overrides applied.
   pub limits: Limits,
+  /// Host and path patterns routed to this function besides its name (see `routes`).
+  pub routes: Vec<String>,
 }
 
 /// V8's cache data for one module, and the hash of the source it was made from.
@@ -104,6 +112,7 @@ impl Function {
       broken: None,
       code_cache: CodeCache::default(),
       limits,
+      routes: Vec::new(),
     }
   }
 }
@@ -119,19 +128,60 @@ pub fn is_valid_name(name: &str) -> bool {
     && !name.ends_with('-')
 }
 
-/// The functions a node serves, by name.
-#[derive(Debug, Default)]
+/// The functions a node serves, by name, and the routes they claim. Immutable once serving: a
+/// deploy builds a new one and swaps it in whole.
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
   functions: HashMap<String, Arc<Function>>,
+  /// Every function's route patterns, most specific first.
+  routes: Vec<(RoutePattern, String)>,
 }
 
 impl Registry {
   pub fn insert(&mut self, function: Function) {
-    self.functions.insert(function.name.clone(), Arc::new(function));
+    self.insert_arc(Arc::new(function));
+  }
+
+  /// Adds or replaces a function, with its routes.
+  pub fn insert_arc(&mut self, function: Arc<Function>) {
+    self.routes.retain(|(_, name)| *name != function.name);
+    for route in &function.routes {
+      // Patterns are validated when a bundle or manifest is read; a bad one here is skipped.
+      if let Ok(pattern) = RoutePattern::parse(route) {
+        self.routes.push((pattern, function.name.clone()));
+      }
+    }
+    self
+      .routes
+      .sort_by_key(|(pattern, _)| std::cmp::Reverse(pattern.specificity()));
+    self.functions.insert(function.name.clone(), function);
+  }
+
+  /// Removes a function and its routes.
+  pub fn remove(&mut self, name: &str) -> Option<Arc<Function>> {
+    self.routes.retain(|(_, n)| n != name);
+    self.functions.remove(name)
   }
 
   pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
     self.functions.get(name)
+  }
+
+  /// The function whose route patterns claim this host (lowercase, no port) and path.
+  pub fn by_route(&self, host: &str, path: &str) -> Option<&Arc<Function>> {
+    let (_, name) = self
+      .routes
+      .iter()
+      .find(|(pattern, _)| pattern.matches(host, path))?;
+    self.functions.get(name)
+  }
+
+  pub fn len(&self) -> usize {
+    self.functions.len()
+  }
+
+  pub fn is_empty(&self) -> bool {
+    self.functions.is_empty()
   }
 
   pub fn iter(&self) -> impl Iterator<Item = &Arc<Function>> {

@@ -30,11 +30,13 @@ use crate::error::{error_response, limit_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
 use crate::limits::StopReason;
+use crate::pool::PoolControl;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig};
 use crate::registry::Registry;
 use admission::Admission;
 pub use admission::AdmissionConfig;
-use router::{name_from_path, Router};
+use arc_swap::ArcSwap;
+use router::{host_without_port, name_from_path, Router};
 
 /// How a node serves HTTP.
 #[derive(Debug, Clone)]
@@ -66,7 +68,8 @@ impl Default for ServerConfig {
 /// What a request needs from the node, shared by every isolate thread: the functions, how to route
 /// to them, and the admission gates.
 struct Node {
-  registry: Registry,
+  /// The functions served, swapped whole by deploys (see `admin`).
+  registry: Arc<ArcSwap<Registry>>,
   router: Router,
   admission: Admission,
   /// Where demoted functions' requests run instead of the connection's thread.
@@ -103,7 +106,7 @@ const RETRY_AFTER_SECS: &str = "1";
 
 impl Server {
   /// Binds the listener and starts the isolate threads.
-  pub async fn bind(config: ServerConfig, registry: Registry) -> Result<Self, NodeError> {
+  pub async fn bind(config: ServerConfig, registry: Arc<ArcSwap<Registry>>) -> Result<Self, NodeError> {
     let tls = match &config.tls {
       Some((cert, key)) => Some(tls::acceptor(cert, key)?),
       None => None,
@@ -131,6 +134,11 @@ impl Server {
       pool,
       shutdown_grace: config.shutdown_grace,
     })
+  }
+
+  /// Reaches every isolate thread: how deploys clear out isolates of old versions.
+  pub fn pool_control(&self) -> PoolControl {
+    self.pool.control()
   }
 
   /// The address actually bound (the port is chosen by the OS for `:0`).
@@ -292,12 +300,20 @@ impl Node {
       })
       .unwrap_or_default();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let registry = self.registry.load();
     let by_host = self.router.name_from_host(&host).map(str::to_ascii_lowercase);
     let name = by_host
       .as_deref()
-      .filter(|name| self.registry.get(name).is_some())
+      .filter(|name| registry.get(name).is_some())
       .or_else(|| name_from_path(parts.uri.path()));
-    let Some(function) = name.and_then(|name| self.registry.get(name)) else {
+    // Host name first, then the functions' own route patterns, then the first path segment.
+    let by_name = by_host.as_deref().and_then(|name| registry.get(name));
+    let routed = by_name
+      .or_else(|| registry.by_route(&host_without_port(&host).to_ascii_lowercase(), parts.uri.path()))
+      .or_else(|| name.and_then(|name| registry.get(name)))
+      .cloned();
+    drop(registry);
+    let Some(function) = routed else {
       let message = match by_host.as_deref().or(name) {
         Some(name) => format!("no function named '{name}' is deployed on this node"),
         None => "no function named in the request's host or path".to_string(),
@@ -360,7 +376,7 @@ impl Node {
         if on_heavy_lane {
           self.heavy_lane.overdue(function.clone(), request_id.clone());
         } else {
-          isolates.overdue(function, request_id.clone());
+          isolates.overdue(&function, request_id.clone());
         }
         let reason = StopReason::WallTime {
           limit: function.limits.wall(),

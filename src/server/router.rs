@@ -45,6 +45,11 @@ pub fn name_from_path(path: &str) -> Option<&str> {
   (!name.is_empty()).then_some(name)
 }
 
+/// `example.com:8080` → `example.com`, `[::1]:80` → `::1`.
+pub fn host_without_port(host: &str) -> &str {
+  strip_port(host)
+}
+
 fn strip_port(host: &str) -> &str {
   if host.starts_with('[') {
     return host.split_once(']').map_or(host, |(h, _)| &h[1..]);

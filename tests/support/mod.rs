@@ -21,6 +21,8 @@ pub fn repo_path(relative: &str) -> PathBuf {
 pub struct Node {
   pub child: Child,
   pub addr: SocketAddr,
+  /// The admin API's address, when the node runs one.
+  pub admin: Option<SocketAddr>,
   /// Everything the process wrote to stderr (its logs) so far.
   logs: Arc<Mutex<String>>,
 }
@@ -33,16 +35,30 @@ impl Node {
 
   /// Like `serve`, with the log filter `filter` (ISLET_LOG).
   pub fn serve_logging(dir: &str, extra: &[&str], filter: &str) -> Node {
+    let dir = repo_path(dir);
+    let mut args = vec![dir.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    Self::start(&args, filter)
+  }
+
+  /// Runs `islet serve` with exactly `args` (plus a free port and two threads unless given); with
+  /// `--admin-token` among them, on a free admin port too.
+  pub fn start(args: &[&str], filter: &str) -> Node {
+    let admin = args.contains(&"--admin-token");
     let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
       .arg("serve")
-      .arg(repo_path(dir))
       .args(["--listen", "127.0.0.1:0"])
-      .args(if extra.contains(&"--threads") {
+      .args(if admin && !args.contains(&"--admin-listen") {
+        &["--admin-listen", "127.0.0.1:0"][..]
+      } else {
+        &[][..]
+      })
+      .args(if args.contains(&"--threads") {
         &[][..]
       } else {
         &["--threads", "2"][..]
       })
-      .args(extra)
+      .args(args)
       .env("ISLET_LOG", filter)
       .stdout(Stdio::piped())
       .stderr(Stdio::piped())
@@ -69,7 +85,27 @@ impl Node {
       .next()
       .and_then(|a| a.parse().ok())
       .unwrap_or_else(|| panic!("no address in {line:?}; logs:\n{}", logs.lock().unwrap()));
-    Node { child, addr, logs }
+    let admin = admin.then(|| {
+      let mut line = String::new();
+      stdout.read_line(&mut line).expect("read the admin line");
+      line
+        .trim()
+        .rsplit("://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in {line:?}; logs:\n{}", logs.lock().unwrap()))
+    });
+    Node {
+      child,
+      addr,
+      admin,
+      logs,
+    }
+  }
+
+  /// The admin API's base URL.
+  pub fn admin_url(&self) -> String {
+    format!("http://{}", self.admin.expect("this node runs the admin API"))
   }
 
   pub fn url(&self, path: &str) -> String {

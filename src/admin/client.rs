@@ -1,0 +1,166 @@
+//! The admin API's client, for `islet deploy`, `islet functions`, `islet versions`,
+//! `islet rollback` and `islet delete`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::registry::Bundle;
+
+/// Why a command failed: the exit code says which kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+  /// The node could not be reached, or answered with an error (exit code 1).
+  #[error("{0}")]
+  Node(String),
+  /// The local input is wrong: the manifest, a module, an argument (exit code 2).
+  #[error("{0}")]
+  Input(String),
+}
+
+impl ClientError {
+  pub fn exit_code(&self) -> u8 {
+    match self {
+      ClientError::Node(_) => 1,
+      ClientError::Input(_) => 2,
+    }
+  }
+}
+
+/// Talks to one node's admin API.
+pub struct AdminClient {
+  base: String,
+  token: String,
+  http: Client<hyper_util::client::legacy::connect::HttpConnector, ProgressBody>,
+}
+
+/// A request body sent in chunks, reporting each chunk as it goes (the upload progress bar).
+pub struct ProgressBody {
+  data: Bytes,
+  sent: Box<dyn Fn(usize) + Send + Sync>,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl Body for ProgressBody {
+  type Data = Bytes;
+  type Error = std::convert::Infallible;
+
+  fn poll_frame(
+    mut self: Pin<&mut Self>,
+    _cx: &mut Context<'_>,
+  ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    if self.data.is_empty() {
+      return Poll::Ready(None);
+    }
+    let n = self.data.len().min(CHUNK);
+    let chunk = self.data.split_to(n);
+    (self.sent)(n);
+    Poll::Ready(Some(Ok(Frame::data(chunk))))
+  }
+
+  fn is_end_stream(&self) -> bool {
+    self.data.is_empty()
+  }
+
+  fn size_hint(&self) -> SizeHint {
+    SizeHint::with_exact(self.data.len() as u64)
+  }
+}
+
+impl AdminClient {
+  pub fn new(node: &str, token: &str) -> Self {
+    Self {
+      base: node.trim_end_matches('/').to_string(),
+      token: token.to_string(),
+      http: Client::builder(TokioExecutor::new()).build_http(),
+    }
+  }
+
+  async fn call(
+    &self,
+    method: http::Method,
+    path: &str,
+    body: Bytes,
+    sent: Box<dyn Fn(usize) + Send + Sync>,
+  ) -> Result<serde_json::Value, ClientError> {
+    let url = format!("{}{path}", self.base);
+    let request = http::Request::builder()
+      .method(method)
+      .uri(&url)
+      .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+      .header(http::header::CONTENT_TYPE, "application/json")
+      .body(ProgressBody { data: body, sent })
+      .map_err(|e| ClientError::Input(format!("{url}: {e}")))?;
+    let response = self.http.request(request).await.map_err(|e| {
+      use std::error::Error as _;
+      let writing = e.source().is_some_and(|s| s.to_string().contains("body write"));
+      ClientError::Node(if writing {
+        format!(
+          "{} closed the connection during the upload (is the bundle over its size limit?): {e}",
+          self.base
+        )
+      } else {
+        format!("cannot reach {}: {e}", self.base)
+      })
+    })?;
+    let status = response.status();
+    let body = response
+      .into_body()
+      .collect()
+      .await
+      .map_err(|e| ClientError::Node(format!("{url}: reading the answer failed: {e}")))?
+      .to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&body)
+      .unwrap_or_else(|_| serde_json::json!({ "error": { "message": String::from_utf8_lossy(&body) } }));
+    if status.is_success() {
+      return Ok(value);
+    }
+    let message = value["error"]["message"].as_str().unwrap_or("no message");
+    Err(ClientError::Node(format!("{} ({status}): {message}", self.base)))
+  }
+
+  async fn get(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+    self
+      .call(http::Method::GET, path, Bytes::new(), Box::new(|_| {}))
+      .await
+  }
+
+  /// Uploads `bundle` and activates it; `sent` hears of every chunk uploaded.
+  pub async fn deploy(
+    &self,
+    bundle: &Bundle,
+    sent: Box<dyn Fn(usize) + Send + Sync>,
+  ) -> Result<serde_json::Value, ClientError> {
+    // INVARIANT: a bundle always serializes.
+    let body = Bytes::from(serde_json::to_vec(bundle).expect("bundle serializes"));
+    let path = format!("/v1/functions/{}", bundle.name);
+    self.call(http::Method::PUT, &path, body, sent).await
+  }
+
+  pub async fn functions(&self) -> Result<serde_json::Value, ClientError> {
+    self.get("/v1/functions").await
+  }
+
+  pub async fn versions(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+    self.get(&format!("/v1/functions/{name}/versions")).await
+  }
+
+  pub async fn activate(&self, name: &str, version: &str) -> Result<serde_json::Value, ClientError> {
+    let body = Bytes::from(serde_json::json!({ "version": version }).to_string());
+    let path = format!("/v1/functions/{name}/active");
+    self.call(http::Method::POST, &path, body, Box::new(|_| {})).await
+  }
+
+  pub async fn delete(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+    let path = format!("/v1/functions/{name}");
+    self
+      .call(http::Method::DELETE, &path, Bytes::new(), Box::new(|_| {}))
+      .await
+  }
+}

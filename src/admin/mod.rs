@@ -1,0 +1,273 @@
+//! The admin API: deploys and control, on a listener of its own (default 127.0.0.1:9900), JSON
+//! over HTTP, every request authenticated by a bearer token compared in constant time.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /v1/health` | node health: status and the number of functions served |
+//! | `GET /v1/functions` | deployed functions, their active version and routes |
+//! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
+//! | `GET /v1/functions/{name}/versions` | a function's versions, oldest first |
+//! | `POST /v1/functions/{name}/active` | `{"version": "…"}`: activate a version (rollback) |
+//! | `DELETE /v1/functions/{name}` | stop serving a function and forget its versions |
+//!
+//! Errors are `{"error":{"code","message"}}`: `unauthorized` 401, `not_found` 404,
+//! `invalid_bundle` 400, `bundle_too_large` 413, `bad_request` 400, `store_failed` 500.
+//!
+//! This module never runs tenant code: a deploy only compiles the bundle's modules to check them.
+
+pub mod client;
+pub mod commands;
+mod deploy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+pub use deploy::{DeployError, Deployed, Deployments, FunctionSummary, VersionSummary};
+
+use crate::error::NodeError;
+use crate::registry::Bundle;
+
+/// The admin API's listener and what it serves.
+pub struct AdminServer {
+  listener: TcpListener,
+  state: Arc<Admin>,
+}
+
+struct Admin {
+  deployments: Arc<Deployments>,
+  /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
+  token_digest: [u8; 32],
+  max_bundle_bytes: usize,
+}
+
+impl AdminServer {
+  /// Binds the admin listener. The token must not be empty.
+  pub async fn bind(
+    listen: SocketAddr,
+    token: &str,
+    deployments: Arc<Deployments>,
+    max_bundle_bytes: usize,
+  ) -> Result<Self, NodeError> {
+    if token.is_empty() {
+      return Err(NodeError::Config("the admin token is empty".into()));
+    }
+    let listener = TcpListener::bind(listen).await.map_err(|source| NodeError::Io {
+      path: listen.to_string(),
+      source,
+    })?;
+    Ok(Self {
+      listener,
+      state: Arc::new(Admin {
+        deployments,
+        token_digest: Sha256::digest(token.as_bytes()).into(),
+        max_bundle_bytes,
+      }),
+    })
+  }
+
+  pub fn local_addr(&self) -> SocketAddr {
+    // INVARIANT: a bound TCP listener has a local address.
+    self.listener.local_addr().expect("bound listener has an address")
+  }
+
+  /// Serves until the process ends.
+  pub async fn run(self) {
+    loop {
+      let Ok((stream, _)) = self.listener.accept().await else {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        continue;
+      };
+      let state = self.state.clone();
+      tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |request| {
+          let state = state.clone();
+          async move { Ok::<_, Infallible>(state.handle(request).await) }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+          .serve_connection(TokioIo::new(stream), service)
+          .await;
+      });
+    }
+  }
+}
+
+type Reply = http::Response<Full<Bytes>>;
+
+fn json(status: http::StatusCode, body: &impl Serialize) -> Reply {
+  // INVARIANT: the bodies are plain data.
+  let bytes = serde_json::to_vec(body).expect("admin body serializes");
+  let mut response = http::Response::new(Full::new(Bytes::from(bytes)));
+  *response.status_mut() = status;
+  response.headers_mut().insert(
+    http::header::CONTENT_TYPE,
+    http::HeaderValue::from_static("application/json"),
+  );
+  response
+}
+
+fn error(status: http::StatusCode, code: &str, message: &str) -> Reply {
+  json(
+    status,
+    &serde_json::json!({ "error": { "code": code, "message": message } }),
+  )
+}
+
+fn deploy_error(err: DeployError) -> Reply {
+  use http::StatusCode;
+  let message = err.to_string();
+  match err {
+    DeployError::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid_bundle", &message),
+    DeployError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", &message),
+    DeployError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &message),
+    DeployError::Store(_) => {
+      tracing::error!("admin: {message}");
+      error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &message)
+    }
+  }
+}
+
+impl Admin {
+  fn authorized(&self, request: &http::Request<Incoming>) -> bool {
+    let given = request
+      .headers()
+      .get(http::header::AUTHORIZATION)
+      .and_then(|v| v.to_str().ok())
+      .and_then(|v| v.strip_prefix("Bearer "))
+      .unwrap_or("");
+    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    bool::from(digest.ct_eq(&self.token_digest)) && !given.is_empty()
+  }
+
+  async fn handle(&self, request: http::Request<Incoming>) -> Reply {
+    use http::{Method, StatusCode};
+    if !self.authorized(&request) {
+      return error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid admin token is needed: Authorization: Bearer <token>",
+      );
+    }
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let deployments = self.deployments.clone();
+    match (request.method().clone(), segments.as_slice()) {
+      (Method::GET, ["v1", "health"]) => json(
+        StatusCode::OK,
+        &serde_json::json!({ "status": "ok", "functions": deployments.serving() }),
+      ),
+      (Method::GET, ["v1", "functions"]) => json(
+        StatusCode::OK,
+        &serde_json::json!({ "functions": deployments.functions() }),
+      ),
+      (Method::GET, ["v1", "functions", name, "versions"]) => match deployments.versions(name) {
+        Ok(versions) => json(
+          StatusCode::OK,
+          &serde_json::json!({ "name": name, "versions": versions }),
+        ),
+        Err(err) => deploy_error(err),
+      },
+      (Method::PUT, ["v1", "functions", name]) => {
+        let name = name.to_string();
+        let body = match self.read_body(request).await {
+          Ok(body) => body,
+          Err(reply) => return reply,
+        };
+        let bundle: Bundle = match serde_json::from_slice(&body) {
+          Ok(bundle) => bundle,
+          Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_bundle", &format!("bundle: {e}")),
+        };
+        if bundle.name != name {
+          let message = format!("the bundle is for '{}', not '{name}'", bundle.name);
+          return error(StatusCode::BAD_REQUEST, "invalid_bundle", &message);
+        }
+        // Compiling the modules (the syntax check) and writing files block: off the async threads.
+        match tokio::task::spawn_blocking(move || deployments.deploy(bundle)).await {
+          Ok(Ok(deployed)) => {
+            let status = if deployed.created {
+              StatusCode::CREATED
+            } else {
+              StatusCode::OK
+            };
+            json(status, &deployed)
+          }
+          Ok(Err(err)) => deploy_error(err),
+          Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e.to_string()),
+        }
+      }
+      (Method::POST, ["v1", "functions", name, "active"]) => {
+        let name = name.to_string();
+        let body = match self.read_body(request).await {
+          Ok(body) => body,
+          Err(reply) => return reply,
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Activate {
+          version: String,
+        }
+        let Ok(Activate { version }) = serde_json::from_slice(&body) else {
+          return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"version\": \"…\"}",
+          );
+        };
+        match tokio::task::spawn_blocking(move || deployments.activate(&name, &version)).await {
+          Ok(Ok(deployed)) => json(StatusCode::OK, &deployed),
+          Ok(Err(err)) => deploy_error(err),
+          Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e.to_string()),
+        }
+      }
+      (Method::DELETE, ["v1", "functions", name]) => {
+        let name = name.to_string();
+        let deleting = name.clone();
+        match tokio::task::spawn_blocking(move || deployments.delete(&deleting)).await {
+          Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
+          Ok(Err(err)) => deploy_error(err),
+          Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e.to_string()),
+        }
+      }
+      _ => error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no admin endpoint {} {path}", request.method()),
+      ),
+    }
+  }
+
+  /// The request body, refused with 413 past the bundle limit (plus room for the JSON around it).
+  async fn read_body(&self, request: http::Request<Incoming>) -> Result<Bytes, Reply> {
+    let max = self.max_bundle_bytes + self.max_bundle_bytes / 4 + 64 * 1024;
+    let too_large = || {
+      let message = format!("the upload is larger than this node accepts ({max} bytes)");
+      error(http::StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", &message)
+    };
+    let declared = request
+      .headers()
+      .get(http::header::CONTENT_LENGTH)
+      .and_then(|v| v.to_str().ok())
+      .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+      return Err(too_large());
+    }
+    match Limited::new(request.into_body(), max).collect().await {
+      Ok(body) => Ok(body.to_bytes()),
+      Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+      Err(e) => Err(error(
+        http::StatusCode::BAD_REQUEST,
+        "bad_request",
+        &format!("reading the upload failed: {e}"),
+      )),
+    }
+  }
+}

@@ -1,0 +1,125 @@
+//! Route patterns a function claims besides its name: `api.example.com`, `example.com/api/*`,
+//! `*.example.com/img/*`, `/v1/*`. Pure logic, unit-tested here.
+
+/// One parsed pattern: a host (exact, or `*.` for any subdomain) and/or a path (exact, or a prefix
+/// ending in `*`). A missing part matches anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+  host: Option<HostPattern>,
+  path: Option<PathPattern>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+  Exact(String),
+  /// `*.example.com`: any subdomain of `example.com` (not the domain itself).
+  Subdomains(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPattern {
+  Exact(String),
+  Prefix(String),
+}
+
+impl RoutePattern {
+  pub fn parse(pattern: &str) -> Result<Self, String> {
+    let (host, path) = match pattern.find('/') {
+      Some(0) => ("", pattern),
+      Some(slash) => pattern.split_at(slash),
+      None => (pattern, ""),
+    };
+    if host.is_empty() && path.is_empty() {
+      return Err("a route needs a host, a path or both".into());
+    }
+    let host = match host.to_ascii_lowercase() {
+      h if h.is_empty() => None,
+      h if h.contains(['*', ' ', ':']) && !h.starts_with("*.") => {
+        return Err(format!(
+          "'{pattern}': a host is a name, or *.name for its subdomains"
+        ));
+      }
+      h => match h.strip_prefix("*.") {
+        Some(domain) if !domain.is_empty() && !domain.contains('*') => {
+          Some(HostPattern::Subdomains(domain.to_string()))
+        }
+        Some(_) => return Err(format!("'{pattern}': '*.' must be followed by a domain")),
+        None => Some(HostPattern::Exact(h)),
+      },
+    };
+    let path = match path {
+      "" => None,
+      p => match p.strip_suffix('*') {
+        Some(prefix) if !prefix.contains('*') => Some(PathPattern::Prefix(prefix.to_string())),
+        None if !p.contains('*') => Some(PathPattern::Exact(p.to_string())),
+        _ => return Err(format!("'{pattern}': '*' may only end a path")),
+      },
+    };
+    Ok(Self { host, path })
+  }
+
+  /// Whether a request to `host` (without port, lowercase) and `path` is routed here.
+  pub fn matches(&self, host: &str, path: &str) -> bool {
+    let host_ok = match &self.host {
+      None => true,
+      Some(HostPattern::Exact(h)) => h == host,
+      Some(HostPattern::Subdomains(domain)) => host
+        .strip_suffix(domain.as_str())
+        .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+    };
+    host_ok
+      && match &self.path {
+        None => true,
+        Some(PathPattern::Exact(p)) => p == path,
+        Some(PathPattern::Prefix(p)) => path.starts_with(p.as_str()),
+      }
+  }
+
+  /// How specific the pattern is, to try the most specific first: an exact host beats a wildcard,
+  /// a host beats none, and a longer path beats a shorter one.
+  pub fn specificity(&self) -> (u8, usize) {
+    let host = match &self.host {
+      Some(HostPattern::Exact(_)) => 2,
+      Some(HostPattern::Subdomains(_)) => 1,
+      None => 0,
+    };
+    let path = match &self.path {
+      Some(PathPattern::Exact(p)) => p.len() + 1,
+      Some(PathPattern::Prefix(p)) => p.len(),
+      None => 0,
+    };
+    (host, path)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn patterns_match_hosts_and_paths() {
+    let p = |s| RoutePattern::parse(s).unwrap();
+    assert!(p("api.example.com").matches("api.example.com", "/x"));
+    assert!(!p("api.example.com").matches("example.com", "/x"));
+    assert!(p("example.com/api/*").matches("example.com", "/api/users"));
+    assert!(!p("example.com/api/*").matches("example.com", "/web"));
+    assert!(p("*.example.com").matches("a.example.com", "/"));
+    assert!(!p("*.example.com").matches("example.com", "/"));
+    assert!(!p("*.example.com").matches("badexample.com", "/"));
+    assert!(p("/v1/*").matches("anything", "/v1/x"));
+    assert!(p("/health").matches("h", "/health"));
+    assert!(!p("/health").matches("h", "/health/x"));
+    assert!(p("example.com/a/*").specificity() > p("example.com").specificity());
+  }
+
+  #[test]
+  fn bad_patterns_say_why() {
+    assert!(RoutePattern::parse("").is_err());
+    assert!(RoutePattern::parse("ex*ample.com")
+      .unwrap_err()
+      .contains("a host is a name"));
+    assert!(RoutePattern::parse("/a/*/b")
+      .unwrap_err()
+      .contains("may only end a path"));
+  }
+}

@@ -1,0 +1,194 @@
+//! The embedded store: deployed bundles and which version of each function is active, in a data
+//! directory, written so that a crash at any moment leaves the old state or the new one whole.
+//!
+//! ```text
+//! <data>/bundles/<name>/<version>.json   one immutable bundle per version
+//! <data>/state.json                      every function's versions, in deploy order, and the active one
+//! ```
+//!
+//! Every file is written to a temporary name in the same directory, flushed to disk (`fsync`),
+//! then renamed over its final name, and the directory itself is flushed, so the rename is durable:
+//! readers see either the whole old file or the whole new one. A deploy writes its bundle before
+//! the state that names it, so the state never points at a bundle that is not whole; a bundle
+//! written by a deploy that crashed before its state is simply never named.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Bundle;
+
+/// What the store knows of every deployed function.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+  pub functions: BTreeMap<String, FunctionState>,
+}
+
+/// One function's versions and the one that serves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionState {
+  /// The version requests go to.
+  pub active: String,
+  /// Every version deployed, oldest first.
+  pub versions: Vec<VersionInfo>,
+}
+
+/// One deployed version, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionInfo {
+  pub version: String,
+  /// Seconds since the Unix epoch when it was first deployed.
+  pub deployed_at: u64,
+  /// Bytes of code and variables.
+  pub size: usize,
+}
+
+/// A data directory holding bundles and state.
+#[derive(Debug)]
+pub struct DirStore {
+  root: PathBuf,
+}
+
+fn io_context(path: &Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
+  move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+impl DirStore {
+  /// Opens (creating if need be) the data directory and reads its state. Temporary files left by a
+  /// crash mid-write are removed.
+  pub fn open(root: &Path) -> std::io::Result<(Self, State)> {
+    let bundles = root.join("bundles");
+    std::fs::create_dir_all(&bundles).map_err(io_context(&bundles))?;
+    let store = Self {
+      root: root.to_path_buf(),
+    };
+    store.remove_temporaries(root)?;
+    for entry in std::fs::read_dir(&bundles).map_err(io_context(&bundles))? {
+      let path = entry?.path();
+      if path.is_dir() {
+        store.remove_temporaries(&path)?;
+      }
+    }
+    let state_path = root.join("state.json");
+    let state = match std::fs::read(&state_path) {
+      Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+          std::io::ErrorKind::InvalidData,
+          format!("{}: {e}", state_path.display()),
+        )
+      })?,
+      Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+      Err(e) => return Err(io_context(&state_path)(e)),
+    };
+    Ok((store, state))
+  }
+
+  fn remove_temporaries(&self, dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io_context(dir))? {
+      let path = entry?.path();
+      if path.extension().is_some_and(|e| e == "tmp") {
+        std::fs::remove_file(&path).map_err(io_context(&path))?;
+      }
+    }
+    Ok(())
+  }
+
+  fn bundle_path(&self, name: &str, version: &str) -> PathBuf {
+    self
+      .root
+      .join("bundles")
+      .join(name)
+      .join(format!("{version}.json"))
+  }
+
+  /// Stores a bundle under its version, unless that version is stored already.
+  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
+    let path = self.bundle_path(&bundle.name, version);
+    if path.is_file() {
+      return Ok(());
+    }
+    // INVARIANT: a bundle always serializes.
+    let json = serde_json::to_vec(bundle).expect("bundle serializes");
+    write_atomically(&path, &json)
+  }
+
+  /// Reads a stored bundle.
+  pub fn bundle(&self, name: &str, version: &str) -> std::io::Result<Bundle> {
+    let path = self.bundle_path(name, version);
+    let bytes = std::fs::read(&path).map_err(io_context(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+      std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+      )
+    })
+  }
+
+  /// Replaces the state.
+  pub fn save_state(&self, state: &State) -> std::io::Result<()> {
+    // INVARIANT: the state is maps and strings.
+    let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    write_atomically(&self.root.join("state.json"), &json)
+  }
+}
+
+/// Writes `bytes` to `path` so that `path` holds either its old content or all of `bytes`, even
+/// if the process or the machine stops at any point: temporary file, fsync, rename, fsync of the
+/// directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+  let dir = path.parent().unwrap_or(Path::new("."));
+  std::fs::create_dir_all(dir).map_err(io_context(dir))?;
+  let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
+  let mut file = std::fs::File::create(&temporary).map_err(io_context(&temporary))?;
+  file.write_all(bytes).map_err(io_context(&temporary))?;
+  file.sync_all().map_err(io_context(&temporary))?;
+  drop(file);
+  std::fs::rename(&temporary, path).map_err(io_context(path))?;
+  std::fs::File::open(dir)
+    .and_then(|d| d.sync_all())
+    .map_err(io_context(dir))
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn state_and_bundles_survive_reopening() {
+    let dir = std::env::temp_dir().join(format!("islet-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (store, mut state) = DirStore::open(&dir).unwrap();
+    assert_eq!(state, State::default());
+    let bundle = Bundle {
+      name: "hello".into(),
+      entry: "index.js".into(),
+      modules: BTreeMap::from([("index.js".to_string(), "export default {}".to_string())]),
+      vars: BTreeMap::new(),
+      limits: Default::default(),
+      routes: Vec::new(),
+    };
+    let version = bundle.version();
+    store.put_bundle(&bundle, &version).unwrap();
+    state.functions.insert(
+      "hello".into(),
+      FunctionState {
+        active: version.clone(),
+        versions: vec![VersionInfo {
+          version: version.clone(),
+          deployed_at: 1,
+          size: bundle.size(),
+        }],
+      },
+    );
+    store.save_state(&state).unwrap();
+    // A torn write left behind by a crash is cleaned up, not read.
+    std::fs::write(dir.join("state.json.999.tmp"), b"{ torn").unwrap();
+    let (store, reopened) = DirStore::open(&dir).unwrap();
+    assert_eq!(reopened, state);
+    assert_eq!(store.bundle("hello", &version).unwrap(), bundle);
+    assert!(!dir.join("state.json.999.tmp").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+  }
+}

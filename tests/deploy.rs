@@ -1,0 +1,86 @@
+//! Deploying to live nodes: the admin API, the `islet deploy` family of commands, and the embedded
+//! store across restarts and crashes. Every test runs real `islet` processes.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "deploy/api.rs"]
+mod api;
+#[path = "deploy/cli.rs"]
+mod cli;
+#[path = "deploy/durability.rs"]
+mod durability;
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::{http1, request, Node, Reply};
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// A fresh, empty directory under the system's temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+  pub fn new(label: &str) -> TempDir {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("islet-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+  }
+
+  pub fn path(&self) -> &str {
+    self.0.to_str().unwrap()
+  }
+}
+
+impl Drop for TempDir {
+  fn drop(&mut self) {
+    let _ = std::fs::remove_dir_all(&self.0);
+  }
+}
+
+/// A node with a data directory and the admin API.
+pub fn node_with_store(data: &TempDir, extra: &[&str]) -> Node {
+  let mut args = vec!["--data", data.path(), "--admin-token", TOKEN];
+  args.extend_from_slice(extra);
+  Node::start(&args, "info")
+}
+
+/// A bundle of one module answering `text`.
+pub fn bundle(name: &str, text: &str) -> serde_json::Value {
+  serde_json::json!({
+    "name": name,
+    "entry": "index.js",
+    "modules": { "index.js": format!("export default {{ fetch() {{ return new Response({text:?}); }} }};\n") },
+  })
+}
+
+/// One admin API call with `token`.
+pub async fn admin(node: &Node, method: &str, path: &str, token: Option<&str>, body: Bytes) -> Reply {
+  let mut builder = request(method, &format!("{}{path}", node.admin_url()));
+  if let Some(token) = token {
+    builder = builder.header("authorization", format!("Bearer {token}"));
+  }
+  let response = http1()
+    .request(builder.body(Full::new(body)).unwrap())
+    .await
+    .unwrap_or_else(|e| panic!("{method} {path}: {e:?}; node logs:\n{}", node.logs()));
+  support::read(response).await
+}
+
+/// Deploys `bundle` with the right token; returns the reply.
+pub async fn deploy(node: &Node, bundle: &serde_json::Value) -> Reply {
+  let name = bundle["name"].as_str().unwrap();
+  let body = Bytes::from(bundle.to_string());
+  admin(node, "PUT", &format!("/v1/functions/{name}"), Some(TOKEN), body).await
+}
+
+/// The text a function answers on this node.
+pub async fn served(node: &Node, name: &str) -> (u16, String) {
+  let reply = support::get(&http1(), &node.url(&format!("/{name}"))).await;
+  (reply.status, reply.text())
+}

@@ -1,0 +1,185 @@
+//! The admin API against a live node.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::support::{get, http1};
+use crate::{admin, bundle, deploy, node_with_store, served, TempDir, TOKEN};
+
+#[tokio::test]
+async fn a_deploy_is_served_and_versions_are_content_addressed() {
+  let data = TempDir::new("api-deploy");
+  let node = node_with_store(&data, &[]);
+  let first = deploy(&node, &bundle("hello", "v1")).await;
+  assert_eq!(first.status, 201, "{}", first.text());
+  let version = first.json()["version"].as_str().unwrap().to_string();
+  assert_eq!(version.len(), 16);
+  assert_eq!(served(&node, "hello").await, (200, "v1".to_string()));
+  // The same bundle again: the same version, not a new one.
+  let again = deploy(&node, &bundle("hello", "v1")).await;
+  assert_eq!(again.status, 200);
+  assert_eq!(again.json()["version"], version.as_str());
+  assert_eq!(again.json()["created"], false);
+  let versions = admin(
+    &node,
+    "GET",
+    "/v1/functions/hello/versions",
+    Some(TOKEN),
+    Bytes::new(),
+  )
+  .await;
+  assert_eq!(versions.json()["versions"].as_array().unwrap().len(), 1);
+  let health = admin(&node, "GET", "/v1/health", Some(TOKEN), Bytes::new()).await;
+  assert_eq!(health.json()["status"], "ok");
+  assert_eq!(health.json()["functions"], 1);
+}
+
+#[tokio::test]
+async fn a_redeploy_under_a_steady_request_loop_fails_no_request() {
+  let data = TempDir::new("api-redeploy");
+  let node = Arc::new(node_with_store(&data, &[]));
+  assert_eq!(deploy(&node, &bundle("hello", "v1")).await.status, 201);
+  let seen: Arc<Mutex<Vec<(Instant, u16, String)>>> = Arc::default();
+  let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+  let loops: Vec<_> = (0..4)
+    .map(|_| {
+      let (node, seen, stop) = (node.clone(), seen.clone(), stop.clone());
+      tokio::spawn(async move {
+        let client = http1();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+          let started = Instant::now();
+          let reply = get(&client, &node.url("/hello")).await;
+          seen.lock().unwrap().push((started, reply.status, reply.text()));
+        }
+      })
+    })
+    .collect();
+  tokio::time::sleep(Duration::from_millis(300)).await;
+  assert_eq!(deploy(&node, &bundle("hello", "v2")).await.status, 201);
+  let deployed = Instant::now();
+  tokio::time::sleep(Duration::from_millis(1200)).await;
+  stop.store(true, std::sync::atomic::Ordering::Relaxed);
+  for task in loops {
+    task.await.unwrap();
+  }
+  let seen = seen.lock().unwrap();
+  assert!(seen.len() > 50, "only {} requests ran", seen.len());
+  for (started, status, text) in seen.iter() {
+    assert_eq!(*status, 200, "{text}");
+    assert!(text == "v1" || text == "v2", "{text}");
+    // Every request that started after the deploy answered got the new version.
+    if *started > deployed {
+      assert_eq!(text, "v2");
+    }
+  }
+  assert!(seen.iter().any(|(_, _, t)| t == "v1") && seen.iter().any(|(_, _, t)| t == "v2"));
+}
+
+#[tokio::test]
+async fn rollback_then_delete() {
+  let data = TempDir::new("api-rollback");
+  let node = node_with_store(&data, &[]);
+  let v1 = deploy(&node, &bundle("hello", "v1")).await.json()["version"].clone();
+  deploy(&node, &bundle("hello", "v2")).await;
+  assert_eq!(served(&node, "hello").await.1, "v2");
+  let body = Bytes::from(serde_json::json!({ "version": v1 }).to_string());
+  let rolled = admin(&node, "POST", "/v1/functions/hello/active", Some(TOKEN), body).await;
+  assert_eq!(rolled.status, 200, "{}", rolled.text());
+  assert_eq!(served(&node, "hello").await.1, "v1");
+  let versions = admin(
+    &node,
+    "GET",
+    "/v1/functions/hello/versions",
+    Some(TOKEN),
+    Bytes::new(),
+  )
+  .await;
+  let versions = versions.json()["versions"].as_array().unwrap().clone();
+  assert_eq!(versions.len(), 2);
+  assert_eq!(versions[0]["active"], true);
+  let deleted = admin(&node, "DELETE", "/v1/functions/hello", Some(TOKEN), Bytes::new()).await;
+  assert_eq!(deleted.status, 200);
+  let gone = get(&http1(), &node.url("/hello")).await;
+  gone.error(404, "function_not_found");
+  let versions = admin(
+    &node,
+    "GET",
+    "/v1/functions/hello/versions",
+    Some(TOKEN),
+    Bytes::new(),
+  )
+  .await;
+  assert_eq!(versions.status, 404);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+  let data = TempDir::new("api-bad");
+  let node = node_with_store(&data, &["--max-bundle-mb", "1"]);
+  let v1 = deploy(&node, &bundle("hello", "v1")).await.json()["version"].clone();
+  let code = |reply: &crate::support::Reply| reply.json()["error"]["code"].as_str().unwrap().to_string();
+
+  // Missing and wrong tokens.
+  let body = Bytes::from(bundle("hello", "evil").to_string());
+  let none = admin(&node, "PUT", "/v1/functions/hello", None, body.clone()).await;
+  assert_eq!((none.status, code(&none).as_str()), (401, "unauthorized"));
+  let wrong = admin(&node, "PUT", "/v1/functions/hello", Some("nope"), body).await;
+  assert_eq!((wrong.status, code(&wrong).as_str()), (401, "unauthorized"));
+  let listing = admin(&node, "GET", "/v1/functions", Some("nope"), Bytes::new()).await;
+  assert_eq!(listing.status, 401);
+
+  // A syntax error is refused with its position while v1 keeps serving.
+  let mut broken = bundle("hello", "v2");
+  broken["modules"]["index.js"] = "export default {\n  fetch() { return new Response(\"x\") ]\n};\n".into();
+  let refused = deploy(&node, &broken).await;
+  assert_eq!((refused.status, code(&refused).as_str()), (400, "invalid_bundle"));
+  let message = refused.json()["error"]["message"].as_str().unwrap().to_string();
+  assert!(message.starts_with("hello/index.js:2:"), "{message}");
+  assert!(message.contains("SyntaxError"), "{message}");
+
+  // Too large, malformed, mismatched, unknown.
+  let mut huge = bundle("hello", "v3");
+  // Past the 1 MiB limit, though not so far that the node hangs up before reading it all.
+  huge["modules"]["big.js"] = format!("// {}\n", "x".repeat(1200 << 10)).into();
+  let too_large = deploy(&node, &huge).await;
+  assert_eq!(
+    (too_large.status, code(&too_large).as_str()),
+    (413, "bundle_too_large")
+  );
+  let malformed = admin(&node, "PUT", "/v1/functions/hello", Some(TOKEN), Bytes::from("{")).await;
+  assert_eq!(
+    (malformed.status, code(&malformed).as_str()),
+    (400, "invalid_bundle")
+  );
+  let body = Bytes::from(bundle("other", "x").to_string());
+  let mismatched = admin(&node, "PUT", "/v1/functions/hello", Some(TOKEN), body).await;
+  assert_eq!(mismatched.status, 400);
+  let unknown = admin(
+    &node,
+    "GET",
+    "/v1/functions/nobody/versions",
+    Some(TOKEN),
+    Bytes::new(),
+  )
+  .await;
+  assert_eq!((unknown.status, code(&unknown).as_str()), (404, "not_found"));
+  let body = Bytes::from(r#"{"version":"0000000000000000"}"#);
+  let no_version = admin(&node, "POST", "/v1/functions/hello/active", Some(TOKEN), body).await;
+  assert_eq!(no_version.status, 404);
+
+  // Nothing changed.
+  assert_eq!(served(&node, "hello").await, (200, "v1".to_string()));
+  let versions = admin(
+    &node,
+    "GET",
+    "/v1/functions/hello/versions",
+    Some(TOKEN),
+    Bytes::new(),
+  )
+  .await;
+  let versions = versions.json()["versions"].as_array().unwrap().clone();
+  assert_eq!(versions.len(), 1);
+  assert_eq!(versions[0]["version"], v1);
+}
