@@ -103,8 +103,11 @@ impl Manifest {
       if !entry.is_file() {
         return Err(at(&key("entry"), &format!("{} does not exist", spec.entry)));
       }
-      if ![".js", ".mjs"].iter().any(|ext| spec.entry.ends_with(ext)) {
-        return Err(at(&key("entry"), "the entry must be a .js or .mjs module"));
+      if ![".js", ".mjs", ".ts", ".mts"]
+        .iter()
+        .any(|ext| spec.entry.ends_with(ext))
+      {
+        return Err(at(&key("entry"), "the entry must be a .js, .mjs or .ts module"));
       }
       for (i, route) in spec.routes.iter().enumerate() {
         RoutePattern::parse(route).map_err(|e| at(&format!("{}[{i}]", key("routes")), &e))?;

@@ -16,3 +16,5 @@ mod sandbox;
 mod shutdown;
 #[path = "http/streaming.rs"]
 mod streaming;
+#[path = "http/typescript.rs"]
+mod typescript;

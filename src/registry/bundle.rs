@@ -72,10 +72,12 @@ impl Bundle {
         && path
           .split('/')
           .all(|part| !part.is_empty() && part != "." && part != "..")
-        && [".js", ".mjs"].iter().any(|ext| path.ends_with(ext));
+        && [".js", ".mjs", ".ts", ".mts"]
+          .iter()
+          .any(|ext| path.ends_with(ext));
       if !clean {
         return Err(format!(
-          "modules: '{path}' must be a relative path to a .js or .mjs file inside the function"
+          "modules: '{path}' must be a relative path to a .js, .mjs or .ts file inside the function"
         ));
       }
     }
@@ -86,7 +88,8 @@ impl Bundle {
     Ok(())
   }
 
-  /// The runnable function, under the node's default limits with this bundle's own applied.
+  /// The runnable function, under the node's default limits with this bundle's own applied, its
+  /// TypeScript modules stripped of their types (an error names the `.ts` position).
   pub fn to_function(&self, defaults: &Limits) -> Result<Function, String> {
     let limits = defaults.with(&self.limits).map_err(|e| format!("limits.{e}"))?;
     let modules = self
@@ -94,6 +97,7 @@ impl Bundle {
       .iter()
       .map(|(path, source)| (path.clone(), Arc::<str>::from(source.as_str())))
       .collect();
+    let modules = super::to_javascript(&self.name, modules)?;
     let mut function = Function::new(
       self.name.clone(),
       self.entry.clone(),

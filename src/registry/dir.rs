@@ -1,6 +1,7 @@
 //! `islet serve <DIR>`: functions read from a directory.
 //!
-//! `<DIR>/<name>/index.js` is a function of several modules (every `.js`/`.mjs` file below its
+//! `<DIR>/<name>/index.js` (or `index.ts`) is a function of several modules (every `.js`, `.mjs`
+//! and `.ts` file below its
 //! folder is part of it, an optional `vars.json` object of strings becomes its `env`, and an
 //! optional `limits.json` overrides the node's default limits, e.g. `{"cpu_ms": 200}`);
 //! `<DIR>/<name>.js` is a function of one module, under the node's defaults.
@@ -38,22 +39,19 @@ pub fn load_dir(dir: &Path, limits: &Limits) -> Result<Registry, NodeError> {
     let path = entry.path();
     let file_name = entry.file_name().to_string_lossy().into_owned();
     let (name, function) = if path.is_dir() {
-      if !path.join("index.js").is_file() {
+      if folder_entry(&path).is_none() {
         continue;
       }
       (file_name.clone(), load_folder(&file_name, &path, limits)?)
-    } else if let Some(stem) = file_name.strip_suffix(".js") {
+    } else if let Some(stem) = file_name
+      .strip_suffix(".js")
+      .or_else(|| file_name.strip_suffix(".ts"))
+    {
       let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
       let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
       (
         stem.to_string(),
-        Function::new(
-          stem.to_string(),
-          file_name.clone(),
-          modules,
-          BTreeMap::new(),
-          limits.clone(),
-        ),
+        runnable(stem, file_name.clone(), modules, BTreeMap::new(), limits.clone()),
       )
     } else {
       continue;
@@ -77,7 +75,7 @@ pub fn load_dir(dir: &Path, limits: &Limits) -> Result<Registry, NodeError> {
 /// `None` if `path` is neither.
 pub fn load_function(name: &str, path: &Path, limits: &Limits) -> Result<Option<Function>, NodeError> {
   if path.is_dir() {
-    if !path.join("index.js").is_file() {
+    if folder_entry(path).is_none() {
       return Ok(None);
     }
     return load_folder(name, path, limits).map(Some);
@@ -85,18 +83,44 @@ pub fn load_function(name: &str, path: &Path, limits: &Limits) -> Result<Option<
   let Some(file_name) = path.file_name().map(|f| f.to_string_lossy().into_owned()) else {
     return Ok(None);
   };
-  if !file_name.ends_with(".js") || !path.is_file() {
+  if !(file_name.ends_with(".js") || file_name.ends_with(".ts")) || !path.is_file() {
     return Ok(None);
   }
   let source = std::fs::read_to_string(path).map_err(io_err(path))?;
   let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
-  Ok(Some(Function::new(
-    name.to_string(),
+  Ok(Some(runnable(
+    name,
     file_name,
     modules,
     BTreeMap::new(),
     limits.clone(),
   )))
+}
+
+/// The entry module of a function folder: `index.js`, else `index.ts`.
+fn folder_entry(folder: &Path) -> Option<&'static str> {
+  ["index.js", "index.ts"]
+    .into_iter()
+    .find(|entry| folder.join(entry).is_file())
+}
+
+/// A function from its sources: TypeScript stripped of its types, and if that fails, a function
+/// that answers 503 with the error (`name/index.ts:3:14: …`) while the others serve.
+fn runnable(
+  name: &str,
+  entry: String,
+  modules: BTreeMap<String, Arc<str>>,
+  vars: BTreeMap<String, String>,
+  limits: Limits,
+) -> Function {
+  match super::to_javascript(name, modules.clone()) {
+    Ok(javascript) => Function::new(name.to_string(), entry, javascript, vars, limits),
+    Err(message) => {
+      let mut function = Function::new(name.to_string(), entry, modules, vars, limits);
+      function.broken = Some(message);
+      function
+    }
+  }
 }
 
 fn load_folder(name: &str, folder: &Path, defaults: &Limits) -> Result<Function, NodeError> {
@@ -126,13 +150,8 @@ fn load_folder(name: &str, folder: &Path, defaults: &Limits) -> Result<Function,
   } else {
     defaults.clone()
   };
-  Ok(Function::new(
-    name.to_string(),
-    "index.js".to_string(),
-    modules,
-    vars,
-    limits,
-  ))
+  let entry = folder_entry(folder).unwrap_or("index.js").to_string();
+  Ok(runnable(name, entry, modules, vars, limits))
 }
 
 pub(crate) fn collect_modules(
@@ -157,7 +176,11 @@ pub(crate) fn collect_modules(
     let file_type = entry.file_type().map_err(io_err(&path))?;
     if file_type.is_dir() {
       collect_modules(root, &path, depth + 1, modules, total)?;
-    } else if file_type.is_file() && (file_name.ends_with(".js") || file_name.ends_with(".mjs")) {
+    } else if file_type.is_file()
+      && [".js", ".mjs", ".ts", ".mts"]
+        .iter()
+        .any(|ext| file_name.ends_with(ext))
+    {
       *total += entry.metadata().map_err(io_err(&path))?.len();
       if *total > MAX_FUNCTION_BYTES {
         return Err(NodeError::Config(format!(

@@ -8,6 +8,7 @@ mod bundle;
 mod dir;
 mod routes;
 pub mod store;
+mod typescript;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ pub use bundle::Bundle;
 pub(crate) use dir::collect_modules;
 pub use dir::{load_dir, load_function};
 pub use routes::RoutePattern;
+pub use typescript::{is_typescript, strip_types, to_javascript};
 
 /// One version of one function's code.
 #[derive(Debug)]
@@ -191,6 +193,9 @@ impl Registry {
   /// Marks functions whose modules fail `check` as broken, keeping the message for their 503s.
   pub fn check_each(&mut self, mut check: impl FnMut(&Function) -> Result<(), String>) {
     for function in self.functions.values_mut() {
+      if function.broken.is_some() {
+        continue; // already refused (a TypeScript module that could not be stripped)
+      }
       if let Err(message) = check(function) {
         tracing::error!(function = %function.name, "function cannot load: {message}");
         // INVARIANT: nothing else holds these Arcs before the node starts serving.

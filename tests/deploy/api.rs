@@ -183,3 +183,27 @@ async fn bad_requests_are_refused_and_change_nothing() {
   assert_eq!(versions.len(), 1);
   assert_eq!(versions[0]["version"], v1);
 }
+
+#[tokio::test]
+async fn a_typescript_function_deploys_and_a_type_error_reports_its_ts_position() {
+  let data = TempDir::new("api-ts");
+  let node = node_with_store(&data, &[]);
+  let typed = serde_json::json!({
+    "name": "typed",
+    "entry": "index.ts",
+    "modules": {
+      "index.ts": "interface Reply { text: string }\nconst reply: Reply = { text: \"typed v1\" };\nexport default { fetch(): Response { return new Response(reply.text); } };\n",
+    },
+  });
+  let deployed = deploy(&node, &typed).await;
+  assert_eq!(deployed.status, 201, "{}", deployed.text());
+  assert_eq!(served(&node, "typed").await, (200, "typed v1".to_string()));
+  let mut broken = typed.clone();
+  broken["modules"]["index.ts"] =
+    "const n: = 1;\nexport default { fetch() { return new Response(\"x\"); } };\n".into();
+  let refused = deploy(&node, &broken).await;
+  assert_eq!(refused.status, 400, "{}", refused.text());
+  let message = refused.json()["error"]["message"].as_str().unwrap().to_string();
+  assert!(message.starts_with("typed/index.ts:1:"), "{message}");
+  assert_eq!(served(&node, "typed").await, (200, "typed v1".to_string()));
+}
