@@ -11,10 +11,11 @@
 //!   `islet_runtime` extension (`isolate::ext`) whose ops `runtime-js/` calls.
 //! - [`limits`]: per-request CPU, memory and wall-clock limits (the CPU watchdog, the accounting
 //!   ArrayBuffer allocator, the stop reasons) and the outbound fetch policy.
-//! - [`registry`]: deployed functions (code, version, variables) and where they are read from.
+//! - [`registry`]: functions (code, version, variables, limits, routes), bundles, TypeScript
+//!   stripping, and the stores deployed versions live in.
 //! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
-//! - [`admin`]: the deploy and control API (bearer-token auth), deployments over the embedded
-//!   store, and the client the `islet deploy` family of commands uses.
+//! - [`admin`]: the deploy and control API (bearer-token auth), deployments over a store (the data
+//!   directory, or Redis for a fleet), and the client the `islet deploy` family of commands uses.
 //! - [`error`]: error types, and the JSON every client-visible error takes.
 //! - [`bench`]: `islet bench`, cold and warm starts measured through the real server.
 //!

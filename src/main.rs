@@ -129,9 +129,14 @@ struct NodeArgs {
 struct ServeArgs {
   /// A directory of functions, or a manifest (islet.toml). Optional with --data.
   source: Option<PathBuf>,
-  /// The data directory of deployed functions (the embedded store); needed for the admin API.
+  /// The data directory of deployed functions (the embedded store, the default with an admin
+  /// token: ./islet-data).
   #[arg(long, env = "ISLET_DATA")]
   data: Option<PathBuf>,
+  /// Share deployed functions with a fleet of nodes through Redis (redis://host:port) instead of
+  /// a data directory.
+  #[arg(long, env = "ISLET_STORE", conflicts_with = "data")]
+  store: Option<String>,
   /// Address of the admin API; it runs when an admin token is set.
   #[arg(long, default_value = "127.0.0.1:9900", env = "ISLET_ADMIN_LISTEN")]
   admin_listen: SocketAddr,
@@ -363,9 +368,9 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
 async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   let limits = args.limits.limits()?;
   let mut statics = match &args.source {
-    None if args.data.is_none() => {
+    None if args.data.is_none() && args.store.is_none() => {
       return Err(NodeError::Config(
-        "nothing to serve: give a directory, a manifest, or --data".into(),
+        "nothing to serve: give a directory, a manifest, --data or --store".into(),
       ))
     }
     None => Registry::default(),
@@ -378,15 +383,29 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   }
   let statics = registry_summary(statics);
   let max_bundle_bytes = args.max_bundle_mb << 20;
-  let deployments = match (&args.data, &args.admin_token) {
-    (Some(data), _) => Some(data.clone()),
-    (None, Some(_)) => Some(PathBuf::from("islet-data")),
-    (None, None) => None,
+  let store = match (&args.store, &args.data, &args.admin_token) {
+    (Some(url), _, _) => Some(
+      islet::registry::store::Store::redis(url)
+        .map_err(|e| NodeError::Config(format!("--store {url}: {e}")))?,
+    ),
+    (None, Some(data), _) => Some(
+      islet::registry::store::Store::dir(data)
+        .map_err(|e| NodeError::Config(format!("data directory: {e}")))?,
+    ),
+    (None, None, Some(_)) => Some(
+      islet::registry::store::Store::dir(std::path::Path::new("islet-data"))
+        .map_err(|e| NodeError::Config(format!("data directory: {e}")))?,
+    ),
+    (None, None, None) => None,
+  };
+  let deployments = store
+    .map(|store| Deployments::open(store, limits.clone(), statics.clone(), max_bundle_bytes))
+    .transpose()
+    .map_err(|e| NodeError::Config(format!("deployed functions: {e}")))?
+    .map(Arc::new);
+  if let Some(deployments) = &deployments {
+    deployments.follow_fleet();
   }
-  .map(|data| Deployments::open(&data, limits.clone(), statics.clone(), max_bundle_bytes))
-  .transpose()
-  .map_err(|e| NodeError::Config(format!("data directory: {e}")))?
-  .map(Arc::new);
   let live = match &deployments {
     Some(deployments) => deployments.live(),
     None => Arc::new(arc_swap::ArcSwap::from_pointee(statics)),

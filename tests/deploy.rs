@@ -10,6 +10,8 @@ mod api;
 mod cli;
 #[path = "deploy/durability.rs"]
 mod durability;
+#[path = "deploy/fleet.rs"]
+mod fleet;
 
 use std::path::PathBuf;
 

@@ -8,9 +8,15 @@ if [ -d "$here/../shared/v8" ]; then
   bash "$here/../shared/v8/install.sh"
 fi
 
-# mold links the ~100 MB V8 binaries several times faster than GNU ld (tools/link.sh falls back to
-# the default linker without it). Best effort: a missing mold only costs time.
-if ! command -v mold >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mold) >/dev/null 2>&1 \
-    || echo "setup: mold not installed; linking with the default linker"
+# Debian packages: mold links the ~100 MB V8 binaries several times faster than GNU ld (tools/link.sh
+# falls back to the default linker without it, so it only costs time); redis-server is what the fleet
+# tests start (tests/deploy/fleet.rs), so the tests need it.
+need=()
+command -v mold >/dev/null 2>&1 || need+=(mold)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") \
+    >/dev/null 2>&1 || echo "setup: could not install ${need[*]}" >&2
 fi
+command -v mold >/dev/null 2>&1 || echo "setup: no mold; linking with the default linker" >&2
+command -v redis-server >/dev/null 2>&1 || echo "setup: no redis-server; the fleet tests will fail" >&2

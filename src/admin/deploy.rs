@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::isolate::check_syntax;
 use crate::limits::Limits;
 use crate::pool::PoolControl;
-use crate::registry::store::{DirStore, FunctionState, State, VersionInfo};
+use crate::registry::store::{FunctionState, Store, UpdateError, VersionInfo};
+use crate::registry::CHANGES;
 use crate::registry::{Bundle, Registry};
 
 /// Why a deploy or a control request was refused.
@@ -67,9 +68,9 @@ pub struct VersionSummary {
 /// The deployed functions of a node and how they change.
 pub struct Deployments {
   live: Arc<ArcSwap<Registry>>,
-  store: DirStore,
-  /// The store's state; the lock also serializes changes.
-  state: Mutex<State>,
+  store: Store,
+  /// Serializes this node's changes to the live registry.
+  changes: Mutex<()>,
   defaults: Limits,
   /// Functions served from the directory or manifest given to `islet serve`; a deployed function
   /// of the same name takes precedence.
@@ -83,30 +84,22 @@ impl Deployments {
   /// Opens the store and builds the registry to serve: the static functions, and the active
   /// version of every deployed one.
   pub fn open(
-    data: &std::path::Path,
+    store: Store,
     defaults: Limits,
     statics: Registry,
     max_bundle_bytes: usize,
   ) -> Result<Self, DeployError> {
-    let (store, state) = DirStore::open(data)?;
-    let mut registry = statics.clone();
-    for (name, function) in &state.functions {
-      let bundle = store.bundle(name, &function.active)?;
-      let function = bundle
-        .to_function(&defaults)
-        .map_err(|e| DeployError::Invalid(format!("{name}@{}: {e}", function.active)))?;
-      tracing::info!(function = name, version = %function.version, "serving the deployed version");
-      registry.insert(function);
-    }
-    Ok(Self {
-      live: Arc::new(ArcSwap::from_pointee(registry)),
+    let deployments = Self {
+      live: Arc::new(ArcSwap::from_pointee(statics.clone())),
       store,
-      state: Mutex::new(state),
+      changes: Mutex::new(()),
       defaults,
       statics,
       max_bundle_bytes,
       pool: Mutex::new(None),
-    })
+    };
+    deployments.sync()?;
+    Ok(deployments)
   }
 
   /// The registry requests read.
@@ -116,11 +109,38 @@ impl Deployments {
 
   /// Lets deploys clear the isolates of versions that stop serving.
   pub fn attach_pool(&self, pool: PoolControl) {
-    *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+    *lock(&self.pool) = Some(pool);
   }
 
-  fn state(&self) -> MutexGuard<'_, State> {
-    self.state.lock().unwrap_or_else(|e| e.into_inner())
+  /// Reads the store and serves exactly what it says is active: at start, and whenever another
+  /// node of a fleet announces a change (or the connection to the fleet's store comes back).
+  pub fn sync(&self) -> Result<(), DeployError> {
+    let state = self.store.load()?;
+    let _changing = lock(&self.changes);
+    let current = self.live.load();
+    let mut registry = self.statics.clone();
+    for (name, function) in &state.functions {
+      match current.get(name).filter(|f| f.version == function.active) {
+        Some(same) => registry.insert_arc(same.clone()),
+        None => {
+          let bundle = self.store.bundle(name, &function.active)?;
+          let function = bundle
+            .to_function(&self.defaults)
+            .map_err(|e| DeployError::Invalid(format!("{name}@{}: {e}", function.active)))?;
+          tracing::info!(function = name, version = %function.version, "serving the deployed version");
+          registry.insert(function);
+        }
+      }
+    }
+    let changed = registry.len() != current.len()
+      || registry
+        .iter()
+        .any(|f| current.get(&f.name).is_none_or(|c| c.version != f.version));
+    drop(current);
+    if changed {
+      self.swap(registry);
+    }
+    Ok(())
   }
 
   /// Checks, stores and activates a bundle. Deploying a bundle already stored activates the
@@ -137,20 +157,23 @@ impl Deployments {
     let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
     check_syntax(&function).map_err(DeployError::Invalid)?;
     let version = function.version.clone();
-    let mut state = self.state();
-    let entry = state.functions.entry(bundle.name.clone()).or_default();
-    let created = !entry.versions.iter().any(|v| v.version == version);
-    if created {
-      self.store.put_bundle(&bundle, &version)?;
-      entry.versions.push(VersionInfo {
-        version: version.clone(),
-        deployed_at: now(),
-        size,
-      });
-    }
-    entry.active = version.clone();
-    self.store.save_state(&state)?;
-    self.publish(&state, |registry| registry.insert(function));
+    let _changing = lock(&self.changes);
+    self.store.put_bundle(&bundle, &version)?;
+    let mut created = false;
+    self.update(&bundle.name, &mut |current| {
+      let mut state = current.unwrap_or_default();
+      created = !state.versions.iter().any(|v| v.version == version);
+      if created {
+        state.versions.push(VersionInfo {
+          version: version.clone(),
+          deployed_at: now(),
+          size,
+        });
+      }
+      state.active = version.clone();
+      Ok(Some(state))
+    })?;
+    self.publish(|registry| registry.insert(function));
     tracing::info!(function = %bundle.name, version, created, "deployed");
     Ok(Deployed {
       name: bundle.name,
@@ -161,24 +184,25 @@ impl Deployments {
 
   /// Makes an earlier (or later) version of `name` the one that serves: rollback.
   pub fn activate(&self, name: &str, version: &str) -> Result<Deployed, DeployError> {
-    let mut state = self.state();
-    let entry = state
-      .functions
-      .get_mut(name)
-      .ok_or_else(|| DeployError::NotFound(format!("no function named '{name}' is deployed")))?;
-    if !entry.versions.iter().any(|v| v.version == version) {
-      return Err(DeployError::NotFound(format!(
-        "function '{name}' has no version '{version}'"
-      )));
-    }
+    let _changing = lock(&self.changes);
     let function = self
       .store
-      .bundle(name, version)?
+      .bundle(name, version)
+      .map_err(|_| DeployError::NotFound(format!("function '{name}' has no version '{version}'")))?
       .to_function(&self.defaults)
       .map_err(DeployError::Invalid)?;
-    entry.active = version.to_string();
-    self.store.save_state(&state)?;
-    self.publish(&state, |registry| registry.insert(function));
+    self.update(name, &mut |current| {
+      let mut state =
+        current.ok_or_else(|| DeployError::NotFound(format!("no function named '{name}' is deployed")))?;
+      if !state.versions.iter().any(|v| v.version == version) {
+        return Err(DeployError::NotFound(format!(
+          "function '{name}' has no version '{version}'"
+        )));
+      }
+      state.active = version.to_string();
+      Ok(Some(state))
+    })?;
+    self.publish(|registry| registry.insert(function));
     tracing::info!(function = name, version, "activated");
     Ok(Deployed {
       name: name.to_string(),
@@ -189,14 +213,14 @@ impl Deployments {
 
   /// Stops serving `name` and forgets its versions.
   pub fn delete(&self, name: &str) -> Result<(), DeployError> {
-    let mut state = self.state();
-    if state.functions.remove(name).is_none() {
-      return Err(DeployError::NotFound(format!(
+    let _changing = lock(&self.changes);
+    self.update(name, &mut |current| match current {
+      Some(_) => Ok(None),
+      None => Err(DeployError::NotFound(format!(
         "no function named '{name}' is deployed"
-      )));
-    }
-    self.store.save_state(&state)?;
-    self.publish(&state, |registry| {
+      ))),
+    })?;
+    self.publish(|registry| {
       registry.remove(name);
       if let Some(function) = self.statics.get(name) {
         registry.insert_arc(function.clone());
@@ -206,13 +230,29 @@ impl Deployments {
     Ok(())
   }
 
-  /// Swaps in a registry changed by `change`, then has every thread drop isolates of versions
-  /// that no longer serve.
-  fn publish(&self, _state: &State, change: impl FnOnce(&mut Registry)) {
+  fn update(
+    &self,
+    name: &str,
+    change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, DeployError>,
+  ) -> Result<Option<FunctionState>, DeployError> {
+    self.store.update(name, change).map_err(|e| match e {
+      UpdateError::Refused(e) => e,
+      UpdateError::Store(e) => DeployError::Store(e),
+    })
+  }
+
+  /// Swaps in the live registry changed by `change`.
+  fn publish(&self, change: impl FnOnce(&mut Registry)) {
     let mut registry = Registry::clone(&self.live.load());
     change(&mut registry);
+    self.swap(registry);
+  }
+
+  /// Serves `registry` from now on, and has every thread drop isolates of versions that no
+  /// longer serve.
+  fn swap(&self, registry: Registry) {
     self.live.store(Arc::new(registry));
-    if let Some(pool) = &*self.pool.lock().unwrap_or_else(|e| e.into_inner()) {
+    if let Some(pool) = &*lock(&self.pool) {
       let live = self.live.clone();
       pool.retain_loaded(Arc::new(move |name, version| {
         live.load().get(name).is_some_and(|f| f.version == version)
@@ -220,23 +260,25 @@ impl Deployments {
     }
   }
 
-  pub fn functions(&self) -> Vec<FunctionSummary> {
-    let state = self.state();
+  pub fn functions(&self) -> Result<Vec<FunctionSummary>, DeployError> {
+    let state = self.store.load()?;
     let live = self.live.load();
-    state
-      .functions
-      .iter()
-      .map(|(name, function)| FunctionSummary {
-        name: name.clone(),
-        active: function.active.clone(),
-        versions: function.versions.len(),
-        routes: live.get(name).map(|f| f.routes.clone()).unwrap_or_default(),
-      })
-      .collect()
+    Ok(
+      state
+        .functions
+        .iter()
+        .map(|(name, function)| FunctionSummary {
+          name: name.clone(),
+          active: function.active.clone(),
+          versions: function.versions.len(),
+          routes: live.get(name).map(|f| f.routes.clone()).unwrap_or_default(),
+        })
+        .collect(),
+    )
   }
 
   pub fn versions(&self, name: &str) -> Result<Vec<VersionSummary>, DeployError> {
-    let state = self.state();
+    let state = self.store.load()?;
     let FunctionState { active, versions } = state
       .functions
       .get(name)
@@ -258,6 +300,68 @@ impl Deployments {
   pub fn serving(&self) -> usize {
     self.live.load().len()
   }
+
+  /// For a fleet: follows the other nodes' changes in the background (see `registry::redis_store`).
+  /// Every announcement, and every reconnection after Redis was lost, syncs the whole state.
+  pub fn follow_fleet(self: &Arc<Self>) {
+    let Store::Redis(redis) = &self.store else {
+      return;
+    };
+    let client = redis.client().clone();
+    let deployments = Arc::downgrade(self);
+    let spawned = std::thread::Builder::new()
+      .name("islet-fleet".into())
+      .spawn(move || follow(client, deployments));
+    if let Err(err) = spawned {
+      tracing::error!("cannot follow the fleet's changes: {err}");
+    }
+  }
+}
+
+fn follow(client: redis::Client, deployments: std::sync::Weak<Deployments>) {
+  let mut connected_before = false;
+  loop {
+    let Some(this) = deployments.upgrade() else { return };
+    drop(this);
+    let listening = (|| -> redis::RedisResult<()> {
+      let mut connection = client.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
+      let mut pubsub = connection.as_pubsub();
+      pubsub.subscribe(CHANGES)?;
+      // Subscribed first, then caught up: nothing announced in between is missed.
+      let Some(this) = deployments.upgrade() else {
+        return Ok(());
+      };
+      if connected_before {
+        tracing::info!("reconnected to the fleet's store; catching up");
+      }
+      connected_before = true;
+      // Until this succeeds the node may have missed a change: start over if it fails.
+      if let Err(err) = this.sync() {
+        tracing::warn!("catching up with the fleet failed: {err}");
+        return Err(redis::RedisError::from(std::io::Error::other(err.to_string())));
+      }
+      drop(this);
+      loop {
+        let message = pubsub.get_message()?;
+        let name: String = message.get_payload().unwrap_or_default();
+        let Some(this) = deployments.upgrade() else {
+          return Ok(());
+        };
+        tracing::debug!(function = %name, "a node announced a change");
+        if let Err(err) = this.sync() {
+          tracing::warn!("following the fleet failed: {err}");
+        }
+      }
+    })();
+    if let Err(err) = listening {
+      tracing::warn!("lost the fleet's store ({err}); reconnecting");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+  }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+  mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now() -> u64 {

@@ -165,10 +165,10 @@ impl Admin {
         StatusCode::OK,
         &serde_json::json!({ "status": "ok", "functions": deployments.serving() }),
       ),
-      (Method::GET, ["v1", "functions"]) => json(
-        StatusCode::OK,
-        &serde_json::json!({ "functions": deployments.functions() }),
-      ),
+      (Method::GET, ["v1", "functions"]) => match deployments.functions() {
+        Ok(functions) => json(StatusCode::OK, &serde_json::json!({ "functions": functions })),
+        Err(err) => deploy_error(err),
+      },
       (Method::GET, ["v1", "functions", name, "versions"]) => match deployments.versions(name) {
         Ok(versions) => json(
           StatusCode::OK,

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod dir;
+mod redis_store;
 mod routes;
 pub mod store;
 mod typescript;
@@ -20,6 +21,7 @@ use crate::limits::Limits;
 pub use bundle::Bundle;
 pub(crate) use dir::collect_modules;
 pub use dir::{load_dir, load_function};
+pub use redis_store::CHANGES;
 pub use routes::RoutePattern;
 pub use typescript::{is_typescript, strip_types, to_javascript};
 

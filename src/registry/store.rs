@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::redis_store::UpdateError;
 use super::Bundle;
 
 /// What the store knows of every deployed function.
@@ -149,6 +150,80 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
   std::fs::File::open(dir)
     .and_then(|d| d.sync_all())
     .map_err(io_context(dir))
+}
+
+/// Where a node keeps its deployed functions: its own data directory (the default), or a Redis
+/// shared by a fleet of nodes.
+pub enum Store {
+  Dir {
+    dir: DirStore,
+    /// The state as last written; the lock serializes changes.
+    state: std::sync::Mutex<State>,
+  },
+  Redis(super::redis_store::RedisStore),
+}
+
+impl Store {
+  /// The data directory at `path`.
+  pub fn dir(path: &Path) -> std::io::Result<Store> {
+    let (dir, state) = DirStore::open(path)?;
+    Ok(Store::Dir {
+      dir,
+      state: std::sync::Mutex::new(state),
+    })
+  }
+
+  /// The Redis at `url` (`redis://host:port`).
+  pub fn redis(url: &str) -> std::io::Result<Store> {
+    super::redis_store::RedisStore::open(url).map(Store::Redis)
+  }
+
+  /// Every function's state, as stored now.
+  pub fn load(&self) -> std::io::Result<State> {
+    match self {
+      Store::Dir { state, .. } => Ok(state.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+      Store::Redis(redis) => redis.load(),
+    }
+  }
+
+  pub fn bundle(&self, name: &str, version: &str) -> std::io::Result<Bundle> {
+    match self {
+      Store::Dir { dir, .. } => dir.bundle(name, version),
+      Store::Redis(redis) => redis.bundle(name, version),
+    }
+  }
+
+  /// Stores a bundle under its version, unless it is stored already. Done before the state that
+  /// names it is written.
+  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
+    match self {
+      Store::Dir { dir, .. } => dir.put_bundle(bundle, version),
+      Store::Redis(redis) => redis.put_bundle(bundle, version),
+    }
+  }
+
+  /// Changes one function's state with `change` (`None` deletes it), atomically.
+  pub fn update<E>(
+    &self,
+    name: &str,
+    change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, E>,
+  ) -> Result<Option<FunctionState>, UpdateError<E>> {
+    match self {
+      Store::Dir { dir, state } => {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let next = change(state.functions.get(name).cloned()).map_err(UpdateError::Refused)?;
+        let mut changed = state.clone();
+        match &next {
+          Some(function) => changed.functions.insert(name.to_string(), function.clone()),
+          None => changed.functions.remove(name),
+        };
+        dir.save_state(&changed).map_err(UpdateError::Store)?;
+        *state = changed;
+        Ok(next)
+      }
+      Store::Redis(redis) => redis.update(name, change),
+    }
+  }
 }
 
 #[cfg(test)]

@@ -1,0 +1,183 @@
+//! The fleet's store: nodes started with `--store redis://host:port` share their deployed
+//! functions through one Redis, and hear of each other's deploys by pub/sub.
+//!
+//! ```text
+//! islet:bundle:<name>:<version>   a bundle's JSON, written once (SET NX): versions are immutable
+//! islet:fn:<name>                 a function's versions and the active one (JSON FunctionState)
+//! islet:functions                 the set of deployed function names
+//! islet:changes                   the channel a node publishes a function's name on after a change
+//! ```
+//!
+//! A change to a function is one optimistic transaction (WATCH the function's key, MULTI, EXEC,
+//! retried if another node changed it meanwhile), written after the bundle it names. Nodes do not
+//! trust the channel to carry every change: on every message, and on every (re)connection, they
+//! read the whole state again, so a node that starts late or loses Redis for a while misses
+//! nothing. Redis's own persistence (AOF or RDB) is what makes the fleet's state survive Redis.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::Commands;
+
+use super::store::{FunctionState, State};
+use super::Bundle;
+
+/// The channel nodes announce changes on.
+pub const CHANGES: &str = "islet:changes";
+const FUNCTIONS: &str = "islet:functions";
+
+fn function_key(name: &str) -> String {
+  format!("islet:fn:{name}")
+}
+
+fn bundle_key(name: &str, version: &str) -> String {
+  format!("islet:bundle:{name}:{version}")
+}
+
+fn io(e: redis::RedisError) -> std::io::Error {
+  std::io::Error::other(format!("redis: {e}"))
+}
+
+/// One node's handle on the shared Redis.
+pub struct RedisStore {
+  client: redis::Client,
+  /// A command connection, made again after an error.
+  connection: Mutex<Option<redis::Connection>>,
+}
+
+impl RedisStore {
+  pub fn open(url: &str) -> std::io::Result<Self> {
+    let client = redis::Client::open(url).map_err(io)?;
+    let store = Self {
+      client,
+      connection: Mutex::new(None),
+    };
+    store.with(|con| redis::cmd("PING").query::<String>(con))?;
+    Ok(store)
+  }
+
+  pub fn client(&self) -> &redis::Client {
+    &self.client
+  }
+
+  /// Runs `f` on the command connection, connecting (again) first if need be. A connection that
+  /// turns out dead (Redis restarted) is replaced and `f` tried once more.
+  fn with<T>(
+    &self,
+    mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+  ) -> std::io::Result<T> {
+    let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+    for attempt in 0..2 {
+      if slot.is_none() {
+        let connection = self
+          .client
+          .get_connection_with_timeout(Duration::from_secs(2))
+          .map_err(io)?;
+        *slot = Some(connection);
+      }
+      // INVARIANT: filled just above.
+      match f(slot.as_mut().expect("connected")) {
+        Ok(value) => return Ok(value),
+        Err(e) => {
+          *slot = None; // the next call connects afresh
+          let dropped = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+          if !dropped || attempt == 1 {
+            return Err(io(e));
+          }
+        }
+      }
+    }
+    unreachable!("the loop returns")
+  }
+
+  /// Every function's state.
+  pub fn load(&self) -> std::io::Result<State> {
+    self.with(|con| {
+      let names: Vec<String> = con.smembers(FUNCTIONS)?;
+      let mut state = State::default();
+      for name in names {
+        let json: Option<String> = con.get(function_key(&name))?;
+        if let Some(function) = json.and_then(|j| serde_json::from_str::<FunctionState>(&j).ok()) {
+          state.functions.insert(name, function);
+        }
+      }
+      Ok(state)
+    })
+  }
+
+  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
+    // INVARIANT: a bundle always serializes.
+    let json = serde_json::to_string(bundle).expect("bundle serializes");
+    self.with(|con| {
+      redis::cmd("SET")
+        .arg(bundle_key(&bundle.name, version))
+        .arg(&json)
+        .arg("NX")
+        .query::<()>(con)
+    })
+  }
+
+  pub fn bundle(&self, name: &str, version: &str) -> std::io::Result<Bundle> {
+    let json: Option<String> = self.with(|con| con.get(bundle_key(name, version)))?;
+    let json = json.ok_or_else(|| {
+      std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("redis holds no bundle {name}@{version}"),
+      )
+    })?;
+    serde_json::from_str(&json).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+  }
+
+  /// Changes function `name` with `change` (given its current state; `None` deletes it) in one
+  /// transaction, retried while other nodes change it concurrently, then announces the change.
+  pub fn update<E>(
+    &self,
+    name: &str,
+    change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, E>,
+  ) -> Result<Option<FunctionState>, UpdateError<E>> {
+    let key = function_key(name);
+    let mut refused = None;
+    let result = self.with(|con| {
+      redis::transaction(con, &[&key], |con, pipe| {
+        let current: Option<String> = con.get(&key)?;
+        let current = current.and_then(|j| serde_json::from_str(&j).ok());
+        let next = match change(current) {
+          Ok(next) => next,
+          Err(e) => {
+            refused = Some(e);
+            // Nothing to write: an empty transaction ends the WATCH.
+            return pipe.query::<()>(con).map(|()| Some(None));
+          }
+        };
+        match &next {
+          // INVARIANT: the state is plain data.
+          Some(state) => pipe
+            .set(&key, serde_json::to_string(state).expect("state serializes"))
+            .ignore()
+            .sadd(FUNCTIONS, name)
+            .ignore(),
+          None => pipe.del(&key).ignore().srem(FUNCTIONS, name).ignore(),
+        };
+        pipe.query::<()>(con).map(|()| Some(next.clone()))
+      })
+    });
+    if let Some(e) = refused {
+      return Err(UpdateError::Refused(e));
+    }
+    let next = result.map_err(UpdateError::Store)?;
+    // Announced after the commit: a node that hears of it reads the committed state.
+    self
+      .with(|con| con.publish::<_, _, ()>(CHANGES, name))
+      .map_err(UpdateError::Store)?;
+    Ok(next)
+  }
+}
+
+/// Why an update did not happen.
+#[derive(Debug)]
+pub enum UpdateError<E> {
+  /// The change itself refused (no such function or version).
+  Refused(E),
+  /// Redis failed.
+  Store(std::io::Error),
+}

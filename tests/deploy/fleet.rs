@@ -1,0 +1,166 @@
+//! Many nodes sharing one real redis-server (started here on a free port, with its append-only
+//! file in a temp dir so a restart keeps the data).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::support::Node;
+use crate::{admin, bundle, deploy, served, TempDir, TOKEN};
+
+struct Redis {
+  child: Child,
+  port: u16,
+  dir: TempDir,
+}
+
+impl Redis {
+  fn start() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+      .unwrap()
+      .local_addr()
+      .unwrap()
+      .port();
+    let dir = TempDir::new("redis");
+    let child = Self::spawn(port, &dir);
+    Redis { child, port, dir }
+  }
+
+  fn spawn(port: u16, dir: &TempDir) -> Child {
+    let child = Command::new("redis-server")
+      .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+      .args([
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir.path(),
+      ])
+      .stdout(Stdio::null())
+      .stderr(Stdio::null())
+      .spawn()
+      .expect("redis-server (apt-get install redis-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+      assert!(Instant::now() < deadline, "redis-server did not start");
+      std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+  }
+
+  fn url(&self) -> String {
+    format!("redis://127.0.0.1:{}", self.port)
+  }
+
+  fn restart(&mut self) {
+    self.child.kill().unwrap();
+    self.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    self.child = Self::spawn(self.port, &self.dir);
+  }
+}
+
+impl Drop for Redis {
+  fn drop(&mut self) {
+    let _ = self.child.kill();
+    let _ = self.child.wait();
+  }
+}
+
+fn fleet_node(redis: &Redis) -> Node {
+  Node::start(&["--store", &redis.url(), "--admin-token", TOKEN], "info")
+}
+
+/// Waits until `node` serves `text` for `name`; returns how long that took.
+async fn until_served(node: &Node, name: &str, text: &str) -> Duration {
+  let started = Instant::now();
+  loop {
+    if served(node, name).await == (200, text.to_string()) {
+      return started.elapsed();
+    }
+    assert!(
+      started.elapsed() < Duration::from_secs(10),
+      "{name} never served {text:?}; logs:\n{}",
+      node.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+  }
+}
+
+#[tokio::test]
+async fn a_deploy_to_one_node_reaches_every_node() {
+  let redis = Redis::start();
+  let (a, b, c) = (fleet_node(&redis), fleet_node(&redis), fleet_node(&redis));
+  assert_eq!(deploy(&a, &bundle("hello", "fleet v1")).await.status, 201);
+  assert_eq!(served(&a, "hello").await.1, "fleet v1");
+  let to_b = until_served(&b, "hello", "fleet v1").await;
+  let to_c = until_served(&c, "hello", "fleet v1").await;
+  eprintln!("propagation: B {to_b:?}, C {to_c:?}");
+  // A deploy on B, a rollback on C: every node follows every other.
+  let v2 = deploy(&b, &bundle("hello", "fleet v2")).await.json()["version"].clone();
+  until_served(&a, "hello", "fleet v2").await;
+  until_served(&c, "hello", "fleet v2").await;
+  let versions = admin(
+    &c,
+    "GET",
+    "/v1/functions/hello/versions",
+    Some(TOKEN),
+    Bytes::new(),
+  )
+  .await;
+  let v1 = versions.json()["versions"][0]["version"].clone();
+  assert_ne!(v1, v2);
+  let body = Bytes::from(serde_json::json!({ "version": v1 }).to_string());
+  assert_eq!(
+    admin(&c, "POST", "/v1/functions/hello/active", Some(TOKEN), body)
+      .await
+      .status,
+    200
+  );
+  until_served(&a, "hello", "fleet v1").await;
+  until_served(&b, "hello", "fleet v1").await;
+}
+
+#[tokio::test]
+async fn a_node_started_after_the_deploy_serves_it() {
+  let redis = Redis::start();
+  let a = fleet_node(&redis);
+  deploy(&a, &bundle("hello", "early")).await;
+  let late = fleet_node(&redis);
+  assert_eq!(served(&late, "hello").await, (200, "early".to_string()));
+}
+
+#[tokio::test]
+async fn nodes_reconnect_and_catch_up_after_redis_restarts() {
+  let mut redis = Redis::start();
+  let (a, b) = (fleet_node(&redis), fleet_node(&redis));
+  deploy(&a, &bundle("hello", "before")).await;
+  until_served(&b, "hello", "before").await;
+  redis.restart();
+  // Deployed as soon as Redis is back, likely before B has resubscribed: B must catch up.
+  let deadline = Instant::now() + Duration::from_secs(10);
+  loop {
+    let reply = deploy(&a, &bundle("hello", "after")).await;
+    if reply.status == 201 || reply.status == 200 {
+      break;
+    }
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+      Instant::now() < deadline,
+      "A never reached Redis again: {}",
+      reply.text()
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+  }
+  until_served(&b, "hello", "after").await;
+  // Redis kept the data across its restart, and a new node reads it.
+  let late = fleet_node(&redis);
+  assert_eq!(served(&late, "hello").await, (200, "after".to_string()));
+  assert!(
+    b.wait_for_log("catching up", Duration::from_secs(5)),
+    "{}",
+    b.logs()
+  );
+}
