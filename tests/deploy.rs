@@ -86,3 +86,16 @@ pub async fn served(node: &Node, name: &str) -> (u16, String) {
   let reply = support::get(&http1(), &node.url(&format!("/{name}"))).await;
   (reply.status, reply.text())
 }
+
+/// A function's versions, as the admin API lists them.
+pub async fn list_versions(node: &Node, name: &str) -> Reply {
+  let path = format!("/v1/functions/{name}/versions");
+  admin(node, "GET", &path, Some(TOKEN), Bytes::new()).await
+}
+
+/// Makes `version` (a JSON string) the active version of `name`.
+pub async fn activate(node: &Node, name: &str, version: &serde_json::Value) -> Reply {
+  let body = Bytes::from(serde_json::json!({ "version": version }).to_string());
+  let path = format!("/v1/functions/{name}/active");
+  admin(node, "POST", &path, Some(TOKEN), body).await
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::support::{get, http1};
-use crate::{admin, bundle, deploy, node_with_store, served, TempDir, TOKEN};
+use crate::{activate, admin, bundle, deploy, list_versions, node_with_store, served, TempDir, TOKEN};
 
 #[tokio::test]
 async fn a_deploy_is_served_and_versions_are_content_addressed() {
@@ -22,14 +22,7 @@ async fn a_deploy_is_served_and_versions_are_content_addressed() {
   assert_eq!(again.status, 200);
   assert_eq!(again.json()["version"], version.as_str());
   assert_eq!(again.json()["created"], false);
-  let versions = admin(
-    &node,
-    "GET",
-    "/v1/functions/hello/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&node, "hello").await;
   assert_eq!(versions.json()["versions"].as_array().unwrap().len(), 1);
   let health = admin(&node, "GET", "/v1/health", Some(TOKEN), Bytes::new()).await;
   assert_eq!(health.json()["status"], "ok");
@@ -84,18 +77,10 @@ async fn rollback_then_delete() {
   let v1 = deploy(&node, &bundle("hello", "v1")).await.json()["version"].clone();
   deploy(&node, &bundle("hello", "v2")).await;
   assert_eq!(served(&node, "hello").await.1, "v2");
-  let body = Bytes::from(serde_json::json!({ "version": v1 }).to_string());
-  let rolled = admin(&node, "POST", "/v1/functions/hello/active", Some(TOKEN), body).await;
+  let rolled = activate(&node, "hello", &v1).await;
   assert_eq!(rolled.status, 200, "{}", rolled.text());
   assert_eq!(served(&node, "hello").await.1, "v1");
-  let versions = admin(
-    &node,
-    "GET",
-    "/v1/functions/hello/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&node, "hello").await;
   let versions = versions.json()["versions"].as_array().unwrap().clone();
   assert_eq!(versions.len(), 2);
   assert_eq!(versions[0]["active"], true);
@@ -103,14 +88,7 @@ async fn rollback_then_delete() {
   assert_eq!(deleted.status, 200);
   let gone = get(&http1(), &node.url("/hello")).await;
   gone.error(404, "function_not_found");
-  let versions = admin(
-    &node,
-    "GET",
-    "/v1/functions/hello/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&node, "hello").await;
   assert_eq!(versions.status, 404);
 }
 
@@ -156,14 +134,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
   let body = Bytes::from(bundle("other", "x").to_string());
   let mismatched = admin(&node, "PUT", "/v1/functions/hello", Some(TOKEN), body).await;
   assert_eq!(mismatched.status, 400);
-  let unknown = admin(
-    &node,
-    "GET",
-    "/v1/functions/nobody/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let unknown = list_versions(&node, "nobody").await;
   assert_eq!((unknown.status, code(&unknown).as_str()), (404, "not_found"));
   let body = Bytes::from(r#"{"version":"0000000000000000"}"#);
   let no_version = admin(&node, "POST", "/v1/functions/hello/active", Some(TOKEN), body).await;
@@ -171,14 +142,7 @@ async fn bad_requests_are_refused_and_change_nothing() {
 
   // Nothing changed.
   assert_eq!(served(&node, "hello").await, (200, "v1".to_string()));
-  let versions = admin(
-    &node,
-    "GET",
-    "/v1/functions/hello/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&node, "hello").await;
   let versions = versions.json()["versions"].as_array().unwrap().clone();
   assert_eq!(versions.len(), 1);
   assert_eq!(versions[0]["version"], v1);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{admin, bundle, deploy, node_with_store, served, TempDir, TOKEN};
+use crate::{activate, bundle, deploy, list_versions, node_with_store, served, TempDir, TOKEN};
 
 #[tokio::test]
 async fn a_restarted_node_serves_exactly_what_was_active() {
@@ -14,30 +14,15 @@ async fn a_restarted_node_serves_exactly_what_was_active() {
     let node = node_with_store(&data, &[]);
     let v1 = deploy(&node, &bundle("alpha", "alpha v1")).await.json()["version"].clone();
     deploy(&node, &bundle("alpha", "alpha v2")).await;
-    let body = Bytes::from(serde_json::json!({ "version": v1 }).to_string());
-    admin(&node, "POST", "/v1/functions/alpha/active", Some(TOKEN), body).await;
+    activate(&node, "alpha", &v1).await;
     deploy(&node, &bundle("beta", "beta v1")).await;
-    let versions = admin(
-      &node,
-      "GET",
-      "/v1/functions/alpha/versions",
-      Some(TOKEN),
-      Bytes::new(),
-    )
-    .await;
+    let versions = list_versions(&node, "alpha").await;
     (v1, versions.json())
   }; // the node is killed here
   let node = node_with_store(&data, &[]);
   assert_eq!(served(&node, "alpha").await, (200, "alpha v1".to_string()));
   assert_eq!(served(&node, "beta").await, (200, "beta v1".to_string()));
-  let versions = admin(
-    &node,
-    "GET",
-    "/v1/functions/alpha/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&node, "alpha").await;
   assert_eq!(versions.json(), versions_before);
   assert_eq!(versions.json()["versions"][0]["version"], v1);
 }
@@ -65,14 +50,7 @@ async fn sigkill_during_an_upload_leaves_the_old_version_whole() {
   drop(node);
   let node = node_with_store(&data, &[]);
   assert_eq!(served(&node, "hello").await, (200, "v1".to_string()));
-  let versions = admin(
-    &node,
-    "GET",
-    "/v1/functions/hello/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&node, "hello").await;
   assert_eq!(versions.json()["versions"].as_array().unwrap().len(), 1);
 }
 

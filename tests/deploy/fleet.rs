@@ -4,10 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::support::Node;
-use crate::{admin, bundle, deploy, served, TempDir, TOKEN};
+use crate::{activate, bundle, deploy, list_versions, served, TempDir, TOKEN};
 
 struct Redis {
   child: Child,
@@ -102,23 +100,10 @@ async fn a_deploy_to_one_node_reaches_every_node() {
   let v2 = deploy(&b, &bundle("hello", "fleet v2")).await.json()["version"].clone();
   until_served(&a, "hello", "fleet v2").await;
   until_served(&c, "hello", "fleet v2").await;
-  let versions = admin(
-    &c,
-    "GET",
-    "/v1/functions/hello/versions",
-    Some(TOKEN),
-    Bytes::new(),
-  )
-  .await;
+  let versions = list_versions(&c, "hello").await;
   let v1 = versions.json()["versions"][0]["version"].clone();
   assert_ne!(v1, v2);
-  let body = Bytes::from(serde_json::json!({ "version": v1 }).to_string());
-  assert_eq!(
-    admin(&c, "POST", "/v1/functions/hello/active", Some(TOKEN), body)
-      .await
-      .status,
-    200
-  );
+  assert_eq!(activate(&c, "hello", &v1).await.status, 200);
   until_served(&a, "hello", "fleet v1").await;
   until_served(&b, "hello", "fleet v1").await;
 }
