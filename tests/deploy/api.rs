@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::support::{get, http1};
+use crate::support::{get, http1, Node};
 use crate::{activate, admin, bundle, deploy, list_versions, node_with_store, served, TempDir, TOKEN};
 
 #[tokio::test]
@@ -32,7 +32,8 @@ async fn a_deploy_is_served_and_versions_are_content_addressed() {
 #[tokio::test]
 async fn a_redeploy_under_a_steady_request_loop_fails_no_request() {
   let data = TempDir::new("api-redeploy");
-  let node = Arc::new(node_with_store(&data, &[]));
+  let args = ["--data", data.path(), "--admin-token", TOKEN];
+  let node = Arc::new(Node::start(&args, "info,islet::pool=debug"));
   assert_eq!(deploy(&node, &bundle("hello", "v1")).await.status, 201);
   let seen: Arc<Mutex<Vec<(Instant, u16, String)>>> = Arc::default();
   let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -68,6 +69,12 @@ async fn a_redeploy_under_a_steady_request_loop_fails_no_request() {
     }
   }
   assert!(seen.iter().any(|(_, _, t)| t == "v1") && seen.iter().any(|(_, _, t)| t == "v2"));
+  // The isolates of v1 left the cache once the deploy swapped v2 in.
+  assert!(
+    node.logs().contains("evicting an isolate of an inactive version"),
+    "{}",
+    node.logs()
+  );
 }
 
 #[tokio::test]
