@@ -1,0 +1,257 @@
+//! Where the isolate layer enforces the limits (see `limits`): every entry into JavaScript as a
+//! timed, charged slice, memory measured against the isolate's cap, and the one way an isolate
+//! stops when a limit is hit, or retires when a request overran its deadline.
+
+use std::time::Duration;
+
+use deno_core::JsRuntime;
+
+use super::ext::{HandlerOutcome, PendingResponses, RequestSlot};
+use super::{entered, Isolate};
+use crate::error::limit_response;
+use crate::limits::cpu::Slice;
+use crate::limits::StopReason;
+
+/// CPU time a function's top-level code may take to evaluate (its requests' limit is usually far
+/// smaller, and evaluation is not any one request's doing).
+pub(super) const STARTUP_CPU: Duration = Duration::from_secs(1);
+
+/// Slices that used at least this much CPU are followed by a memory measurement; lighter ones by
+/// one in every `MEASURE_EVERY`, since heap statistics walk V8's spaces.
+const MEASURE_AFTER_CPU: Duration = Duration::from_millis(1);
+const MEASURE_EVERY: u32 = 256;
+
+/// Who a slice of JavaScript is charged to.
+#[derive(Clone, Copy)]
+pub(super) enum Charge {
+  /// The requests in flight, evenly (the event loop runs their microtasks and timers together).
+  InFlight,
+  /// One request (its handler being called).
+  Request(u32),
+  /// The function's top-level code.
+  Startup,
+}
+
+impl Isolate {
+  /// The longest slice of request JavaScript (CPU time) since the last call: how long this
+  /// function may hold its thread. The pool demotes functions whose slices run long.
+  pub fn take_longest_slice(&mut self) -> Duration {
+    std::mem::take(&mut self.longest_slice)
+  }
+
+  /// A request overran its wall-clock deadline here: the isolate must get no new requests.
+  pub fn retiring(&self) -> bool {
+    self.retiring
+  }
+
+  /// Requests in flight: answered or not, until their bodies and `waitUntil` work are done.
+  pub fn requests_in_flight(&self) -> usize {
+    self
+      .runtime
+      .op_state()
+      .borrow()
+      .borrow::<PendingResponses>()
+      .len()
+  }
+
+  /// The server gave up on request `request_id` at its deadline. If it is still in flight here,
+  /// forget it and retire the isolate.
+  pub fn overdue(&mut self, request_id: &str) {
+    let removed = self
+      .runtime
+      .op_state()
+      .borrow_mut()
+      .borrow_mut::<PendingResponses>()
+      .remove_request(request_id);
+    if removed.is_some() {
+      self.retire(request_id);
+    }
+  }
+
+  pub(super) fn retire(&mut self, request_id: &str) {
+    let reason = StopReason::WallTime {
+      limit: self.limits.wall(),
+    };
+    tracing::warn!(
+      function = %self.function_name(),
+      request_id,
+      limit = "wall_time",
+      "{}; the isolate is retired",
+      reason.message()
+    );
+    self.retiring = true;
+  }
+
+  /// Bytes of V8 heap this isolate holds (what the cache of loaded isolates is bounded by), and
+  /// the same measurement checked against the memory limit.
+  pub fn heap_bytes(&mut self) -> usize {
+    let (total, _) = self.measure_memory();
+    total
+  }
+
+  /// Reads V8's heap statistics: returns the heap's total size and the isolate's memory as the
+  /// limit counts it (heap in use, plus ArrayBuffer and WebAssembly memory). Records the heap for
+  /// the ArrayBuffer allocator and stops the isolate if the sum is past the limit.
+  pub(super) fn measure_memory(&mut self) -> (usize, usize) {
+    let (total, used) = entered(&mut self.runtime, |runtime| {
+      let stats = runtime.v8_isolate().get_heap_statistics();
+      (
+        stats.total_heap_size(),
+        stats.used_heap_size() + stats.external_memory(),
+      )
+    });
+    let heap = used.saturating_sub(self.memory.buffer_bytes());
+    self.memory.set_heap_bytes(heap);
+    let used = used.max(heap + self.memory.buffer_bytes());
+    self.peak_memory = self.peak_memory.max(used);
+    if used > self.memory.cap() && self.stopped.is_none() {
+      self.stop(StopReason::Memory {
+        limit_bytes: self.memory.cap(),
+        used_bytes: used,
+      });
+    }
+    (total, used)
+  }
+
+  /// Runs `f` as one slice of JavaScript: the isolate entered, its CPU time watched (the watchdog
+  /// terminates it past the budget) and then charged, and memory checked. The one way into JS
+  /// besides warming up, which runs only Islet's own code.
+  pub(super) fn run_js<R>(&mut self, charge: Charge, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
+    let budget = self.slice_budget(charge);
+    let slice = Slice::begin(&self.handle, budget);
+    let result = entered(&mut self.runtime, f);
+    let end = slice.end();
+    self.slices = self.slices.wrapping_add(1);
+    if !matches!(charge, Charge::Startup) {
+      self.longest_slice = self.longest_slice.max(end.cpu);
+    }
+    let used = self.charge(charge, end.cpu);
+    let memory_hit = self
+      .near_heap_limit
+      .take()
+      .or_else(|| self.memory.refused().then_some(0));
+    if let Some(used_bytes) = memory_hit {
+      self.stop(StopReason::Memory {
+        limit_bytes: self.memory.cap(),
+        used_bytes,
+      });
+    } else if end.terminated {
+      let limit = match charge {
+        Charge::Startup => STARTUP_CPU,
+        _ => self.limits.cpu(),
+      };
+      self.stop(StopReason::Cpu {
+        limit,
+        used: used.max(end.cpu.min(limit + Duration::from_millis(1))),
+      });
+    } else if end.cpu >= MEASURE_AFTER_CPU || self.slices % MEASURE_EVERY == 0 {
+      self.measure_memory();
+    }
+    result
+  }
+
+  /// CPU the next slice may use: what is left of the most spent request's budget (times the
+  /// requests it is shared among), never more than one request's whole limit.
+  fn slice_budget(&self, charge: Charge) -> Duration {
+    let limit = self.limits.cpu();
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests = state.borrow_mut::<PendingResponses>();
+    match charge {
+      Charge::Startup => STARTUP_CPU,
+      Charge::Request(slot) => requests
+        .get_mut(slot)
+        .map_or(limit, |r| limit.saturating_sub(r.cpu_used)),
+      Charge::InFlight => {
+        let count = requests.len() as u32;
+        let least_left = requests
+          .slots_mut()
+          .map(|r| limit.saturating_sub(r.cpu_used))
+          .min();
+        match least_left {
+          Some(left) => (left * count.max(1)).min(limit),
+          None => limit,
+        }
+      }
+    }
+  }
+
+  /// Charges `cpu` to the requests `charge` names; returns the most any of them has used.
+  fn charge(&mut self, charge: Charge, cpu: Duration) -> Duration {
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests = state.borrow_mut::<PendingResponses>();
+    let count = requests.len() as u32;
+    match charge {
+      Charge::Startup => cpu,
+      Charge::InFlight => requests
+        .slots_mut()
+        .map(|request| {
+          request.cpu_used += cpu / count.max(1);
+          request.cpu_used
+        })
+        .max()
+        .unwrap_or(cpu),
+      // The request may be gone already: a synchronous handler answers within its own slice.
+      Charge::Request(slot) => requests.get_mut(slot).map_or(cpu, |request| {
+        request.cpu_used += cpu;
+        request.cpu_used
+      }),
+    }
+  }
+
+  /// A limit was hit: the isolate never runs JavaScript again. Every request it holds is answered
+  /// with the reason (those already answered have their streamed bodies cut off), and its owner
+  /// discards it at the next poll.
+  fn stop(&mut self, reason: StopReason) {
+    if self.stopped.is_some() {
+      return;
+    }
+    self.stopped = Some(reason);
+    if let StopReason::Memory { used_bytes, .. } = reason {
+      self.peak_memory = self.peak_memory.max(used_bytes);
+    }
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests: Vec<RequestSlot> = state.borrow_mut::<PendingResponses>().drain().collect();
+    drop(state);
+    let held: Vec<String> = requests
+      .iter()
+      .map(|r| format!("{} ({} ms CPU)", r.request_id, r.cpu_used.as_millis()))
+      .collect();
+    tracing::warn!(
+      function = %self.function_name(),
+      limit = reason.code().as_str(),
+      requests = ?held,
+      peak_memory_mb = self.peak_memory.max(self.memory.buffer_bytes()) >> 20,
+      "{}; the isolate is discarded",
+      reason.message()
+    );
+    for request in requests {
+      let reason = match reason {
+        StopReason::Cpu { limit, used } => StopReason::Cpu {
+          limit,
+          used: used.max(request.cpu_used),
+        },
+        other => other,
+      };
+      if let Some(responder) = request.responder {
+        let _ = responder.send(HandlerOutcome {
+          start: Some(request.start),
+          result: Ok(limit_response(&reason, &request.request_id)),
+        });
+      }
+    }
+  }
+}
+
+/// How the log and the 503s describe a function whose top-level code hit a limit.
+pub(super) fn startup_message(reason: &StopReason) -> String {
+  match reason {
+    StopReason::Cpu { limit, .. } => format!(
+      "it used more than the {} ms of CPU time a module may take to evaluate",
+      limit.as_millis()
+    ),
+    other => other.message(),
+  }
+}
