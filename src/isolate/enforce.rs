@@ -100,9 +100,10 @@ impl Isolate {
         stats.used_heap_size() + stats.external_memory(),
       )
     });
-    let heap = used.saturating_sub(self.memory.buffer_bytes());
-    self.memory.set_heap_bytes(heap);
-    let used = used.max(heap + self.memory.buffer_bytes());
+    // Backing stores are in V8's external memory too; what is left over is the heap's share.
+    let buffers = self.memory.buffer_bytes();
+    self.memory.set_heap_bytes(used.saturating_sub(buffers));
+    let used = used.max(buffers);
     self.peak_memory = self.peak_memory.max(used);
     if used > self.memory.cap() && self.stopped.is_none() {
       self.stop(StopReason::Memory {
@@ -140,9 +141,10 @@ impl Isolate {
         Charge::Startup => STARTUP_CPU,
         _ => self.limits.cpu(),
       };
+      // A slice shared by several requests charges each a share; the slice itself overran.
       self.stop(StopReason::Cpu {
         limit,
-        used: used.max(end.cpu.min(limit + Duration::from_millis(1))),
+        used: used.max(end.cpu),
       });
     } else if end.cpu >= MEASURE_AFTER_CPU || self.slices % MEASURE_EVERY == 0 {
       self.measure_memory();
@@ -245,13 +247,15 @@ impl Isolate {
   }
 }
 
-/// How the log and the 503s describe a function whose top-level code hit a limit.
+/// How the log and the 503s describe a function whose top-level code (module evaluation, or
+/// installing its handler) hit a limit.
 pub(super) fn startup_message(reason: &StopReason) -> String {
-  match reason {
+  let why = match reason {
     StopReason::Cpu { limit, .. } => format!(
       "it used more than the {} ms of CPU time a module may take to evaluate",
       limit.as_millis()
     ),
     other => other.message(),
-  }
+  };
+  format!("the function's top-level code was stopped: {why}")
 }

@@ -30,7 +30,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -136,9 +135,11 @@ enum Phase {
 /// One V8 isolate, holding at most one function. See the module docs on threads and entering.
 pub struct Isolate {
   /// The `dispatch(slot, requestId, method, url, headers, bodyRid)` function of `30_dispatch.js`.
-  dispatch_fn: v8::Global<v8::Function>,
+  /// Shared (`Rc`), so a call can hold it while `run_js` borrows the isolate: cloning a
+  /// `v8::Global` would make a new V8 handle on every request.
+  dispatch_fn: Rc<v8::Global<v8::Function>>,
   /// The `installHandler(namespace, envJson)` function of `30_dispatch.js`.
-  install_fn: v8::Global<v8::Function>,
+  install_fn: Rc<v8::Global<v8::Function>>,
   /// The `warmUp()` function of `30_dispatch.js`.
   warm_up_fn: v8::Global<v8::Function>,
   loader: Rc<FunctionLoader>,
@@ -173,8 +174,7 @@ impl Isolate {
   pub fn new(config: &IsolateConfig) -> Result<Self, IsolateError> {
     init_v8();
     let loader = Rc::new(FunctionLoader::default());
-    let memory_refused = Arc::new(AtomicBool::new(false));
-    let memory = MemoryBudget::new(config.limits.memory_bytes(), memory_refused.clone());
+    let memory = MemoryBudget::new(config.limits.memory_bytes());
     let create_params = v8::CreateParams::default()
       .heap_limits(0, config.limits.memory_bytes())
       .array_buffer_allocator(memory::allocator(&memory));
@@ -191,10 +191,8 @@ impl Isolate {
       let mut state = state.borrow_mut();
       state.put(outbound_permissions(&config.outbound));
       let requests = state.borrow_mut::<PendingResponses>();
-      requests.memory_refused = memory_refused;
+      requests.memory = Some(memory.clone());
       requests.max_fetches = config.limits.max_fetches;
-      let budget = memory.clone();
-      requests.reserve_memory = Some(Box::new(move |bytes| budget.reserve(bytes)));
     }
     let handle = runtime.v8_isolate().thread_safe_handle();
     let near_heap_limit = Rc::new(Cell::new(None));
@@ -223,7 +221,7 @@ impl Isolate {
     runtime
       .v8_isolate()
       .set_allow_wasm_code_generation_callback(allow_wasm_code_generation);
-    let booted = boot(&mut runtime).inspect(|_| set_allow_eval(&mut runtime, config.limits.allow_eval));
+    let booted = boot(&mut runtime);
     // SAFETY: created (and so entered) just above on this thread; see the module docs.
     unsafe { runtime.v8_isolate().exit() };
     let Booted {
@@ -232,8 +230,8 @@ impl Isolate {
       warm_up_fn,
     } = booted?;
     Ok(Self {
-      dispatch_fn,
-      install_fn,
+      dispatch_fn: Rc::new(dispatch_fn),
+      install_fn: Rc::new(install_fn),
       warm_up_fn,
       loader,
       function: None,
@@ -256,12 +254,6 @@ impl Isolate {
   /// scratch isolate (parse checks), never for tenant code.
   pub(crate) fn with_v8_isolate<R>(&mut self, f: impl FnOnce(&mut v8::OwnedIsolate) -> R) -> R {
     entered(&mut self.runtime, |runtime| f(runtime.v8_isolate()))
-  }
-
-  /// The heap limit this isolate was created with, in bytes: only a function with the same
-  /// `memory_mb` may be loaded into it.
-  pub fn memory_limit(&self) -> usize {
-    self.memory.cap()
   }
 
   fn function_name(&self) -> &str {
@@ -297,20 +289,15 @@ impl Isolate {
       "an isolate never serves two functions"
     );
     self.loader.set_function(function.clone());
-    self
-      .runtime
-      .op_state()
-      .borrow_mut()
-      .borrow_mut::<PendingResponses>()
-      .function = Arc::from(function.name.as_str());
+    {
+      let state = self.runtime.op_state();
+      let mut state = state.borrow_mut();
+      let requests = state.borrow_mut::<PendingResponses>();
+      requests.function = Arc::from(function.name.as_str());
+      requests.max_fetches = function.limits.max_fetches;
+    }
     let url = module_url(&function.name, &function.entry);
     self.limits = function.limits.clone();
-    self
-      .runtime
-      .op_state()
-      .borrow_mut()
-      .borrow_mut::<PendingResponses>()
-      .max_fetches = function.limits.max_fetches;
     let allow_eval = function.limits.allow_eval;
     self.function = Some(function);
     let started = self.run_js(Charge::Startup, |runtime| {
@@ -330,11 +317,7 @@ impl Isolate {
       Ok((module_id, Box::pin(runtime.mod_evaluate(module_id))))
     });
     if let Some(reason) = self.stopped {
-      let message = format!(
-        "the function's top-level code was stopped: {}",
-        startup_message(&reason)
-      );
-      self.phase = self.failed(message);
+      self.phase = self.failed(startup_message(&reason));
       return;
     }
     self.phase = match started {
@@ -381,11 +364,7 @@ impl Isolate {
     });
     if let Some(reason) = self.stopped {
       if let Phase::Evaluating { .. } = self.phase {
-        let message = format!(
-          "the function's top-level code was stopped: {}",
-          startup_message(&reason)
-        );
-        self.phase = self.failed(message);
+        self.phase = self.failed(startup_message(&reason));
       }
       return Poll::Ready(Err(IsolateError(format!("stopped: {}", reason.message()))));
     }
@@ -466,10 +445,8 @@ impl Isolate {
   }
 
   fn install_handler(&mut self, module_id: ModuleId) -> Result<(), String> {
-    let env_json = self
-      .function
-      .as_ref()
-      .map_or_else(String::new, |f| f.env_json.clone());
+    let function = self.function.clone();
+    let env_json = function.as_ref().map_or("{}", |f| f.env_json.as_str());
     let install_fn = self.install_fn.clone();
     let installed = self.run_js(Charge::Startup, |runtime| {
       let namespace = runtime
@@ -477,9 +454,9 @@ impl Isolate {
         .map_err(|e| load_error_message(&e))?;
       deno_core::scope!(scope, runtime);
       v8::tc_scope!(let scope, scope);
-      let install = v8::Local::new(scope, &install_fn);
+      let install = v8::Local::new(scope, &*install_fn);
       let namespace = v8::Local::new(scope, &namespace);
-      let env = v8::String::new(scope, &env_json).ok_or("the function's vars are too large")?;
+      let env = v8::String::new(scope, env_json).ok_or("the function's vars are too large")?;
       let undefined = v8::undefined(scope).into();
       match install.call(scope, undefined, &[namespace.into(), env.into()]) {
         Some(result) if result.is_string() => Err(result.to_rust_string_lossy(scope)),
@@ -488,10 +465,7 @@ impl Isolate {
       }
     });
     match self.stopped {
-      Some(reason) => Err(format!(
-        "installing the handler was stopped: {}",
-        reason.message()
-      )),
+      Some(reason) => Err(startup_message(&reason)),
       None => installed,
     }
   }
@@ -547,7 +521,7 @@ impl Isolate {
         v8::Array::new_with_elements(scope, &flat_headers).into(),
         v8::Integer::new(scope, body_rid.map_or(-1, |rid| rid as i32)).into(),
       ];
-      let dispatch = v8::Local::new(scope, &dispatch_fn);
+      let dispatch = v8::Local::new(scope, &*dispatch_fn);
       let undefined = v8::undefined(scope).into();
       dispatch.call(scope, undefined, &args).is_some()
     });

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use deno_core::v8;
 
+use crate::isolate::ext::MemoryAccount;
+
 /// The memory accounting of one isolate. Shared with V8 (as the allocator's state) and with the
 /// isolate layer, which reads it after each slice.
 #[derive(Debug)]
@@ -26,17 +28,17 @@ pub struct MemoryBudget {
   /// The isolate's heap as last measured: the share of the cap buffers cannot have.
   heap: AtomicUsize,
   /// Set once an allocation has been refused: the isolate hit its limit and will be discarded.
-  refused: Arc<AtomicBool>,
+  refused: AtomicBool,
 }
 
 impl MemoryBudget {
-  /// A budget of `cap` bytes. `refused` is raised when an allocation is refused.
-  pub fn new(cap: usize, refused: Arc<AtomicBool>) -> Arc<Self> {
+  /// A budget of `cap` bytes.
+  pub fn new(cap: usize) -> Arc<Self> {
     Arc::new(Self {
       cap,
       buffers: AtomicUsize::new(0),
       heap: AtomicUsize::new(0),
-      refused,
+      refused: AtomicBool::new(false),
     })
   }
 
@@ -63,7 +65,7 @@ impl MemoryBudget {
   /// the isolate past its cap. What the allocator does for every backing store, and what
   /// WebAssembly memory does through `op_islet_reserve_memory`; WebAssembly memory is never given
   /// back, as V8 keeps its reservation until the isolate goes.
-  pub fn reserve(&self, len: usize) -> bool {
+  fn reserve(&self, len: usize) -> bool {
     let heap = self.heap.load(Ordering::Relaxed);
     let before = self.buffers.fetch_add(len, Ordering::Relaxed);
     if heap.saturating_add(before).saturating_add(len) > self.cap {
@@ -76,6 +78,16 @@ impl MemoryBudget {
 
   fn release(&self, len: usize) {
     self.buffers.fetch_sub(len, Ordering::Relaxed);
+  }
+}
+
+impl MemoryAccount for MemoryBudget {
+  fn reserve(&self, bytes: usize) -> bool {
+    MemoryBudget::reserve(self, bytes)
+  }
+
+  fn refused(&self) -> bool {
+    MemoryBudget::refused(self)
   }
 }
 

@@ -22,7 +22,7 @@ pub use body::{RequestBody, RequestBodyResource, ResponseBody};
   unused_imports,
   reason = "build.rs compiles this module but uses only `extensions`"
 )]
-pub use ops::{HandlerFailure, HandlerOutcome, PendingResponses, RequestSlot, StartTiming};
+pub use ops::{HandlerFailure, HandlerOutcome, MemoryAccount, PendingResponses, RequestSlot, StartTiming};
 
 deno_core::extension!(
   islet_runtime,

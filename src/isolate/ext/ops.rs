@@ -5,7 +5,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,16 +100,24 @@ pub struct PendingResponses {
   pub function: Arc<str>,
   /// Outbound fetches one request may make.
   pub max_fetches: u32,
-  /// Raised by the isolate's ArrayBuffer allocator when it refuses an allocation.
-  pub memory_refused: Arc<AtomicBool>,
+  /// The isolate's memory budget (`limits::memory`), for WebAssembly reservations and to tell a
+  /// handler failure caused by a refused allocation.
+  pub memory: Option<Arc<dyn MemoryAccount>>,
   /// A request whose streamed body was still running at its deadline; the isolate layer retires
   /// the isolate when it sees one.
   pub overdue: Option<Arc<str>>,
-  /// Reserves bytes of the isolate's memory budget (for WebAssembly memory, which V8 allocates
-  /// outside the ArrayBuffer allocator); `false` when the budget has no room.
-  pub reserve_memory: Option<Box<dyn Fn(usize) -> bool>>,
   slots: HashMap<u32, RequestSlot, BuildHasherDefault<SlotHasher>>,
   next_slot: u32,
+}
+
+/// The isolate's memory budget as the ops see it. Implemented in `limits::memory`, which this
+/// module cannot name (build.rs compiles it alone).
+pub trait MemoryAccount {
+  /// Takes `bytes` (WebAssembly memory, which V8 allocates outside the ArrayBuffer allocator), or
+  /// refuses, and records the refusal, when the budget has no room.
+  fn reserve(&self, bytes: usize) -> bool;
+  /// Whether an allocation has been refused: the isolate hit its memory limit.
+  fn refused(&self) -> bool;
 }
 
 /// Slot numbers are a counter, spread well enough to be their own hash: a request's slot is looked
@@ -143,16 +150,20 @@ impl PendingResponses {
     self.next_slot
   }
 
-  /// Takes the responder of request `slot`, to answer it.
+  /// Takes the responder of request `slot`, to answer it. The request stays in flight until
+  /// `finish_if_done` finds it finished.
   fn take_responder(
     &mut self,
     slot: u32,
-  ) -> Result<(oneshot::Sender<HandlerOutcome>, StartTiming), JsErrorBox> {
+  ) -> Result<(oneshot::Sender<HandlerOutcome>, &mut RequestSlot), JsErrorBox> {
     let request = self.slots.get_mut(&slot);
-    let taken = request.and_then(|r| r.responder.take().map(|responder| (responder, r.start)));
-    let taken = taken.ok_or_else(|| JsErrorBox::type_error("this request has already been answered"))?;
-    self.finish_if_done(slot);
-    Ok(taken)
+    match request {
+      Some(request) => match request.responder.take() {
+        Some(responder) => Ok((responder, request)),
+        None => Err(JsErrorBox::type_error("this request has already been answered")),
+      },
+      None => Err(JsErrorBox::type_error("this request has already been answered")),
+    }
   }
 
   fn finish_if_done(&mut self, slot: u32) {
@@ -198,13 +209,18 @@ impl PendingResponses {
     self.slots.is_empty()
   }
 
+  /// The request with this id, if it is in flight here.
+  fn by_id(&mut self, request_id: &str) -> Option<(u32, &mut RequestSlot)> {
+    self
+      .slots
+      .iter_mut()
+      .find(|(_, r)| &*r.request_id == request_id)
+      .map(|(slot, request)| (*slot, request))
+  }
+
   /// Forgets the request with this id, if it is in flight here.
   pub fn remove_request(&mut self, request_id: &str) -> Option<RequestSlot> {
-    let slot = self
-      .slots
-      .iter()
-      .find(|(_, r)| &*r.request_id == request_id)
-      .map(|(slot, _)| *slot)?;
+    let (slot, _) = self.by_id(request_id)?;
     self.slots.remove(&slot)
   }
 }
@@ -242,7 +258,10 @@ fn answer(
   slot: u32,
   result: Result<http::Response<ResponseBody>, HandlerFailure>,
 ) -> Result<(), JsErrorBox> {
-  let (responder, start) = state.borrow_mut::<PendingResponses>().take_responder(slot)?;
+  let requests = state.borrow_mut::<PendingResponses>();
+  let (responder, request) = requests.take_responder(slot)?;
+  let start = request.start;
+  requests.finish_if_done(slot);
   send(responder, start, result);
   Ok(())
 }
@@ -355,25 +374,10 @@ pub async fn op_islet_respond_stream(
   let (responder, start, resource, deadline, request_id) = {
     let mut state = state.borrow_mut();
     let resource = state.resource_table.take_any(rid).map_err(JsErrorBox::from_err)?;
-    let requests = state.borrow_mut::<PendingResponses>();
-    // Marked streaming first, so that taking the responder does not finish the request.
-    let (deadline, request_id) = match requests.slots.get_mut(&slot) {
-      Some(request) => {
-        request.streaming = true;
-        (request.deadline, request.request_id.clone())
-      }
-      None => return Err(JsErrorBox::type_error("this request has already been answered")),
-    };
-    let (responder, start) = match requests.take_responder(slot) {
-      Ok(taken) => taken,
-      Err(err) => {
-        if let Some(request) = requests.slots.get_mut(&slot) {
-          request.streaming = false;
-        }
-        requests.finish_if_done(slot);
-        return Err(err);
-      }
-    };
+    let (responder, request) = state.borrow_mut::<PendingResponses>().take_responder(slot)?;
+    // In flight until the body has been pumped.
+    request.streaming = true;
+    let (start, deadline, request_id) = (request.start, request.deadline, request.request_id.clone());
     (responder, start, resource, deadline, request_id)
   };
   send(responder, start, Ok(response));
@@ -453,10 +457,10 @@ pub fn op_islet_wait_until(state: &mut OpState, #[smi] slot: u32, begin: bool) {
 #[op2(fast)]
 pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
   let requests = state.borrow::<PendingResponses>();
-  match &requests.reserve_memory {
-    Some(reserve) => reserve(bytes as usize),
-    None => true,
-  }
+  requests
+    .memory
+    .as_ref()
+    .is_none_or(|memory| memory.reserve(bytes as usize))
 }
 
 /// Counts one outbound `fetch()` against the request running it, refusing it past the limit or
@@ -465,7 +469,7 @@ pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
 pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<(), JsErrorBox> {
   let requests = state.borrow_mut::<PendingResponses>();
   let max = requests.max_fetches;
-  let Some(request) = requests.slots.values_mut().find(|r| &*r.request_id == request_id) else {
+  let Some((_, request)) = requests.by_id(request_id) else {
     return Err(JsErrorBox::type_error(
       "fetch() can only be called while a request is being handled",
     ));
@@ -489,8 +493,9 @@ pub fn op_islet_respond_error(
 ) -> Result<(), JsErrorBox> {
   let out_of_memory = state
     .borrow::<PendingResponses>()
-    .memory_refused
-    .load(Ordering::Relaxed);
+    .memory
+    .as_ref()
+    .is_some_and(|memory| memory.refused());
   answer(
     state,
     slot,
