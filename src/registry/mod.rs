@@ -23,7 +23,7 @@ pub(crate) use dir::collect_modules;
 pub use dir::{load_dir, load_function};
 pub use redis_store::CHANGES;
 pub use routes::RoutePattern;
-pub use typescript::{is_typescript, strip_types, to_javascript};
+pub use typescript::to_javascript;
 
 /// One version of one function's code.
 #[derive(Debug)]
@@ -171,7 +171,7 @@ impl Registry {
     self.functions.get(name)
   }
 
-  /// The function whose route patterns claim this host (lowercase, no port) and path.
+  /// The function whose route patterns claim this host (no port, any case) and path.
   pub fn by_route(&self, host: &str, path: &str) -> Option<&Arc<Function>> {
     let (_, name) = self
       .routes

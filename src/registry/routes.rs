@@ -58,14 +58,16 @@ impl RoutePattern {
     Ok(Self { host, path })
   }
 
-  /// Whether a request to `host` (without port, lowercase) and `path` is routed here.
+  /// Whether a request to `host` (without port, any case) and `path` is routed here.
   pub fn matches(&self, host: &str, path: &str) -> bool {
     let host_ok = match &self.host {
       None => true,
-      Some(HostPattern::Exact(h)) => h == host,
+      Some(HostPattern::Exact(h)) => h.eq_ignore_ascii_case(host),
       Some(HostPattern::Subdomains(domain)) => host
-        .strip_suffix(domain.as_str())
-        .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        .len()
+        .checked_sub(domain.len() + 1)
+        .filter(|&dot| dot > 0 && host.as_bytes()[dot] == b'.')
+        .is_some_and(|dot| host[dot + 1..].eq_ignore_ascii_case(domain)),
     };
     host_ok
       && match &self.path {
@@ -100,6 +102,8 @@ mod tests {
   fn patterns_match_hosts_and_paths() {
     let p = |s| RoutePattern::parse(s).unwrap();
     assert!(p("api.example.com").matches("api.example.com", "/x"));
+    assert!(p("api.example.com").matches("API.Example.com", "/x"));
+    assert!(p("*.example.com").matches("A.EXAMPLE.COM", "/"));
     assert!(!p("api.example.com").matches("example.com", "/x"));
     assert!(p("example.com/api/*").matches("example.com", "/api/users"));
     assert!(!p("example.com/api/*").matches("example.com", "/web"));

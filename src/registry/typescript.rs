@@ -28,13 +28,13 @@ pub fn to_javascript(
 }
 
 /// Whether `path` names a TypeScript module.
-pub fn is_typescript(path: &str) -> bool {
+fn is_typescript(path: &str) -> bool {
   path.ends_with(".ts") || path.ends_with(".mts")
 }
 
 /// The JavaScript of TypeScript module `path` of function `function`, or the first error as
 /// `hello/index.ts:3:14: SyntaxError: …`.
-pub fn strip_types(function: &str, path: &str, source: &str) -> Result<String, String> {
+fn strip_types(function: &str, path: &str, source: &str) -> Result<String, String> {
   use deno_ast::diagnostics::Diagnostic;
   let url = deno_ast::ModuleSpecifier::parse(&format!("islet://{function}/{path}"))
     .map_err(|e| format!("{function}/{path}: {e}"))?;

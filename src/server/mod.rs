@@ -302,19 +302,17 @@ impl Node {
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let registry = self.registry.load();
     let by_host = self.router.name_from_host(&host).map(str::to_ascii_lowercase);
-    let name = by_host
+    let by_path = name_from_path(parts.uri.path());
+    // The host's name first, then the functions' own route patterns, then the first path segment.
+    let routed = by_host
       .as_deref()
-      .filter(|name| registry.get(name).is_some())
-      .or_else(|| name_from_path(parts.uri.path()));
-    // Host name first, then the functions' own route patterns, then the first path segment.
-    let by_name = by_host.as_deref().and_then(|name| registry.get(name));
-    let routed = by_name
-      .or_else(|| registry.by_route(&host_without_port(&host).to_ascii_lowercase(), parts.uri.path()))
-      .or_else(|| name.and_then(|name| registry.get(name)))
+      .and_then(|name| registry.get(name))
+      .or_else(|| registry.by_route(host_without_port(&host), parts.uri.path()))
+      .or_else(|| by_path.and_then(|name| registry.get(name)))
       .cloned();
     drop(registry);
     let Some(function) = routed else {
-      let message = match by_host.as_deref().or(name) {
+      let message = match by_host.as_deref().or(by_path) {
         Some(name) => format!("no function named '{name}' is deployed on this node"),
         None => "no function named in the request's host or path".to_string(),
       };

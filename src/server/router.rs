@@ -20,7 +20,7 @@ impl Router {
 
   /// The function name the host designates, if it designates one.
   pub fn name_from_host<'h>(&self, host: &'h str) -> Option<&'h str> {
-    let host = strip_port(host);
+    let host = host_without_port(host);
     let label_before = |suffix: &str| {
       let rest = host.len().checked_sub(suffix.len() + 1)?;
       let (label, dot_suffix) = host.split_at(rest);
@@ -47,10 +47,6 @@ pub fn name_from_path(path: &str) -> Option<&str> {
 
 /// `example.com:8080` → `example.com`, `[::1]:80` → `::1`.
 pub fn host_without_port(host: &str) -> &str {
-  strip_port(host)
-}
-
-fn strip_port(host: &str) -> &str {
   if host.starts_with('[') {
     return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
   }
