@@ -86,16 +86,15 @@ impl HeavyLane {
 
   /// Runs `request` on the heavy lane. Its response comes back through its responder as usual.
   pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) {
-    let task: ThreadTask = Box::new(move |isolates| {
+    // If the lane's thread is gone, the request's responder drops with the task and the server
+    // answers that the isolate stopped.
+    let _ = self.inbox.send(Box::new(move |isolates| {
       Box::pin(async move {
+        // Released at once: the lane's idle detection (for refilling warm isolates) does not
+        // see requests that hop here, which is acceptable on a low-priority thread.
         let _in_flight = isolates.dispatch(function, request);
       })
-    });
-    if let Err(mpsc::error::SendError(task)) = self.inbox.send(task) {
-      // The lane's thread is gone; the request's responder drops with the task and the server
-      // answers that the isolate stopped.
-      drop(task);
-    }
+    }));
   }
 
   /// Tells the heavy lane's isolate for `function` that `request_id` overran its deadline.

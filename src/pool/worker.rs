@@ -312,8 +312,7 @@ async fn drive(
   let outcome = poll_fn(|cx| {
     while inbox_open {
       match requests.poll_recv(cx) {
-        Poll::Ready(Some(Message::Request(request))) => isolate.dispatch(request),
-        Poll::Ready(Some(Message::Overdue(request_id))) => isolate.overdue(&request_id),
+        Poll::Ready(Some(message)) => deliver(&mut isolate, message),
         Poll::Ready(None) => inbox_open = false,
         Poll::Pending => break,
       }
@@ -327,10 +326,7 @@ async fn drive(
       // already sent here are still received (the inbox drains after closing).
       requests.close();
       while let Poll::Ready(Some(message)) = requests.poll_recv(cx) {
-        match message {
-          Message::Request(request) => isolate.dispatch(request),
-          Message::Overdue(request_id) => isolate.overdue(&request_id),
-        }
+        deliver(&mut isolate, message);
       }
       if isolate.requests_in_flight() == 0 {
         return Poll::Ready(Ok(()));
@@ -357,4 +353,11 @@ async fn drive(
     tracing::error!(function = %name, "isolate discarded: {err}");
   }
   thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(heap_bytes.replace(0)));
+}
+
+fn deliver(isolate: &mut Isolate, message: Message) {
+  match message {
+    Message::Request(request) => isolate.dispatch(request),
+    Message::Overdue(request_id) => isolate.overdue(&request_id),
+  }
 }
