@@ -188,7 +188,12 @@ impl Deployments {
     let function = self
       .store
       .bundle(name, version)
-      .map_err(|_| DeployError::NotFound(format!("function '{name}' has no version '{version}'")))?
+      .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+          DeployError::NotFound(format!("function '{name}' has no version '{version}'"))
+        }
+        _ => DeployError::Store(e),
+      })?
       .to_function(&self.defaults)
       .map_err(DeployError::Invalid)?;
     self.update(name, &mut |current| {
@@ -320,9 +325,8 @@ impl Deployments {
 
 fn follow(client: redis::Client, deployments: std::sync::Weak<Deployments>) {
   let mut connected_before = false;
-  loop {
-    let Some(this) = deployments.upgrade() else { return };
-    drop(this);
+  // Until the node drops its deployments (the process ends).
+  while deployments.strong_count() > 0 {
     let listening = (|| -> redis::RedisResult<()> {
       let mut connection = client.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
       let mut pubsub = connection.as_pubsub();

@@ -52,10 +52,12 @@ impl Redis {
     format!("redis://127.0.0.1:{}", self.port)
   }
 
-  fn restart(&mut self) {
+  fn stop(&mut self) {
     self.child.kill().unwrap();
     self.child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+  }
+
+  fn start_again(&mut self) {
     self.child = Self::spawn(self.port, &self.dir);
   }
 }
@@ -121,9 +123,16 @@ async fn a_node_started_after_the_deploy_serves_it() {
 async fn nodes_reconnect_and_catch_up_after_redis_restarts() {
   let mut redis = Redis::start();
   let (a, b) = (fleet_node(&redis), fleet_node(&redis));
-  deploy(&a, &bundle("hello", "before")).await;
+  let before = deploy(&a, &bundle("hello", "before")).await.json()["version"].clone();
   until_served(&b, "hello", "before").await;
-  redis.restart();
+  redis.stop();
+  // Without its store a node refuses changes as a store failure (not as "no such version"), and
+  // keeps serving what it has.
+  let refused = activate(&a, "hello", &before).await;
+  assert_eq!(refused.status, 500, "{}", refused.text());
+  assert_eq!(refused.json()["error"]["code"], "store_failed");
+  assert_eq!(served(&b, "hello").await, (200, "before".to_string()));
+  redis.start_again();
   // Deployed as soon as Redis is back, likely before B has resubscribed: B must catch up.
   let deadline = Instant::now() + Duration::from_secs(10);
   loop {
