@@ -127,6 +127,15 @@ impl Manifest {
     })
   }
 
+  /// Every function's bundle, in name order (see [`Manifest::bundle`]).
+  pub fn bundles(&self, secret: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Bundle>, NodeError> {
+    self
+      .functions
+      .keys()
+      .map(|name| self.bundle(name, secret))
+      .collect()
+  }
+
   /// The bundle of function `name`: every module in its entry's folder, its vars, and its secrets
   /// read through `secret` (the environment, usually).
   pub fn bundle(&self, name: &str, secret: &dyn Fn(&str) -> Option<String>) -> Result<Bundle, NodeError> {

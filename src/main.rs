@@ -15,6 +15,7 @@ use islet::isolate::IsolateConfig;
 use islet::limits::outbound::OutboundPolicy;
 use islet::limits::Limits;
 use islet::pool::PoolConfig;
+use islet::registry::store::Store;
 use islet::registry::Registry;
 use islet::server::{AdmissionConfig, Server, ServerConfig};
 
@@ -383,20 +384,14 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   }
   let statics = registry_summary(statics);
   let max_bundle_bytes = args.max_bundle_mb << 20;
-  let store = match (&args.store, &args.data, &args.admin_token) {
-    (Some(url), _, _) => Some(
-      islet::registry::store::Store::redis(url)
-        .map_err(|e| NodeError::Config(format!("--store {url}: {e}")))?,
+  // The data directory is the default store once there is an admin API to deploy through.
+  let data = (args.data.clone()).or_else(|| args.admin_token.as_ref().map(|_| PathBuf::from("islet-data")));
+  let store = match (&args.store, data) {
+    (Some(url), _) => Some(Store::redis(url).map_err(|e| NodeError::Config(format!("--store {url}: {e}")))?),
+    (None, Some(data)) => Some(
+      Store::dir(&data).map_err(|e| NodeError::Config(format!("data directory {}: {e}", data.display())))?,
     ),
-    (None, Some(data), _) => Some(
-      islet::registry::store::Store::dir(data)
-        .map_err(|e| NodeError::Config(format!("data directory: {e}")))?,
-    ),
-    (None, None, Some(_)) => Some(
-      islet::registry::store::Store::dir(std::path::Path::new("islet-data"))
-        .map_err(|e| NodeError::Config(format!("data directory: {e}")))?,
-    ),
-    (None, None, None) => None,
+    (None, None) => None,
   };
   let deployments = store
     .map(|store| Deployments::open(store, limits.clone(), statics.clone(), max_bundle_bytes))
@@ -454,13 +449,11 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
 
 /// The functions of a manifest, served as they are (secrets from this process's environment).
 fn manifest_functions(path: &std::path::Path, limits: &Limits) -> Result<Registry, NodeError> {
-  let manifest = Manifest::load(path)?;
   let mut registry = Registry::default();
-  for name in manifest.functions.keys() {
-    let bundle = manifest.bundle(name, &|key| std::env::var(key).ok())?;
+  for bundle in Manifest::load(path)?.bundles(&|key| std::env::var(key).ok())? {
     let function = bundle
       .to_function(limits)
-      .map_err(|e| NodeError::Config(format!("{}: functions.{name}: {e}", path.display())))?;
+      .map_err(|e| NodeError::Config(format!("{}: functions.{}: {e}", path.display(), bundle.name)))?;
     registry.insert(function);
   }
   Ok(registry)

@@ -10,8 +10,6 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::registry::Bundle;
-
 /// Why a command failed: the exit code says which kind.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -131,16 +129,16 @@ impl AdminClient {
       .await
   }
 
-  /// Uploads `bundle` and activates it; `sent` hears of every chunk uploaded.
+  /// Uploads function `name`'s bundle (its JSON) and activates it; `sent` hears of every chunk
+  /// uploaded.
   pub async fn deploy(
     &self,
-    bundle: &Bundle,
+    name: &str,
+    bundle: Bytes,
     sent: Box<dyn Fn(usize) + Send + Sync>,
   ) -> Result<serde_json::Value, ClientError> {
-    // INVARIANT: a bundle always serializes.
-    let body = Bytes::from(serde_json::to_vec(bundle).expect("bundle serializes"));
-    let path = format!("/v1/functions/{}", bundle.name);
-    self.call(http::Method::PUT, &path, body, sent).await
+    let path = format!("/v1/functions/{name}");
+    self.call(http::Method::PUT, &path, bundle, sent).await
   }
 
   pub async fn functions(&self) -> Result<serde_json::Value, ClientError> {

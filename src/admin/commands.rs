@@ -2,7 +2,8 @@
 //! each does against a node and how it reports, readable by default and JSON with `--json`.
 
 use std::path::Path;
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::client::{AdminClient, ClientError};
 use crate::config::Manifest;
@@ -13,23 +14,22 @@ use crate::limits::Limits;
 /// progress bar (none with `json`), and reports the versions activated.
 pub async fn deploy(manifest: &Path, client: &AdminClient, json: bool) -> Result<String, ClientError> {
   let manifest = Manifest::load(manifest).map_err(|e| ClientError::Input(e.to_string()))?;
-  let mut bundles = Vec::new();
+  let bundles = manifest
+    .bundles(&|key| std::env::var(key).ok())
+    .map_err(|e| ClientError::Input(e.to_string()))?;
   let mut checker = SyntaxChecker::new().map_err(ClientError::Input)?;
-  for name in manifest.functions.keys() {
-    let bundle = manifest
-      .bundle(name, &|key| std::env::var(key).ok())
-      .map_err(|e| ClientError::Input(e.to_string()))?;
+  let mut uploads = Vec::with_capacity(bundles.len());
+  for bundle in &bundles {
     let function = bundle
       .to_function(&Limits::default())
-      .map_err(|e| ClientError::Input(format!("{name}: {e}")))?;
+      .map_err(|e| ClientError::Input(format!("{}: {e}", bundle.name)))?;
     checker.check(&function).map_err(ClientError::Input)?;
-    bundles.push(bundle);
+    // INVARIANT: a bundle always serializes.
+    let body = Bytes::from(serde_json::to_vec(bundle).expect("bundle serializes"));
+    uploads.push((bundle.name.as_str(), body));
   }
   drop(checker);
-  let total: u64 = bundles
-    .iter()
-    .map(|b| serde_json::to_vec(b).map_or(0, |v| v.len() as u64))
-    .sum();
+  let total = uploads.iter().map(|(_, body)| body.len() as u64).sum();
   let bar = indicatif::ProgressBar::new(total);
   if json {
     bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -40,11 +40,11 @@ pub async fn deploy(manifest: &Path, client: &AdminClient, json: bool) -> Result
       .progress_chars("=> "),
   );
   let mut results = Vec::new();
-  for bundle in &bundles {
-    bar.set_message(bundle.name.clone());
-    let progress = Arc::new(bar.clone());
+  for (name, body) in uploads {
+    bar.set_message(name.to_string());
+    let progress = bar.clone();
     let answer = client
-      .deploy(bundle, Box::new(move |n| progress.inc(n as u64)))
+      .deploy(name, body, Box::new(move |n| progress.inc(n as u64)))
       .await;
     match answer {
       Ok(answer) => results.push(answer),
@@ -103,11 +103,11 @@ pub async fn versions(client: &AdminClient, name: &str, json: bool) -> Result<St
   if json {
     return Ok(answer["versions"].to_string());
   }
-  let mut out = format!("{:<16} {:<20} {:>10}\n", "version", "deployed (UTC)", "bytes");
+  let mut out = format!("{:<16} {:<29} {:>10}\n", "version", "deployed", "bytes");
   for v in answer["versions"].as_array().into_iter().flatten() {
     let marker = if v["active"] == true { "  ← active" } else { "" };
     out.push_str(&format!(
-      "{:<16} {:<20} {:>10}{marker}\n",
+      "{:<16} {:<29} {:>10}{marker}\n",
       v["version"].as_str().unwrap_or("?"),
       utc(v["deployed_at"].as_u64().unwrap_or(0)),
       v["size"].as_u64().unwrap_or(0)
@@ -139,33 +139,16 @@ pub async fn delete(client: &AdminClient, name: &str, json: bool) -> Result<Stri
   })
 }
 
-/// `2026-11-21 10:16:31` from seconds since the Unix epoch (proleptic Gregorian calendar).
+/// When a version was deployed, in the HTTP date format (`Sat, 21 Nov 2026 10:16:31 GMT`).
 fn utc(seconds: u64) -> String {
-  let days = (seconds / 86_400) as i64;
-  let time = seconds % 86_400;
-  // Howard Hinnant's days-to-civil algorithm.
-  let z = days + 719_468;
-  let era = z.div_euclid(146_097);
-  let doe = z - era * 146_097;
-  let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-  let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  let mp = (5 * doy + 2) / 153;
-  let day = doy - (153 * mp + 2) / 5 + 1;
-  let month = if mp < 10 { mp + 3 } else { mp - 9 };
-  let year = yoe + era * 400 + i64::from(month <= 2);
-  format!(
-    "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-    time / 3600,
-    time % 3600 / 60,
-    time % 60
-  )
+  httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
 mod tests {
   #[test]
   fn utc_dates() {
-    assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-    assert_eq!(super::utc(1_795_256_191), "2026-11-21 10:16:31");
+    assert_eq!(super::utc(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(super::utc(1_795_256_191), "Sat, 21 Nov 2026 10:16:31 GMT");
   }
 }
