@@ -12,17 +12,24 @@ mod memory;
 #[path = "limits/wall.rs"]
 mod wall;
 
-use support::{get, http1, Node};
-
 /// The fixtures of the limits suite.
 pub const FIXTURES: &str = "tests/fixtures/limits";
 
-/// After a limit was hit: the same function answers a normal request (from a fresh isolate), and
-/// so does a neighbour.
-pub async fn both_still_serve(node: &Node, function: &str) {
-  let client = http1();
-  let same = get(&client, &node.url(&format!("/{function}?ok=1"))).await;
-  assert_eq!(same.status, 200, "{function} after its limit: {}", same.text());
-  let other = get(&client, &node.url("/ok")).await;
-  assert_eq!(other.status, 200, "neighbour after {function}: {}", other.text());
+/// Waits for the log line of an isolate stopped while it held `request_id`, and checks that it
+/// records the limit (`code`), the request's CPU time and the isolate's peak memory.
+pub fn stop_logged(node: &support::Node, request_id: &str, code: &str) {
+  let held = format!("{request_id} (");
+  assert!(
+    node.wait_for_log(&held, std::time::Duration::from_secs(5)),
+    "no stop logged for {request_id}:\n{}",
+    node.logs()
+  );
+  let logs = node.logs();
+  let line = logs
+    .lines()
+    .find(|line| line.contains(&held) && line.contains("the isolate is discarded"))
+    .unwrap_or_else(|| panic!("no stop line for {request_id}:\n{logs}"));
+  assert!(line.contains(&format!("limit=\"{code}\"")), "{line}");
+  assert!(line.contains(" ms CPU)"), "{line}");
+  assert!(line.contains("peak_memory_mb="), "{line}");
 }

@@ -175,6 +175,9 @@ async fn a_typescript_function_deploys_and_a_type_error_reports_its_ts_position(
   let refused = deploy(&node, &broken).await;
   assert_eq!(refused.status, 400, "{}", refused.text());
   let message = refused.json()["error"]["message"].as_str().unwrap().to_string();
-  assert!(message.starts_with("typed/index.ts:1:"), "{message}");
+  assert!(
+    message.starts_with("typed/index.ts:1:10: SyntaxError"),
+    "{message}"
+  );
   assert_eq!(served(&node, "typed").await, (200, "typed v1".to_string()));
 }

@@ -22,7 +22,10 @@ async fn typescript_errors_point_at_the_typescript_source() {
   let message = get(&http1(), &node.url("/typed-broken"))
     .await
     .error(503, "module_load_failed");
-  assert!(message.starts_with("typed-broken/index.ts:3:"), "{message}");
+  assert!(
+    message.starts_with("typed-broken/index.ts:3:28: SyntaxError"),
+    "{message}"
+  );
   assert!(message.contains("SyntaxError"), "{message}");
   // A stack trace names the line of the throw as written in the .ts file.
   get(&http1(), &node.url("/typed?throw=1"))

@@ -1,8 +1,8 @@
 //! CPU: loops in every place a handler can start JavaScript, stopped at the limit with 503
 //! `cpu_limit_exceeded`.
 
-use crate::support::{get, http1, Node, Reply};
-use crate::{both_still_serve, FIXTURES};
+use crate::support::{both_still_serve, get, http1, Node, Reply};
+use crate::{stop_logged, FIXTURES};
 
 /// Asserts the CPU limit's error: the figures say the default 50 ms budget was spent.
 fn assert_cpu_limit(reply: &Reply) {
@@ -20,11 +20,16 @@ async fn cpu_limit_stops_an_infinite_loop() {
   let client = http1();
   let reply = get(&client, &node.url("/spin")).await;
   assert_cpu_limit(&reply);
+  stop_logged(
+    &node,
+    reply.header("x-islet-request-id").unwrap(),
+    "cpu_limit_exceeded",
+  );
   // The loop's isolate was discarded: the next request meets a fresh one.
   let fresh = get(&client, &node.url("/spin?ok=1")).await;
   assert_eq!(fresh.text(), "fine, request 1 of this isolate");
   assert_eq!(fresh.header("x-islet-start"), Some("cold"));
-  both_still_serve(&node, "spin").await;
+  both_still_serve(&node, "/spin?ok=1", "/ok").await;
   let logs = node.logs();
   assert!(logs.contains("the isolate is discarded"), "{logs}");
   // Its later requests run on the heavy lane, out of its neighbours' way.
@@ -35,7 +40,7 @@ async fn cpu_limit_stops_an_infinite_loop() {
 async fn cpu_limit_stops_a_loop_in_a_promise_chain() {
   let node = Node::serve(FIXTURES, &[]);
   assert_cpu_limit(&get(&http1(), &node.url("/spin-promise")).await);
-  both_still_serve(&node, "spin-promise").await;
+  both_still_serve(&node, "/spin-promise?ok=1", "/ok").await;
 }
 
 #[tokio::test]
@@ -54,21 +59,35 @@ async fn cpu_limit_stops_a_timer_loop_after_the_body_started_streaming() {
     "{}",
     node.logs()
   );
-  both_still_serve(&node, "spin-after-stream").await;
+  both_still_serve(&node, "/spin-after-stream?ok=1", "/ok").await;
+}
+
+#[tokio::test]
+async fn cpu_limit_counts_wait_until_work_after_the_response() {
+  // Each timer turn is short; only counting them all against the request stops them.
+  let node = Node::serve(FIXTURES, &[]);
+  let reply = get(&http1(), &node.url("/drip")).await;
+  assert_eq!(reply.text(), "answered");
+  stop_logged(
+    &node,
+    reply.header("x-islet-request-id").unwrap(),
+    "cpu_limit_exceeded",
+  );
+  both_still_serve(&node, "/drip?ok=1", "/ok").await;
 }
 
 #[tokio::test]
 async fn cpu_limit_stops_catastrophic_regex_backtracking() {
   let node = Node::serve(FIXTURES, &[]);
   assert_cpu_limit(&get(&http1(), &node.url("/regex")).await);
-  both_still_serve(&node, "regex").await;
+  both_still_serve(&node, "/regex?ok=1", "/ok").await;
 }
 
 #[tokio::test]
 async fn cpu_limit_stops_json_parse_of_a_huge_string() {
   let node = Node::serve(FIXTURES, &[]);
   assert_cpu_limit(&get(&http1(), &node.url("/json-parse")).await);
-  both_still_serve(&node, "json-parse").await;
+  both_still_serve(&node, "/json-parse?ok=1", "/ok").await;
 }
 
 #[tokio::test]

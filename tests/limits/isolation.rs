@@ -3,17 +3,9 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 
-use crate::support::{get, http1, request, send, Node, Upstream};
+use crate::support::{both_still_serve, get, http1, request, send, Node, Upstream};
 
 const FIXTURES: &str = "tests/fixtures/limits";
-
-/// After refusals: the same function answers a normal request, and so does a neighbour.
-async fn both_still_serve(node: &Node, function: &str) {
-  let same = get(&http1(), &node.url(&format!("/{function}"))).await;
-  assert_eq!(same.status, 200, "{function}: {}", same.text());
-  let other = get(&http1(), &node.url("/ok")).await;
-  assert_eq!(other.status, 200, "{}", other.text());
-}
 
 #[tokio::test]
 async fn eval_is_refused_by_default_and_allowed_when_configured() {
@@ -26,7 +18,7 @@ async fn eval_is_refused_by_default_and_allowed_when_configured() {
   );
   let allowed = get(&http1(), &node.url("/eval-allowed")).await;
   assert_eq!(allowed.text(), "2\n4");
-  both_still_serve(&node, "eval").await;
+  both_still_serve(&node, "/eval", "/ok").await;
   // The node-wide default can allow it too.
   let node = Node::serve(FIXTURES, &["--allow-eval"]);
   assert_eq!(get(&http1(), &node.url("/eval")).await.text(), "2\n4");
@@ -84,7 +76,7 @@ async fn fetch_to_private_addresses_is_refused() {
     upstream.hits.lock().unwrap().is_empty(),
     "a refused fetch reached the upstream"
   );
-  both_still_serve(&node, "fetcher").await;
+  both_still_serve(&node, "/fetcher", "/ok").await;
 }
 
 #[tokio::test]
@@ -99,7 +91,7 @@ async fn a_redirect_to_loopback_is_refused() {
   assert!(text.starts_with("TypeError: fetch() refused: [::1]"), "{text}");
   let hits = upstream.hits.lock().unwrap().clone();
   assert_eq!(hits.len(), 2, "{hits:?}");
-  both_still_serve(&node, "fetcher").await;
+  both_still_serve(&node, "/fetcher", "/ok").await;
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
-use crate::support::{get, http1, Node};
-use crate::{both_still_serve, FIXTURES};
+use crate::support::{both_still_serve, get, http1, Node};
+use crate::FIXTURES;
 
 #[tokio::test]
 async fn a_promise_that_never_settles_gets_504_at_the_deadline() {
@@ -19,7 +19,7 @@ async fn a_promise_that_never_settles_gets_504_at_the_deadline() {
   assert!(message.contains("1000 ms"), "{message}");
   assert!(waited >= Duration::from_millis(1000), "answered after {waited:?}");
   assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
-  both_still_serve(&node, "hang").await;
+  both_still_serve(&node, "/hang?ok=1", "/ok").await;
   assert!(
     node.wait_for_log("the isolate is retired", Duration::from_secs(5)),
     "{}",
@@ -51,5 +51,5 @@ async fn a_body_that_never_ends_is_cut_off_at_the_deadline() {
     took >= Duration::from_millis(1000) && took < Duration::from_secs(5),
     "cut after {took:?}"
   );
-  both_still_serve(&node, "endless-body").await;
+  both_still_serve(&node, "/endless-body?ok=1", "/ok").await;
 }

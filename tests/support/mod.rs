@@ -383,3 +383,13 @@ impl Upstream {
     format!("http://{}{path}", self.addr)
   }
 }
+
+/// After a request was refused or stopped: the same function (`same`, a path of it) and a
+/// `neighbour` (another function's path) both still answer 200.
+pub async fn both_still_serve(node: &Node, same: &str, neighbour: &str) {
+  let client = http1();
+  let reply = get(&client, &node.url(same)).await;
+  assert_eq!(reply.status, 200, "{same} afterwards: {}", reply.text());
+  let reply = get(&client, &node.url(neighbour)).await;
+  assert_eq!(reply.status, 200, "{neighbour} afterwards: {}", reply.text());
+}
