@@ -13,23 +13,14 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 ISOLATE_THREADS=${ISOLATE_THREADS:-2}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-command -v wrk >/dev/null || { echo "peers: wrk is needed (apt-get install wrk)" >&2; exit 1; }
+# shellcheck source=benches/common.sh
+source benches/common.sh
 echo "installing deno and workerd from npm…" >&2
 npm install --silent --no-save --prefix "$work/npm" @deno/linux-x64-glibc @cloudflare/workerd-linux-64 >&2
 deno="$work/npm/node_modules/@deno/linux-x64-glibc/deno"
 workerd="$work/npm/node_modules/@cloudflare/workerd-linux-64/bin/workerd"
 
-echo "building islet (release)…" >&2
-cargo build --release --quiet >&2
-islet="${CARGO_TARGET_DIR:-target}/release/islet"
+build_islet
 
 # The one handler every server runs.
 cp examples/hello/index.js "$work/hello.js"

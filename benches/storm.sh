@@ -17,18 +17,9 @@ CONNECTIONS=${CONNECTIONS:-8}
 STORM_CONNECTIONS=${STORM_CONNECTIONS:-4}
 ISOLATE_THREADS=${ISOLATE_THREADS:-2}
 PORT=${PORT:-18090}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-command -v wrk >/dev/null || { echo "storm: wrk is needed (apt-get install wrk)" >&2; exit 1; }
-echo "building islet (release)…" >&2
-cargo build --release --quiet >&2
-islet="${CARGO_TARGET_DIR:-target}/release/islet"
+# shellcheck source=benches/common.sh
+source benches/common.sh
+build_islet
 
 "$islet" serve tests/fixtures/limits --listen "127.0.0.1:$PORT" --threads "$ISOLATE_THREADS" \
   >"$work/islet.out" 2>"$work/islet.log" &
