@@ -50,6 +50,19 @@ impl Default for PoolConfig {
   }
 }
 
+/// Runs `future` as a task of the current isolate thread. Isolate threads run current-thread
+/// runtimes, so a task never leaves its thread and may hold isolates and other `!Send` values.
+/// Spawned straight onto the runtime, as deno_core spawns its own tasks: a `LocalSet` in between
+/// would wake the runtime through its event fd (a system call) each time I/O readies a task.
+pub fn spawn_here<F>(future: F)
+where
+  F: Future + 'static,
+  F::Output: 'static,
+{
+  // Only the handle is dropped: the task runs to completion on its own.
+  drop(deno_unsync::spawn(future));
+}
+
 /// Work for an isolate thread: builds, given that thread's isolates, a future to run there.
 pub type ThreadTask = Box<dyn FnOnce(LocalIsolates) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 

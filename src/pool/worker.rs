@@ -12,7 +12,7 @@ use lru::LruCache;
 use tokio::sync::mpsc;
 
 use super::heavy::{Demotions, LONG_SLICE};
-use super::ThreadTask;
+use super::{spawn_here, ThreadTask};
 use crate::error::ErrorCode;
 use crate::isolate::{Isolate, IsolateConfig, IsolateRequest};
 use crate::registry::Function;
@@ -136,8 +136,7 @@ pub(super) fn run(
       return;
     }
   };
-  let local = tokio::task::LocalSet::new();
-  local.block_on(&runtime, async move {
+  runtime.block_on(async move {
     let warm_target = bounds.warm_isolates;
     let handle = LocalIsolates {
       isolates: Rc::new(RefCell::new(Isolates {
@@ -158,7 +157,7 @@ pub(super) fn run(
         biased;
         task = tasks.recv() => match task {
           Some(task) => {
-            tokio::task::spawn_local(task(handle.clone()));
+            spawn_here(task(handle.clone()));
           }
           None => break,
         },
@@ -249,7 +248,7 @@ impl Isolates {
       .send(Message::Request(request))
       .unwrap_or_else(|_| unreachable!());
     let heap_bytes = Rc::new(Cell::new(0));
-    tokio::task::spawn_local(drive(
+    spawn_here(drive(
       isolate,
       requests,
       heap_bytes.clone(),
