@@ -229,6 +229,10 @@ impl LimitArgs {
 /// Isolate cache and admission bounds.
 #[derive(clap::Args)]
 struct PoolArgs {
+  /// Let isolate threads move between CPUs. By default, with one thread per CPU, each is pinned to
+  /// its CPU and serves the connections whose packets arrive there.
+  #[arg(long)]
+  no_pin_threads: bool,
   /// Blank isolates each thread keeps ready for cold starts.
   #[arg(long, default_value_t = 2)]
   warm_isolates: usize,
@@ -412,6 +416,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     shutdown_grace: Duration::from_secs(args.shutdown_grace),
     pool: PoolConfig {
       threads: args.threads.unwrap_or(PoolConfig::default().threads),
+      pin_threads: !args.pool.no_pin_threads,
       warm_isolates: args.pool.warm_isolates,
       max_isolates: args.pool.max_isolates,
       max_heap_bytes: args.pool.max_isolate_heap_mb << 20,

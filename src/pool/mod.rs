@@ -28,6 +28,8 @@ pub use worker::{InFlight, LocalIsolates};
 pub struct PoolConfig {
   /// Isolate threads; defaults to the machine's cores.
   pub threads: usize,
+  /// Pin each isolate thread to a CPU when there is one thread per allowed CPU.
+  pub pin_threads: bool,
   /// Blank isolates each thread keeps ready, so a cold start skips restoring the snapshot.
   pub warm_isolates: usize,
   /// Loaded isolates on the whole node; the least recently used is evicted past it.
@@ -42,6 +44,7 @@ impl Default for PoolConfig {
   fn default() -> Self {
     Self {
       threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+      pin_threads: true,
       warm_isolates: 2,
       max_isolates: 4000,
       max_heap_bytes: 8 << 30,
@@ -70,6 +73,55 @@ struct Thread {
   inbox: mpsc::UnboundedSender<ThreadTask>,
   /// Tasks (connections) running on this thread: what placement balances.
   tasks: Arc<AtomicUsize>,
+  /// The CPU the thread is pinned to, if it is.
+  cpu: Option<usize>,
+}
+
+/// How many more connections than the least busy thread a thread may take because a connection
+/// arrived on its CPU. Beyond it, connections go to the least busy thread: when one CPU receives
+/// all traffic (a NIC with one queue), every thread still gets its share.
+const CPU_AFFINITY_SLACK: usize = 4;
+
+/// The CPUs this process may run on, in order; empty if the OS will not say.
+fn allowed_cpus() -> Vec<usize> {
+  // SAFETY: a zeroed cpu_set_t is a valid empty set, and sched_getaffinity writes at most its size.
+  unsafe {
+    let mut set: libc::cpu_set_t = std::mem::zeroed();
+    if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+      return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+      .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+      .collect()
+  }
+}
+
+/// Which thread, given each one's (tasks, pinned CPU), takes a connection that arrived on CPU
+/// `arrived_on`; see [`IsolatePool::spawn`]. `None` if there are no threads.
+fn place(
+  loads: impl Iterator<Item = (usize, Option<usize>)> + Clone,
+  arrived_on: Option<usize>,
+) -> Option<usize> {
+  let (least_busy, least) = loads
+    .clone()
+    .enumerate()
+    .min_by_key(|(_, (tasks, _))| *tasks)
+    .map(|(index, (tasks, _))| (index, tasks))?;
+  let on_that_cpu = loads.enumerate().find(|(_, (tasks, cpu))| {
+    arrived_on.is_some() && *cpu == arrived_on && *tasks <= least + CPU_AFFINITY_SLACK
+  });
+  Some(on_that_cpu.map_or(least_busy, |(index, _)| index))
+}
+
+/// Keeps the calling thread on `cpu`. Returns whether the OS agreed.
+fn pin_to(cpu: usize) -> bool {
+  // SAFETY: a zeroed cpu_set_t is a valid empty set; `cpu` is below CPU_SETSIZE (it came from
+  // allowed_cpus); pid 0 is the calling thread.
+  unsafe {
+    let mut set: libc::cpu_set_t = std::mem::zeroed();
+    libc::CPU_SET(cpu, &mut set);
+    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+  }
 }
 
 /// Reaches every isolate thread, the heavy lane included: how a deploy clears out old versions.
@@ -107,9 +159,12 @@ pub struct IsolatePool {
 }
 
 impl IsolatePool {
-  /// Starts the isolate threads.
+  /// Starts the isolate threads. With one thread per allowed CPU (the default), each is pinned to
+  /// its CPU, and [`spawn`](Self::spawn) prefers the thread on the CPU a connection arrived on.
   pub fn start(config: &PoolConfig) -> std::io::Result<Self> {
     let count = config.threads.max(1);
+    let cpus = allowed_cpus();
+    let pinned = config.pin_threads && cpus.len() == count;
     // Each thread gets an equal share of the node's bounds.
     let share = worker::Bounds {
       warm_isolates: config.warm_isolates,
@@ -119,21 +174,28 @@ impl IsolatePool {
       low_priority: false,
     };
     let demotions = Arc::new(Demotions::default());
-    let start_thread = |name: String, index: usize, bounds: worker::Bounds| {
+    let start_thread = |name: String, index: usize, bounds: worker::Bounds, cpu: Option<usize>| {
       let (inbox, tasks_in) = mpsc::unbounded_channel();
       let demotions = demotions.clone();
       // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
-      std::thread::Builder::new()
-        .name(name)
-        .spawn(move || worker::run(index, tasks_in, bounds, demotions))?;
+      std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(cpu) = cpu {
+          if !pin_to(cpu) {
+            tracing::warn!(thread = index, cpu, "could not pin an isolate thread to its CPU");
+          }
+        }
+        worker::run(index, tasks_in, bounds, demotions)
+      })?;
       Ok::<_, std::io::Error>(inbox)
     };
     let threads = (0..count)
       .map(|index| {
-        let inbox = start_thread(format!("islet-isolate-{index}"), index, share.clone())?;
+        let cpu = pinned.then(|| cpus[index]);
+        let inbox = start_thread(format!("islet-isolate-{index}"), index, share.clone(), cpu)?;
         Ok(Thread {
           inbox,
           tasks: Arc::default(),
+          cpu,
         })
       })
       .collect::<std::io::Result<Vec<_>>>()?;
@@ -142,7 +204,7 @@ impl IsolatePool {
       ..share
     };
     let heavy = HeavyLane {
-      inbox: start_thread("islet-heavy".into(), count, heavy_bounds)?,
+      inbox: start_thread("islet-heavy".into(), count, heavy_bounds, None)?,
       demotions,
     };
     Ok(Self { threads, heavy })
@@ -160,13 +222,17 @@ impl IsolatePool {
     PoolControl { inboxes }
   }
 
-  /// Runs `task` on the thread with the fewest tasks running. Fails if the threads have stopped.
-  pub fn spawn(&self, task: ThreadTask) -> Result<(), PoolStopped> {
-    let thread = self
+  /// Runs `task` (a connection) on the thread pinned to `arrived_on`, the CPU its packets arrive
+  /// on, so that the kernel's network work and the thread serving it share a CPU and its cache,
+  /// and waking one never interrupts the other CPU. Falls back to the thread with the fewest tasks
+  /// when no thread is on that CPU or it is busier than that one by [`CPU_AFFINITY_SLACK`]. Fails
+  /// if the threads have stopped.
+  pub fn spawn(&self, task: ThreadTask, arrived_on: Option<usize>) -> Result<(), PoolStopped> {
+    let loads = self
       .threads
       .iter()
-      .min_by_key(|t| t.tasks.load(Ordering::Relaxed))
-      .ok_or(PoolStopped)?;
+      .map(|t| (t.tasks.load(Ordering::Relaxed), t.cpu));
+    let thread = &self.threads[place(loads, arrived_on).ok_or(PoolStopped)?];
     thread.tasks.fetch_add(1, Ordering::Relaxed);
     let tasks = thread.tasks.clone();
     let counted: ThreadTask = Box::new(move |isolates| {
@@ -177,5 +243,37 @@ impl IsolatePool {
       })
     });
     thread.inbox.send(counted).map_err(|_| PoolStopped)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn a_connection_goes_to_the_thread_on_its_cpu() {
+    let loads = [(3, Some(0)), (1, Some(1))];
+    assert_eq!(place(loads.into_iter(), Some(0)), Some(0));
+    assert_eq!(place(loads.into_iter(), Some(1)), Some(1));
+  }
+
+  #[test]
+  fn without_a_thread_on_its_cpu_a_connection_goes_to_the_least_busy() {
+    assert_eq!(place([(3, Some(0)), (1, Some(1))].into_iter(), Some(7)), Some(1));
+    assert_eq!(place([(3, None), (1, None)].into_iter(), Some(0)), Some(1));
+    assert_eq!(place([(3, Some(0)), (1, Some(1))].into_iter(), None), Some(1));
+    assert_eq!(place(std::iter::empty(), Some(0)), None);
+  }
+
+  #[test]
+  fn a_thread_much_busier_than_the_least_busy_takes_no_more_for_its_cpu() {
+    // All traffic arriving on CPU 0 still spreads over both threads.
+    let mut loads = [(0, Some(0)), (0, Some(1))];
+    for _ in 0..100 {
+      let index = place(loads.into_iter(), Some(0)).unwrap();
+      loads[index].0 += 1;
+    }
+    assert!(loads[0].0 <= loads[1].0 + CPU_AFFINITY_SLACK + 1, "{loads:?}");
+    assert!(loads[1].0 >= 100 / 2 - CPU_AFFINITY_SLACK, "{loads:?}");
   }
 }

@@ -189,6 +189,7 @@ impl Server {
         () = &mut shutdown => break,
       };
       let _ = stream.set_nodelay(true);
+      let arrived_on = incoming_cpu(&stream);
       // The connection moves to an isolate thread and is served there, beside the isolates.
       let Ok(stream) = stream.into_std() else { continue };
       let connection = Connection {
@@ -199,9 +200,10 @@ impl Server {
       };
       let watcher = graceful.watcher();
       if pool
-        .spawn(Box::new(move |isolates| {
-          Box::pin(connection.serve(isolates, watcher))
-        }))
+        .spawn(
+          Box::new(move |isolates| Box::pin(connection.serve(isolates, watcher))),
+          arrived_on,
+        )
         .is_err()
       {
         tracing::error!("the isolate threads have stopped; not accepting connections");
@@ -217,6 +219,26 @@ impl Server {
       tracing::warn!("grace period over; closing the remaining connections");
     }
   }
+}
+
+/// The CPU on which the kernel last processed the connection's incoming packets (Linux's
+/// `SO_INCOMING_CPU`), if it says.
+fn incoming_cpu(stream: &tokio::net::TcpStream) -> Option<usize> {
+  use std::os::fd::AsRawFd;
+  let mut cpu: libc::c_int = -1;
+  let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+  // SAFETY: the fd is the open socket `stream` owns; `cpu` and `len` are valid for writes of the
+  // sizes given.
+  let rc = unsafe {
+    libc::getsockopt(
+      stream.as_raw_fd(),
+      libc::SOL_SOCKET,
+      libc::SO_INCOMING_CPU,
+      (&mut cpu as *mut libc::c_int).cast(),
+      &mut len,
+    )
+  };
+  (rc == 0).then(|| usize::try_from(cpu).ok()).flatten()
 }
 
 /// An accepted connection on its way to the isolate thread that will serve it.
