@@ -324,24 +324,23 @@ impl Node {
     let host = parts
       .uri
       .authority()
-      .map(|a| a.as_str().to_string())
+      .map(|a| a.as_str())
       .or_else(|| {
         parts
           .headers
           .get(http::header::HOST)
           .and_then(|h| h.to_str().ok())
-          .map(str::to_string)
       })
       .unwrap_or_default();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let registry = self.registry.load();
-    let by_host = self.router.name_from_host(&host).map(str::to_ascii_lowercase);
+    let by_host = self.router.name_from_host(host).map(str::to_ascii_lowercase);
     let by_path = name_from_path(parts.uri.path());
     // The host's name first, then the functions' own route patterns, then the first path segment.
     let routed = by_host
       .as_deref()
       .and_then(|name| registry.get(name))
-      .or_else(|| registry.by_route(host_without_port(&host), parts.uri.path()))
+      .or_else(|| registry.by_route(host_without_port(host), parts.uri.path()))
       .or_else(|| by_path.and_then(|name| registry.get(name)))
       .cloned();
     drop(registry);
@@ -378,8 +377,9 @@ impl Node {
       return error_response(ErrorCode::BodyTooLarge, &message, request_id);
     }
     let scheme = if https { "https" } else { "http" };
-    let host = if host.is_empty() { "localhost" } else { &host };
-    let url = format!("{scheme}://{host}{path_and_query}");
+    let host = if host.is_empty() { "localhost" } else { host };
+    // Concatenated, not format!ted: this runs on every request.
+    let url = [scheme, "://", host, path_and_query].concat();
     // A body without a length is cut off where it passes the limit: the handler's read fails.
     let body = (!body.is_end_stream())
       .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
