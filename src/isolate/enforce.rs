@@ -33,8 +33,9 @@ pub(super) enum Charge {
 }
 
 impl Isolate {
-  /// The longest slice of request JavaScript (CPU time) since the last call: how long this
-  /// function may hold its thread. The pool demotes functions whose slices run long.
+  /// The longest slice of request JavaScript (clocked CPU time, see `SliceEnd::clocked`) since the
+  /// last call: how long this function may hold its thread. The pool demotes functions whose
+  /// slices run long.
   pub fn take_longest_slice(&mut self) -> Duration {
     std::mem::take(&mut self.longest_slice)
   }
@@ -124,7 +125,7 @@ impl Isolate {
     let end = slice.end();
     self.slices = self.slices.wrapping_add(1);
     if !matches!(charge, Charge::Startup) {
-      self.longest_slice = self.longest_slice.max(end.cpu);
+      self.longest_slice = self.longest_slice.max(end.clocked);
     }
     let used = self.charge(charge, end.cpu);
     let memory_hit = self

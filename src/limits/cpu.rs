@@ -161,8 +161,12 @@ pub struct Slice(());
 /// What a slice cost, and whether the watchdog stopped it.
 #[derive(Debug, Clone, Copy)]
 pub struct SliceEnd {
-  /// CPU time the slice used (see the module docs for how it is measured).
+  /// CPU time the slice used (see the module docs for how it is measured): what it is charged.
   pub cpu: Duration,
+  /// The part of `cpu` read from the thread's CPU clock, from the watchdog's first look to the end
+  /// (zero for a slice it never saw). Unlike `cpu`, it never counts time the thread spent
+  /// preempted or its CPU stolen by the host, so it says how heavy the JavaScript really was.
+  pub clocked: Duration,
   /// The watchdog terminated the isolate during this slice: it must be discarded.
   pub terminated: bool,
 }
@@ -187,16 +191,55 @@ impl Slice {
       let Some(running) = lock(&thread.slice).take() else {
         return SliceEnd {
           cpu: Duration::ZERO,
+          clocked: Duration::ZERO,
           terminated: false,
         };
       };
       // The CPU clock is read only for slices the watchdog saw: long ones, where it is worth it.
       let cpu_now = running.first_seen.and(thread.clock).and_then(read_clock);
       let used = running.used(cpu_now);
+      let clocked = match (running.first_seen, cpu_now) {
+        (Some((cpu_then, _)), Some(cpu_now)) => cpu_now.saturating_sub(cpu_then),
+        // Without a CPU clock, wall time is all there is.
+        _ if thread.clock.is_none() => used,
+        _ => Duration::ZERO,
+      };
       SliceEnd {
         cpu: running.terminated_at.map_or(used, |at| at.max(used)),
+        clocked,
         terminated: running.terminated_at.is_some(),
       }
     })
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn timed(isolate: &v8::IsolateHandle, work: impl FnOnce()) -> SliceEnd {
+    let slice = Slice::begin(isolate, Duration::from_secs(10));
+    work();
+    slice.end()
+  }
+
+  #[test]
+  fn a_slice_that_waits_is_not_clocked_as_heavy() {
+    crate::isolate::init_v8();
+    let isolate = v8::Isolate::new(v8::CreateParams::default());
+    let handle = isolate.thread_safe_handle();
+    // Waiting off the CPU stands in for a thread preempted, or a vCPU stolen by the host.
+    let waited = timed(&handle, || std::thread::sleep(Duration::from_millis(40)));
+    assert!(waited.clocked < Duration::from_millis(5), "{waited:?}");
+    assert!(!waited.terminated);
+    // Spinning on the CPU is clocked.
+    let spun = timed(&handle, || {
+      let start = Instant::now();
+      while start.elapsed() < Duration::from_millis(60) {
+        std::hint::spin_loop();
+      }
+    });
+    assert!(spun.clocked >= Duration::from_millis(5), "{spun:?}");
+    assert!(spun.cpu >= spun.clocked, "{spun:?}");
   }
 }

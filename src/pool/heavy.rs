@@ -21,8 +21,11 @@ use super::ThreadTask;
 use crate::isolate::IsolateRequest;
 use crate::registry::Function;
 
-/// A slice of JavaScript at least this long (outside module evaluation) demotes its function.
-pub const LONG_SLICE: Duration = Duration::from_millis(10);
+/// A slice of JavaScript (outside module evaluation) whose clocked CPU time reaches this demotes its
+/// function. The clock is read from the watchdog's first look at a slice, at most 5 ms in, so every
+/// slice of 10 ms of CPU or more reaches it; a cheap slice that was preempted, or whose CPU the host
+/// stole, never does.
+pub const LONG_SLICE: Duration = Duration::from_millis(5);
 
 /// How long a function stays demoted after its last long slice.
 pub const DEMOTION: Duration = Duration::from_secs(60);
@@ -37,17 +40,17 @@ pub struct Demotions {
 }
 
 impl Demotions {
-  /// Demotes `function` for [`DEMOTION`] from now.
-  pub fn demote(&self, function: &str) {
+  /// Demotes `function`, which ran a `slice` of JavaScript, for [`DEMOTION`] from now.
+  pub fn demote(&self, function: &str, slice: Duration) {
     let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
     let previous = until.insert(function.to_string(), Instant::now() + DEMOTION);
     if previous.is_none() {
       self.count.fetch_add(1, Ordering::Relaxed);
       tracing::warn!(
         function,
-        "demoted to the heavy lane for {}s: its JavaScript ran a slice of {} ms or more",
+        "demoted to the heavy lane for {}s: its JavaScript ran at least {} ms of CPU in one slice",
         DEMOTION.as_secs(),
-        LONG_SLICE.as_millis()
+        slice.as_millis()
       );
     }
   }

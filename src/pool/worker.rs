@@ -317,8 +317,9 @@ async fn drive(
       }
     }
     let polled = isolate.poll(cx);
-    if isolate.take_longest_slice() >= LONG_SLICE {
-      demotions.demote(&name);
+    let longest_slice = isolate.take_longest_slice();
+    if longest_slice >= LONG_SLICE {
+      demotions.demote(&name, longest_slice);
     }
     if isolate.retiring() {
       // No new requests: the cache replaces this isolate on the function's next request. Those
