@@ -139,7 +139,9 @@ fn tick(threads: &Mutex<Vec<Weak<ThreadClock>>>) -> Duration {
     }
     let cpu_now = thread.clock.and_then(read_clock);
     if running.first_seen.is_none() {
-      running.first_seen = cpu_now.map(|cpu| (cpu, age));
+      // Charged as CPU up to what one tick could hide: a watchdog that was itself kept off the CPU
+      // and looks late must not charge a slice for the time it was not looking.
+      running.first_seen = cpu_now.map(|cpu| (cpu, age.min(MAX_TICK)));
     }
     let used = running.used(cpu_now);
     if used > running.budget {
