@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Serves the same hello handler with Islet, `deno serve`, workerd and a bare hyper server (the
 # ceiling: Islet's HTTP stack with no JavaScript), drives each in turn with wrk, and prints
-# requests/s and p50/p99 latency side by side, with Islet's ratio to each.
+# requests/s and p50/p99 latency side by side, with Islet's ratio to each: medians over ROUNDS rounds.
 #
-# Usage: benches/peers.sh            (DURATION=10s CONNECTIONS=64 WRK_THREADS=2 ISOLATE_THREADS=2)
+# Usage: benches/peers.sh   (ROUNDS=3 DURATION=10s CONNECTIONS=64 WRK_THREADS=2 ISOLATE_THREADS=2)
 # Needs: wrk and npm (Debian's packages); installs deno and workerd from the npm registry
 # (@deno/linux-x64-glibc, @cloudflare/workerd-linux-64) into a scratch folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -42,6 +43,11 @@ wait_for() { # url
   echo "peers: $1 never answered" >&2; return 1
 }
 
+# wrk's latency ("850.00us", "1.20ms", "2.00s") in milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.3f", n }'; }
+# The median of the numbers given as arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 declare -A rps p50 p99
 run() { # name url command...
   local name=$1 url=$2; shift 2
@@ -53,21 +59,49 @@ run() { # name url command...
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null # warm-up
   local out
   out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-  rps[$name]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50[$name]=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99[$name]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  rps[$name]+=" $(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p50[$name]+=" $(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+  p99[$name]+=" $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
 
-run islet http://127.0.0.1:18081/hello "$islet" serve "$work/functions" --listen 127.0.0.1:18081 --threads "$ISOLATE_THREADS"
-run deno http://127.0.0.1:18082/ "$deno" serve --quiet --parallel --port 18082 "$work/hello.js"
-run workerd http://127.0.0.1:18083/ "$workerd" serve "$work/workerd.capnp"
-run hyper http://127.0.0.1:18084/ "$islet" hyper-ceiling --listen 127.0.0.1:18084
+run_one() { # name
+  case $1 in
+    islet) run islet http://127.0.0.1:18081/hello "$islet" serve "$work/functions" --listen 127.0.0.1:18081 --threads "$ISOLATE_THREADS" ;;
+    deno) run deno http://127.0.0.1:18082/ "$deno" serve --quiet --parallel --port 18082 "$work/hello.js" ;;
+    workerd) run workerd http://127.0.0.1:18083/ "$workerd" serve "$work/workerd.capnp" ;;
+    hyper) run hyper http://127.0.0.1:18084/ "$islet" hyper-ceiling --listen 127.0.0.1:18084 ;;
+  esac
+}
 
-printf '\nhello, wrk -t%s -c%s -d%s, on %s cores\n' "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)"
-printf '%-10s %12s %10s %10s %16s\n' server requests/s p50 p99 "islet / server"
-for name in islet deno workerd hyper; do
-  ratio=$(awk -v a="${rps[islet]}" -v b="${rps[$name]}" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-10s %12s %10s %10s %16s\n' "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "$ratio"
+# Each round runs every server once, in an order rotated from round to round, so that drift in the
+# machine's speed (these machines are shared and noisy) falls on all of them alike.
+servers=(islet deno workerd hyper)
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS…" >&2
+  for i in "${!servers[@]}"; do
+    run_one "${servers[$(((i + round - 1) % ${#servers[@]}))]}"
+  done
+done
+
+printf '\nhello, wrk -t%s -c%s -d%s, %s rounds, on %s cores: medians over the rounds\n' \
+  "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$(nproc)"
+printf '%-10s %12s %10s %10s %16s %s\n' server requests/s p50_ms p99_ms "islet / server" "(each round)"
+# shellcheck disable=SC2086 # the lists are space-separated on purpose
+islet_rps=$(median ${rps[islet]})
+for name in "${servers[@]}"; do
+  # shellcheck disable=SC2086
+  median_rps=$(median ${rps[$name]})
+  ratio=$(awk -v a="$islet_rps" -v b="$median_rps" 'BEGIN { printf "%.2f", a / b }')
+  # Per round: islet's rate in that round over this server's in that round.
+  read -ra mine <<<"${rps[islet]}"
+  read -ra theirs <<<"${rps[$name]}"
+  rounds=""
+  for r in "${!mine[@]}"; do
+    rounds+=" $(awk -v a="${mine[$r]}" -v b="${theirs[$r]}" 'BEGIN { printf "%.2f", a / b }')"
+  done
+  # shellcheck disable=SC2086
+  printf '%-10s %12.0f %10s %10s %16s %s\n' "$name" "$median_rps" "$(median ${p50[$name]})" \
+    "$(median ${p99[$name]})" "$ratio" "($rounds )"
 done
