@@ -98,6 +98,13 @@ fn register_this_thread() -> Arc<ThreadClock> {
   thread
 }
 
+/// Starts the watchdog thread now, from the calling thread, rather than from the first isolate
+/// thread to time a slice: a thread inherits its creator's CPU affinity, and the watchdog must be
+/// free to run on any CPU, above all beside a thread that spins.
+pub fn start_watchdog() {
+  watchdog();
+}
+
 /// The threads the watchdog looks after; starts the watchdog on first use.
 fn watchdog() -> &'static Mutex<Vec<Weak<ThreadClock>>> {
   static THREADS: OnceLock<Mutex<Vec<Weak<ThreadClock>>>> = OnceLock::new();

@@ -113,14 +113,41 @@ fn place(
   Some(on_that_cpu.map_or(least_busy, |(index, _)| index))
 }
 
-/// Keeps the calling thread on `cpu`. Returns whether the OS agreed.
-fn pin_to(cpu: usize) -> bool {
-  // SAFETY: a zeroed cpu_set_t is a valid empty set; `cpu` is below CPU_SETSIZE (it came from
-  // allowed_cpus); pid 0 is the calling thread.
+/// Keeps the calling thread on `cpus`. Returns whether the OS agreed.
+fn pin_to(cpus: &[usize]) -> bool {
+  // SAFETY: a zeroed cpu_set_t is a valid empty set; the CPUs are below CPU_SETSIZE (they came
+  // from allowed_cpus); pid 0 is the calling thread.
   unsafe {
     let mut set: libc::cpu_set_t = std::mem::zeroed();
-    libc::CPU_SET(cpu, &mut set);
+    for &cpu in cpus {
+      libc::CPU_SET(cpu, &mut set);
+    }
     libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+  }
+}
+
+/// Where a pinned isolate thread runs, and where the helper threads it starts (tokio's blocking
+/// pool: DNS lookups, files) may run: a thread inherits its creator's CPUs, and helpers must not.
+pub(super) struct Placement {
+  pub cpu: usize,
+  pub allowed: Arc<[usize]>,
+}
+
+impl Placement {
+  /// Pins the calling thread to its CPU.
+  pub(super) fn pin_this_thread(&self, index: usize) {
+    if !pin_to(&[self.cpu]) {
+      tracing::warn!(
+        thread = index,
+        cpu = self.cpu,
+        "could not pin an isolate thread to its CPU"
+      );
+    }
+  }
+
+  /// Lets the calling thread (a helper started by a pinned thread) run on every allowed CPU again.
+  pub(super) fn release_this_thread(&self) {
+    pin_to(&self.allowed);
   }
 }
 
@@ -163,8 +190,12 @@ impl IsolatePool {
   /// its CPU, and [`spawn`](Self::spawn) prefers the thread on the CPU a connection arrived on.
   pub fn start(config: &PoolConfig) -> std::io::Result<Self> {
     let count = config.threads.max(1);
-    let cpus = allowed_cpus();
+    let cpus: Arc<[usize]> = allowed_cpus().into();
     let pinned = config.pin_threads && cpus.len() == count;
+    // Threads inherit their creator's CPUs: V8's platform workers and the CPU watchdog start here,
+    // on this unpinned thread, before an isolate thread could start them pinned to its CPU.
+    crate::isolate::init_v8();
+    crate::limits::cpu::start_watchdog();
     // Each thread gets an equal share of the node's bounds.
     let share = worker::Bounds {
       warm_isolates: config.warm_isolates,
@@ -177,15 +208,14 @@ impl IsolatePool {
     let start_thread = |name: String, index: usize, bounds: worker::Bounds, cpu: Option<usize>| {
       let (inbox, tasks_in) = mpsc::unbounded_channel();
       let demotions = demotions.clone();
+      let placement = cpu.map(|cpu| Placement {
+        cpu,
+        allowed: cpus.clone(),
+      });
       // Detached: the process exits once the HTTP side has drained, and isolates need no teardown.
-      std::thread::Builder::new().name(name).spawn(move || {
-        if let Some(cpu) = cpu {
-          if !pin_to(cpu) {
-            tracing::warn!(thread = index, cpu, "could not pin an isolate thread to its CPU");
-          }
-        }
-        worker::run(index, tasks_in, bounds, demotions)
-      })?;
+      std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker::run(index, tasks_in, bounds, placement, demotions))?;
       Ok::<_, std::io::Error>(inbox)
     };
     let threads = (0..count)

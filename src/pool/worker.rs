@@ -12,7 +12,7 @@ use lru::LruCache;
 use tokio::sync::mpsc;
 
 use super::heavy::{Demotions, LONG_SLICE};
-use super::{spawn_here, ThreadTask};
+use super::{spawn_here, Placement, ThreadTask};
 use crate::error::ErrorCode;
 use crate::isolate::{Isolate, IsolateConfig, IsolateRequest};
 use crate::registry::Function;
@@ -119,8 +119,15 @@ pub(super) fn run(
   index: usize,
   mut tasks: mpsc::UnboundedReceiver<ThreadTask>,
   bounds: Bounds,
+  placement: Option<Placement>,
   demotions: Arc<Demotions>,
 ) {
+  let mut builder = tokio::runtime::Builder::new_current_thread();
+  builder.enable_all();
+  if let Some(placement) = placement {
+    placement.pin_this_thread(index);
+    builder.on_thread_start(move || placement.release_this_thread());
+  }
   if bounds.low_priority {
     // Linux applies a nice value to the calling thread alone when given its thread id.
     // SAFETY: plain system calls on this thread's own id.
@@ -129,7 +136,7 @@ pub(super) fn run(
       tracing::warn!("the heavy lane could not lower its priority; it competes as an equal");
     }
   }
-  let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+  let runtime = match builder.build() {
     Ok(runtime) => runtime,
     Err(err) => {
       tracing::error!(thread = index, "cannot start an isolate thread: {err}");
