@@ -156,14 +156,10 @@ impl PendingResponses {
     &mut self,
     slot: u32,
   ) -> Result<(oneshot::Sender<HandlerOutcome>, &mut RequestSlot), JsErrorBox> {
-    let request = self.slots.get_mut(&slot);
-    match request {
-      Some(request) => match request.responder.take() {
-        Some(responder) => Ok((responder, request)),
-        None => Err(JsErrorBox::type_error("this request has already been answered")),
-      },
-      None => Err(JsErrorBox::type_error("this request has already been answered")),
-    }
+    let answered = || JsErrorBox::type_error("this request has already been answered");
+    let request = self.slots.get_mut(&slot).ok_or_else(answered)?;
+    let responder = request.responder.take().ok_or_else(answered)?;
+    Ok((responder, request))
   }
 
   fn finish_if_done(&mut self, slot: u32) {
