@@ -31,8 +31,7 @@ use crate::error::{error_response, limit_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
 use crate::isolate::IsolateRequest;
 use crate::limits::StopReason;
-use crate::pool::PoolControl;
-use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig};
+use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
 use crate::registry::Registry;
 use admission::Admission;
 pub use admission::AdmissionConfig;
@@ -467,12 +466,17 @@ fn add_start_headers(headers: &mut http::HeaderMap, start: StartTiming) {
   timing.extend_from_slice(kind.as_bytes());
   timing.extend_from_slice(b";dur=");
   timing.extend_from_slice(digits.format(micros / 1000).as_bytes());
-  let fraction = micros % 1000 + 1000; // "1" and three digits, zeros kept
-  timing.push(b'.');
-  timing.extend_from_slice(&digits.format(fraction).as_bytes()[1..]);
+  // The microseconds as three decimals, zeros kept: 1.005, not 1.5.
+  let fraction = micros % 1000;
+  timing.extend_from_slice(&[b'.', digit(fraction / 100), digit(fraction / 10), digit(fraction)]);
   if let Ok(value) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(timing)) {
     headers.append(SERVER_TIMING_HEADER, value);
   }
+}
+
+/// The last decimal digit of `n`, in ASCII.
+fn digit(n: u64) -> u8 {
+  b'0' + (n % 10) as u8
 }
 
 /// 16 hex digits: unique enough to find a request in the logs, short enough to read aloud. A
@@ -498,4 +502,40 @@ fn new_request_id() -> Arc<str> {
   }
   // INVARIANT: hex digits are ASCII.
   Arc::from(std::str::from_utf8(&id).expect("hex digits are ASCII"))
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn server_timing(micros: u64, cold: bool) -> String {
+    let mut headers = http::HeaderMap::new();
+    let start = StartTiming {
+      cold,
+      duration: Duration::from_micros(micros),
+    };
+    add_start_headers(&mut headers, start);
+    headers[&SERVER_TIMING_HEADER].to_str().unwrap().to_string()
+  }
+
+  #[test]
+  fn server_timing_gives_milliseconds_with_three_decimals() {
+    assert_eq!(server_timing(1_117, true), "start;desc=cold;dur=1.117");
+    assert_eq!(server_timing(12, false), "start;desc=warm;dur=0.012");
+    assert_eq!(server_timing(5_000_000, false), "start;desc=warm;dur=5000.000");
+  }
+
+  #[test]
+  fn request_ids_are_16_lowercase_hex_digits_and_differ() {
+    let (a, b) = (new_request_id(), new_request_id());
+    for id in [&a, &b] {
+      assert_eq!(id.len(), 16, "{id}");
+      assert!(
+        id.bytes()
+          .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        "{id}"
+      );
+    }
+    assert_ne!(a, b);
+  }
 }
