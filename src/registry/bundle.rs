@@ -41,8 +41,7 @@ impl Bundle {
   pub fn version(&self) -> String {
     // INVARIANT: a struct of strings, maps and numbers always serializes.
     let json = serde_json::to_vec(self).expect("bundle serializes");
-    let digest = Sha256::digest(&json);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    super::short_hex(&Sha256::digest(&json))
   }
 
   /// Bytes of code and variables: what the size limit on uploads counts.
@@ -98,14 +97,15 @@ impl Bundle {
       .map(|(path, source)| (path.clone(), Arc::<str>::from(source.as_str())))
       .collect();
     let modules = super::to_javascript(&self.name, modules)?;
-    let mut function = Function::new(
+    // The bundle's own version, not one hashed again from the function.
+    let mut function = Function::with_version(
       self.name.clone(),
       self.entry.clone(),
       modules,
       self.vars.clone(),
       limits,
+      self.version(),
     );
-    function.version = self.version();
     function.routes = self.routes.clone();
     Ok(function)
   }

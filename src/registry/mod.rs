@@ -85,7 +85,7 @@ impl CodeCache {
 }
 
 impl Function {
-  /// Builds a function from its modules, variables and limits, computing its version.
+  /// Builds a function from its modules, variables and limits, computing its version from them.
   pub fn new(
     name: String,
     entry: String,
@@ -93,32 +93,54 @@ impl Function {
     vars: BTreeMap<String, String>,
     limits: Limits,
   ) -> Self {
+    let mut function = Self::with_version(name, entry, modules, vars, limits, String::new());
     let mut hash = Sha256::new();
-    for (path, source) in &modules {
+    for (path, source) in &function.modules {
       hash.update(path.as_bytes());
       hash.update([0]);
       hash.update(source.as_bytes());
       hash.update([0]);
     }
-    // INVARIANT: a map of strings always serializes.
-    let env_json = serde_json::to_string(&vars).expect("vars serialize");
-    hash.update(env_json.as_bytes());
+    hash.update(function.env_json.as_bytes());
     // Limits are part of the version: an isolate loaded under one set never serves another.
-    hash.update(format!("{limits:?}").as_bytes());
-    let digest = hash.finalize();
-    let version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    hash.update(format!("{:?}", function.limits).as_bytes());
+    function.version = short_hex(&hash.finalize());
+    function
+  }
+
+  /// Builds a function whose version is already known (a deployed bundle's).
+  pub fn with_version(
+    name: String,
+    entry: String,
+    modules: BTreeMap<String, Arc<str>>,
+    vars: BTreeMap<String, String>,
+    limits: Limits,
+    version: String,
+  ) -> Self {
     Self {
       name,
       version,
       entry,
       modules,
-      env_json,
+      // INVARIANT: a map of strings always serializes.
+      env_json: serde_json::to_string(&vars).expect("vars serialize"),
       broken: None,
       code_cache: CodeCache::default(),
       limits,
       routes: Vec::new(),
     }
   }
+}
+
+/// A version: the first 8 bytes of a SHA-256 digest, as 16 hex digits.
+pub(crate) fn short_hex(digest: &[u8]) -> String {
+  use std::fmt::Write;
+  digest[..8]
+    .iter()
+    .fold(String::with_capacity(16), |mut hex, byte| {
+      let _ = write!(hex, "{byte:02x}");
+      hex
+    })
 }
 
 /// Whether `name` can be a function name: a DNS label, so it can also be a host's first label.
