@@ -15,7 +15,12 @@ pub async fn serve(listen: SocketAddr) -> std::io::Result<()> {
   let listener = tokio::net::TcpListener::bind(listen).await?;
   println!("hyper ceiling listening on http://{}", listener.local_addr()?);
   let mut builder = auto::Builder::new(TokioExecutor::new());
-  builder.http1().keep_alive(true).max_buf_size(64 * 1024);
+  builder
+    .http1()
+    .keep_alive(true)
+    .writev(false)
+    .half_close(true)
+    .max_buf_size(64 * 1024);
   let builder = std::sync::Arc::new(builder);
   loop {
     let (stream, _) = listener.accept().await?;
