@@ -46,14 +46,17 @@ pub fn name_from_path(path: &str) -> Option<&str> {
 }
 
 /// `example.com:8080` → `example.com`, `[::1]:80` → `::1`.
+/// Byte by byte from the end: it runs twice on every request.
 pub fn host_without_port(host: &str) -> &str {
-  if host.starts_with('[') {
-    return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+  if let Some(bracketed) = host.strip_prefix('[') {
+    return bracketed.split_once(']').map_or(host, |(h, _)| h);
   }
-  host
-    .rsplit_once(':')
-    .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-    .map_or(host, |(h, _)| h)
+  let bytes = host.as_bytes();
+  let port_digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+  match bytes.len().checked_sub(port_digits + 1) {
+    Some(colon) if bytes[colon] == b':' => &host[..colon],
+    _ => host,
+  }
 }
 
 #[cfg(test)]
@@ -72,6 +75,18 @@ mod tests {
     assert_eq!(router.name_from_host("127.0.0.1:8080"), None);
     assert_eq!(router.name_from_host("[::1]:8080"), None);
     assert_eq!(router.name_from_host("xlocalhost"), None);
+  }
+
+  #[test]
+  fn the_port_comes_off_the_host() {
+    assert_eq!(host_without_port("example.com:8080"), "example.com");
+    assert_eq!(host_without_port("example.com"), "example.com");
+    assert_eq!(host_without_port("example.com:"), "example.com");
+    assert_eq!(host_without_port("[::1]:80"), "::1");
+    assert_eq!(host_without_port("[::1]"), "::1");
+    assert_eq!(host_without_port("a:b"), "a:b");
+    assert_eq!(host_without_port("8080"), "8080");
+    assert_eq!(host_without_port(""), "");
   }
 
   #[test]
