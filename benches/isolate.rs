@@ -27,7 +27,7 @@ fn hello() -> Arc<Function> {
 /// Sends one GET through `isolate` and drives it until the response arrives.
 fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
   let (responder, mut outcome) = oneshot::channel();
-  isolate.dispatch(IsolateRequest {
+  isolate.dispatch([IsolateRequest {
     request_id: Arc::from("bench"),
     method: http::Method::GET,
     url: "http://hello.localhost/".to_string(),
@@ -36,7 +36,7 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
     responder,
     arrived: Instant::now(),
     cold: false,
-  });
+  }]);
   let outcome = runtime.block_on(poll_fn(|cx| loop {
     if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {
       return Poll::Ready(outcome);

@@ -23,14 +23,20 @@ const MEASURE_EVERY: u32 = 256;
 
 /// Who a slice of JavaScript is charged to.
 #[derive(Clone, Copy)]
-pub(super) enum Charge {
+pub(super) enum Charge<'a> {
   /// The requests in flight, evenly (the event loop runs their microtasks and timers together).
   InFlight,
-  /// One request (its handler being called).
-  Request(u32),
+  /// These requests, evenly: their handlers being called, one after another in one slice (see
+  /// `Isolate::call_handlers`).
+  Requests(&'a [u32]),
   /// The function's top-level code.
   Startup,
 }
+
+/// Handlers called in one slice stop joining it once it has run this long: a slice then never
+/// holds more than one slow handler, each slow handler gets its own CPU budget (see
+/// `slice_budget`), and the slice's length still says how heavy the function's handlers are.
+pub(super) const BATCH_SLICE: Duration = Duration::from_millis(1);
 
 impl Isolate {
   /// The longest slice of request JavaScript (clocked CPU time, see `SliceEnd::clocked`) since the
@@ -38,6 +44,11 @@ impl Isolate {
   /// slices run long.
   pub fn take_longest_slice(&mut self) -> Duration {
     std::mem::take(&mut self.longest_slice)
+  }
+
+  /// The isolate was stopped for using more CPU than its limit.
+  pub fn hit_cpu_limit(&self) -> bool {
+    matches!(self.stopped, Some(StopReason::Cpu { .. }))
   }
 
   /// A request overran its wall-clock deadline here: the isolate must get no new requests.
@@ -119,9 +130,19 @@ impl Isolate {
   /// terminates it past the budget) and then charged, and memory checked. The one way into JS
   /// besides warming up, which runs only Islet's own code.
   pub(super) fn run_js<R>(&mut self, charge: Charge, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
-    let budget = self.slice_budget(charge);
+    self.run_slice(charge, |runtime| (f(runtime), charge))
+  }
+
+  /// `run_js` for a slice that learns as it runs whom it ran for: `f` returns, besides its result,
+  /// whom to charge (`budget_for` says whose budget the slice may use).
+  pub(super) fn run_slice<'c, R>(
+    &mut self,
+    budget_for: Charge<'c>,
+    f: impl FnOnce(&mut JsRuntime) -> (R, Charge<'c>),
+  ) -> R {
+    let budget = self.slice_budget(budget_for);
     let slice = Slice::begin(&self.handle, budget);
-    let result = entered(&mut self.runtime, f);
+    let (result, charge) = entered(&mut self.runtime, f);
     let end = slice.end();
     self.slices = self.slices.wrapping_add(1);
     if !matches!(charge, Charge::Startup) {
@@ -154,7 +175,8 @@ impl Isolate {
   }
 
   /// CPU the next slice may use: what is left of the most spent request's budget (times the
-  /// requests it is shared among), never more than one request's whole limit.
+  /// requests it is shared among), never more than one request's whole limit; handlers called in
+  /// one slice get one request's budget plus the [`BATCH_SLICE`] the ones before the last may use.
   fn slice_budget(&self, charge: Charge) -> Duration {
     let limit = self.limits.cpu();
     let state = self.runtime.op_state();
@@ -162,9 +184,19 @@ impl Isolate {
     let requests = state.borrow_mut::<PendingResponses>();
     match charge {
       Charge::Startup => STARTUP_CPU,
-      Charge::Request(slot) => requests
-        .get_mut(slot)
-        .map_or(limit, |r| limit.saturating_sub(r.cpu_used)),
+      Charge::Requests(slots) => {
+        let least_left = slots
+          .iter()
+          .filter_map(|&slot| requests.get(slot))
+          .map(|r| limit.saturating_sub(r.cpu_used))
+          .min()
+          .unwrap_or(limit);
+        if slots.len() > 1 {
+          least_left + BATCH_SLICE
+        } else {
+          least_left
+        }
+      }
       Charge::InFlight => {
         let count = requests.len() as u32;
         let least_left = requests
@@ -195,11 +227,18 @@ impl Isolate {
         })
         .max()
         .unwrap_or(cpu),
-      // The request may be gone already: a synchronous handler answers within its own slice.
-      Charge::Request(slot) => requests.get_mut(slot).map_or(cpu, |request| {
-        request.cpu_used += cpu;
-        request.cpu_used
-      }),
+      // A request may be gone already: a synchronous handler answers within its own slice.
+      Charge::Requests(slots) => {
+        let share = cpu / (slots.len() as u32).max(1);
+        let mut most = share;
+        for &slot in slots {
+          if let Some(request) = requests.get_mut(slot) {
+            request.cpu_used += share;
+            most = most.max(request.cpu_used);
+          }
+        }
+        most
+      }
     }
   }
 

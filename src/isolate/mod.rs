@@ -330,16 +330,24 @@ impl Isolate {
     };
   }
 
-  /// Hands a request to the handler, or queues or answers it according to the load.
-  pub fn dispatch(&mut self, request: IsolateRequest) {
+  /// Hands requests to the handler in order, or queues or answers them according to the load.
+  pub fn dispatch(&mut self, requests: impl IntoIterator<Item = IsolateRequest>) {
+    let reject = |requests: &mut dyn Iterator<Item = IsolateRequest>, code: ErrorCode, message: &str| {
+      requests.for_each(|request| request.reject(code, message));
+    };
+    let mut requests = requests.into_iter();
     if let Some(reason) = self.stopped {
-      return request.reject(reason.code(), &reason.message());
+      return reject(&mut requests, reason.code(), &reason.message());
     }
     match &mut self.phase {
-      Phase::Ready => self.call_dispatch(request),
-      Phase::Evaluating { queued, .. } => queued.push(request),
-      Phase::Failed(message) => request.reject(ErrorCode::ModuleLoadFailed, message),
-      Phase::Blank => request.reject(ErrorCode::IsolateFailed, "no function is loaded in this isolate"),
+      Phase::Ready => self.call_handlers(requests),
+      Phase::Evaluating { queued, .. } => queued.extend(requests),
+      Phase::Failed(message) => reject(&mut requests, ErrorCode::ModuleLoadFailed, message),
+      Phase::Blank => reject(
+        &mut requests,
+        ErrorCode::IsolateFailed,
+        "no function is loaded in this isolate",
+      ),
     }
   }
 
@@ -428,11 +436,7 @@ impl Isolate {
       return;
     };
     match self.install_handler(module_id) {
-      Ok(()) => {
-        for request in queued {
-          self.call_dispatch(request);
-        }
-      }
+      Ok(()) => self.call_handlers(queued),
       Err(message) => {
         self.phase = self.failed(message);
         if let Phase::Failed(message) = &self.phase {
@@ -476,77 +480,141 @@ impl Isolate {
     Phase::Failed(Arc::from(message))
   }
 
-  fn call_dispatch(&mut self, request: IsolateRequest) {
-    let IsolateRequest {
-      request_id,
-      method,
-      url,
-      headers,
-      body,
-      responder,
-      arrived,
-      cold,
-    } = request;
-    let start = StartTiming {
-      cold,
-      duration: arrived.elapsed(),
-    };
-    let deadline = arrived + self.limits.wall();
+  /// Calls the handler for each request, in order, as few slices as [`enforce::BATCH_SLICE`]
+  /// allows: requests arrive in bursts (one per connection with a request ready when the thread
+  /// last woke), and entering the isolate, timing the slice and setting up V8's scopes once per
+  /// burst rather than once per request is a good part of a warm request's cost.
+  fn call_handlers(&mut self, requests: impl IntoIterator<Item = IsolateRequest>) {
     let op_state = self.runtime.op_state();
-    let (slot, body_rid) = {
+    let calls: Vec<HandlerCall> = {
       let mut state = op_state.borrow_mut();
-      let slot = state.borrow_mut::<PendingResponses>().insert(RequestSlot::new(
-        responder,
-        start,
-        request_id.clone(),
-        deadline,
-      ));
-      let body_rid = body.map(|body| state.resource_table.add(RequestBodyResource::new(body)));
-      (slot, body_rid)
+      requests
+        .into_iter()
+        .map(|request| {
+          let IsolateRequest {
+            request_id,
+            method,
+            url,
+            headers,
+            body,
+            responder,
+            arrived,
+            cold,
+          } = request;
+          let start = StartTiming {
+            cold,
+            duration: arrived.elapsed(),
+          };
+          let deadline = arrived + self.limits.wall();
+          let slot = state.borrow_mut::<PendingResponses>().insert(RequestSlot::new(
+            responder,
+            start,
+            request_id.clone(),
+            deadline,
+          ));
+          let body_rid = body.map_or(-1, |body| {
+            state.resource_table.add(RequestBodyResource::new(body)) as i32
+          });
+          HandlerCall {
+            slot,
+            request_id,
+            method,
+            url,
+            headers,
+            body_rid,
+          }
+        })
+        .collect()
     };
+    let slots: Vec<u32> = calls.iter().map(|call| call.slot).collect();
     let dispatch_fn = self.dispatch_fn.clone();
-    let called = self.run_js(Charge::Request(slot), |runtime| {
-      deno_core::scope!(scope, runtime);
-      v8::tc_scope!(let scope, scope);
-      let mut flat_headers = Vec::with_capacity(headers.len() * 2);
-      for (name, value) in &headers {
-        flat_headers.push(one_byte_string(scope, name.as_str().as_bytes()));
-        flat_headers.push(one_byte_string(scope, value.as_bytes()));
+    let mut next = 0;
+    while next < calls.len() && self.stopped.is_none() {
+      let pending = &calls[next..];
+      let (ran, all_called) = self.run_slice(Charge::Requests(&slots[next..]), |runtime| {
+        let began = Instant::now();
+        deno_core::scope!(scope, runtime);
+        v8::tc_scope!(let scope, scope);
+        let dispatch = v8::Local::new(scope, &*dispatch_fn);
+        let mut ran = 0;
+        let mut all_called = true;
+        for call in pending {
+          ran += 1;
+          if !call.call(scope, dispatch) {
+            all_called = false;
+            break;
+          }
+          if began.elapsed() >= enforce::BATCH_SLICE {
+            break;
+          }
+        }
+        ((ran, all_called), Charge::Requests(&slots[next..next + ran]))
+      });
+      if !all_called && self.stopped.is_none() {
+        // dispatch() never throws, so JS did not run at all: answer for it, and for the requests
+        // after it, and retire the isolate.
+        tracing::error!(request_id = %calls[next + ran - 1].request_id, "dispatch did not run; the isolate is unusable");
+        self.unusable = true;
+        for call in &calls[next + ran - 1..] {
+          let removed = op_state
+            .borrow_mut()
+            .borrow_mut::<PendingResponses>()
+            .remove(call.slot);
+          if let Some(RequestSlot {
+            responder: Some(responder),
+            start,
+            ..
+          }) = removed
+          {
+            let message = "the isolate could not run the request";
+            let result = Ok(error_response(
+              ErrorCode::IsolateFailed,
+              message,
+              &call.request_id,
+            ));
+            let _ = responder.send(HandlerOutcome {
+              start: Some(start),
+              result,
+            });
+          }
+        }
+        return;
       }
-      let args = [
-        v8::Integer::new_from_unsigned(scope, slot).into(),
-        one_byte_string(scope, request_id.as_bytes()),
-        one_byte_string(scope, method.as_str().as_bytes()),
-        v8::String::new(scope, &url).map_or_else(|| v8::undefined(scope).into(), Into::into),
-        v8::Array::new_with_elements(scope, &flat_headers).into(),
-        v8::Integer::new(scope, body_rid.map_or(-1, |rid| rid as i32)).into(),
-      ];
-      let dispatch = v8::Local::new(scope, &*dispatch_fn);
-      let undefined = v8::undefined(scope).into();
-      dispatch.call(scope, undefined, &args).is_some()
-    });
-    if !called && self.stopped.is_none() {
-      // dispatch() never throws, so JS did not run at all: answer for it and retire the isolate.
-      tracing::error!(request_id = %request_id, "dispatch did not run; the isolate is unusable");
-      self.unusable = true;
-      let removed = op_state
-        .borrow_mut()
-        .borrow_mut::<PendingResponses>()
-        .remove(slot);
-      if let Some(RequestSlot {
-        responder: Some(responder),
-        start,
-        ..
-      }) = removed
-      {
-        let message = "the isolate could not run the request";
-        let result = Ok(error_response(ErrorCode::IsolateFailed, message, &request_id));
-        let _ = responder.send(HandlerOutcome {
-          start: Some(start),
-          result,
-        });
-      }
+      next += ran;
     }
+  }
+}
+
+/// One request's call of `dispatch(slot, requestId, method, url, headers, bodyRid)`, its slot
+/// already taken.
+struct HandlerCall {
+  slot: u32,
+  request_id: Arc<str>,
+  method: http::Method,
+  url: String,
+  headers: http::HeaderMap,
+  body_rid: i32,
+}
+
+impl HandlerCall {
+  /// Calls `dispatch`; false if it did not run (the isolate is terminating or unusable).
+  fn call(&self, scope: &mut v8::PinScope<'_, '_>, dispatch: v8::Local<'_, v8::Function>) -> bool {
+    v8::scope!(let scope, scope);
+    let mut flat_headers = Vec::with_capacity(self.headers.len() * 2);
+    for (name, value) in &self.headers {
+      flat_headers.push(one_byte_string(scope, name.as_str().as_bytes()));
+      flat_headers.push(one_byte_string(scope, value.as_bytes()));
+    }
+    let args = [
+      v8::Integer::new_from_unsigned(scope, self.slot).into(),
+      one_byte_string(scope, self.request_id.as_bytes()),
+      one_byte_string(scope, self.method.as_str().as_bytes()),
+      v8::String::new(scope, &self.url).map_or_else(|| v8::undefined(scope).into(), Into::into),
+      v8::Array::new_with_elements(scope, &flat_headers).into(),
+      v8::Integer::new(scope, self.body_rid).into(),
+    ];
+    let undefined = v8::undefined(scope).into();
+    dispatch.call(scope, undefined, &args).is_some()
   }
 }
 

@@ -6,9 +6,13 @@
 //! CPU budget, request after request, would hold its neighbours up by that much each time. So such
 //! a function is *demoted*: for [`DEMOTION`] after its last long slice, its requests hop from the
 //! connection's thread to the heavy lane, where they queue behind each other and, at nice 19, get
-//! the CPU only when the normal threads leave some. Its first long slice still runs on a normal
-//! thread (nothing can know in advance); every later one runs out of the way. Requests of other
-//! functions never go to the heavy lane.
+//! the CPU only when the normal threads leave some. A function is demoted at once when it hits its
+//! CPU limit, and after [`STRIKES`] long slices within [`STRIKE_WINDOW`] otherwise: a single long
+//! slice of a cheap function happens (a garbage collection that the host slowed down, CPU the host
+//! took mid-slice and the thread's clock counted), and demoting it for that would cost it most of
+//! its throughput for a minute. Those first slices still run on a normal thread (nothing can know
+//! in advance); later ones run out of the way. Requests of other functions never go to the heavy
+//! lane.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +34,11 @@ pub const LONG_SLICE: Duration = Duration::from_millis(5);
 /// How long a function stays demoted after its last long slice.
 pub const DEMOTION: Duration = Duration::from_secs(60);
 
+/// Long slices that demote a function that has not hit its CPU limit, if they fall within
+/// [`STRIKE_WINDOW`] of the first.
+pub const STRIKES: u32 = 3;
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+
 /// Which functions are demoted, until when. Read on every request, so the common case (none) is
 /// one atomic load.
 #[derive(Debug, Default)]
@@ -37,22 +46,47 @@ pub struct Demotions {
   until: Mutex<HashMap<String, Instant>>,
   /// Entries in `until`; zero means no lookup is needed.
   count: AtomicUsize,
+  /// Functions not demoted that ran long slices lately: how many, since when.
+  strikes: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Demotions {
-  /// Demotes `function`, which ran a `slice` of JavaScript, for [`DEMOTION`] from now.
-  pub fn demote(&self, function: &str, slice: Duration) {
+  /// `function` ran a long `slice` of JavaScript, which hit its CPU limit or not: demotes it for
+  /// [`DEMOTION`] from now if that was the limit, its [`STRIKES`]th long slice within
+  /// [`STRIKE_WINDOW`], or if it is demoted already.
+  pub fn long_slice(&self, function: &str, slice: Duration, hit_cpu_limit: bool) {
+    let now = Instant::now();
     let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = until.insert(function.to_string(), Instant::now() + DEMOTION);
-    if previous.is_none() {
-      self.count.fetch_add(1, Ordering::Relaxed);
-      tracing::warn!(
-        function,
-        "demoted to the heavy lane for {}s: its JavaScript ran at least {} ms of CPU in one slice",
-        DEMOTION.as_secs(),
-        slice.as_millis()
-      );
+    if let Some(demoted_until) = until.get_mut(function) {
+      *demoted_until = now + DEMOTION;
+      return;
     }
+    if !hit_cpu_limit {
+      let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+      strikes.retain(|_, (_, since)| now.duration_since(*since) <= STRIKE_WINDOW);
+      let (count, _) = strikes.entry(function.to_string()).or_insert((0, now));
+      *count += 1;
+      if *count < STRIKES {
+        return;
+      }
+      strikes.remove(function);
+    }
+    until.insert(function.to_string(), now + DEMOTION);
+    self.count.fetch_add(1, Ordering::Relaxed);
+    let why = if hit_cpu_limit {
+      "it hit its CPU limit".to_string()
+    } else {
+      format!(
+        "{STRIKES} slices of its JavaScript ran {} ms of CPU or more",
+        LONG_SLICE.as_millis()
+      )
+    };
+    tracing::warn!(
+      function,
+      "demoted to the heavy lane for {}s: {why} (the last ran at least {} ms)",
+      DEMOTION.as_secs(),
+      slice.as_millis()
+    );
   }
 
   /// Whether `function` is demoted now.
@@ -105,5 +139,31 @@ impl HeavyLane {
     let _ = self.inbox.send(Box::new(move |isolates| {
       Box::pin(async move { isolates.overdue(&function, request_id) })
     }));
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  const SLICE: Duration = Duration::from_millis(16);
+
+  #[test]
+  fn one_long_slice_does_not_demote_but_a_few_do() {
+    let demotions = Demotions::default();
+    for _ in 1..STRIKES {
+      demotions.long_slice("hello", SLICE, false);
+      assert!(!demotions.is_demoted("hello"));
+    }
+    demotions.long_slice("hello", SLICE, false);
+    assert!(demotions.is_demoted("hello"));
+    assert!(!demotions.is_demoted("other"));
+  }
+
+  #[test]
+  fn hitting_the_cpu_limit_demotes_at_once() {
+    let demotions = Demotions::default();
+    demotions.long_slice("spin", Duration::from_millis(50), true);
+    assert!(demotions.is_demoted("spin"));
   }
 }

@@ -42,13 +42,33 @@ struct Loaded {
   heap_bytes: Rc<Cell<usize>>,
 }
 
+/// What a loaded isolate is cached by: its function's name and version, compared by value. It
+/// holds the function itself, which the isolate holds anyway, so a lookup allocates nothing.
+#[derive(Clone)]
+struct VersionKey(Arc<Function>);
+
+impl PartialEq for VersionKey {
+  fn eq(&self, other: &Self) -> bool {
+    Arc::ptr_eq(&self.0, &other.0) || (self.0.name == other.0.name && self.0.version == other.0.version)
+  }
+}
+
+impl Eq for VersionKey {}
+
+impl std::hash::Hash for VersionKey {
+  fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+    self.0.name.hash(state);
+    self.0.version.hash(state);
+  }
+}
+
 /// The isolates of one thread. Every isolate belongs to exactly one function version (the key).
 struct Isolates {
   bounds: Bounds,
   /// Blank isolates restored from the snapshot ahead of need.
   warm: Vec<Isolate>,
   /// Loaded isolates by (function name, version), least recently used first out.
-  loaded: LruCache<(String, String), Loaded>,
+  loaded: LruCache<VersionKey, Loaded>,
   /// Sum of the loaded isolates' last reported heap sizes.
   heap_bytes: Rc<Cell<usize>>,
   /// Told whenever a warm isolate is taken, so the thread's loop knows to make another.
@@ -90,25 +110,25 @@ impl LocalIsolates {
   /// Evicts the loaded isolates whose (function, version) `keep` refuses.
   pub fn retain_loaded(&self, keep: &dyn Fn(&str, &str) -> bool) {
     let mut isolates = self.isolates.borrow_mut();
-    let stale: Vec<(String, String)> = isolates
+    let stale: Vec<VersionKey> = isolates
       .loaded
       .iter()
       .map(|(key, _)| key)
-      .filter(|(name, version)| !keep(name, version))
+      .filter(|VersionKey(function)| !keep(&function.name, &function.version))
       .cloned()
       .collect();
     for key in stale {
-      tracing::debug!(function = %key.0, version = %key.1, "evicting an isolate of an inactive version");
+      let function = &key.0;
+      tracing::debug!(function = %function.name, version = %function.version, "evicting an isolate of an inactive version");
       isolates.forget(&key);
     }
   }
 
   /// Tells the isolate running `function` that the server gave up on `request_id` at its
   /// wall-clock deadline, so that it retires.
-  pub fn overdue(&self, function: &Function, request_id: Arc<str>) {
+  pub fn overdue(&self, function: &Arc<Function>, request_id: Arc<str>) {
     let isolates = self.isolates.borrow();
-    let key = (function.name.clone(), function.version.clone());
-    if let Some(loaded) = isolates.loaded.peek(&key) {
+    if let Some(loaded) = isolates.loaded.peek(&VersionKey(function.clone())) {
       let _ = loaded.inbox.send(Message::Overdue(request_id));
     }
   }
@@ -213,7 +233,7 @@ async fn idle(thread: &LocalIsolates) {
 
 impl Isolates {
   fn run(&mut self, function: Arc<Function>, mut request: IsolateRequest) {
-    let key = (function.name.clone(), function.version.clone());
+    let key = VersionKey(function.clone());
     if let Some(loaded) = self.loaded.get(&key) {
       request.cold = false;
       match loaded.inbox.send(Message::Request(request)) {
@@ -268,12 +288,13 @@ impl Isolates {
 
   /// Evicts least recently used isolates until the thread is within its bounds, never `keep`.
   /// An evicted isolate finishes the requests it holds, then its task drops it and V8 frees it.
-  fn evict_beyond_bounds(&mut self, keep: &(String, String)) {
+  fn evict_beyond_bounds(&mut self, keep: &VersionKey) {
     while self.loaded.len() > self.bounds.max_isolates || self.heap_bytes.get() > self.bounds.max_heap_bytes {
       match self.loaded.peek_lru() {
         Some((key, _)) if key != keep => {
           let key = key.clone();
-          tracing::debug!(function = %key.0, version = %key.1, "evicting isolate");
+          let function = &key.0;
+          tracing::debug!(function = %function.name, version = %function.version, "evicting isolate");
           self.forget(&key);
         }
         _ => break,
@@ -281,7 +302,7 @@ impl Isolates {
     }
   }
 
-  fn forget(&mut self, key: &(String, String)) {
+  fn forget(&mut self, key: &VersionKey) {
     if let Some(loaded) = self.loaded.pop(key) {
       // Its heap stops counting now; closing its inbox (by dropping `loaded`) ends its task.
       self
@@ -315,25 +336,37 @@ async fn drive(
     .map_or_else(|| Arc::from("?"), |f| Arc::from(f.name.as_str()));
   let mut inbox_open = true;
   let mut idles: u32 = 0;
+  // The requests that arrived since the last poll, handed over together (see `Isolate::dispatch`).
+  let mut arrived = Vec::new();
   let outcome = poll_fn(|cx| {
     while inbox_open {
       match requests.poll_recv(cx) {
-        Poll::Ready(Some(message)) => deliver(&mut isolate, message),
+        Poll::Ready(Some(Message::Request(request))) => arrived.push(request),
+        Poll::Ready(Some(Message::Overdue(request_id))) => {
+          isolate.dispatch(arrived.drain(..));
+          isolate.overdue(&request_id);
+        }
         Poll::Ready(None) => inbox_open = false,
         Poll::Pending => break,
       }
     }
+    if !arrived.is_empty() {
+      isolate.dispatch(arrived.drain(..));
+    }
     let polled = isolate.poll(cx);
     let longest_slice = isolate.take_longest_slice();
     if longest_slice >= LONG_SLICE {
-      demotions.demote(&name, longest_slice);
+      demotions.long_slice(&name, longest_slice, isolate.hit_cpu_limit());
     }
     if isolate.retiring() {
       // No new requests: the cache replaces this isolate on the function's next request. Those
       // already sent here are still received (the inbox drains after closing).
       requests.close();
       while let Poll::Ready(Some(message)) = requests.poll_recv(cx) {
-        deliver(&mut isolate, message);
+        match message {
+          Message::Request(request) => isolate.dispatch([request]),
+          Message::Overdue(request_id) => isolate.overdue(&request_id),
+        }
       }
       if isolate.requests_in_flight() == 0 {
         return Poll::Ready(Ok(()));
@@ -360,11 +393,4 @@ async fn drive(
     tracing::error!(function = %name, "isolate discarded: {err}");
   }
   thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(heap_bytes.replace(0)));
-}
-
-fn deliver(isolate: &mut Isolate, message: Message) {
-  match message {
-    Message::Request(request) => isolate.dispatch(request),
-    Message::Overdue(request_id) => isolate.overdue(&request_id),
-  }
 }

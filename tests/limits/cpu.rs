@@ -109,3 +109,24 @@ async fn a_hundred_requests_just_under_the_budget_all_succeed() {
     node.logs()
   );
 }
+
+#[tokio::test]
+async fn handlers_called_together_each_keep_their_own_budget() {
+  // One thread: requests that arrive while a handler runs are handed to the isolate together, and
+  // their handlers called one after another. Each burns 30 ms of a 50 ms limit: together they
+  // would be far past it, so each must be timed on its own.
+  let node = Node::serve(FIXTURES, &["--threads", "1"]);
+  let client = http1();
+  assert_eq!(get(&client, &node.url("/burn?ms=1")).await.status, 200);
+  let url = node.url("/burn?ms=30");
+  let replies = futures::future::join_all((0..6).map(|_| get(&client, &url))).await;
+  for reply in &replies {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().starts_with("burned 30 ms"), "{}", reply.text());
+  }
+  assert!(
+    !node.logs().contains("the isolate is discarded"),
+    "{}",
+    node.logs()
+  );
+}

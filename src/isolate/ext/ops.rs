@@ -183,6 +183,11 @@ impl PendingResponses {
   }
 
   /// Request `slot`, if it is still in flight.
+  pub fn get(&self, slot: u32) -> Option<&RequestSlot> {
+    self.slots.get(&slot)
+  }
+
+  /// Request `slot`, if it is still in flight.
   pub fn get_mut(&mut self, slot: u32) -> Option<&mut RequestSlot> {
     self.slots.get_mut(&slot)
   }
