@@ -8,20 +8,12 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 
 /// Serves `Hello from Islet!` on `listen` until the process ends; prints the bound address.
 pub async fn serve(listen: SocketAddr) -> std::io::Result<()> {
   let listener = tokio::net::TcpListener::bind(listen).await?;
   println!("hyper ceiling listening on http://{}", listener.local_addr()?);
-  let mut builder = auto::Builder::new(TokioExecutor::new());
-  builder
-    .http1()
-    .keep_alive(true)
-    .writev(false)
-    .half_close(true)
-    .max_buf_size(64 * 1024);
-  let builder = std::sync::Arc::new(builder);
+  let builder = std::sync::Arc::new(crate::server::http_builder(TokioExecutor::new()));
   loop {
     let (stream, _) = listener.accept().await?;
     let _ = stream.set_nodelay(true);

@@ -163,21 +163,7 @@ impl Server {
       shutdown_grace,
     } = self;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(LocalExec);
-    // One buffer and one send() per response instead of writev() of head and body: most bodies
-    // are small, and the copy costs less than the vectored call's extra work in the kernel.
-    // Half-close: hyper does not watch for the client's EOF while a request is in flight. That
-    // watch reserved a fresh 8 KiB read buffer on every request (the old one was still shared with
-    // the request's head), a malloc and a free per request; a client that goes away is still seen
-    // when its response is written, and the wall-clock limit bounds the handler either way.
-    builder
-      .http1()
-      .keep_alive(true)
-      .writev(false)
-      .half_close(true)
-      .max_buf_size(64 * 1024);
-    builder.http2().max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_builder(LocalExec));
     tokio::pin!(shutdown);
     loop {
       let (stream, _peer) = tokio::select! {
@@ -223,6 +209,25 @@ impl Server {
       tracing::warn!("grace period over; closing the remaining connections");
     }
   }
+}
+
+/// hyper's connection settings, shared with the benchmarks' bare hyper ceiling.
+pub fn http_builder<E>(executor: E) -> auto::Builder<E> {
+  let mut builder = auto::Builder::new(executor);
+  // One buffer and one send() per response instead of writev() of head and body: most bodies
+  // are small, and the copy costs less than the vectored call's extra work in the kernel.
+  // Half-close: hyper does not watch for the client's EOF while a request is in flight. That
+  // watch reserved a fresh 8 KiB read buffer on every request (the old one was still shared with
+  // the request's head), a malloc and a free per request; a client that goes away is still seen
+  // when its response is written, and the wall-clock limit bounds the handler either way.
+  builder
+    .http1()
+    .keep_alive(true)
+    .writev(false)
+    .half_close(true)
+    .max_buf_size(64 * 1024);
+  builder.http2().max_concurrent_streams(256);
+  builder
 }
 
 /// The CPU on which the kernel last processed the connection's incoming packets (Linux's
