@@ -339,19 +339,8 @@ async fn drive(
   // The requests that arrived since the last poll, handed over together (see `Isolate::dispatch`).
   let mut arrived = Vec::new();
   let outcome = poll_fn(|cx| {
-    while inbox_open {
-      match requests.poll_recv(cx) {
-        Poll::Ready(Some(Message::Request(request))) => arrived.push(request),
-        Poll::Ready(Some(Message::Overdue(request_id))) => {
-          isolate.dispatch(arrived.drain(..));
-          isolate.overdue(&request_id);
-        }
-        Poll::Ready(None) => inbox_open = false,
-        Poll::Pending => break,
-      }
-    }
-    if !arrived.is_empty() {
-      isolate.dispatch(arrived.drain(..));
+    if inbox_open {
+      inbox_open = receive(&mut requests, cx, &mut isolate, &mut arrived);
     }
     let polled = isolate.poll(cx);
     let longest_slice = isolate.take_longest_slice();
@@ -362,12 +351,7 @@ async fn drive(
       // No new requests: the cache replaces this isolate on the function's next request. Those
       // already sent here are still received (the inbox drains after closing).
       requests.close();
-      while let Poll::Ready(Some(message)) = requests.poll_recv(cx) {
-        match message {
-          Message::Request(request) => isolate.dispatch([request]),
-          Message::Overdue(request_id) => isolate.overdue(&request_id),
-        }
-      }
+      receive(&mut requests, cx, &mut isolate, &mut arrived);
       if isolate.requests_in_flight() == 0 {
         return Poll::Ready(Ok(()));
       }
@@ -393,4 +377,30 @@ async fn drive(
     tracing::error!(function = %name, "isolate discarded: {err}");
   }
   thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(heap_bytes.replace(0)));
+}
+
+/// Hands the isolate everything waiting in its inbox: the requests together (see
+/// `Isolate::dispatch`), each overdue notice after the requests that came before it. `arrived` is
+/// scratch space, kept between calls. Returns whether the inbox is still open.
+fn receive(
+  inbox: &mut mpsc::UnboundedReceiver<Message>,
+  cx: &mut std::task::Context<'_>,
+  isolate: &mut Isolate,
+  arrived: &mut Vec<IsolateRequest>,
+) -> bool {
+  let open = loop {
+    match inbox.poll_recv(cx) {
+      Poll::Ready(Some(Message::Request(request))) => arrived.push(request),
+      Poll::Ready(Some(Message::Overdue(request_id))) => {
+        isolate.dispatch(arrived.drain(..));
+        isolate.overdue(&request_id);
+      }
+      Poll::Ready(None) => break false,
+      Poll::Pending => break true,
+    }
+  };
+  if !arrived.is_empty() {
+    isolate.dispatch(arrived.drain(..));
+  }
+  open
 }
