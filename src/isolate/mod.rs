@@ -551,33 +551,11 @@ impl Isolate {
         ((ran, all_called), Charge::Requests(&slots[next..next + ran]))
       });
       if !all_called && self.stopped.is_none() {
-        // dispatch() never throws, so JS did not run at all: answer for it, and for the requests
-        // after it, and retire the isolate.
+        // dispatch() never throws, so JS did not run at all. The isolate is unusable: `poll` says
+        // so, its owner drops it, and every request it holds, this one and those after it in the
+        // burst included, is answered by the server as one whose isolate stopped.
         tracing::error!(request_id = %calls[next + ran - 1].request_id, "dispatch did not run; the isolate is unusable");
         self.unusable = true;
-        for call in &calls[next + ran - 1..] {
-          let removed = op_state
-            .borrow_mut()
-            .borrow_mut::<PendingResponses>()
-            .remove(call.slot);
-          if let Some(RequestSlot {
-            responder: Some(responder),
-            start,
-            ..
-          }) = removed
-          {
-            let message = "the isolate could not run the request";
-            let result = Ok(error_response(
-              ErrorCode::IsolateFailed,
-              message,
-              &call.request_id,
-            ));
-            let _ = responder.send(HandlerOutcome {
-              start: Some(start),
-              result,
-            });
-          }
-        }
         return;
       }
       next += ran;
