@@ -55,7 +55,10 @@ impl Demotions {
   /// [`DEMOTION`] from now if that was the limit, its [`STRIKES`]th long slice within
   /// [`STRIKE_WINDOW`], or if it is demoted already.
   pub fn long_slice(&self, function: &str, slice: Duration, hit_cpu_limit: bool) {
-    let now = Instant::now();
+    self.long_slice_at(function, slice, hit_cpu_limit, Instant::now());
+  }
+
+  fn long_slice_at(&self, function: &str, slice: Duration, hit_cpu_limit: bool, now: Instant) {
     let mut until = self.until.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(demoted_until) = until.get_mut(function) {
       *demoted_until = now + DEMOTION;
@@ -158,6 +161,25 @@ mod tests {
     demotions.long_slice("hello", SLICE, false);
     assert!(demotions.is_demoted("hello"));
     assert!(!demotions.is_demoted("other"));
+  }
+
+  #[test]
+  fn long_slices_further_apart_than_the_window_do_not_add_up() {
+    let demotions = Demotions::default();
+    let start = Instant::now();
+    for _ in 1..STRIKES {
+      demotions.long_slice_at("hello", SLICE, false, start);
+    }
+    // The window has passed: this one counts as the first again.
+    let later = start + STRIKE_WINDOW + Duration::from_secs(1);
+    demotions.long_slice_at("hello", SLICE, false, later);
+    assert!(!demotions.is_demoted("hello"));
+    for _ in 2..STRIKES {
+      demotions.long_slice_at("hello", SLICE, false, later);
+      assert!(!demotions.is_demoted("hello"));
+    }
+    demotions.long_slice_at("hello", SLICE, false, later);
+    assert!(demotions.is_demoted("hello"));
   }
 
   #[test]
