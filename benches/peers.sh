@@ -45,6 +45,8 @@ wait_for() { # url
 
 # wrk's latency ("850.00us", "1.20ms", "2.00s") in milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.3f", n }'; }
+# a / b, to two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # The median of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -93,15 +95,15 @@ islet_rps=$(median ${rps[islet]})
 for name in "${servers[@]}"; do
   # shellcheck disable=SC2086
   median_rps=$(median ${rps[$name]})
-  ratio=$(awk -v a="$islet_rps" -v b="$median_rps" 'BEGIN { printf "%.2f", a / b }')
+  overall=$(ratio "$islet_rps" "$median_rps")
   # Per round: islet's rate in that round over this server's in that round.
   read -ra mine <<<"${rps[islet]}"
   read -ra theirs <<<"${rps[$name]}"
   rounds=""
   for r in "${!mine[@]}"; do
-    rounds+=" $(awk -v a="${mine[$r]}" -v b="${theirs[$r]}" 'BEGIN { printf "%.2f", a / b }')"
+    rounds+=" $(ratio "${mine[$r]}" "${theirs[$r]}")"
   done
   # shellcheck disable=SC2086
   printf '%-10s %12.0f %10s %10s %16s %s\n' "$name" "$median_rps" "$(median ${p50[$name]})" \
-    "$(median ${p99[$name]})" "$ratio" "($rounds )"
+    "$(median ${p99[$name]})" "$overall" "($rounds )"
 done
