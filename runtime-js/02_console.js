@@ -3,7 +3,7 @@
 // Deno's Console formats the arguments; op_islet_log turns each call into a structured log line
 // carrying the function name and the request id.
 import { core, primordials } from "ext:core/mod.js";
-import { op_islet_log } from "ext:core/ops";
+import { ops } from "ext:islet_runtime/00_ops.js";
 import { consoleModule } from "ext:islet_runtime/00_web_globals.js";
 import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 
@@ -14,7 +14,7 @@ consoleModule.setNoColorFns(() => true, () => true);
 
 // Console levels: 0 debug, 1 log/info, 2 warn, 3 error (the op's numbering).
 const console = new consoleModule.Console((message, level) => {
-  op_islet_log(level, message, currentRequestId());
+  ops.op_islet_log(level, message, currentRequestId());
 });
 
 ObjectDefineProperty(globalThis, "console", core.propNonEnumerable(console));
@@ -29,7 +29,7 @@ export function logUncaught(error, where) {
   const text = ObjectPrototypeIsPrototypeOf(ErrorPrototype, error) && error.stack
     ? error.stack
     : consoleModule.inspect(error);
-  op_islet_log(3, `Uncaught (${where}) ${text}`, currentRequestId());
+  ops.op_islet_log(3, `Uncaught (${where}) ${text}`, currentRequestId());
 }
 
 core.setReportExceptionCallback((error) => logUncaught(error, "in microtask"));

@@ -6,7 +6,7 @@
 // outside any request), and rewords deno_permissions' refusal, which is written for Deno's command
 // line, in terms a handler's author can act on.
 import { primordials } from "ext:core/mod.js";
-import { op_islet_fetch_begin } from "ext:core/ops";
+import { ops } from "ext:islet_runtime/00_ops.js";
 import { fetchModule } from "ext:islet_runtime/00_web_globals.js";
 import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 
@@ -55,7 +55,7 @@ function explainRefusal(error) {
  */
 function fetch(input, init = undefined) {
   try {
-    op_islet_fetch_begin(currentRequestId());
+    ops.op_islet_fetch_begin(currentRequestId());
   } catch (error) {
     return PromiseReject(new TypeError(error.message));
   }

@@ -6,7 +6,7 @@
 // ArrayBuffer does, when the isolate has no room left. (Growth from inside a module, `memory.grow`,
 // is caught by the heap statistics the isolate layer reads after each slice of JavaScript.)
 import { primordials } from "ext:core/mod.js";
-import { op_islet_reserve_memory } from "ext:core/ops";
+import { ops } from "ext:islet_runtime/00_ops.js";
 
 const {
   FunctionPrototypeCall,
@@ -21,7 +21,7 @@ const PAGE = 65536;
 
 function reserve(pages) {
   const bytes = pages * PAGE;
-  if (NumberIsFinite(bytes) && bytes > 0 && !op_islet_reserve_memory(bytes)) {
+  if (NumberIsFinite(bytes) && bytes > 0 && !ops.op_islet_reserve_memory(bytes)) {
     throw new RangeError(
       `WebAssembly.Memory: cannot allocate ${pages} more pages within this function's memory limit`,
     );

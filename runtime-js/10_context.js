@@ -1,6 +1,6 @@
 // Islet edge layer, step 10: the `ctx` argument of `fetch(request, env, ctx)`.
 import { primordials } from "ext:core/mod.js";
-import { op_islet_wait_until } from "ext:core/ops";
+import { ops } from "ext:islet_runtime/00_ops.js";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
 
 const { PromisePrototypeThen, PromiseResolve, SymbolFor } = primordials;
@@ -22,12 +22,12 @@ export class ExecutionContext {
    */
   waitUntil(promise) {
     const slot = this[slotKey];
-    op_islet_wait_until(slot, true);
+    ops.op_islet_wait_until(slot, true);
     PromisePrototypeThen(
       PromiseResolve(promise),
-      () => op_islet_wait_until(slot, false),
+      () => ops.op_islet_wait_until(slot, false),
       (error) => {
-        op_islet_wait_until(slot, false);
+        ops.op_islet_wait_until(slot, false);
         logUncaught(error, "in waitUntil");
       },
     );

@@ -8,11 +8,10 @@ import { core, primordials } from "ext:core/mod.js";
 import {
   op_islet_respond,
   op_islet_respond_error,
-  op_islet_respond_fast_bytes,
-  op_islet_respond_fast_text,
   op_islet_respond_stream,
   op_islet_respond_text,
 } from "ext:core/ops";
+import { ops } from "ext:islet_runtime/00_ops.js";
 import { body, consoleModule, request, response, streams } from "ext:islet_runtime/00_web_globals.js";
 import { runInRequest } from "ext:islet_runtime/01_request_context.js";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
@@ -232,9 +231,9 @@ function respondFast(slot, res) {
   // Not marked as consumed: a Response kept in a global and returned for every request keeps
   // working, as it does on the normal path.
   if (typeof body === "string") {
-    op_islet_respond_fast_text(slot, status, contentType, body);
+    ops.op_islet_respond_fast_text(slot, status, contentType, body);
   } else {
-    op_islet_respond_fast_bytes(slot, status, contentType, body);
+    ops.op_islet_respond_fast_bytes(slot, status, contentType, body);
   }
   return true;
 }

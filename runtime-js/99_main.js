@@ -4,6 +4,7 @@
 // reach the dispatcher. Rust calls it once per isolate, right after restoring the isolate from the
 // snapshot and before any tenant code runs; it removes itself and everything Deno-specific, so
 // tenant code sees neither.
+import { useFastOps } from "ext:islet_runtime/00_ops.js";
 import { performance } from "ext:islet_runtime/00_web_globals.js";
 import "ext:islet_runtime/01_request_context.js";
 import "ext:islet_runtime/02_console.js";
@@ -18,6 +19,7 @@ globalThis.__isletBoot = function boot() {
   delete globalThis.__isletBoot;
   delete globalThis.Deno;
   delete globalThis.__bootstrap;
+  useFastOps();
   performance.setTimeOrigin();
   countWasmMemory();
   return [dispatch, installHandler, warmUp];

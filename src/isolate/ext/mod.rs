@@ -42,6 +42,7 @@ deno_core::extension!(
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
     dir "runtime-js",
+    "00_ops.js",
     "00_web_globals.js",
     "01_request_context.js",
     "02_console.js",

@@ -1,0 +1,40 @@
+// Islet edge layer, step 0: the ops our layer calls, reached through V8's fast calls.
+//
+// deno_core bakes every op into the snapshot as a plain function: V8 cannot serialize a function
+// with a fast-call overload. A module that imports an op from "ext:core/ops" therefore keeps
+// calling its slow path (argument checks, handle scopes, a return value slot) for good. When an
+// isolate is restored, deno_core binds every op afresh with its fast overload on `core.ops`;
+// `useFastOps`, which `__isletBoot` calls, swaps those in here. Ops whose signature V8 cannot call
+// fast (serde arguments, returned strings) are imported where they are used.
+import { core, primordials } from "ext:core/mod.js";
+import {
+  op_islet_fetch_begin,
+  op_islet_log,
+  op_islet_reserve_memory,
+  op_islet_respond_fast_bytes,
+  op_islet_respond_fast_text,
+  op_islet_wait_until,
+} from "ext:core/ops";
+
+const { ObjectKeys } = primordials;
+
+/** Read at each call (`ops.op_islet_log(...)`), never destructured: `useFastOps` replaces them. */
+export const ops = {
+  op_islet_fetch_begin,
+  op_islet_log,
+  op_islet_reserve_memory,
+  op_islet_respond_fast_bytes,
+  op_islet_respond_fast_text,
+  op_islet_wait_until,
+};
+
+/** Swaps in the fast-call functions deno_core bound on this isolate's `core.ops`. */
+export function useFastOps() {
+  const keys = ObjectKeys(ops);
+  for (let i = 0; i < keys.length; i++) {
+    const fast = core.ops[keys[i]];
+    if (typeof fast === "function") {
+      ops[keys[i]] = fast;
+    }
+  }
+}
