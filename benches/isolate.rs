@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use islet::isolate::{Isolate, IsolateConfig, IsolateRequest};
+use islet::isolate::{Isolate, IsolateConfig, IsolateRequest, RequestHead};
 use islet::limits::Limits;
 use islet::registry::{load_function, Function};
 use tokio::sync::oneshot;
@@ -29,9 +29,13 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
   let (responder, mut outcome) = oneshot::channel();
   isolate.dispatch([IsolateRequest {
     request_id: Arc::from("bench"),
-    method: http::Method::GET,
-    url: "http://hello.localhost/".to_string(),
-    headers: http::HeaderMap::new(),
+    head: RequestHead::new(
+      http::Method::GET,
+      "http",
+      "hello.localhost",
+      "/",
+      &http::HeaderMap::new(),
+    ),
     body: None,
     responder,
     arrived: Instant::now(),

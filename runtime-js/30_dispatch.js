@@ -19,6 +19,7 @@ import { ExecutionContext } from "ext:islet_runtime/10_context.js";
 import { dispatchFetchEvent, hasFetchListeners } from "ext:islet_runtime/20_service_worker.js";
 
 const {
+  ArrayPrototypePush,
   ErrorPrototype,
   FunctionPrototypeCall,
   JSONParse,
@@ -26,6 +27,8 @@ const {
   ObjectPrototypeIsPrototypeOf,
   PromisePrototypeCatch,
   PromisePrototypeThen,
+  StringPrototypeSlice,
+  StringPrototypeSplit,
   TypeError,
 } = primordials;
 const { InnerBody } = body;
@@ -79,11 +82,22 @@ export function installHandler(namespace, envJson) {
     'or call addEventListener("fetch", (event) => event.respondWith(...))';
 }
 
-// The header list is built only if the handler reads it: many handlers never look at headers.
-function headerPairs(flat) {
+// The standard methods, in the order of `METHODS` in src/isolate/request.rs: Rust names one by its
+// index, and every request with that method shares this one string.
+const METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+
+/**
+ * The header list packed in `head` after its URL: "\n" name "\n" value, for each header. Built
+ * only if the handler reads the headers: many handlers never look at them.
+ */
+function headerPairs(head, urlEnd) {
   const list = [];
-  for (let i = 0; i < flat.length; i += 2) {
-    list[i >> 1] = [flat[i], flat[i + 1]];
+  if (urlEnd === head.length) {
+    return list;
+  }
+  const flat = StringPrototypeSplit(StringPrototypeSlice(head, urlEnd + 1), "\n");
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    ArrayPrototypePush(list, [flat[i], flat[i + 1]]);
   }
   return list;
 }
@@ -92,18 +106,21 @@ function headerPairs(flat) {
  * The inner request of an incoming request: the same members as deno_fetch's `newInnerRequest`
  * builds, but as a class, so every request object has one shape and its accessors live on the
  * prototype. (An object literal with getters makes V8 define the accessors afresh on each
- * request, which cost ~5% of a warm request.)
+ * request, which cost ~5% of a warm request.) The URL and the header list are cut from the packed
+ * head only when first read.
  */
 class IncomingInnerRequest {
-  constructor(method, url, flatHeaders, body) {
+  constructor(method, head, urlEnd, body) {
     this.methodInner = method;
+    this.head = head;
+    this.urlEnd = urlEnd;
+    this.urlInner = null;
     this.headerListInner = null;
-    this.flatHeaders = flatHeaders;
+    this.urlListInner = null;
+    this.urlListProcessedInner = null;
     this.body = body;
     this.redirectMode = "follow";
     this.redirectCount = 0;
-    this.urlList = [() => url];
-    this.urlListProcessed = [url];
     this.clientRid = null;
     this.blobUrlEntry = null;
   }
@@ -118,7 +135,7 @@ class IncomingInnerRequest {
 
   get headerList() {
     if (this.headerListInner === null) {
-      this.headerListInner = headerPairs(this.flatHeaders);
+      this.headerListInner = headerPairs(this.head, this.urlEnd);
     }
     return this.headerListInner;
   }
@@ -127,16 +144,47 @@ class IncomingInnerRequest {
     this.headerListInner = value;
   }
 
+  get urlList() {
+    if (this.urlListInner === null) {
+      const url = this.url();
+      this.urlListInner = [() => url];
+    }
+    return this.urlListInner;
+  }
+
+  set urlList(value) {
+    this.urlListInner = value;
+  }
+
+  get urlListProcessed() {
+    if (this.urlListProcessedInner === null) {
+      this.urlListProcessedInner = [this.url()];
+    }
+    return this.urlListProcessedInner;
+  }
+
+  set urlListProcessed(value) {
+    this.urlListProcessedInner = value;
+  }
+
   url() {
-    return this.urlListProcessed[0];
+    if (this.urlInner === null) {
+      this.urlInner = StringPrototypeSlice(this.head, 0, this.urlEnd);
+    }
+    return this.urlInner;
   }
 
   currentUrl() {
-    const last = this.urlList.length - 1;
-    if (this.urlListProcessed[last] === undefined) {
-      this.urlListProcessed[last] = this.urlList[last]();
+    if (this.urlListInner === null) {
+      return this.url();
     }
-    return this.urlListProcessed[last];
+    const urlList = this.urlList;
+    const urlListProcessed = this.urlListProcessed;
+    const last = urlList.length - 1;
+    if (urlListProcessed[last] === undefined) {
+      urlListProcessed[last] = urlList[last]();
+    }
+    return urlListProcessed[last];
   }
 }
 
@@ -144,17 +192,18 @@ class IncomingInnerRequest {
  * Runs the handler for one request. Called from Rust; never throws.
  * @param {number} slot the op-side key of this request
  * @param {string} requestId the id in logs and error bodies
- * @param {string} method
- * @param {string} url the full original URL
- * @param {string[]} flatHeaders [name, value, name, value, ...]
+ * @param {number | string} method an index into METHODS, or the method itself if not standard
+ * @param {string} head the URL, then "\n" name "\n" value for each header
+ * @param {number} urlEnd where the URL ends in `head`
  * @param {number} bodyRid the request body resource, or -1 for none
  */
-export function dispatch(slot, requestId, method, url, flatHeaders, bodyRid) {
+export function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
   runInRequest(requestId, () => {
     let result;
     try {
       const innerBody = bodyRid === -1 ? null : new InnerBody(readableStreamForRid(bodyRid));
-      const inner = new IncomingInnerRequest(method, url, flatHeaders, innerBody);
+      const name = typeof method === "number" ? METHODS[method] : method;
+      const inner = new IncomingInnerRequest(name, head, urlEnd, innerBody);
       result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext(slot));
     } catch (error) {
       fail(slot, error);
@@ -273,8 +322,8 @@ function respond(slot, res) {
  * a cold start's first request. Leaves nothing behind but garbage and compiled code.
  */
 export function warmUp() {
-  const headers = ["content-type", "application/json", "x-warm", "up"];
-  const inner = new IncomingInnerRequest("POST", "http://warm.localhost/up?x=1", headers, null);
+  const url = "http://warm.localhost/up?x=1";
+  const inner = new IncomingInnerRequest("POST", `${url}\ncontent-type\napplication/json\nx-warm\nup`, url.length, null);
   const request = fromInnerRequest(inner, "immutable");
   new URL(request.url).searchParams.get("x");
   request.headers.get("content-type");

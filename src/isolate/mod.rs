@@ -23,6 +23,7 @@
 mod enforce;
 pub mod ext;
 mod loader;
+mod request;
 mod sandbox;
 mod syntax;
 
@@ -36,18 +37,19 @@ use std::time::{Duration, Instant};
 
 use deno_core::error::CoreError;
 use deno_core::{v8, JsRuntime, ModuleId, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions};
-use tokio::sync::oneshot;
 
-use crate::error::{error_response, ErrorCode};
+use crate::error::ErrorCode;
 use crate::limits::memory::{self, MemoryBudget};
 use crate::limits::outbound::OutboundPolicy;
 use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use enforce::{startup_message, Charge};
-use ext::{HandlerOutcome, PendingResponses, RequestBody, RequestBodyResource, RequestSlot, StartTiming};
+use ext::{PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 use sandbox::{allow_wasm_code_generation, fetch_options, outbound_permissions, set_allow_eval};
 
+use request::HandlerCall;
+pub use request::{IsolateRequest, RequestHead};
 pub use syntax::{check_syntax, SyntaxChecker};
 
 /// The V8 heap with Deno's Web APIs and `runtime-js/` already evaluated, baked by `build.rs`.
@@ -62,33 +64,6 @@ pub fn init_v8() {
     v8::V8::set_flags_from_string("--no-memory-pool-share-memory-on-teardown");
     JsRuntime::init_platform(None);
   });
-}
-
-/// A request on its way into an isolate. `Send`: it crosses from the accepting side to an isolate
-/// thread.
-pub struct IsolateRequest {
-  /// The id in logs, error bodies and the `x-islet-request-id` header.
-  pub request_id: Arc<str>,
-  pub method: http::Method,
-  /// The full original URL (scheme, host, path and query), as the client sent it.
-  pub url: String,
-  pub headers: http::HeaderMap,
-  /// `None` when the request has no body, so `request.body` is null as the Fetch spec wants.
-  pub body: Option<RequestBody>,
-  /// Where the handler's response, or its failure, is sent.
-  pub responder: oneshot::Sender<HandlerOutcome>,
-  /// When the node received the request: start times are measured from here.
-  pub arrived: Instant,
-  /// Set by the isolate thread: whether this request loads the function (a cold start).
-  pub cold: bool,
-}
-
-impl IsolateRequest {
-  /// Answers without running JS, with one of the node's own errors.
-  pub fn reject(self, code: ErrorCode, message: &str) {
-    let result = Ok(error_response(code, message, &self.request_id));
-    let _ = self.responder.send(HandlerOutcome { start: None, result });
-  }
 }
 
 /// An isolate that could not be created or has stopped working; it is discarded.
@@ -134,7 +109,7 @@ enum Phase {
 
 /// One V8 isolate, holding at most one function. See the module docs on threads and entering.
 pub struct Isolate {
-  /// The `dispatch(slot, requestId, method, url, headers, bodyRid)` function of `30_dispatch.js`.
+  /// The `dispatch(slot, requestId, method, head, urlEnd, bodyRid)` function of `30_dispatch.js`.
   /// Shared (`Rc`), so a call can hold it while `run_js` borrows the isolate: cloning a
   /// `v8::Global` would make a new V8 handle on every request.
   dispatch_fn: Rc<v8::Global<v8::Function>>,
@@ -493,9 +468,7 @@ impl Isolate {
         .map(|request| {
           let IsolateRequest {
             request_id,
-            method,
-            url,
-            headers,
+            head,
             body,
             responder,
             arrived,
@@ -518,9 +491,7 @@ impl Isolate {
           HandlerCall {
             slot,
             request_id,
-            method,
-            url,
-            headers,
+            head,
             body_rid,
           }
         })
@@ -560,39 +531,6 @@ impl Isolate {
       }
       next += ran;
     }
-  }
-}
-
-/// One request's call of `dispatch(slot, requestId, method, url, headers, bodyRid)`, its slot
-/// already taken.
-struct HandlerCall {
-  slot: u32,
-  request_id: Arc<str>,
-  method: http::Method,
-  url: String,
-  headers: http::HeaderMap,
-  body_rid: i32,
-}
-
-impl HandlerCall {
-  /// Calls `dispatch`; false if it did not run (the isolate is terminating or unusable).
-  fn call(&self, scope: &mut v8::PinScope<'_, '_>, dispatch: v8::Local<'_, v8::Function>) -> bool {
-    v8::scope!(let scope, scope);
-    let mut flat_headers = Vec::with_capacity(self.headers.len() * 2);
-    for (name, value) in &self.headers {
-      flat_headers.push(one_byte_string(scope, name.as_str().as_bytes()));
-      flat_headers.push(one_byte_string(scope, value.as_bytes()));
-    }
-    let args = [
-      v8::Integer::new_from_unsigned(scope, self.slot).into(),
-      one_byte_string(scope, self.request_id.as_bytes()),
-      one_byte_string(scope, self.method.as_str().as_bytes()),
-      v8::String::new(scope, &self.url).map_or_else(|| v8::undefined(scope).into(), Into::into),
-      v8::Array::new_with_elements(scope, &flat_headers).into(),
-      v8::Integer::new(scope, self.body_rid).into(),
-    ];
-    let undefined = v8::undefined(scope).into();
-    dispatch.call(scope, undefined, &args).is_some()
   }
 }
 
@@ -644,11 +582,6 @@ fn boot(runtime: &mut JsRuntime) -> Result<Booted, IsolateError> {
     install_fn: get(scope, 1)?,
     warm_up_fn: get(scope, 2)?,
   })
-}
-
-fn one_byte_string<'s>(scope: &mut v8::PinScope<'s, '_>, bytes: &[u8]) -> v8::Local<'s, v8::Value> {
-  v8::String::new_from_one_byte(scope, bytes, v8::NewStringType::Normal)
-    .map_or_else(|| v8::undefined(scope).into(), Into::into)
 }
 
 /// A load or evaluation error as the client and the log see it, modules named `hello/index.js`.

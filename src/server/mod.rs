@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::error::{error_response, limit_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
-use crate::isolate::IsolateRequest;
+use crate::isolate::{IsolateRequest, RequestHead};
 use crate::limits::StopReason;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
 use crate::registry::Registry;
@@ -387,17 +387,16 @@ impl Node {
     }
     let scheme = if https { "https" } else { "http" };
     let host = if host.is_empty() { "localhost" } else { host };
-    // Concatenated, not format!ted: this runs on every request.
-    let url = [scheme, "://", host, path_and_query].concat();
+    let head = RequestHead::new(parts.method, scheme, host, path_and_query, &parts.headers);
+    // Copied into the head; not kept for the whole request.
+    drop(parts.headers);
     // A body without a length is cut off where it passes the limit: the handler's read fails.
     let body = (!body.is_end_stream())
       .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
     let (responder, outcome) = oneshot::channel();
     let isolate_request = IsolateRequest {
       request_id: request_id.clone(),
-      method: parts.method,
-      url,
-      headers: parts.headers,
+      head,
       body,
       responder,
       arrived,

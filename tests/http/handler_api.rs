@@ -35,6 +35,34 @@ async fn handler_sees_method_url_headers_body_and_env() {
 }
 
 #[tokio::test]
+async fn handler_sees_extension_methods_encoded_urls_and_every_header() {
+  let node = Node::serve("tests/fixtures", &[]);
+  let reply = send(
+    &http1(),
+    request("PURGE", &node.url("/inspect/caf\u{e9}?q=\u{fc}"))
+      .header("x-twice", "one")
+      .header("x-twice", "two")
+      .header("x-empty", "")
+      .header("x-latin", http::HeaderValue::from_bytes(b"caf\xe9").unwrap())
+      .body(Full::default())
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  let seen = reply.json();
+  assert_eq!(seen["method"], "PURGE");
+  // As the URL Standard's parser writes it: bytes outside ASCII percent-encoded.
+  assert_eq!(
+    seen["url"],
+    format!("http://{}/inspect/caf%C3%A9?q=%C3%BC", node.addr)
+  );
+  assert_eq!(seen["headers"]["x-twice"], "one, two");
+  assert_eq!(seen["headers"]["x-empty"], "");
+  // Header values are byte strings: one character per byte.
+  assert_eq!(seen["headers"]["x-latin"], "caf\u{e9}");
+}
+
+#[tokio::test]
 async fn handler_sets_status_headers_and_body() {
   let node = Node::serve("tests/fixtures", &[]);
   let reply = get(
