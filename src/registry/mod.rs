@@ -158,7 +158,8 @@ pub fn is_valid_name(name: &str) -> bool {
 /// deploy builds a new one and swaps it in whole.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-  functions: HashMap<String, Arc<Function>>,
+  /// Looked up on every request, by a name the client chose: a fast hasher with a random seed.
+  functions: HashMap<String, Arc<Function>, foldhash::fast::RandomState>,
   /// Every function's route patterns, most specific first.
   routes: Vec<(RoutePattern, String)>,
 }

@@ -32,7 +32,7 @@ struct FunctionGate {
 /// The gates of every function that has had a request.
 pub struct Admission {
   config: AdmissionConfig,
-  gates: Mutex<HashMap<String, Arc<FunctionGate>>>,
+  gates: Mutex<HashMap<String, Arc<FunctionGate>, foldhash::fast::RandomState>>,
 }
 
 /// Held while a request runs; its drop lets the next queued request in.
