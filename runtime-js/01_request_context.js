@@ -16,6 +16,24 @@ export function currentRequestId() {
 }
 
 /**
+ * Makes `requestId` the running request, for everything scheduled until `leaveRequest`; returns
+ * what was running before, for `leaveRequest`. The pair lets the hot path avoid a closure per
+ * request; `runInRequest` is the convenient form.
+ * @param {string} requestId
+ * @returns {unknown}
+ */
+export function enterRequest(requestId) {
+  const previous = getAsyncContext();
+  setAsyncContext(requestId);
+  return previous;
+}
+
+/** Restores what `enterRequest` returned. */
+export function leaveRequest(previous) {
+  setAsyncContext(previous);
+}
+
+/**
  * Runs `fn` as part of request `requestId`; everything it schedules inherits the id.
  * @template T
  * @param {string} requestId
@@ -23,11 +41,10 @@ export function currentRequestId() {
  * @returns {T}
  */
 export function runInRequest(requestId, fn) {
-  const previous = getAsyncContext();
-  setAsyncContext(requestId);
+  const previous = enterRequest(requestId);
   try {
     return fn();
   } finally {
-    setAsyncContext(previous);
+    leaveRequest(previous);
   }
 }

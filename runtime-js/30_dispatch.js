@@ -13,7 +13,7 @@ import {
 } from "ext:core/ops";
 import { ops } from "ext:islet_runtime/00_ops.js";
 import { body, consoleModule, request, response, streams } from "ext:islet_runtime/00_web_globals.js";
-import { runInRequest } from "ext:islet_runtime/01_request_context.js";
+import { enterRequest, leaveRequest, runInRequest } from "ext:islet_runtime/01_request_context.js";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
 import { ExecutionContext } from "ext:islet_runtime/10_context.js";
 import { dispatchFetchEvent, hasFetchListeners } from "ext:islet_runtime/20_service_worker.js";
@@ -198,27 +198,35 @@ class IncomingInnerRequest {
  * @param {number} bodyRid the request body resource, or -1 for none
  */
 export function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
-  runInRequest(requestId, () => {
-    let result;
-    try {
-      const innerBody = bodyRid === -1 ? null : new InnerBody(readableStreamForRid(bodyRid));
-      const name = typeof method === "number" ? METHODS[method] : method;
-      const inner = new IncomingInnerRequest(name, head, urlEnd, innerBody);
-      result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext(slot));
-    } catch (error) {
-      fail(slot, error);
-      return;
-    }
-    if (result !== null && typeof result === "object" && typeof result.then === "function") {
-      PromisePrototypeThen(
-        result,
-        (resolved) => respond(slot, resolved),
-        (error) => fail(slot, error),
-      );
-    } else {
-      respond(slot, result);
-    }
-  });
+  const previous = enterRequest(requestId);
+  try {
+    callHandler(slot, method, head, urlEnd, bodyRid);
+  } finally {
+    leaveRequest(previous);
+  }
+}
+
+/** `dispatch` inside the request's async context: calls the handler and answers with its result. */
+function callHandler(slot, method, head, urlEnd, bodyRid) {
+  let result;
+  try {
+    const innerBody = bodyRid === -1 ? null : new InnerBody(readableStreamForRid(bodyRid));
+    const name = typeof method === "number" ? METHODS[method] : method;
+    const inner = new IncomingInnerRequest(name, head, urlEnd, innerBody);
+    result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext(slot));
+  } catch (error) {
+    fail(slot, error);
+    return;
+  }
+  if (result !== null && typeof result === "object" && typeof result.then === "function") {
+    PromisePrototypeThen(
+      result,
+      (resolved) => respond(slot, resolved),
+      (error) => fail(slot, error),
+    );
+  } else {
+    respond(slot, result);
+  }
 }
 
 function describe(value) {
