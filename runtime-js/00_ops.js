@@ -4,37 +4,28 @@
 // with a fast-call overload. A module that imports an op from "ext:core/ops" therefore keeps
 // calling its slow path (argument checks, handle scopes, a return value slot) for good. When an
 // isolate is restored, deno_core binds every op afresh with its fast overload on `core.ops`;
-// `useFastOps`, which `__isletBoot` calls, swaps those in here. Ops whose signature V8 cannot call
-// fast (serde arguments, returned strings) are imported where they are used.
-import { core, primordials } from "ext:core/mod.js";
-import {
-  op_islet_fetch_begin,
-  op_islet_log,
-  op_islet_reserve_memory,
-  op_islet_respond_fast_bytes,
-  op_islet_respond_fast_text,
-  op_islet_wait_until,
-} from "ext:core/ops";
+// `useFastOps`, which `__isletBoot` calls, takes those. Ops whose signature V8 cannot call fast
+// (serde arguments, returned strings) are imported where they are used.
+import { core } from "ext:core/mod.js";
 
-const { ObjectKeys } = primordials;
+const NAMES = [
+  "op_islet_fetch_begin",
+  "op_islet_log",
+  "op_islet_reserve_memory",
+  "op_islet_respond_fast_bytes",
+  "op_islet_respond_fast_text",
+  "op_islet_wait_until",
+];
 
 /** Read at each call (`ops.op_islet_log(...)`), never destructured: `useFastOps` replaces them. */
-export const ops = {
-  op_islet_fetch_begin,
-  op_islet_log,
-  op_islet_reserve_memory,
-  op_islet_respond_fast_bytes,
-  op_islet_respond_fast_text,
-  op_islet_wait_until,
-};
+export const ops = { __proto__: null };
 
-/** Swaps in the fast-call functions deno_core bound on this isolate's `core.ops`. */
+/** Takes this isolate's functions from `core.ops`: with their fast calls once it is restored. */
 export function useFastOps() {
-  const keys = ObjectKeys(ops);
-  for (let i = 0; i < keys.length; i++) {
-    const fast = core.ops[keys[i]];
-    if (typeof fast === "function") {
-      ops[keys[i]] = fast;
-    }
+  for (let i = 0; i < NAMES.length; i++) {
+    ops[NAMES[i]] = core.ops[NAMES[i]];
   }
 }
+
+// While the snapshot is made: the snapshot's (slow) functions, so no call ever finds an op missing.
+useFastOps();
