@@ -63,6 +63,22 @@ async fn handler_sees_extension_methods_encoded_urls_and_every_header() {
 }
 
 #[tokio::test]
+async fn byte_bodies_arrive_whole_with_their_content_type_or_none() {
+  let node = Node::serve("tests/fixtures", &[]);
+  let client = http1();
+  for _ in 0..3 {
+    let typed = get(&client, &node.url("/bytes?typed")).await;
+    assert_eq!(typed.status, 200);
+    assert_eq!(typed.header("content-type"), Some("application/x-bytes"));
+    assert_eq!(typed.text(), "bytes \u{e9}\u{e9}");
+    let bare = get(&client, &node.url("/bytes")).await;
+    assert_eq!(bare.status, 200);
+    assert_eq!(bare.header("content-type"), None);
+    assert_eq!(bare.body.as_ref(), "bytes \u{e9}\u{e9}".as_bytes());
+  }
+}
+
+#[tokio::test]
 async fn handler_sets_status_headers_and_body() {
   let node = Node::serve("tests/fixtures", &[]);
   let reply = get(
