@@ -6,7 +6,9 @@
 // isolate is restored, deno_core binds every op afresh with its fast overload on `core.ops`;
 // `useFastOps`, which `__isletBoot` calls, takes those. Ops whose signature V8 cannot call fast
 // (serde arguments, returned strings) are imported where they are used.
-import { core } from "ext:core/mod.js";
+import { core, primordials } from "ext:core/mod.js";
+
+const { TypeError } = primordials;
 
 const NAMES = [
   "op_islet_fetch_begin",
@@ -20,10 +22,17 @@ const NAMES = [
 /** Read at each call (`ops.op_islet_log(...)`), never destructured: `useFastOps` replaces them. */
 export const ops = { __proto__: null };
 
-/** Takes this isolate's functions from `core.ops`: with their fast calls once it is restored. */
+/**
+ * Takes this isolate's functions from `core.ops`: with their fast calls once it is restored. A
+ * name with no op fails the snapshot build (or the boot), not some later request.
+ */
 export function useFastOps() {
   for (let i = 0; i < NAMES.length; i++) {
-    ops[NAMES[i]] = core.ops[NAMES[i]];
+    const op = core.ops[NAMES[i]];
+    if (typeof op !== "function") {
+      throw new TypeError(`00_ops.js names ${NAMES[i]}, which is no op`);
+    }
+    ops[NAMES[i]] = op;
   }
 }
 
