@@ -106,6 +106,6 @@ for name in "${servers[@]}"; do
     rounds+=" $(ratio "${mine[$r]}" "${theirs[$r]}")"
   done
   # shellcheck disable=SC2086
-  printf '%-10s %12.0f %10s %10s %16s %s\n' "$name" "$median_rps" "$(median ${p50[$name]})" \
+  printf '%-10s %12.0f %10.3f %10.3f %16s %s\n' "$name" "$median_rps" "$(median ${p50[$name]})" \
     "$(median ${p99[$name]})" "$overall" "($rounds )"
 done
