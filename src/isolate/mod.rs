@@ -461,43 +461,49 @@ impl Isolate {
   /// burst rather than once per request is a good part of a warm request's cost.
   fn call_handlers(&mut self, requests: impl IntoIterator<Item = IsolateRequest>) {
     let op_state = self.runtime.op_state();
-    let calls: Vec<HandlerCall> = {
+    let Burst { mut calls, mut slots } = BURST.take();
+    {
       let mut state = op_state.borrow_mut();
-      requests
-        .into_iter()
-        .map(|request| {
-          let IsolateRequest {
-            request_id,
-            head,
-            body,
-            responder,
-            arrived,
-            cold,
-          } = request;
-          let start = StartTiming {
-            cold,
-            duration: arrived.elapsed(),
-          };
-          let deadline = arrived + self.limits.wall();
-          let slot = state.borrow_mut::<PendingResponses>().insert(RequestSlot::new(
-            responder,
-            start,
-            request_id.clone(),
-            deadline,
-          ));
-          let body_rid = body.map_or(-1, |body| {
-            state.resource_table.add(RequestBodyResource::new(body)) as i32
-          });
-          HandlerCall {
-            slot,
-            request_id,
-            head,
-            body_rid,
-          }
-        })
-        .collect()
-    };
-    let slots: Vec<u32> = calls.iter().map(|call| call.slot).collect();
+      calls.extend(requests.into_iter().map(|request| {
+        let IsolateRequest {
+          request_id,
+          head,
+          body,
+          responder,
+          arrived,
+          cold,
+        } = request;
+        let start = StartTiming {
+          cold,
+          duration: arrived.elapsed(),
+        };
+        let deadline = arrived + self.limits.wall();
+        let slot = state.borrow_mut::<PendingResponses>().insert(RequestSlot::new(
+          responder,
+          start,
+          request_id.clone(),
+          deadline,
+        ));
+        let body_rid = body.map_or(-1, |body| {
+          state.resource_table.add(RequestBodyResource::new(body)) as i32
+        });
+        HandlerCall {
+          slot,
+          request_id,
+          head,
+          body_rid,
+        }
+      }));
+    }
+    slots.extend(calls.iter().map(|call| call.slot));
+    self.call_burst(&calls, &slots);
+    calls.clear();
+    slots.clear();
+    BURST.set(Burst { calls, slots });
+  }
+
+  /// Calls the handlers of a burst, in as few slices as [`enforce::BATCH_SLICE`] allows.
+  fn call_burst(&mut self, calls: &[HandlerCall], slots: &[u32]) {
     let dispatch_fn = self.dispatch_fn.clone();
     let mut next = 0;
     while next < calls.len() && self.stopped.is_none() {
@@ -532,6 +538,19 @@ impl Isolate {
       next += ran;
     }
   }
+}
+
+/// The handler calls of one burst and their slots. Kept per thread and reused from burst to
+/// burst: a burst under load holds a few dozen calls, too large for the allocator's fast path.
+#[derive(Default)]
+struct Burst {
+  calls: Vec<HandlerCall>,
+  slots: Vec<u32>,
+}
+
+thread_local! {
+  /// Taken while a burst runs (a burst inside it, were there one, would start a fresh one).
+  static BURST: Cell<Burst> = Cell::default();
 }
 
 /// Runs `f` with `runtime`'s isolate entered: the one place besides `poll` and `Drop` that enters.

@@ -10,7 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -21,17 +21,23 @@ pub const TICK: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeadlinePassed;
 
-/// One waiting request as the sweeper sees it.
+/// One waiting request as the sweeper sees it, in its slot of [`Waiting::slots`].
 struct Waiter {
   at: Instant,
-  passed: Cell<bool>,
-  waker: RefCell<Option<Waker>>,
+  passed: bool,
+  waker: Option<Waker>,
 }
 
 /// The requests waiting on this thread; the sweeper runs while there are any.
+///
+/// A table of slots reused from request to request, not an allocation per request: a request
+/// takes a free slot when it first waits and gives it back when its future ends, so the table is
+/// as long as the most requests ever waiting at once, and the sweeper walks only that.
 #[derive(Default)]
 struct Waiting {
-  waiters: RefCell<Vec<Weak<Waiter>>>,
+  slots: RefCell<Vec<Option<Waiter>>>,
+  /// Indices of the empty slots.
+  free: RefCell<Vec<usize>>,
   sweeping: Cell<bool>,
 }
 
@@ -39,66 +45,100 @@ thread_local! {
   static WAITING: Rc<Waiting> = Rc::default();
 }
 
+/// A request's slot in this thread's table, given back when dropped (when its `within` ends).
+struct Registration(usize);
+
+impl Registration {
+  /// Takes a free slot for a request due `at`, and starts the sweeper if it is not running.
+  fn new(at: Instant) -> Self {
+    WAITING.with(|waiting| {
+      let waiter = Some(Waiter {
+        at,
+        passed: false,
+        waker: None,
+      });
+      let mut slots = waiting.slots.borrow_mut();
+      let index = match waiting.free.borrow_mut().pop() {
+        Some(index) => {
+          slots[index] = waiter;
+          index
+        }
+        None => {
+          slots.push(waiter);
+          slots.len() - 1
+        }
+      };
+      if !waiting.sweeping.replace(true) {
+        crate::pool::spawn_here(sweep(waiting.clone()));
+      }
+      Self(index)
+    })
+  }
+
+  /// Whether the deadline passed; if not, remembers `waker` for the sweeper to wake.
+  fn passed_or_wait(&self, waker: &Waker) -> bool {
+    WAITING.with(|waiting| {
+      let mut slots = waiting.slots.borrow_mut();
+      // INVARIANT: a registration's slot is filled until the registration is dropped.
+      let waiter = slots[self.0].as_mut().expect("a registration's slot is filled");
+      if waiter.passed {
+        return true;
+      }
+      match &waiter.waker {
+        Some(known) if known.will_wake(waker) => {}
+        _ => waiter.waker = Some(waker.clone()),
+      }
+      false
+    })
+  }
+}
+
+impl Drop for Registration {
+  fn drop(&mut self) {
+    // The thread-local is gone only while the thread exits, when nothing sweeps any more.
+    let _ = WAITING.try_with(|waiting| {
+      waiting.slots.borrow_mut()[self.0] = None;
+      waiting.free.borrow_mut().push(self.0);
+    });
+  }
+}
+
 /// Runs `future` until it finishes or `at` passes (seen at most [`TICK`] late). Must run on an
 /// isolate thread: the sweeper is a task of the current thread.
 pub async fn within<F: Future>(at: Instant, future: F) -> Result<F::Output, DeadlinePassed> {
   let mut future = pin!(future);
-  let mut waiter: Option<Rc<Waiter>> = None;
+  let mut registration: Option<Registration> = None;
   poll_fn(|cx| {
     if let Poll::Ready(output) = future.as_mut().poll(cx) {
       return Poll::Ready(Ok(output));
     }
-    let waiter = waiter.get_or_insert_with(|| register(at));
-    if waiter.passed.get() {
+    let registration = registration.get_or_insert_with(|| Registration::new(at));
+    if registration.passed_or_wait(cx.waker()) {
       return Poll::Ready(Err(DeadlinePassed));
-    }
-    let mut waker = waiter.waker.borrow_mut();
-    match waker.as_ref() {
-      Some(known) if known.will_wake(cx.waker()) => {}
-      _ => *waker = Some(cx.waker().clone()),
     }
     Poll::Pending
   })
   .await
 }
 
-/// Adds a waiter to this thread's list, and starts the sweeper if it is not running.
-fn register(at: Instant) -> Rc<Waiter> {
-  let waiter = Rc::new(Waiter {
-    at,
-    passed: Cell::new(false),
-    waker: RefCell::new(None),
-  });
-  WAITING.with(|waiting| {
-    waiting.waiters.borrow_mut().push(Rc::downgrade(&waiter));
-    if !waiting.sweeping.replace(true) {
-      crate::pool::spawn_here(sweep(waiting.clone()));
-    }
-  });
-  waiter
-}
-
-/// Every tick, wakes the waiters whose deadline passed and forgets those that finished; stops
-/// when none is left (the next registration starts it again).
+/// Every tick, wakes the waiters whose deadline passed; stops when no request is waiting (the
+/// next registration starts it again).
 async fn sweep(waiting: Rc<Waiting>) {
   loop {
     tokio::time::sleep(TICK).await;
     let now = Instant::now();
-    let mut waiters = waiting.waiters.borrow_mut();
-    waiters.retain(|waiter| {
-      let Some(waiter) = waiter.upgrade() else {
-        return false;
-      };
-      if waiter.at > now {
-        return true;
+    let mut slots = waiting.slots.borrow_mut();
+    let mut any = false;
+    for waiter in slots.iter_mut().flatten() {
+      any = true;
+      if waiter.at <= now && !waiter.passed {
+        waiter.passed = true;
+        if let Some(waker) = waiter.waker.take() {
+          waker.wake();
+        }
       }
-      waiter.passed.set(true);
-      if let Some(waker) = waiter.waker.borrow_mut().take() {
-        waker.wake();
-      }
-      false
-    });
-    if waiters.is_empty() {
+    }
+    if !any {
       waiting.sweeping.set(false);
       return;
     }
@@ -131,6 +171,22 @@ mod tests {
   }
 
   #[test]
+  fn requests_waiting_one_after_another_reuse_one_slot() {
+    on_isolate_thread(async {
+      let at = Instant::now() + Duration::from_secs(60);
+      for n in 0..100 {
+        // Pending once, so that each request registers.
+        let output = within(at, async {
+          tokio::task::yield_now().await;
+          n
+        });
+        assert_eq!(output.await, Ok(n));
+      }
+      WAITING.with(|waiting| assert_eq!(waiting.slots.borrow().len(), 1));
+    });
+  }
+
+  #[test]
   fn a_future_past_its_deadline_fails_and_the_sweeper_stops() {
     on_isolate_thread(async {
       let at = Instant::now() + Duration::from_millis(30);
@@ -140,7 +196,7 @@ mod tests {
       // The sweeper has nothing left to watch and stops.
       tokio::time::sleep(TICK * 2).await;
       WAITING.with(|waiting| {
-        assert!(waiting.waiters.borrow().is_empty());
+        assert!(waiting.slots.borrow().iter().all(Option::is_none));
         assert!(!waiting.sweeping.get());
       });
     });
