@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use islet::isolate::{Isolate, IsolateConfig, IsolateRequest, RequestHead};
+use islet::isolate::{Isolate, IsolateConfig, IsolateRequest, RequestHead, RequestId};
 use islet::limits::Limits;
 use islet::registry::{load_function, Function};
 use tokio::sync::oneshot;
@@ -28,7 +28,7 @@ fn hello() -> Arc<Function> {
 fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
   let (responder, mut outcome) = oneshot::channel();
   isolate.dispatch([IsolateRequest {
-    request_id: Arc::from("bench"),
+    request_id: RequestId::generate(),
     head: RequestHead::new(
       http::Method::GET,
       "http",

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::isolate::ext::ResponseBody;
+use crate::isolate::ext::{RequestId, ResponseBody};
 use crate::limits::StopReason;
 
 /// Stable error codes sent to clients. Add new ones; never rename.
@@ -82,13 +82,13 @@ struct ErrorFields<'a> {
 }
 
 /// The response a client gets for `code`.
-pub fn error_response(code: ErrorCode, message: &str, request_id: &str) -> http::Response<ResponseBody> {
+pub fn error_response(code: ErrorCode, message: &str, request_id: RequestId) -> http::Response<ResponseBody> {
   error_with_figures(code, message, &[], request_id)
 }
 
 /// The response a client gets when its request hit a limit: the code, a message, and the limit's
 /// figures, e.g. `{"code":"cpu_limit_exceeded","limit_ms":50,"used_ms":51,…}`.
-pub fn limit_response(reason: &StopReason, request_id: &str) -> http::Response<ResponseBody> {
+pub fn limit_response(reason: &StopReason, request_id: RequestId) -> http::Response<ResponseBody> {
   error_with_figures(reason.code(), &reason.message(), &reason.fields(), request_id)
 }
 
@@ -96,14 +96,15 @@ fn error_with_figures(
   code: ErrorCode,
   message: &str,
   figures: &[(&'static str, u64)],
-  request_id: &str,
+  request_id: RequestId,
 ) -> http::Response<ResponseBody> {
+  let request_id = request_id.text();
   let body = ErrorBody {
     error: ErrorFields {
       code: code.as_str(),
       message,
       figures: figures.iter().copied().collect(),
-      request_id,
+      request_id: request_id.as_str(),
     },
   };
   // INVARIANT: a struct of strings and numbers always serializes.

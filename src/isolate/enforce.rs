@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deno_core::JsRuntime;
 
-use super::ext::{HandlerOutcome, PendingResponses, RequestSlot};
+use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot};
 use super::{entered, Isolate};
 use crate::error::limit_response;
 use crate::limits::cpu::Slice;
@@ -68,7 +68,7 @@ impl Isolate {
 
   /// The server gave up on request `request_id` at its deadline. If it is still in flight here,
   /// forget it and retire the isolate.
-  pub fn overdue(&mut self, request_id: &str) {
+  pub fn overdue(&mut self, request_id: RequestId) {
     let removed = self
       .runtime
       .op_state()
@@ -80,13 +80,13 @@ impl Isolate {
     }
   }
 
-  pub(super) fn retire(&mut self, request_id: &str) {
+  pub(super) fn retire(&mut self, request_id: RequestId) {
     let reason = StopReason::WallTime {
       limit: self.limits.wall(),
     };
     tracing::warn!(
       function = %self.function_name(),
-      request_id,
+      %request_id,
       limit = "wall_time",
       "{}; the isolate is retired",
       reason.message()
@@ -280,7 +280,7 @@ impl Isolate {
       if let Some(responder) = request.responder {
         let _ = responder.send(HandlerOutcome {
           start: Some(request.start),
-          result: Ok(limit_response(&reason, &request.request_id)),
+          result: Ok(limit_response(&reason, request.request_id)),
         });
       }
     }

@@ -44,6 +44,7 @@ use crate::limits::outbound::OutboundPolicy;
 use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use enforce::{startup_message, Charge};
+pub use ext::RequestId;
 use ext::{PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 use sandbox::{allow_wasm_code_generation, fetch_options, outbound_permissions, set_allow_eval};
@@ -359,7 +360,7 @@ impl Isolate {
       .overdue
       .take();
     if let Some(request_id) = overdue {
-      self.retire(&request_id);
+      self.retire(request_id);
     }
     self.poll_after_event_loop(cx, polled)
   }
@@ -478,12 +479,9 @@ impl Isolate {
           duration: arrived.elapsed(),
         };
         let deadline = arrived + self.limits.wall();
-        let slot = state.borrow_mut::<PendingResponses>().insert(RequestSlot::new(
-          responder,
-          start,
-          request_id.clone(),
-          deadline,
-        ));
+        let slot = state
+          .borrow_mut::<PendingResponses>()
+          .insert(RequestSlot::new(responder, start, request_id, deadline));
         let body_rid = body.map_or(-1, |body| {
           state.resource_table.add(RequestBodyResource::new(body)) as i32
         });

@@ -6,20 +6,19 @@
 //! (the [`RequestHead`]), which JS slices only when the handler asks, and a standard method
 //! crosses as a small integer naming one of JS's own method strings.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use deno_core::v8;
 use tokio::sync::oneshot;
 
-use super::ext::{HandlerOutcome, RequestBody};
+use super::ext::{HandlerOutcome, RequestBody, RequestId};
 use crate::error::{error_response, ErrorCode};
 
 /// A request on its way into an isolate. `Send`: it crosses from the accepting side to an isolate
 /// thread.
 pub struct IsolateRequest {
   /// The id in logs, error bodies and the `x-islet-request-id` header.
-  pub request_id: Arc<str>,
+  pub request_id: RequestId,
   /// Method, URL and headers, as JS receives them.
   pub head: RequestHead,
   /// `None` when the request has no body, so `request.body` is null as the Fetch spec wants.
@@ -35,7 +34,7 @@ pub struct IsolateRequest {
 impl IsolateRequest {
   /// Answers without running JS, with one of the node's own errors.
   pub fn reject(self, code: ErrorCode, message: &str) {
-    let result = Ok(error_response(code, message, &self.request_id));
+    let result = Ok(error_response(code, message, self.request_id));
     let _ = self.responder.send(HandlerOutcome { start: None, result });
   }
 }
@@ -123,7 +122,7 @@ fn push_percent_encoded(out: &mut Vec<u8>, bytes: &[u8]) {
 /// One request's call of `dispatch`, its slot already taken.
 pub(super) struct HandlerCall {
   pub slot: u32,
-  pub request_id: Arc<str>,
+  pub request_id: RequestId,
   pub head: RequestHead,
   pub body_rid: i32,
 }
@@ -141,7 +140,7 @@ impl HandlerCall {
     let url_end = i32::try_from(head.url_end).unwrap_or(i32::MAX);
     let args = [
       v8::Integer::new_from_unsigned(scope, self.slot).into(),
-      one_byte_string(scope, self.request_id.as_bytes()),
+      one_byte_string(scope, self.request_id.text().as_str().as_bytes()),
       method,
       one_byte_string(scope, &head.text),
       v8::Integer::new(scope, url_end).into(),

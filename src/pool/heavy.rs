@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::ThreadTask;
-use crate::isolate::IsolateRequest;
+use crate::isolate::{IsolateRequest, RequestId};
 use crate::registry::Function;
 
 /// A slice of JavaScript (outside module evaluation) whose clocked CPU time reaches this demotes its
@@ -138,7 +138,7 @@ impl HeavyLane {
   }
 
   /// Tells the heavy lane's isolate for `function` that `request_id` overran its deadline.
-  pub fn overdue(&self, function: Arc<Function>, request_id: Arc<str>) {
+  pub fn overdue(&self, function: Arc<Function>, request_id: RequestId) {
     let _ = self.inbox.send(Box::new(move |isolates| {
       Box::pin(async move { isolates.overdue(&function, request_id) })
     }));

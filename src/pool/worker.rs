@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::heavy::{Demotions, LONG_SLICE};
 use super::{spawn_here, Placement, ThreadTask};
 use crate::error::ErrorCode;
-use crate::isolate::{Isolate, IsolateConfig, IsolateRequest};
+use crate::isolate::{Isolate, IsolateConfig, IsolateRequest, RequestId};
 use crate::registry::Function;
 
 /// This thread's share of the pool's bounds.
@@ -33,7 +33,7 @@ pub(super) struct Bounds {
 enum Message {
   Request(IsolateRequest),
   /// The server gave up on this request at its wall-clock deadline.
-  Overdue(Arc<str>),
+  Overdue(RequestId),
 }
 
 /// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
@@ -126,7 +126,7 @@ impl LocalIsolates {
 
   /// Tells the isolate running `function` that the server gave up on `request_id` at its
   /// wall-clock deadline, so that it retires.
-  pub fn overdue(&self, function: &Arc<Function>, request_id: Arc<str>) {
+  pub fn overdue(&self, function: &Arc<Function>, request_id: RequestId) {
     let isolates = self.isolates.borrow();
     if let Some(loaded) = isolates.loaded.peek(&VersionKey(function.clone())) {
       let _ = loaded.inbox.send(Message::Overdue(request_id));
@@ -393,7 +393,7 @@ fn receive(
       Poll::Ready(Some(Message::Request(request))) => arrived.push(request),
       Poll::Ready(Some(Message::Overdue(request_id))) => {
         isolate.dispatch(arrived.drain(..));
-        isolate.overdue(&request_id);
+        isolate.overdue(request_id);
       }
       Poll::Ready(None) => break false,
       Poll::Pending => break true,

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::error::{error_response, limit_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
-use crate::isolate::{IsolateRequest, RequestHead};
+use crate::isolate::{IsolateRequest, RequestHead, RequestId};
 use crate::limits::StopReason;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
 use crate::registry::Registry;
@@ -313,11 +313,12 @@ impl Node {
     https: bool,
     isolates: &LocalIsolates,
   ) -> http::Response<ResponseBody> {
-    let request_id = new_request_id();
-    let mut response = self.run_function(request, https, isolates, &request_id).await;
-    if let Ok(value) = http::HeaderValue::from_str(&request_id) {
-      response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+    let request_id = RequestId::generate();
+    let mut response = self.run_function(request, https, isolates, request_id).await;
+    let value = http::HeaderValue::from_str(request_id.text().as_str());
+    // INVARIANT: hex digits are a valid header value.
+    let value = value.expect("hex digits are a valid header value");
+    response.headers_mut().insert(REQUEST_ID_HEADER, value);
     response
   }
 
@@ -326,7 +327,7 @@ impl Node {
     request: http::Request<Incoming>,
     https: bool,
     isolates: &LocalIsolates,
-    request_id: &Arc<str>,
+    request_id: RequestId,
   ) -> http::Response<ResponseBody> {
     let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
@@ -395,7 +396,7 @@ impl Node {
       .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
     let (responder, outcome) = oneshot::channel();
     let isolate_request = IsolateRequest {
-      request_id: request_id.clone(),
+      request_id,
       head,
       body,
       responder,
@@ -413,9 +414,9 @@ impl Node {
       Ok(outcome) => outcome,
       Err(_) => {
         if on_heavy_lane {
-          self.heavy_lane.overdue(function.clone(), request_id.clone());
+          self.heavy_lane.overdue(function.clone(), request_id);
         } else {
-          isolates.overdue(&function, request_id.clone());
+          isolates.overdue(&function, request_id);
         }
         let reason = StopReason::WallTime {
           limit: function.limits.wall(),
@@ -468,13 +469,17 @@ fn add_start_headers(headers: &mut http::HeaderMap, start: StartTiming) {
   let kind = if start.cold { "cold" } else { "warm" };
   headers.insert(START_HEADER, http::HeaderValue::from_static(kind));
   // Written without `format!`: this runs on every response.
+  const PREFIX: &[u8] = b"start;desc=";
+  const DURATION: &[u8] = b";dur=";
   let micros = u64::try_from(start.duration.as_micros()).unwrap_or(u64::MAX);
   let mut digits = itoa::Buffer::new();
-  let mut timing = Vec::with_capacity(48);
-  timing.extend_from_slice(b"start;desc=");
+  let whole = digits.format(micros / 1000);
+  // Exactly as long as the value: `Bytes` then takes the vector over without another allocation.
+  let mut timing = Vec::with_capacity(PREFIX.len() + kind.len() + DURATION.len() + whole.len() + 4);
+  timing.extend_from_slice(PREFIX);
   timing.extend_from_slice(kind.as_bytes());
-  timing.extend_from_slice(b";dur=");
-  timing.extend_from_slice(digits.format(micros / 1000).as_bytes());
+  timing.extend_from_slice(DURATION);
+  timing.extend_from_slice(whole.as_bytes());
   // The microseconds as three decimals, zeros kept: 1.005, not 1.5.
   let fraction = micros % 1000;
   timing.extend_from_slice(&[b'.', digit(fraction / 100), digit(fraction / 10), digit(fraction)]);
@@ -486,31 +491,6 @@ fn add_start_headers(headers: &mut http::HeaderMap, start: StartTiming) {
 /// The last decimal digit of `n`, in ASCII.
 fn digit(n: u64) -> u8 {
   b'0' + (n % 10) as u8
-}
-
-/// 16 hex digits: unique enough to find a request in the logs, short enough to read aloud. A
-/// splitmix64 sequence per thread, seeded once from the OS: no system call per request.
-fn new_request_id() -> Arc<str> {
-  use std::cell::Cell;
-  use std::hash::{BuildHasher, Hasher};
-  thread_local! {
-    static STATE: Cell<u64> = Cell::new(std::collections::hash_map::RandomState::new().build_hasher().finish());
-  }
-  let bits = STATE.with(|state| {
-    let next = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-    state.set(next);
-    let mut z = next;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-  });
-  const HEX: &[u8; 16] = b"0123456789abcdef";
-  let mut id = [0u8; 16];
-  for (i, digit) in id.iter_mut().enumerate() {
-    *digit = HEX[((bits >> (60 - 4 * i)) & 0xf) as usize];
-  }
-  // INVARIANT: hex digits are ASCII.
-  Arc::from(std::str::from_utf8(&id).expect("hex digits are ASCII"))
 }
 
 #[cfg(test)]
@@ -532,19 +512,5 @@ mod tests {
     assert_eq!(server_timing(1_117, true), "start;desc=cold;dur=1.117");
     assert_eq!(server_timing(12, false), "start;desc=warm;dur=0.012");
     assert_eq!(server_timing(5_000_000, false), "start;desc=warm;dur=5000.000");
-  }
-
-  #[test]
-  fn request_ids_are_16_lowercase_hex_digits_and_differ() {
-    let (a, b) = (new_request_id(), new_request_id());
-    for id in [&a, &b] {
-      assert_eq!(id.len(), 16, "{id}");
-      assert!(
-        id.bytes()
-          .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
-        "{id}"
-      );
-    }
-    assert_ne!(a, b);
   }
 }

@@ -14,6 +14,7 @@ use deno_error::JsErrorBox;
 use tokio::sync::{mpsc, oneshot};
 
 use super::body::ResponseBody;
+use super::request_id::RequestId;
 
 /// What came of one request: the handler's response or failure, and how its isolate started.
 pub struct HandlerOutcome {
@@ -51,7 +52,7 @@ pub struct RequestSlot {
   /// How this request's isolate started, sent along with the response.
   pub start: StartTiming,
   /// The request's id, to find it from JS (outbound fetches) and to name it in logs.
-  pub request_id: Arc<str>,
+  pub request_id: RequestId,
   /// When the request must be done by; a streamed body still running then is cut off.
   pub deadline: Instant,
   /// CPU time charged to the request so far.
@@ -68,7 +69,7 @@ impl RequestSlot {
   pub fn new(
     responder: oneshot::Sender<HandlerOutcome>,
     start: StartTiming,
-    request_id: Arc<str>,
+    request_id: RequestId,
     deadline: Instant,
   ) -> Self {
     Self {
@@ -105,7 +106,7 @@ pub struct PendingResponses {
   pub memory: Option<Arc<dyn MemoryAccount>>,
   /// A request whose streamed body was still running at its deadline; the isolate layer retires
   /// the isolate when it sees one.
-  pub overdue: Option<Arc<str>>,
+  pub overdue: Option<RequestId>,
   slots: HashMap<u32, RequestSlot, BuildHasherDefault<SlotHasher>>,
   next_slot: u32,
 }
@@ -168,7 +169,7 @@ impl PendingResponses {
         tracing::debug!(
           target: "islet::requests",
           function = &*self.function,
-          request_id = &*request.request_id,
+          request_id = %request.request_id,
           cpu_us = request.cpu_used.as_micros() as u64,
           fetches = request.fetches,
           "request finished"
@@ -211,16 +212,16 @@ impl PendingResponses {
   }
 
   /// The request with this id, if it is in flight here.
-  fn by_id(&mut self, request_id: &str) -> Option<(u32, &mut RequestSlot)> {
+  fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
     self
       .slots
       .iter_mut()
-      .find(|(_, r)| &*r.request_id == request_id)
+      .find(|(_, r)| r.request_id == request_id)
       .map(|(slot, request)| (*slot, request))
   }
 
   /// Forgets the request with this id, if it is in flight here.
-  pub fn remove_request(&mut self, request_id: &str) -> Option<RequestSlot> {
+  pub fn remove_request(&mut self, request_id: RequestId) -> Option<RequestSlot> {
     let (slot, _) = self.by_id(request_id)?;
     self.slots.remove(&slot)
   }
@@ -397,7 +398,7 @@ pub async fn op_islet_respond_stream(
     let (responder, request) = state.borrow_mut::<PendingResponses>().take_responder(slot)?;
     // In flight until the body has been pumped.
     request.streaming = true;
-    let (start, deadline, request_id) = (request.start, request.deadline, request.request_id.clone());
+    let (start, deadline, request_id) = (request.start, request.deadline, request.request_id);
     (responder, start, resource, deadline, request_id)
   };
   send(responder, start, Ok(response));
@@ -489,7 +490,8 @@ pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
 pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<(), JsErrorBox> {
   let requests = state.borrow_mut::<PendingResponses>();
   let max = requests.max_fetches;
-  let Some((_, request)) = requests.by_id(request_id) else {
+  let request = RequestId::parse(request_id).and_then(|id| requests.by_id(id));
+  let Some((_, request)) = request else {
     return Err(JsErrorBox::type_error(
       "fetch() can only be called while a request is being handled",
     ));
