@@ -121,24 +121,27 @@ pub async fn within<F: Future>(at: Instant, future: F) -> Result<F::Output, Dead
   .await
 }
 
-/// Every tick, wakes the waiters whose deadline passed; stops when no request is waiting (the
-/// next registration starts it again).
+/// Every tick, wakes the waiters whose deadline passed; stops when no request is left waiting for
+/// its deadline (the next registration starts it again).
 async fn sweep(waiting: Rc<Waiting>) {
   loop {
     tokio::time::sleep(TICK).await;
     let now = Instant::now();
     let mut slots = waiting.slots.borrow_mut();
-    let mut any = false;
-    for waiter in slots.iter_mut().flatten() {
-      any = true;
-      if waiter.at <= now && !waiter.passed {
-        waiter.passed = true;
-        if let Some(waker) = waiter.waker.take() {
-          waker.wake();
-        }
+    // Whether a request is still waiting for its deadline: one whose deadline passed keeps its
+    // slot until its future ends, but needs no more sweeps.
+    let mut waiting_for_deadline = false;
+    for waiter in slots.iter_mut().flatten().filter(|waiter| !waiter.passed) {
+      if waiter.at > now {
+        waiting_for_deadline = true;
+        continue;
+      }
+      waiter.passed = true;
+      if let Some(waker) = waiter.waker.take() {
+        waker.wake();
       }
     }
-    if !any {
+    if !waiting_for_deadline {
       waiting.sweeping.set(false);
       return;
     }
