@@ -7,6 +7,7 @@ use std::time::Duration;
 use deno_core::JsRuntime;
 
 use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot};
+use super::request::HandlerCall;
 use super::{entered, Isolate};
 use crate::error::limit_response;
 use crate::limits::cpu::Slice;
@@ -28,7 +29,7 @@ pub(super) enum Charge<'a> {
   InFlight,
   /// These requests, evenly: their handlers being called, one after another in one slice (see
   /// `Isolate::call_handlers`).
-  Requests(&'a [u32]),
+  Requests(&'a [HandlerCall]),
   /// The function's top-level code.
   Startup,
 }
@@ -184,14 +185,14 @@ impl Isolate {
     let requests = state.borrow_mut::<PendingResponses>();
     match charge {
       Charge::Startup => STARTUP_CPU,
-      Charge::Requests(slots) => {
-        let least_left = slots
+      Charge::Requests(calls) => {
+        let least_left = calls
           .iter()
-          .filter_map(|&slot| requests.get(slot))
+          .filter_map(|call| requests.get(call.slot))
           .map(|r| limit.saturating_sub(r.cpu_used))
           .min()
           .unwrap_or(limit);
-        if slots.len() > 1 {
+        if calls.len() > 1 {
           least_left + BATCH_SLICE
         } else {
           least_left
@@ -228,11 +229,11 @@ impl Isolate {
         .max()
         .unwrap_or(cpu),
       // A request may be gone already: a synchronous handler answers within its own slice.
-      Charge::Requests(slots) => {
-        let share = cpu / (slots.len() as u32).max(1);
+      Charge::Requests(calls) => {
+        let share = cpu / (calls.len() as u32).max(1);
         let mut most = share;
-        for &slot in slots {
-          if let Some(request) = requests.get_mut(slot) {
+        for call in calls {
+          if let Some(request) = requests.get_mut(call.slot) {
             request.cpu_used += share;
             most = most.max(request.cpu_used);
           }

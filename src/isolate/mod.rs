@@ -462,7 +462,7 @@ impl Isolate {
   /// burst rather than once per request is a good part of a warm request's cost.
   fn call_handlers(&mut self, requests: impl IntoIterator<Item = IsolateRequest>) {
     let op_state = self.runtime.op_state();
-    let Burst { mut calls, mut slots } = BURST.take();
+    let mut calls = BURST.take();
     {
       let mut state = op_state.borrow_mut();
       calls.extend(requests.into_iter().map(|request| {
@@ -493,20 +493,18 @@ impl Isolate {
         }
       }));
     }
-    slots.extend(calls.iter().map(|call| call.slot));
-    self.call_burst(&calls, &slots);
+    self.call_burst(&calls);
     calls.clear();
-    slots.clear();
-    BURST.set(Burst { calls, slots });
+    BURST.set(calls);
   }
 
   /// Calls the handlers of a burst, in as few slices as [`enforce::BATCH_SLICE`] allows.
-  fn call_burst(&mut self, calls: &[HandlerCall], slots: &[u32]) {
+  fn call_burst(&mut self, calls: &[HandlerCall]) {
     let dispatch_fn = self.dispatch_fn.clone();
     let mut next = 0;
     while next < calls.len() && self.stopped.is_none() {
       let pending = &calls[next..];
-      let (ran, all_called) = self.run_slice(Charge::Requests(&slots[next..]), |runtime| {
+      let (ran, all_called) = self.run_slice(Charge::Requests(&calls[next..]), |runtime| {
         let began = Instant::now();
         deno_core::scope!(scope, runtime);
         v8::tc_scope!(let scope, scope);
@@ -523,7 +521,7 @@ impl Isolate {
             break;
           }
         }
-        ((ran, all_called), Charge::Requests(&slots[next..next + ran]))
+        ((ran, all_called), Charge::Requests(&calls[next..next + ran]))
       });
       if !all_called && self.stopped.is_none() {
         // dispatch() never throws, so JS did not run at all. The isolate is unusable: `poll` says
@@ -538,17 +536,11 @@ impl Isolate {
   }
 }
 
-/// The handler calls of one burst and their slots. Kept per thread and reused from burst to
-/// burst: a burst under load holds a few dozen calls, too large for the allocator's fast path.
-#[derive(Default)]
-struct Burst {
-  calls: Vec<HandlerCall>,
-  slots: Vec<u32>,
-}
-
 thread_local! {
-  /// Taken while a burst runs (a burst inside it, were there one, would start a fresh one).
-  static BURST: Cell<Burst> = Cell::default();
+  /// The handler calls of one burst. Kept per thread and reused from burst to burst: a burst under
+  /// load holds a few dozen calls, too large for the allocator's fast path. Taken while a burst
+  /// runs (a burst inside it, were there one, would start a fresh one).
+  static BURST: Cell<Vec<HandlerCall>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with `runtime`'s isolate entered: the one place besides `poll` and `Drop` that enters.
