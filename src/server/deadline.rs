@@ -174,6 +174,40 @@ mod tests {
   }
 
   #[test]
+  fn a_request_past_its_deadline_leaves_the_others_to_theirs() {
+    on_isolate_thread(async {
+      let start = Instant::now();
+      let never = std::future::pending::<()>;
+      let requests = async {
+        tokio::join!(
+          within(start + Duration::from_millis(20), never()),
+          async {
+            let outcome = within(start + Duration::from_millis(60), never()).await;
+            (outcome, Instant::now())
+          },
+          within(start + Duration::from_secs(60), async {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            7
+          }),
+        )
+      };
+      // A sweeper that stopped while a request still waited would leave the second one pending.
+      let (short, (long, long_ended), in_time) = tokio::time::timeout(Duration::from_secs(5), requests)
+        .await
+        .expect("every request ended");
+      assert_eq!(short, Err(DeadlinePassed));
+      assert_eq!(long, Err(DeadlinePassed));
+      assert!(
+        long_ended >= start + Duration::from_millis(60),
+        "failed before its deadline"
+      );
+      assert_eq!(in_time, Ok(7));
+      // All three gave their slots back.
+      WAITING.with(|waiting| assert!(waiting.slots.borrow().iter().all(Option::is_none)));
+    });
+  }
+
+  #[test]
   fn requests_waiting_one_after_another_reuse_one_slot() {
     on_isolate_thread(async {
       let at = Instant::now() + Duration::from_secs(60);
