@@ -120,6 +120,29 @@ async fn outbound_fetches_per_request_are_counted() {
 }
 
 #[tokio::test]
+async fn fetch_outside_a_request_is_refused() {
+  let upstream = Upstream::start().await;
+  let node = Node::serve(FIXTURES, &["--allow-fetch-to", "127.0.0.1"]);
+  // One connection, so the report comes from the isolate that ran the timer.
+  let client = http1();
+  let target = upstream.url("/count");
+  let scheduled = get(&client, &node.url(&format!("/fetch-outside?url={target}"))).await;
+  assert_eq!(scheduled.text(), "scheduled");
+  let mut report = serde_json::Value::Null;
+  for _ in 0..100 {
+    report = get(&client, &node.url("/fetch-outside?report")).await.json();
+    if report["late"] != "not run yet" {
+      break;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+  }
+  let refused = "TypeError: fetch() can only be called while a request is being handled";
+  assert_eq!(report["topLevel"], refused, "{report}");
+  assert_eq!(report["late"], refused, "{report}");
+  assert!(upstream.hits.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn bodies_over_the_limit_are_refused() {
   let node = Node::serve(FIXTURES, &[]);
   let client = http1();
