@@ -469,20 +469,20 @@ fn add_start_headers(headers: &mut http::HeaderMap, start: StartTiming) {
   let kind = if start.cold { "cold" } else { "warm" };
   headers.insert(START_HEADER, http::HeaderValue::from_static(kind));
   // Written without `format!`: this runs on every response.
-  const PREFIX: &[u8] = b"start;desc=";
-  const DURATION: &[u8] = b";dur=";
   let micros = u64::try_from(start.duration.as_micros()).unwrap_or(u64::MAX);
   let mut digits = itoa::Buffer::new();
-  let whole = digits.format(micros / 1000);
-  // Exactly as long as the value: `Bytes` then takes the vector over without another allocation.
-  let mut timing = Vec::with_capacity(PREFIX.len() + kind.len() + DURATION.len() + whole.len() + 4);
-  timing.extend_from_slice(PREFIX);
-  timing.extend_from_slice(kind.as_bytes());
-  timing.extend_from_slice(DURATION);
-  timing.extend_from_slice(whole.as_bytes());
   // The microseconds as three decimals, zeros kept: 1.005, not 1.5.
   let fraction = micros % 1000;
-  timing.extend_from_slice(&[b'.', digit(fraction / 100), digit(fraction / 10), digit(fraction)]);
+  let fraction = [b'.', digit(fraction / 100), digit(fraction / 10), digit(fraction)];
+  // One allocation of exactly the value's length, which `Bytes` then takes over as it is.
+  let timing = [
+    b"start;desc=",
+    kind.as_bytes(),
+    b";dur=",
+    digits.format(micros / 1000).as_bytes(),
+    &fraction,
+  ]
+  .concat();
   if let Ok(value) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(timing)) {
     headers.append(SERVER_TIMING_HEADER, value);
   }
