@@ -474,15 +474,19 @@ fn add_start_headers(headers: &mut http::HeaderMap, start: StartTiming) {
   // The microseconds as three decimals, zeros kept: 1.005, not 1.5.
   let fraction = micros % 1000;
   let fraction = [b'.', digit(fraction / 100), digit(fraction / 10), digit(fraction)];
-  // One allocation of exactly the value's length, which `Bytes` then takes over as it is.
-  let timing = [
+  let whole = digits.format(micros / 1000);
+  let parts: [&[u8]; 5] = [
     b"start;desc=",
     kind.as_bytes(),
     b";dur=",
-    digits.format(micros / 1000).as_bytes(),
+    whole.as_bytes(),
     &fraction,
-  ]
-  .concat();
+  ];
+  // Exactly as long as the value: `Bytes` then takes the vector over without another allocation.
+  let mut timing = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+  for part in parts {
+    timing.extend_from_slice(part);
+  }
   if let Ok(value) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(timing)) {
     headers.append(SERVER_TIMING_HEADER, value);
   }
