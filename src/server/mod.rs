@@ -8,6 +8,7 @@
 
 mod admission;
 mod deadline;
+mod graceful;
 pub mod router;
 mod tls;
 
@@ -22,7 +23,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
@@ -36,6 +36,7 @@ use crate::registry::Registry;
 use admission::Admission;
 pub use admission::AdmissionConfig;
 use arc_swap::ArcSwap;
+use graceful::{Shutdown, Watcher};
 use router::{host_without_port, name_from_path, Router};
 
 /// How a node serves HTTP.
@@ -162,7 +163,7 @@ impl Server {
       pool,
       shutdown_grace,
     } = self;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let graceful = Shutdown::new();
     let builder = Arc::new(http_builder(LocalExec));
     tokio::pin!(shutdown);
     loop {
