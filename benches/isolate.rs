@@ -10,10 +10,9 @@ use std::task::Poll;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use islet::isolate::{Isolate, IsolateConfig, IsolateRequest, RequestHead, RequestId};
+use islet::isolate::{reply, Isolate, IsolateConfig, IsolateRequest, RequestHead, RequestId};
 use islet::limits::Limits;
 use islet::registry::{load_function, Function};
-use tokio::sync::oneshot;
 
 fn hello() -> Arc<Function> {
   let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello");
@@ -26,7 +25,7 @@ fn hello() -> Arc<Function> {
 
 /// Sends one GET through `isolate` and drives it until the response arrives.
 fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
-  let (responder, mut outcome) = oneshot::channel();
+  let (responder, mut outcome) = reply::here();
   isolate.dispatch([IsolateRequest {
     request_id: RequestId::generate(),
     head: RequestHead::new(

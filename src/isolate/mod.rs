@@ -44,7 +44,7 @@ use crate::limits::outbound::OutboundPolicy;
 use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use enforce::{startup_message, Charge};
-pub use ext::RequestId;
+pub use ext::{reply, RequestId};
 use ext::{PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 use sandbox::{allow_wasm_code_generation, fetch_options, outbound_permissions, set_allow_eval};

@@ -9,9 +9,8 @@
 use std::time::Instant;
 
 use deno_core::v8;
-use tokio::sync::oneshot;
 
-use super::ext::{HandlerOutcome, RequestBody, RequestId};
+use super::ext::{HandlerOutcome, RequestBody, RequestId, Responder};
 use crate::error::{error_response, ErrorCode};
 
 /// A request on its way into an isolate. `Send`: it crosses from the accepting side to an isolate
@@ -24,7 +23,7 @@ pub struct IsolateRequest {
   /// `None` when the request has no body, so `request.body` is null as the Fetch spec wants.
   pub body: Option<RequestBody>,
   /// Where the handler's response, or its failure, is sent.
-  pub responder: oneshot::Sender<HandlerOutcome>,
+  pub responder: Responder,
   /// When the node received the request: start times are measured from here.
   pub arrived: Instant,
   /// Set by the isolate thread: whether this request loads the function (a cold start).

@@ -24,12 +24,11 @@ use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{error_response, limit_response, ErrorCode, NodeError};
 use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTiming};
-use crate::isolate::{IsolateRequest, RequestHead, RequestId};
+use crate::isolate::{reply, IsolateRequest, RequestHead, RequestId};
 use crate::limits::StopReason;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
 use crate::registry::Registry;
@@ -395,7 +394,13 @@ impl Node {
     // A body without a length is cut off where it passes the limit: the handler's read fails.
     let body = (!body.is_end_stream())
       .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
-    let (responder, outcome) = oneshot::channel();
+    let on_heavy_lane = self.heavy_lane.takes(&function.name);
+    // A request on this thread's isolates is answered on this thread.
+    let (responder, outcome) = if on_heavy_lane {
+      reply::elsewhere()
+    } else {
+      reply::here()
+    };
     let isolate_request = IsolateRequest {
       request_id,
       head,
@@ -404,7 +409,6 @@ impl Node {
       arrived,
       cold: false,
     };
-    let on_heavy_lane = self.heavy_lane.takes(&function.name);
     let _in_flight = if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);
       None

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod ops;
+pub mod reply;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -24,6 +25,11 @@ pub use body::{RequestBody, RequestBodyResource, ResponseBody};
   reason = "build.rs compiles this module but uses only `extensions`"
 )]
 pub use ops::{HandlerFailure, HandlerOutcome, MemoryAccount, PendingResponses, RequestSlot, StartTiming};
+#[allow(
+  unused_imports,
+  reason = "build.rs compiles this module but uses only `extensions`"
+)]
+pub use reply::{Reply, Responder};
 #[allow(
   unused_imports,
   reason = "build.rs compiles this module but uses only `extensions`"

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use deno_core::{op2, ByteString, JsBuffer, OpState, ResourceId};
 use deno_error::JsErrorBox;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::body::ResponseBody;
+use super::reply::Responder;
 use super::request_id::RequestId;
 
 /// What came of one request: the handler's response or failure, and how its isolate started.
@@ -48,7 +49,7 @@ pub struct HandlerFailure {
 /// and the work it handed to `waitUntil` has settled. Its CPU time is counted all that while.
 pub struct RequestSlot {
   /// Where the response goes (the HTTP side awaits it); `None` once answered.
-  pub responder: Option<oneshot::Sender<HandlerOutcome>>,
+  pub responder: Option<Responder>,
   /// How this request's isolate started, sent along with the response.
   pub start: StartTiming,
   /// The request's id, to find it from JS (outbound fetches) and to name it in logs.
@@ -66,12 +67,7 @@ pub struct RequestSlot {
 }
 
 impl RequestSlot {
-  pub fn new(
-    responder: oneshot::Sender<HandlerOutcome>,
-    start: StartTiming,
-    request_id: RequestId,
-    deadline: Instant,
-  ) -> Self {
+  pub fn new(responder: Responder, start: StartTiming, request_id: RequestId, deadline: Instant) -> Self {
     Self {
       responder: Some(responder),
       start,
@@ -153,10 +149,7 @@ impl PendingResponses {
 
   /// Takes the responder of request `slot`, to answer it. The request stays in flight until
   /// `finish_if_done` finds it finished.
-  fn take_responder(
-    &mut self,
-    slot: u32,
-  ) -> Result<(oneshot::Sender<HandlerOutcome>, &mut RequestSlot), JsErrorBox> {
+  fn take_responder(&mut self, slot: u32) -> Result<(Responder, &mut RequestSlot), JsErrorBox> {
     let answered = || JsErrorBox::type_error("this request has already been answered");
     let request = self.slots.get_mut(&slot).ok_or_else(answered)?;
     let responder = request.responder.take().ok_or_else(answered)?;
@@ -283,7 +276,7 @@ fn answer(
 }
 
 fn send(
-  responder: oneshot::Sender<HandlerOutcome>,
+  responder: Responder,
   start: StartTiming,
   result: Result<http::Response<ResponseBody>, HandlerFailure>,
 ) {
