@@ -49,6 +49,7 @@ pub struct Shutdown {
 
 #[derive(Default)]
 struct Inner {
+  /// Set once shutdown starts: a connection polled after it closes gracefully.
   started: AtomicBool,
   /// The connections not closed yet, by key, with their task's waker once it has polled.
   open: Mutex<Open>,
@@ -58,7 +59,9 @@ struct Inner {
 
 #[derive(Default)]
 struct Open {
+  /// The key the next connection gets: a counter, never reused.
   next_key: u64,
+  /// The open connections by key, each with its task's waker once it has polled.
   connections: HashMap<u64, Option<Waker>>,
 }
 
@@ -113,7 +116,9 @@ impl Shutdown {
 
 /// One open connection, as counted by its [`Shutdown`].
 pub struct Watcher {
+  /// The server's side, shared by every connection.
   inner: Arc<Inner>,
+  /// This connection's entry in `Open::connections`, removed when the watcher drops.
   key: u64,
 }
 

@@ -89,13 +89,17 @@ impl Future for Reply {
 pub struct HereResponder {
   /// Which thread's table: the address of its thread-local, distinct among live threads.
   table: usize,
+  /// The request's slot in that table.
   index: u32,
+  /// The slot's generation when the request took it: any other means the slot was freed since.
   generation: u32,
 }
 
 /// A slot of this thread's table, as the request awaits it; frees the slot when dropped.
 pub struct HereReply {
+  /// The request's slot in this thread's table.
   index: u32,
+  /// The slot's generation when the request took it; bumped when this reply frees it.
   generation: u32,
 }
 
@@ -109,7 +113,9 @@ enum State {
 }
 
 struct Slot {
+  /// Bumped each time the slot is freed, so responders of earlier requests no longer match.
   generation: u32,
+  /// Where the request's outcome stands.
   state: State,
 }
 
