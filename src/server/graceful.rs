@@ -2,8 +2,8 @@
 //! request it is on and closes, and the server waits (within its grace period) until all have.
 //!
 //! hyper-util's `GracefulShutdown` does this by racing each connection against a `watch` channel,
-//! which polls a `Notify` every time the connection's task runs: ~400 instructions of a warm
-//! request's ~19,000, for an event that happens once in a node's life. Here a connection registers
+//! which polls a `Notify` every time the connection's task runs: ~370 instructions of a warm
+//! request's ~19,000 (callgrind), for an event that happens once in a node's life. Here a connection registers
 //! its task's waker once, and each poll only reads a flag.
 
 use std::collections::HashMap;
