@@ -5,7 +5,8 @@
 //! # Layout
 //! Data flows one way: socket → router → isolate pool → isolate → handler → response.
 //!
-//! - [`server`]: the HTTP front (hyper, rustls), routing by host or path, graceful shutdown.
+//! - [`server`]: the HTTP front (hyper, rustls), routing by host or path, graceful shutdown, and
+//!   closing connections idle (or receiving a request head) past their timeouts.
 //! - [`pool`]: isolate threads, each with its own current-thread runtime, and request placement.
 //! - [`isolate`]: one V8 isolate: snapshot, module loader, handler dispatch, and the
 //!   `islet_runtime` extension (`isolate::ext`) whose ops `runtime-js/` calls.

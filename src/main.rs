@@ -17,7 +17,7 @@ use islet::limits::Limits;
 use islet::pool::PoolConfig;
 use islet::registry::store::Store;
 use islet::registry::Registry;
-use islet::server::{AdmissionConfig, Server, ServerConfig};
+use islet::server::{AdmissionConfig, ConnectionTimeouts, Server, ServerConfig};
 
 #[derive(Parser)]
 #[command(name = "islet", version, about = "A multi-tenant edge function runtime")]
@@ -166,6 +166,14 @@ struct ServeArgs {
   /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM.
   #[arg(long, default_value_t = 10)]
   shutdown_grace: u64,
+  /// Seconds a connection with no request in flight may send and receive nothing before it is
+  /// closed.
+  #[arg(long, default_value_t = ConnectionTimeouts::default().idle.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+  idle_timeout: u64,
+  /// Seconds a request head may take to arrive, from its first byte, before its connection is
+  /// closed (a client that trickles headers in to hold connections open).
+  #[arg(long, default_value_t = ConnectionTimeouts::default().head.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+  head_timeout: u64,
   #[command(flatten)]
   pool: PoolArgs,
   #[command(flatten)]
@@ -414,6 +422,10 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     tls: args.tls_cert.zip(args.tls_key),
     base_domains: args.base_domains,
     shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    connection_timeouts: ConnectionTimeouts {
+      idle: Duration::from_secs(args.idle_timeout),
+      head: Duration::from_secs(args.head_timeout),
+    },
     pool: PoolConfig {
       threads: args.threads.unwrap_or(PoolConfig::default().threads),
       pin_threads: !args.pool.no_pin_threads,

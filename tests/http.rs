@@ -4,6 +4,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "http/connections.rs"]
+mod connections;
 #[path = "http/errors.rs"]
 mod errors;
 #[path = "http/handler_api.rs"]

@@ -1,7 +1,8 @@
 //! The HTTP front of a node: accepts TCP connections and hands each to an isolate thread, where it
 //! is served (TLS, then HTTP/1.1 or HTTP/2 through hyper-util's auto builder: HTTP/2 by prior
 //! knowledge on cleartext, by ALPN over TLS) and its requests are routed, admitted and dispatched
-//! to that thread's isolates. Bodies stream in both directions.
+//! to that thread's isolates. Bodies stream in both directions. A connection with no request in
+//! flight is closed once idle, or receiving a request head, past its timeout (`idle`).
 //!
 //! It never runs JavaScript itself and never waits on an isolate except through the response
 //! channel.
@@ -9,6 +10,7 @@
 mod admission;
 mod deadline;
 mod graceful;
+mod idle;
 pub mod router;
 mod tls;
 
@@ -16,6 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +39,8 @@ use admission::Admission;
 pub use admission::AdmissionConfig;
 use arc_swap::ArcSwap;
 use graceful::{Shutdown, Watcher};
+pub use idle::ConnectionTimeouts;
+use idle::{Activity, InFlightBody, Tracked};
 use router::{host_without_port, name_from_path, Router};
 
 /// How a node serves HTTP.
@@ -48,6 +53,9 @@ pub struct ServerConfig {
   pub base_domains: Vec<String>,
   /// How long in-flight requests may take to finish after a shutdown signal.
   pub shutdown_grace: Duration,
+  /// When a connection with no request in flight is closed: silent too long, or its next request
+  /// head arriving too slowly.
+  pub connection_timeouts: ConnectionTimeouts,
   pub pool: PoolConfig,
   pub admission: AdmissionConfig,
 }
@@ -59,6 +67,7 @@ impl Default for ServerConfig {
       tls: None,
       base_domains: Vec::new(),
       shutdown_grace: Duration::from_secs(10),
+      connection_timeouts: ConnectionTimeouts::default(),
       pool: PoolConfig::default(),
       admission: AdmissionConfig::default(),
     }
@@ -84,6 +93,7 @@ pub struct Server {
   /// The isolate threads, which also serve the connections.
   pool: IsolatePool,
   shutdown_grace: Duration,
+  connection_timeouts: ConnectionTimeouts,
 }
 
 /// Runs hyper's per-stream tasks on the current isolate thread: requests are handled where their
@@ -138,6 +148,7 @@ impl Server {
       node: Arc::new(node),
       pool,
       shutdown_grace: config.shutdown_grace,
+      connection_timeouts: config.connection_timeouts,
     })
   }
 
@@ -161,6 +172,7 @@ impl Server {
       node,
       pool,
       shutdown_grace,
+      connection_timeouts,
     } = self;
     let graceful = Shutdown::new();
     let builder = Arc::new(http_builder(LocalExec));
@@ -187,6 +199,7 @@ impl Server {
         tls: tls.clone(),
         node: node.clone(),
         builder: builder.clone(),
+        timeouts: connection_timeouts,
       };
       let watcher = graceful.watcher();
       if pool
@@ -256,6 +269,7 @@ struct Connection {
   tls: Option<TlsAcceptor>,
   node: Arc<Node>,
   builder: Arc<auto::Builder<LocalExec>>,
+  timeouts: ConnectionTimeouts,
 }
 
 impl Connection {
@@ -266,44 +280,60 @@ impl Connection {
       tls,
       node,
       builder,
+      timeouts,
     } = self;
     let stream = match tokio::net::TcpStream::from_std(stream) {
       Ok(stream) => stream,
       Err(err) => return tracing::debug!("cannot adopt a connection: {err}"),
     };
+    let activity = Activity::register(timeouts);
+    let stream = Tracked::new(stream, activity.clone());
     let result = match tls {
       Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve_http(&builder, watcher, stream, node, isolates, true).await,
+        Ok(Ok(stream)) => serve_http(&builder, watcher, activity, stream, node, isolates, true).await,
         Ok(Err(err)) => return tracing::debug!("TLS handshake failed: {err}"),
         Err(_) => return tracing::debug!("TLS handshake timed out"),
       },
-      None => serve_http(&builder, watcher, stream, node, isolates, false).await,
+      None => serve_http(&builder, watcher, activity, stream, node, isolates, false).await,
     };
-    if let Err(err) = result {
-      tracing::debug!("connection closed with an error: {err}");
+    match result {
+      Ok(Ok(())) => {}
+      Ok(Err(err)) => tracing::debug!("connection closed with an error: {err}"),
+      Err(idle::Expiry::Idle) => tracing::debug!("closed a connection idle past its timeout"),
+      Err(idle::Expiry::Head) => {
+        tracing::debug!("closed a connection whose request head took longer than its timeout")
+      }
     }
   }
 }
 
-/// HTTP/1.1 or HTTP/2 over `io` (a TCP or TLS stream), each request handled on this thread.
+/// HTTP/1.1 or HTTP/2 over `io` (a TCP or TLS stream), each request handled on this thread, until
+/// the client or a shutdown ends it, or it sits past one of its timeouts (the `Err`).
 async fn serve_http<I>(
   builder: &auto::Builder<LocalExec>,
   watcher: Watcher,
+  activity: Rc<Activity>,
   io: I,
   node: Arc<Node>,
   isolates: LocalIsolates,
   https: bool,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+) -> Result<Result<(), Box<dyn std::error::Error + Send + Sync>>, idle::Expiry>
 where
   I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
-  let service = hyper::service::service_fn(move |request| {
-    let (node, isolates) = (node.clone(), isolates.clone());
-    async move { Ok::<_, Infallible>(node.handle(request, https, &isolates).await) }
+  let service = hyper::service::service_fn({
+    let activity = activity.clone();
+    move |request| {
+      let (node, isolates) = (node.clone(), isolates.clone());
+      let in_flight = activity.request_started();
+      async move {
+        let response = node.handle(request, https, &isolates).await;
+        Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+      }
+    }
   });
-  watcher
-    .watch(builder.serve_connection(TokioIo::new(io), service).into_owned())
-    .await
+  let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+  idle::watch(activity, watcher.watch(connection)).await
 }
 
 impl Node {
