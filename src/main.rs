@@ -79,6 +79,9 @@ enum Command {
   HyperCeiling {
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
+    /// Serving threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
   },
 }
 
@@ -308,9 +311,10 @@ fn main() -> ExitCode {
     | Command::Versions { .. }
     | Command::Rollback { .. }
     | Command::Delete { .. } => unreachable!("answered above"),
-    Command::HyperCeiling { listen } => {
+    Command::HyperCeiling { listen, threads } => {
+      let threads = threads.unwrap_or(PoolConfig::default().threads);
       runtime
-        .block_on(islet::bench::ceiling::serve(listen))
+        .block_on(islet::bench::ceiling::serve(listen, threads))
         .map_err(|source| NodeError::Io {
           path: listen.to_string(),
           source,
