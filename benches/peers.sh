@@ -4,7 +4,10 @@
 # requests/s and p50/p99 latency side by side, with Islet's ratio to each: medians over ROUNDS rounds.
 #
 # Usage: benches/peers.sh   (ROUNDS=3 DURATION=10s CONNECTIONS=64 WRK_THREADS=2 ISOLATE_THREADS=2
-#                            SERVERS="islet deno workerd hyper": a subset for more rounds in less time)
+#                            SERVERS="islet deno workerd hyper": a subset for more rounds in less time
+#                            PIN=1: per core, each server confined to CPU 0 with one thread or worker
+#                            and wrk -t1 -c32 to CPU 1, so that the two never compete for a core;
+#                            rounds then agree within a few percent instead of ±15%)
 # Needs: wrk and npm (Debian's packages); installs deno and workerd from the npm registry
 # (@deno/linux-x64-glibc, @cloudflare/workerd-linux-64) into a scratch folder.
 set -euo pipefail
@@ -15,6 +18,12 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 ISOLATE_THREADS=${ISOLATE_THREADS:-2}
+PIN=${PIN:-0}
+server_cpu=() client_cpu=() deno_workers=(--parallel)
+if [ "$PIN" = 1 ]; then
+  server_cpu=(taskset -c 0) client_cpu=(taskset -c 1) deno_workers=()
+  ISOLATE_THREADS=1 WRK_THREADS=1 CONNECTIONS=${CONNECTIONS_PINNED:-32}
+fi
 # shellcheck source=benches/common.sh
 source benches/common.sh
 echo "installing deno and workerd from npm…" >&2
@@ -54,14 +63,14 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
 declare -A rps p50 p99
 run() { # name url command...
   local name=$1 url=$2; shift 2
-  "$@" >"$work/$name.log" 2>&1 &
+  "${server_cpu[@]}" "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   local pid=$!
   wait_for "$url"
   [ "$(curl -s "$url")" = "Hello from Islet!" ] || { echo "peers: $name answered something else" >&2; exit 1; }
-  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null # warm-up
+  "${client_cpu[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s "$url" >/dev/null # warm-up
   local out
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  out=$("${client_cpu[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
   rps[$name]+=" $(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50[$name]+=" $(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
   p99[$name]+=" $(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
@@ -72,9 +81,9 @@ run() { # name url command...
 run_one() { # name
   case $1 in
     islet) run islet http://127.0.0.1:18081/hello "$islet" serve "$work/functions" --listen 127.0.0.1:18081 --threads "$ISOLATE_THREADS" ;;
-    deno) run deno http://127.0.0.1:18082/ "$deno" serve --quiet --parallel --port 18082 "$work/hello.js" ;;
+    deno) run deno http://127.0.0.1:18082/ "$deno" serve --quiet "${deno_workers[@]}" --port 18082 "$work/hello.js" ;;
     workerd) run workerd http://127.0.0.1:18083/ "$workerd" serve "$work/workerd.capnp" ;;
-    hyper) run hyper http://127.0.0.1:18084/ "$islet" hyper-ceiling --listen 127.0.0.1:18084 ;;
+    hyper) run hyper http://127.0.0.1:18084/ "$islet" hyper-ceiling --listen 127.0.0.1:18084 --threads "$ISOLATE_THREADS" ;;
   esac
 }
 
@@ -89,8 +98,10 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-printf '\nhello, wrk -t%s -c%s -d%s, %s rounds, on %s cores: medians over the rounds\n' \
-  "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$(nproc)"
+placement="sharing $(nproc) cores"
+[ "$PIN" = 1 ] && placement="servers on CPU 0 (one thread), wrk on CPU 1"
+printf '\nhello, wrk -t%s -c%s -d%s, %s rounds, %s: medians over the rounds\n' \
+  "$WRK_THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$placement"
 printf '%-10s %12s %10s %10s %16s %s\n' server requests/s p50_ms p99_ms "islet / server" "(each round)"
 # shellcheck disable=SC2086 # the lists are space-separated on purpose
 islet_rps=$(median ${rps[islet]})
