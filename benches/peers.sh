@@ -6,8 +6,9 @@
 # Usage: benches/peers.sh   (ROUNDS=3 DURATION=10s CONNECTIONS=64 WRK_THREADS=2 ISOLATE_THREADS=2
 #                            SERVERS="islet deno workerd hyper": a subset for more rounds in less time
 #                            PIN=1: per core, each server confined to CPU 0 with one thread or worker
-#                            and wrk -t1 -c32 to CPU 1, so that the two never compete for a core;
-#                            rounds then agree within a few percent instead of ±15%)
+#                            and wrk -t1 -c32 to CPU 1, so that the two never compete for a core and
+#                            a server that uses less CPU per request cannot win by leaving wrk more
+#                            of the machine)
 # Needs: wrk and npm (Debian's packages); installs deno and workerd from the npm registry
 # (@deno/linux-x64-glibc, @cloudflare/workerd-linux-64) into a scratch folder.
 set -euo pipefail
