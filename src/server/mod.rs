@@ -245,7 +245,7 @@ pub fn http_builder<E>(executor: E) -> auto::Builder<E> {
 
 /// The CPU on which the kernel last processed the connection's incoming packets (Linux's
 /// `SO_INCOMING_CPU`), if it says.
-fn incoming_cpu(stream: &tokio::net::TcpStream) -> Option<usize> {
+pub(crate) fn incoming_cpu(stream: &tokio::net::TcpStream) -> Option<usize> {
   use std::os::fd::AsRawFd;
   let mut cpu: libc::c_int = -1;
   let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
