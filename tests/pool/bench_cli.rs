@@ -1,9 +1,11 @@
 //! `islet bench` runs end to end: cold starts are cold, warm requests warm, and the report is JSON
-//! with every figure present, plus an SVG chart.
+//! with every figure present, plus an SVG chart. `islet hyper-ceiling`, the baseline
+//! benches/peers.sh compares against, answers hello on its serving threads.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
-use crate::support::repo_path;
+use crate::support::{get, h2c, http1, repo_path};
 
 #[test]
 fn islet_bench_reports_cold_and_warm_starts_as_json_and_svg() {
@@ -51,4 +53,27 @@ fn islet_bench_reports_cold_and_warm_starts_as_json_and_svg() {
     "{svg}"
   );
   let _ = std::fs::remove_file(chart);
+}
+
+#[tokio::test]
+async fn hyper_ceiling_answers_hello_over_http1_and_http2() {
+  let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
+    .args(["hyper-ceiling", "--listen", "127.0.0.1:0", "--threads", "2"])
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("start islet hyper-ceiling");
+  let mut line = String::new();
+  BufReader::new(child.stdout.take().expect("stdout"))
+    .read_line(&mut line)
+    .expect("read the listening line");
+  let url = format!("http://{}/", line.trim().rsplit("://").next().unwrap_or_default());
+  // A client per connection: connections are spread over both serving threads.
+  for client in [http1(), http1(), http1(), h2c()] {
+    let reply = get(&client, &url).await;
+    assert_eq!(reply.status, 200, "{url}");
+    assert_eq!(reply.text(), "Hello from Islet!\n");
+    assert_eq!(reply.header("content-type"), Some("text/plain;charset=UTF-8"));
+  }
+  let _ = child.kill();
+  let _ = child.wait();
 }
