@@ -12,6 +12,11 @@
 //! budget it began with, it terminates the isolate (`IsolateHandle::terminate_execution`), about a
 //! millisecond late. An idle node wakes it 200 times a second.
 //!
+//! A slice can also stop making progress without using CPU: a thread blocked in a system call or
+//! a lock inside an op. CPU time never reaches the budget then, so each slice also has a wall
+//! budget ([`stuck_after`]), far above any CPU budget's wall time on a busy machine; past it the
+//! watchdog terminates the slice all the same, and [`SliceEnd::stuck`] says why.
+//!
 //! The mutex around each thread's running slice is what makes termination exact: the watchdog
 //! terminates only while it holds it and sees the slice still running, and the isolate thread ends
 //! a slice under the same mutex, so a termination can never land on a slice it was not meant for
@@ -43,12 +48,16 @@ struct Running {
   started: Instant,
   /// CPU time the slice may use before it is terminated.
   budget: Duration,
+  /// Wall time the slice may take, on the CPU or off it, before it is terminated.
+  wall_budget: Duration,
   isolate: v8::IsolateHandle,
   /// The thread's CPU clock when the watchdog first saw the slice, and the wall time the slice had
   /// run by then (charged as CPU: it is at most a tick).
   first_seen: Option<(Duration, Duration)>,
   /// The CPU time at which the watchdog terminated the slice.
   terminated_at: Option<Duration>,
+  /// The watchdog terminated the slice for its wall time, not its CPU time.
+  stuck: bool,
 }
 
 impl Running {
@@ -140,6 +149,13 @@ fn tick(threads: &Mutex<Vec<Weak<ThreadClock>>>) -> Duration {
       return true;
     };
     let age = running.started.elapsed();
+    if age > running.wall_budget {
+      // Stuck off the CPU (or on it, with a CPU clock that does not move): stopped either way.
+      running.terminated_at = Some(running.used(thread.clock.and_then(read_clock)));
+      running.stuck = true;
+      running.isolate.terminate_execution();
+      return true;
+    }
     if running.first_seen.is_none() && age < FIRST_LOOK {
       sleep = sleep.min(running.budget.saturating_sub(age));
       return true;
@@ -155,7 +171,9 @@ fn tick(threads: &Mutex<Vec<Weak<ThreadClock>>>) -> Duration {
       running.terminated_at = Some(used);
       running.isolate.terminate_execution();
     } else {
-      sleep = sleep.min(running.budget - used);
+      sleep = sleep
+        .min(running.budget - used)
+        .min(running.wall_budget.saturating_sub(age));
     }
     true
   });
@@ -178,18 +196,35 @@ pub struct SliceEnd {
   pub clocked: Duration,
   /// The watchdog terminated the isolate during this slice: it must be discarded.
   pub terminated: bool,
+  /// The slice was terminated because it took longer than its wall budget, whatever its CPU.
+  pub stuck: bool,
+}
+
+/// The wall time a slice with a CPU `budget` may take before the watchdog treats it as stuck:
+/// twice its budget and two seconds more, so that a slice kept off the CPU by a busy machine is
+/// never mistaken for one blocked for good.
+pub fn stuck_after(budget: Duration) -> Duration {
+  budget.saturating_mul(2).saturating_add(Duration::from_secs(2))
 }
 
 impl Slice {
-  /// Starts timing JavaScript on this thread for `isolate`, which may use `budget` of CPU.
+  /// Starts timing JavaScript on this thread for `isolate`, which may use `budget` of CPU and
+  /// take [`stuck_after`] that budget in wall time.
   pub fn begin(isolate: &v8::IsolateHandle, budget: Duration) -> Slice {
+    Self::begin_with_wall(isolate, budget, stuck_after(budget))
+  }
+
+  /// [`Slice::begin`] with the wall budget given.
+  pub fn begin_with_wall(isolate: &v8::IsolateHandle, budget: Duration, wall_budget: Duration) -> Slice {
     THIS_THREAD.with(|thread| {
       *lock(&thread.slice) = Some(Running {
         started: Instant::now(),
         budget,
+        wall_budget,
         isolate: isolate.clone(),
         first_seen: None,
         terminated_at: None,
+        stuck: false,
       });
     });
     Slice(())
@@ -202,6 +237,7 @@ impl Slice {
           cpu: Duration::ZERO,
           clocked: Duration::ZERO,
           terminated: false,
+          stuck: false,
         };
       };
       // The CPU clock is read only for slices the watchdog saw: long ones, where it is worth it.
@@ -217,6 +253,7 @@ impl Slice {
         cpu: running.terminated_at.map_or(used, |at| at.max(used)),
         clocked,
         terminated: running.terminated_at.is_some(),
+        stuck: running.stuck,
       }
     })
   }
@@ -250,5 +287,23 @@ mod tests {
     });
     assert!(spun.clocked >= Duration::from_millis(5), "{spun:?}");
     assert!(spun.cpu >= spun.clocked, "{spun:?}");
+  }
+
+  #[test]
+  fn a_slice_blocked_off_the_cpu_past_its_wall_budget_is_terminated_as_stuck() {
+    crate::isolate::init_v8();
+    start_watchdog();
+    let isolate = v8::Isolate::new(v8::CreateParams::default());
+    let handle = isolate.thread_safe_handle();
+    // A thread blocked for good stands in for a blocking call inside an op: it uses no CPU.
+    let slice = Slice::begin_with_wall(&handle, Duration::from_secs(10), Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(120));
+    let end = slice.end();
+    assert!(end.terminated, "{end:?}");
+    assert!(end.stuck, "{end:?}");
+    assert!(end.clocked < Duration::from_millis(5), "{end:?}");
+    // A slice within its wall budget is neither.
+    let end = timed(&handle, || std::thread::sleep(Duration::from_millis(5)));
+    assert!(!end.terminated && !end.stuck, "{end:?}");
   }
 }
