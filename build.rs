@@ -17,7 +17,10 @@ fn main() {
       cargo_manifest_dir: env!("CARGO_MANIFEST_DIR"),
       startup_snapshot: None,
       skip_op_registration: false,
-      extensions: ext::extensions(deno_fetch::Options::default()),
+      extensions: ext::extensions(
+        deno_fetch::Options::default(),
+        std::sync::Arc::new(deno_web::BlobStore::default()),
+      ),
       extension_transpiler: None,
       with_runtime_cb: None,
     },

@@ -39,6 +39,7 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
     responder,
     arrived: Instant::now(),
     cold: false,
+    precharged: std::time::Duration::ZERO,
   }]);
   let outcome = runtime.block_on(poll_fn(|cx| loop {
     if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {

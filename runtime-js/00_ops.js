@@ -11,7 +11,9 @@ import { core, primordials } from "ext:core/mod.js";
 const { TypeError } = primordials;
 
 const NAMES = [
+  "op_islet_charge",
   "op_islet_fetch_begin",
+  "op_islet_fetch_end",
   "op_islet_log",
   "op_islet_reserve_memory",
   "op_islet_respond_fast_bytes",

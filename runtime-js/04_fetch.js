@@ -3,11 +3,13 @@
 // deno_fetch does the fetching, and the isolate's net permissions (built by src/limits/outbound.rs)
 // refuse private addresses on every hop, after DNS resolution. This wrapper counts each call
 // against the running request (op_islet_fetch_begin refuses one past the function's limit, or
-// outside any request), and rewords deno_permissions' refusal, which is written for Deno's command
-// line, in terms a handler's author can act on.
+// outside any request), aborts it when the invocation's time runs out (its wall-clock deadline, or
+// for `waitUntil` work that long after the response), so no socket outlives the work that opened
+// it, and rewords deno_permissions' refusal, which is written for Deno's command line, in terms a
+// handler's author can act on.
 import { primordials } from "ext:core/mod.js";
 import { ops } from "ext:islet_runtime/00_ops.js";
-import { fetchModule } from "ext:islet_runtime/00_web_globals.js";
+import { abortSignal, fetchModule, request as requestModule } from "ext:islet_runtime/00_web_globals.js";
 import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 
 const {
@@ -15,12 +17,17 @@ const {
   ObjectDefineProperty,
   ObjectPrototypeIsPrototypeOf,
   PromisePrototypeCatch,
+  SafePromisePrototypeFinally,
   PromiseReject,
   RegExpPrototypeExec,
   TypeError,
 } = primordials;
 
 const denoFetch = fetchModule.fetch;
+const { Request } = requestModule;
+const { AbortSignal } = abortSignal;
+const AbortSignalAny = AbortSignal.any;
+const AbortSignalTimeout = AbortSignal.timeout;
 // `Requires net access to "127.0.0.1:8080", run again with the --allow-net flag`
 const NET_REFUSAL = /Requires net access to "?([^",]+)"?/;
 
@@ -54,12 +61,27 @@ function explainRefusal(error) {
  * @param {RequestInit} [init]
  */
 function fetch(input, init = undefined) {
+  let left;
   try {
-    ops.op_islet_fetch_begin(currentRequestId());
+    left = ops.op_islet_fetch_begin(currentRequestId());
   } catch (error) {
     return PromiseReject(new TypeError(error.message));
   }
-  return PromisePrototypeCatch(denoFetch(input, init), explainRefusal);
+  let fetched;
+  try {
+    const request = new Request(input, init);
+    // https://fetch.spec.whatwg.org/#dom-global-fetch step 2 makes this same Request again; the
+    // signal given here follows the caller's and the invocation's time, whichever ends first.
+    const signal = AbortSignalAny([request.signal, AbortSignalTimeout(left)]);
+    fetched = denoFetch(request, { signal });
+  } catch (error) {
+    ops.op_islet_fetch_end();
+    return PromiseReject(error);
+  }
+  return PromisePrototypeCatch(
+    SafePromisePrototypeFinally(fetched, () => ops.op_islet_fetch_end()),
+    explainRefusal,
+  );
 }
 
 ObjectDefineProperty(globalThis, "fetch", {

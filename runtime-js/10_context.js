@@ -22,9 +22,12 @@ export class ExecutionContext {
    */
   waitUntil(promise) {
     const slot = this[slotKey];
+    // Resolved first: a `constructor` getter that throws must not leave the request counted as
+    // waiting for ever.
+    const settled = PromiseResolve(promise);
     ops.op_islet_wait_until(slot, true);
     PromisePrototypeThen(
-      PromiseResolve(promise),
+      settled,
       () => ops.op_islet_wait_until(slot, false),
       (error) => {
         ops.op_islet_wait_until(slot, false);

@@ -27,6 +27,7 @@ const {
   ObjectPrototypeIsPrototypeOf,
   PromisePrototypeCatch,
   PromisePrototypeThen,
+  PromiseResolve,
   StringPrototypeSlice,
   StringPrototypeSplit,
   TypeError,
@@ -208,24 +209,25 @@ export function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
 
 /** `dispatch` inside the request's async context: calls the handler and answers with its result. */
 function callHandler(slot, method, head, urlEnd, bodyRid) {
-  let result;
   try {
     const innerBody = bodyRid === -1 ? null : new InnerBody(readableStreamForRid(bodyRid));
     const name = typeof method === "number" ? METHODS[method] : method;
     const inner = new IncomingInnerRequest(name, head, urlEnd, innerBody);
-    result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext(slot));
-  } catch (error) {
-    fail(slot, error);
-    return;
-  }
-  if (result !== null && typeof result === "object" && typeof result.then === "function") {
+    const result = handler(fromInnerRequest(inner, "immutable"), new ExecutionContext(slot));
+    if (ObjectPrototypeIsPrototypeOf(ResponsePrototype, result)) {
+      respond(slot, result);
+      return;
+    }
+    // Anything else is awaited as `await` would await it: a promise, a thenable (whose `then`,
+    // tenant code, runs in a microtask and may throw), or a plain value that respond() refuses.
     PromisePrototypeThen(
-      result,
+      PromiseResolve(result),
       (resolved) => respond(slot, resolved),
       (error) => fail(slot, error),
     );
-  } else {
-    respond(slot, result);
+  } catch (error) {
+    // The handler threw, or reading its result's `constructor` (a getter) did.
+    fail(slot, error);
   }
 }
 

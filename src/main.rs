@@ -177,6 +177,13 @@ struct ServeArgs {
   /// closed (a client that trickles headers in to hold connections open).
   #[arg(long, default_value_t = ConnectionTimeouts::default().head.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
   head_timeout: u64,
+  /// Seconds a connection's writes may stay blocked (its client reads nothing, even mid-response)
+  /// before it is closed and its response dropped.
+  #[arg(long, default_value_t = ConnectionTimeouts::default().write.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+  write_timeout: u64,
+  /// Connections open at once on the node; past it, new ones are closed as they are accepted.
+  #[arg(long, default_value_t = ServerConfig::default().max_connections)]
+  max_connections: usize,
   #[command(flatten)]
   pool: PoolArgs,
   #[command(flatten)]
@@ -429,7 +436,9 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     connection_timeouts: ConnectionTimeouts {
       idle: Duration::from_secs(args.idle_timeout),
       head: Duration::from_secs(args.head_timeout),
+      write: Duration::from_secs(args.write_timeout),
     },
+    max_connections: args.max_connections,
     pool: PoolConfig {
       threads: args.threads.unwrap_or(PoolConfig::default().threads),
       pin_threads: !args.pool.no_pin_threads,

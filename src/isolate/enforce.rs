@@ -2,7 +2,8 @@
 //! timed, charged slice, memory measured against the isolate's cap, and the one way an isolate
 //! stops when a limit is hit, or retires when a request overran its deadline.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use deno_core::JsRuntime;
 
@@ -10,11 +11,11 @@ use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot};
 use super::request::HandlerCall;
 use super::{entered, Isolate};
 use crate::error::limit_response;
-use crate::limits::cpu::Slice;
-use crate::limits::StopReason;
+use crate::limits::cpu::{stuck_after, Slice, SliceEnd};
+use crate::limits::{Limits, StopReason};
 
-/// CPU time a function's top-level code may take to evaluate (its requests' limit is usually far
-/// smaller, and evaluation is not any one request's doing).
+/// CPU time a function's top-level code may take to evaluate, in all its slices together (its
+/// requests' limit is usually far smaller, and evaluation is not any one request's doing).
 pub(super) const STARTUP_CPU: Duration = Duration::from_secs(1);
 
 /// Slices that used at least this much CPU are followed by a memory measurement; lighter ones by
@@ -49,7 +50,10 @@ impl Isolate {
 
   /// The isolate was stopped for using more CPU than its limit.
   pub fn hit_cpu_limit(&self) -> bool {
-    matches!(self.stopped, Some(StopReason::Cpu { .. }))
+    matches!(
+      self.stopped,
+      Some(StopReason::Cpu { .. } | StopReason::Background { .. })
+    )
   }
 
   /// A request overran its wall-clock deadline here: the isolate must get no new requests.
@@ -95,6 +99,45 @@ impl Isolate {
     self.retiring = true;
   }
 
+  /// Ends the invocations whose response has gone but whose `waitUntil` work is still running
+  /// past its deadline (`RequestSlot::work_deadline`): they leave the table, and what they left
+  /// running is background work from now on, under the function's background allowance. Arms a
+  /// timer, polled with `cx`, for the next such deadline.
+  pub(super) fn expire_lingering(&mut self, cx: &mut std::task::Context<'_>) {
+    let state = self.runtime.op_state();
+    let mut state = state.borrow_mut();
+    let requests = state.borrow_mut::<PendingResponses>();
+    let Some(at) = requests.next_linger_deadline else {
+      self.linger_timer = None;
+      return;
+    };
+    if at <= Instant::now() {
+      for request in requests.expire_lingering(Instant::now()) {
+        tracing::warn!(
+          function = %requests.function,
+          request_id = %request.request_id,
+          limit = "wall_time",
+          "the request's waitUntil work did not settle within {} ms of its response; the \
+           invocation is ended, and what it still runs counts as background work",
+          request.after_response.as_millis()
+        );
+      }
+    }
+    let Some(at) = requests.next_linger_deadline else {
+      self.linger_timer = None;
+      return;
+    };
+    let timer = self
+      .linger_timer
+      .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
+    if timer.deadline() != at.into() {
+      timer.as_mut().reset(at.into());
+    }
+    if timer.as_mut().poll(cx).is_ready() {
+      cx.waker().wake_by_ref();
+    }
+  }
+
   /// Bytes of V8 heap this isolate holds (what the cache of loaded isolates is bounded by), and
   /// the same measurement checked against the memory limit.
   pub fn heap_bytes(&mut self) -> usize {
@@ -136,12 +179,16 @@ impl Isolate {
 
   /// `run_js` for a slice that learns as it runs whom it ran for: `f` returns, besides its result,
   /// whom to charge (`budget_for` says whose budget the slice may use).
+  ///
+  /// This is the one place that decides whether a slice overran a limit: its invocations' CPU
+  /// (charged on the thread and, through `op_islet_charge`, off it), the module's evaluation
+  /// budget, the function's background allowance, the slice's wall budget, and memory.
   pub(super) fn run_slice<'c, R>(
     &mut self,
     budget_for: Charge<'c>,
     f: impl FnOnce(&mut JsRuntime) -> (R, Charge<'c>),
   ) -> R {
-    let budget = self.slice_budget(budget_for);
+    let (budget, background) = self.slice_budget(budget_for);
     let slice = Slice::begin(&self.handle, budget);
     let (result, charge) = entered(&mut self.runtime, f);
     let end = slice.end();
@@ -150,6 +197,14 @@ impl Isolate {
       self.longest_slice = self.longest_slice.max(end.clocked);
     }
     let used = self.charge(charge, end.cpu);
+    let offthread = std::mem::take(
+      &mut self
+        .runtime
+        .op_state()
+        .borrow_mut()
+        .borrow_mut::<PendingResponses>()
+        .background_charged,
+    );
     let memory_hit = self
       .near_heap_limit
       .take()
@@ -159,32 +214,77 @@ impl Isolate {
         limit_bytes: self.memory.cap(),
         used_bytes,
       });
-    } else if end.terminated {
-      let limit = match charge {
-        Charge::Startup => STARTUP_CPU,
-        _ => self.limits.cpu(),
-      };
-      // A slice shared by several requests charges each a share; the slice itself overran.
-      self.stop(StopReason::Cpu {
-        limit,
-        used: used.max(end.cpu),
+    } else if end.stuck {
+      self.stop(StopReason::Stuck {
+        waited: stuck_after(budget),
       });
+    } else if let Some(reason) = self.overran(charge, background, used, offthread, &end) {
+      self.stop(reason);
     } else if end.cpu >= MEASURE_AFTER_CPU || self.slices % MEASURE_EVERY == 0 {
       self.measure_memory();
     }
     result
   }
 
-  /// CPU the next slice may use: what is left of the most spent request's budget (times the
-  /// requests it is shared among), never more than one request's whole limit; handlers called in
-  /// one slice get one request's budget plus the [`BATCH_SLICE`] the ones before the last may use.
-  fn slice_budget(&self, charge: Charge) -> Duration {
+  /// Which CPU limit, if any, the slice that just ended (charged as `charge`, with `used` the
+  /// most any of its invocations has now used, and `offthread` of work off the thread that ended
+  /// for no invocation) took its isolate past.
+  fn overran(
+    &mut self,
+    charge: Charge,
+    background: bool,
+    used: Duration,
+    offthread: Duration,
+    end: &SliceEnd,
+  ) -> Option<StopReason> {
+    if background || !offthread.is_zero() {
+      // Nothing was in flight: the function's background allowance pays.
+      let unowned = if background {
+        end.cpu + offthread
+      } else {
+        offthread
+      };
+      let spent = self.background.charge(unowned, Instant::now());
+      if spent || (background && end.terminated) {
+        return Some(StopReason::Background {
+          used: self.background.used(),
+          allowance: self.background.capacity(),
+        });
+      }
+      if background {
+        return None;
+      }
+    }
+    match charge {
+      // One budget for the whole evaluation, however many slices top-level await splits it into.
+      Charge::Startup => {
+        self.startup_used += end.cpu;
+        (end.terminated || self.startup_used >= STARTUP_CPU).then_some(StopReason::Cpu {
+          limit: STARTUP_CPU,
+          used: self.startup_used,
+        })
+      }
+      // A slice shared by several requests charges each a share; the slice itself overran. An
+      // invocation may also have passed its limit through work charged off the thread.
+      _ => (end.terminated || used > self.limits.cpu()).then_some(StopReason::Cpu {
+        limit: self.limits.cpu(),
+        used: used.max(end.cpu),
+      }),
+    }
+  }
+
+  /// CPU the next slice may use, and whether it runs with no invocation in flight (background
+  /// work, paid from the function's allowance). For invocations: what is left of the most spent
+  /// one's budget (times the invocations it is shared among), never more than one invocation's
+  /// whole limit; handlers called in one slice get one request's budget plus the [`BATCH_SLICE`]
+  /// the ones before the last may use. For module evaluation: what is left of [`STARTUP_CPU`].
+  fn slice_budget(&mut self, charge: Charge) -> (Duration, bool) {
     let limit = self.limits.cpu();
     let state = self.runtime.op_state();
     let mut state = state.borrow_mut();
     let requests = state.borrow_mut::<PendingResponses>();
     match charge {
-      Charge::Startup => STARTUP_CPU,
+      Charge::Startup => (STARTUP_CPU.saturating_sub(self.startup_used), false),
       Charge::Requests(calls) => {
         let least_left = calls
           .iter()
@@ -193,21 +293,20 @@ impl Isolate {
           .min()
           .unwrap_or(limit);
         if calls.len() > 1 {
-          least_left + BATCH_SLICE
+          (least_left + BATCH_SLICE, false)
         } else {
-          least_left
+          (least_left, false)
         }
       }
+      Charge::InFlight if requests.is_empty() => (self.background.left(Instant::now()), true),
       Charge::InFlight => {
         let count = requests.len() as u32;
         let least_left = requests
           .slots_mut()
           .map(|r| limit.saturating_sub(r.cpu_used))
-          .min();
-        match least_left {
-          Some(left) => (left * count.max(1)).min(limit),
-          None => limit,
-        }
+          .min()
+          .unwrap_or(limit);
+        ((least_left * count.max(1)).min(limit), false)
       }
     }
   }
@@ -286,6 +385,15 @@ impl Isolate {
       }
     }
   }
+}
+
+/// Whether a request has spent its CPU limit before its handler runs: the node did work on its
+/// behalf first (an isolate restored for a function with a heap of its own), and charged it.
+pub(super) fn spent_before_start(limits: &Limits, precharged: Duration) -> Option<StopReason> {
+  (precharged >= limits.cpu()).then_some(StopReason::Cpu {
+    limit: limits.cpu(),
+    used: precharged,
+  })
 }
 
 /// How the log and the 503s describe a function whose top-level code (module evaluation, or

@@ -39,13 +39,14 @@ use deno_core::error::CoreError;
 use deno_core::{v8, JsRuntime, ModuleId, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions};
 
 use crate::error::ErrorCode;
+use crate::limits::background::Allowance;
 use crate::limits::memory::{self, MemoryBudget};
 use crate::limits::outbound::OutboundPolicy;
 use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use enforce::{startup_message, Charge};
 pub use ext::{reply, RequestId};
-use ext::{PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
+use ext::{HandlerOutcome, PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 use sandbox::{allow_wasm_code_generation, fetch_options, outbound_permissions, set_allow_eval};
 
@@ -141,6 +142,12 @@ pub struct Isolate {
   peak_memory: usize,
   /// The longest slice of request JavaScript since the owner last asked (module evaluation aside).
   longest_slice: Duration,
+  /// CPU the function's top-level code has used, over all the slices of its evaluation.
+  startup_used: Duration,
+  /// What JavaScript may use with no invocation in flight (`limits::background`).
+  background: Allowance,
+  /// Fires at the next deadline of `waitUntil` work after a response (`expire_lingering`).
+  linger_timer: Option<Pin<Box<tokio::time::Sleep>>>,
   /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
   runtime: JsRuntime,
 }
@@ -156,7 +163,10 @@ impl Isolate {
       .array_buffer_allocator(memory::allocator(&memory));
     let mut runtime = JsRuntime::try_new(RuntimeOptions {
       startup_snapshot: Some(SNAPSHOT),
-      extensions: ext::extensions(fetch_options()),
+      extensions: ext::extensions(
+        fetch_options(),
+        Arc::new(ext::blob::AccountedBlobStore::new(memory.clone())),
+      ),
       module_loader: Some(loader.clone()),
       create_params: Some(create_params),
       ..Default::default()
@@ -171,6 +181,7 @@ impl Isolate {
       requests.max_fetches = config.limits.max_fetches;
     }
     let handle = runtime.v8_isolate().thread_safe_handle();
+    memory.set_isolate(handle.clone());
     let near_heap_limit = Rc::new(Cell::new(None));
     {
       let (handle, hit, budget) = (handle.clone(), near_heap_limit.clone(), memory.clone());
@@ -192,6 +203,10 @@ impl Isolate {
         current.saturating_add(1 << 30)
       });
     }
+    // Atomics.wait would block the isolate thread, and every function on it, off the CPU where
+    // no CPU limit sees it: refused (a TypeError), as browsers refuse it on their main threads.
+    // Atomics.waitAsync still works.
+    runtime.v8_isolate().set_allow_atomics_wait(false);
     // Compiling WebAssembly stays allowed when code generation from strings is not (V8 would
     // otherwise tie the two together).
     runtime
@@ -222,6 +237,9 @@ impl Isolate {
       slices: 0,
       peak_memory: 0,
       longest_slice: Duration::ZERO,
+      startup_used: Duration::ZERO,
+      background: Allowance::new(config.limits.cpu(), Instant::now()),
+      linger_timer: None,
       runtime,
     })
   }
@@ -274,6 +292,7 @@ impl Isolate {
     }
     let url = module_url(&function.name, &function.entry);
     self.limits = function.limits.clone();
+    self.background = Allowance::new(self.limits.cpu(), Instant::now());
     let allow_eval = function.limits.allow_eval;
     self.function = Some(function);
     let started = self.run_js(Charge::Startup, |runtime| {
@@ -338,6 +357,7 @@ impl Isolate {
         "the isolate can no longer run JavaScript".into(),
       )));
     }
+    self.expire_lingering(cx);
     let charge = match self.phase {
       Phase::Evaluating { .. } => Charge::Startup,
       _ => Charge::InFlight,
@@ -348,7 +368,7 @@ impl Isolate {
     });
     if let Some(reason) = self.stopped {
       if let Phase::Evaluating { .. } = self.phase {
-        self.phase = self.failed(startup_message(&reason));
+        self.fail_load(startup_message(&reason));
       }
       return Poll::Ready(Err(IsolateError(format!("stopped: {}", reason.message()))));
     }
@@ -380,13 +400,12 @@ impl Isolate {
       unsafe { self.runtime.v8_isolate().exit() };
       match evaluated {
         Poll::Pending if matches!(event_loop, Poll::Ready(Ok(()))) => {
-          let message = "the module's top-level await never settled".to_string();
-          self.phase = self.failed(message);
+          self.fail_load("the module's top-level await never settled".to_string());
         }
         Poll::Pending => return Poll::Pending,
         Poll::Ready(Err(err)) => {
           let message = load_error_message(&err);
-          self.phase = self.failed(message);
+          self.fail_load(message);
         }
         Poll::Ready(Ok(())) => {
           self.finish_load();
@@ -450,6 +469,32 @@ impl Isolate {
     }
   }
 
+  /// The function's code failed to load: from now on every request gets 503 with `message`, those
+  /// that queued up during the evaluation first.
+  fn fail_load(&mut self, message: String) {
+    let failed = self.failed(message.clone());
+    if let Phase::Evaluating { queued, .. } = std::mem::replace(&mut self.phase, failed) {
+      for request in queued {
+        request.reject(ErrorCode::ModuleLoadFailed, &message);
+      }
+    }
+  }
+
+  /// The message the function's requests get if its code failed to load, or `None`.
+  pub fn load_failure(&self) -> Option<&Arc<str>> {
+    match &self.phase {
+      Phase::Failed(message) => Some(message),
+      _ => None,
+    }
+  }
+
+  /// Whether invocations are in flight or waiting here: an isolate is only dropped (evicted,
+  /// replaced by a deploy) once it has none, whatever timers it still holds.
+  pub fn has_invocations(&self) -> bool {
+    let queued = matches!(&self.phase, Phase::Evaluating { queued, .. } if !queued.is_empty());
+    queued || self.requests_in_flight() > 0
+  }
+
   fn failed(&self, message: String) -> Phase {
     let name = self.function.as_ref().map_or("?", |f| f.name.as_str());
     tracing::error!(function = name, "function failed to load: {message}");
@@ -465,7 +510,7 @@ impl Isolate {
     let mut calls = BURST.take();
     {
       let mut state = op_state.borrow_mut();
-      calls.extend(requests.into_iter().map(|request| {
+      for request in requests {
         let IsolateRequest {
           request_id,
           head,
@@ -473,25 +518,33 @@ impl Isolate {
           responder,
           arrived,
           cold,
+          precharged,
         } = request;
         let start = StartTiming {
           cold,
           duration: arrived.elapsed(),
         };
-        let deadline = arrived + self.limits.wall();
-        let slot = state
-          .borrow_mut::<PendingResponses>()
-          .insert(RequestSlot::new(responder, start, request_id, deadline));
+        if let Some(reason) = enforce::spent_before_start(&self.limits, precharged) {
+          tracing::warn!(function = %self.function_name(), %request_id, limit = reason.code().as_str(), "{}", reason.message());
+          let _ = responder.send(HandlerOutcome {
+            start: Some(start),
+            result: Ok(crate::error::limit_response(&reason, request_id)),
+          });
+          continue;
+        }
+        let mut record = RequestSlot::new(responder, start, request_id, arrived, self.limits.wall());
+        record.cpu_used = precharged;
+        let slot = state.borrow_mut::<PendingResponses>().insert(record);
         let body_rid = body.map_or(-1, |body| {
           state.resource_table.add(RequestBodyResource::new(body)) as i32
         });
-        HandlerCall {
+        calls.push(HandlerCall {
           slot,
           request_id,
           head,
           body_rid,
-        }
-      }));
+        });
+      }
     }
     self.call_burst(&calls);
     calls.clear();

@@ -6,7 +6,7 @@
 //! (the [`RequestHead`]), which JS slices only when the handler asks, and a standard method
 //! crosses as a small integer naming one of JS's own method strings.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deno_core::v8;
 
@@ -28,6 +28,9 @@ pub struct IsolateRequest {
   pub arrived: Instant,
   /// Set by the isolate thread: whether this request loads the function (a cold start).
   pub cold: bool,
+  /// CPU the node spent on this request's behalf before its JavaScript ran, charged to it: an
+  /// isolate restored for it on its thread, because its function asked for a heap of its own.
+  pub precharged: Duration,
 }
 
 impl IsolateRequest {

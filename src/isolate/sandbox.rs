@@ -29,8 +29,18 @@ pub(super) fn fetch_options() -> deno_fetch::Options {
     user_agent: format!("Islet/{}", env!("CARGO_PKG_VERSION")),
     root_cert_store_provider: Some(Arc::new(WebPkiRoots)),
     file_fetch_handler: Rc::new(deno_fetch::DefaultFileFetchHandler),
+    client_builder_hook: Some(bounded_pool),
     ..Default::default()
   }
+}
+
+/// Idle outbound connections an isolate keeps per host, and for how long: each isolate has its own
+/// client, and a node has thousands of isolates.
+fn bounded_pool(mut builder: hyper_util::client::legacy::Builder) -> hyper_util::client::legacy::Builder {
+  builder
+    .pool_max_idle_per_host(4)
+    .pool_idle_timeout(std::time::Duration::from_secs(15));
+  builder
 }
 
 /// The Mozilla root store shipped with webpki-roots: outbound HTTPS does not depend on the host's

@@ -29,6 +29,8 @@ pub struct MemoryBudget {
   heap: AtomicUsize,
   /// Set once an allocation has been refused: the isolate hit its limit and will be discarded.
   refused: AtomicBool,
+  /// Stops the isolate's JavaScript when bytes it cannot refuse (Blob parts) take it past its cap.
+  isolate: std::sync::OnceLock<v8::IsolateHandle>,
 }
 
 impl MemoryBudget {
@@ -39,7 +41,14 @@ impl MemoryBudget {
       buffers: AtomicUsize::new(0),
       heap: AtomicUsize::new(0),
       refused: AtomicBool::new(false),
+      isolate: std::sync::OnceLock::new(),
     })
+  }
+
+  /// The isolate this budget belongs to, once it exists (the budget is made first, for its
+  /// allocator).
+  pub fn set_isolate(&self, isolate: v8::IsolateHandle) {
+    let _ = self.isolate.set(isolate);
   }
 
   pub fn cap(&self) -> usize {
@@ -89,6 +98,22 @@ impl MemoryAccount for MemoryBudget {
   fn refused(&self) -> bool {
     MemoryBudget::refused(self)
   }
+
+  fn charge(&self, bytes: usize) {
+    if !MemoryBudget::reserve(self, bytes) {
+      // Held all the same (the caller has the bytes already): counted, and the JavaScript that
+      // asked for them is stopped now, before it asks again; the isolate layer sees the refusal
+      // and reports the memory limit.
+      self.buffers.fetch_add(bytes, Ordering::Relaxed);
+      if let Some(isolate) = self.isolate.get() {
+        isolate.terminate_execution();
+      }
+    }
+  }
+
+  fn release(&self, bytes: usize) {
+    MemoryBudget::release(self, bytes);
+  }
 }
 
 unsafe extern "C" fn allocate(budget: &MemoryBudget, len: usize) -> *mut c_void {
@@ -124,6 +149,27 @@ unsafe extern "C" fn free(budget: &MemoryBudget, data: *mut c_void, len: usize) 
 unsafe extern "C" fn drop_budget(budget: *const MemoryBudget) {
   // SAFETY: the pointer came from `Arc::into_raw` in `allocator`; V8 drops the allocator once.
   drop(unsafe { Arc::from_raw(budget) });
+}
+
+/// Free memory glibc's allocator may hold before [`return_freed_memory`] hands it back.
+const HELD_FREE_BYTES: usize = 32 << 20;
+
+/// Gives memory the process has freed back to the OS, if glibc holds more than
+/// [`HELD_FREE_BYTES`] of it. glibc keeps freed blocks in its arenas (past a few large frees its
+/// threshold for mapping blocks of their own rises to 32 MiB), so a tenant that made the node
+/// allocate and free hundreds of MiB (a decompression, a large body, a discarded isolate) would
+/// leave its RSS up for good. Called by isolate threads when an isolate is dropped and when they
+/// have been idle a while; it costs a walk of the allocator's free lists.
+pub fn return_freed_memory() {
+  #[cfg(all(target_os = "linux", target_env = "gnu"))]
+  {
+    // SAFETY: both only read or rearrange the allocator's own state, under its locks.
+    unsafe {
+      if libc::mallinfo2().fordblks > HELD_FREE_BYTES {
+        libc::malloc_trim(0);
+      }
+    }
+  }
 }
 
 static VTABLE: v8::RustAllocatorVtable<MemoryBudget> = v8::RustAllocatorVtable {

@@ -9,11 +9,16 @@
 //!   allocator for ArrayBuffer backing stores, both under one cap per isolate.
 //! - **Wall clock**: a deadline per request, kept by the server (it owns the response).
 //!
+//! - **Background**: JavaScript that runs while none of its function's invocations is in flight
+//!   (a timer a request left behind) is charged to the function's [`background::Allowance`], and
+//!   stops the isolate once that is spent.
+//!
 //! [`outbound`] holds the outbound `fetch()` policy (which addresses a handler may reach).
 //!
 //! Whatever the limit, the outcome is one [`StopReason`], and an isolate stopped for any reason is
 //! discarded, never reused. This module never runs JavaScript and never answers a client itself.
 
+pub mod background;
 pub mod cpu;
 pub mod memory;
 pub mod outbound;
@@ -132,14 +137,20 @@ pub enum StopReason {
   Memory { limit_bytes: usize, used_bytes: usize },
   /// A request was still running or streaming its body at its deadline.
   WallTime { limit: Duration },
+  /// A slice of JavaScript made no progress for `waited`, past its wall budget: blocked off the
+  /// CPU (see `cpu::stuck_after`).
+  Stuck { waited: Duration },
+  /// JavaScript ran with no invocation in flight (timers, intervals or promise chains an invocation
+  /// left behind) for more CPU than the function's background allowance (`background`).
+  Background { used: Duration, allowance: Duration },
 }
 
 impl StopReason {
   pub fn code(&self) -> ErrorCode {
     match self {
-      StopReason::Cpu { .. } => ErrorCode::CpuLimitExceeded,
+      StopReason::Cpu { .. } | StopReason::Background { .. } => ErrorCode::CpuLimitExceeded,
       StopReason::Memory { .. } => ErrorCode::MemoryLimitExceeded,
-      StopReason::WallTime { .. } => ErrorCode::WallTimeExceeded,
+      StopReason::WallTime { .. } | StopReason::Stuck { .. } => ErrorCode::WallTimeExceeded,
     }
   }
 
@@ -170,6 +181,16 @@ impl StopReason {
         "the request did not finish within its {} ms wall-clock limit",
         limit.as_millis()
       ),
+      StopReason::Stuck { waited } => format!(
+        "the isolate's JavaScript was blocked for {} ms without making progress",
+        waited.as_millis()
+      ),
+      StopReason::Background { used, allowance } => format!(
+        "JavaScript ran for {} ms of CPU time with no request in flight (timers or promises left \
+         behind); background work may use {} ms",
+        used.as_millis(),
+        allowance.as_millis()
+      ),
     }
   }
 
@@ -193,6 +214,11 @@ impl StopReason {
         ("used_mb", (*used_bytes >> 20) as u64),
       ],
       StopReason::WallTime { limit } => vec![("limit_ms", limit.as_millis() as u64)],
+      StopReason::Stuck { waited } => vec![("waited_ms", waited.as_millis() as u64)],
+      StopReason::Background { used, allowance } => vec![
+        ("limit_ms", allowance.as_millis() as u64),
+        ("used_ms", used.as_millis() as u64),
+      ],
     }
   }
 }

@@ -3,10 +3,12 @@
 //! loaded ones.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use tokio::sync::mpsc;
@@ -75,6 +77,25 @@ struct Isolates {
   warm_taken: Rc<tokio::sync::Notify>,
   /// Where functions that run long slices are demoted (see `heavy`).
   demotions: Arc<Demotions>,
+  /// Function versions whose top-level code was stopped by a limit, and when they may load again.
+  backoffs: Rc<RefCell<HashMap<VersionKey, LoadBackoff>>>,
+}
+
+/// A function version whose isolate was discarded while its top-level code ran (it hit a limit):
+/// loading it again on every request would spend the evaluation budget each time, so its
+/// requests are refused until `until`, and each failure doubles the wait, up to [`MAX_BACKOFF`].
+struct LoadBackoff {
+  until: Instant,
+  failures: u32,
+  message: Arc<str>,
+}
+
+/// The longest a failing function waits between loads.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long a function version whose load failed `failures` times in a row waits before the next.
+fn backoff_after(failures: u32) -> Duration {
+  Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(MAX_BACKOFF)
 }
 
 /// This thread's isolates, as the tasks running on it (its connections) reach them. `!Send`: it
@@ -143,7 +164,7 @@ pub(super) fn run(
   demotions: Arc<Demotions>,
 ) {
   let mut builder = tokio::runtime::Builder::new_current_thread();
-  builder.enable_all();
+  builder.enable_all().max_blocking_threads(OFF_THREAD_WORKERS);
   if let Some(placement) = placement {
     placement.pin_this_thread(index);
     builder.on_thread_start(move || placement.release_this_thread());
@@ -172,12 +193,15 @@ pub(super) fn run(
         heap_bytes: Rc::default(),
         warm_taken: Rc::default(),
         demotions,
+        backoffs: Rc::default(),
         bounds,
       })),
       in_flight: Rc::default(),
       dispatched: Rc::default(),
     };
     let warm_taken = handle.isolates.borrow().warm_taken.clone();
+    let mut trim = tokio::time::interval(TRIM_EVERY);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
       let short_of_warm = handle.isolates.borrow().warm.len() < warm_target;
       tokio::select! {
@@ -190,6 +214,11 @@ pub(super) fn run(
         },
         // A cold start took a warm isolate: loop round to see whether to make another.
         () = warm_taken.notified(), if !short_of_warm => {}
+        _ = trim.tick() => {
+          if handle.in_flight.get() == 0 {
+            crate::limits::memory::return_freed_memory();
+          }
+        }
         // Top up the warm isolates, one at a time, only once no request on this thread has been
         // waiting for a while: a refill never delays a request, least of all the cold start it
         // replaces.
@@ -202,6 +231,15 @@ pub(super) fn run(
     }
   });
 }
+
+/// How often an isolate thread with nothing in flight gives freed memory back to the OS.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Threads each isolate thread's runtime may start for blocking work: Deno's WebCrypto operations
+/// (charged to their invocations, see `runtime-js/06_bounded_work.js`) and DNS lookups for
+/// outbound fetches. Work past them queues, so a node runs at most this many per isolate thread,
+/// whatever its tenants ask for (tokio's default is 512).
+const OFF_THREAD_WORKERS: usize = 4;
 
 /// An isolate's heap size is re-read on every this many transitions to idle.
 const HEAP_SAMPLE_EVERY: u32 = 64;
@@ -244,13 +282,22 @@ impl Isolates {
       }
       self.forget(&key);
     }
+    if let Some(backoff) = self.backoffs.borrow().get(&key) {
+      let now = Instant::now();
+      if backoff.until > now {
+        let message = format!(
+          "{}; it failed to load {} time(s) in a row, and is loaded again in {} ms",
+          backoff.message,
+          backoff.failures,
+          (backoff.until - now).as_millis()
+        );
+        return request.reject(ErrorCode::ModuleLoadFailed, &message);
+      }
+    }
     request.cold = true;
     // Warm isolates have the node's default heap limit; a function with its own gets a new one.
-    let warm = if function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
-      self.warm.pop()
-    } else {
-      None
-    };
+    let own_heap = function.limits.memory_mb != self.bounds.isolate.limits.memory_mb;
+    let warm = if own_heap { None } else { self.warm.pop() };
     if warm.is_some() {
       self.warm_taken.notify_one();
     }
@@ -258,7 +305,18 @@ impl Isolates {
       limits: function.limits.clone(),
       outbound: self.bounds.isolate.outbound.clone(),
     };
-    let mut isolate = match warm.map_or_else(|| Isolate::new(&config), Ok) {
+    let restored = Instant::now();
+    let made = match warm {
+      Some(isolate) => Ok(isolate),
+      None => Isolate::new(&config).inspect(|_| {
+        // Restored here, on the request's thread, because the function chose a heap of its own:
+        // the request pays for it out of its CPU limit. (An empty warm pool is the node's doing.)
+        if own_heap {
+          request.precharged = restored.elapsed();
+        }
+      }),
+    };
+    let mut isolate = match made {
       Ok(isolate) => isolate,
       Err(err) => {
         tracing::error!(function = %function.name, "{err}");
@@ -281,6 +339,7 @@ impl Isolates {
       heap_bytes.clone(),
       self.heap_bytes.clone(),
       self.demotions.clone(),
+      (self.backoffs.clone(), key.clone()),
     ));
     self.loaded.put(key.clone(), Loaded { inbox, heap_bytes });
     self.evict_beyond_bounds(&key);
@@ -323,13 +382,16 @@ impl Isolates {
 }
 
 /// Feeds requests into one isolate and drives its event loop until the isolate fails, or its inbox
-/// closes (eviction) with nothing left to do. Reports the isolate's heap whenever it goes idle.
+/// closes (eviction, a deploy, retirement) and no invocation is left in it: then the isolate is
+/// dropped with whatever timers or promises it still holds, rather than left running for nobody.
+/// Reports the isolate's heap whenever it goes idle.
 async fn drive(
   mut isolate: Isolate,
   mut requests: mpsc::UnboundedReceiver<Message>,
   heap_bytes: Rc<Cell<usize>>,
   thread_heap_bytes: Rc<Cell<usize>>,
   demotions: Arc<Demotions>,
+  (backoffs, key): (Rc<RefCell<HashMap<VersionKey, LoadBackoff>>>, VersionKey),
 ) {
   let name: Arc<str> = isolate
     .function()
@@ -358,7 +420,7 @@ async fn drive(
     }
     match polled {
       Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-      Poll::Ready(Ok(())) if !inbox_open => Poll::Ready(Ok(())),
+      _ if !inbox_open && !isolate.has_invocations() => Poll::Ready(Ok(())),
       Poll::Ready(Ok(())) => {
         // Heap statistics cost a walk of V8's spaces: sample the first idle and every 64th after.
         if idles % HEAP_SAMPLE_EVERY == 0 {
@@ -375,8 +437,24 @@ async fn drive(
   .await;
   if let Err(err) = outcome {
     tracing::error!(function = %name, "isolate discarded: {err}");
+    if let Some(message) = isolate.load_failure() {
+      let mut backoffs = backoffs.borrow_mut();
+      let now = Instant::now();
+      backoffs.retain(|_, backoff| now < backoff.until + MAX_BACKOFF);
+      let failures = backoffs.get(&key).map_or(1, |b| b.failures + 1);
+      backoffs.insert(
+        key,
+        LoadBackoff {
+          until: now + backoff_after(failures),
+          failures,
+          message: message.clone(),
+        },
+      );
+    }
   }
   thread_heap_bytes.set(thread_heap_bytes.get().saturating_sub(heap_bytes.replace(0)));
+  drop(isolate);
+  crate::limits::memory::return_freed_memory();
 }
 
 /// Hands the isolate everything waiting in its inbox: the requests together (see
@@ -403,4 +481,15 @@ fn receive(
     isolate.dispatch(arrived.drain(..));
   }
   open
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn a_failing_load_waits_twice_as_long_each_time_up_to_a_minute() {
+    let waits: Vec<u64> = (1..=9).map(|n| backoff_after(n).as_secs()).collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+  }
 }

@@ -8,6 +8,9 @@
 //! A request is in flight from the moment hyper hands its head to the service until its response
 //! body is dropped (written out, or abandoned), so a long upload, a slow handler or a streamed
 //! response is never cut by these timeouts; the function's own wall-clock limit bounds those.
+//! One timeout applies whatever is in flight: a connection whose writes have been blocked for the
+//! write timeout (a client that stopped reading its response, so the socket's send buffer stays
+//! full) is closed, and the response, held in memory for it, is dropped.
 //!
 //! Costs nothing per request but a few `Cell` updates: time is a coarse per-thread clock of whole
 //! seconds, advanced by one sweeper task per isolate thread that runs once a second while the
@@ -34,15 +37,20 @@ pub struct ConnectionTimeouts {
   /// With no request in flight, how long the next request's head may take to arrive once its
   /// first byte has.
   pub head: Duration,
+  /// How long a connection's writes may stay blocked (the client reads nothing) before it is
+  /// closed, request in flight or not.
+  pub write: Duration,
 }
 
 impl Default for ConnectionTimeouts {
   fn default() -> Self {
     // nginx waits 60 s for a request head and 75 s on an idle keep-alive connection; hyper's own
     // head timeout is 30 s.
+    // A client that reads nothing for 30 s is gone or hostile; nginx's send_timeout is 60 s.
     Self {
       idle: Duration::from_secs(60),
       head: Duration::from_secs(30),
+      write: Duration::from_secs(30),
     }
   }
 }
@@ -57,6 +65,8 @@ pub enum Expiry {
   Idle,
   /// A request head still arriving after the head timeout.
   Head,
+  /// Writes blocked (the client not reading) for the write timeout.
+  Write,
 }
 
 thread_local! {
@@ -79,6 +89,10 @@ pub struct Activity {
   idle_ticks: u32,
   /// The head timeout in ticks.
   head_ticks: u32,
+  /// The write timeout in ticks.
+  write_ticks: u32,
+  /// When a write was first refused (the socket's buffer full) since a byte last went out.
+  write_blocked_since: Cell<Option<u32>>,
   /// When a byte last went in or out.
   last_moved: Cell<u32>,
   /// When the first byte arrived while no request was in flight: a request head is on its way.
@@ -99,6 +113,8 @@ impl Activity {
     let activity = Rc::new(Activity {
       idle_ticks: ticks(timeouts.idle),
       head_ticks: ticks(timeouts.head),
+      write_ticks: ticks(timeouts.write),
+      write_blocked_since: Cell::new(None),
       last_moved: Cell::new(now()),
       head_since: Cell::new(None),
       in_flight: Cell::new(0),
@@ -122,6 +138,13 @@ impl Activity {
 
   fn sent(&self) {
     self.last_moved.set(now());
+    self.write_blocked_since.set(None);
+  }
+
+  fn write_blocked(&self) {
+    if self.write_blocked_since.get().is_none() {
+      self.write_blocked_since.set(Some(now()));
+    }
   }
 
   /// Marks a request in flight until the returned guard (kept by its response body) drops.
@@ -133,6 +156,11 @@ impl Activity {
 
   /// Whether, at tick `now`, the connection has held its place too long without a request.
   fn expiry(&self, now: u32) -> Option<Expiry> {
+    if let Some(since) = self.write_blocked_since.get() {
+      if now.wrapping_sub(since) > self.write_ticks {
+        return Some(Expiry::Write);
+      }
+    }
     if self.in_flight.get() > 0 {
       return None;
     }
@@ -238,10 +266,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
   fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
     let this = self.get_mut();
     let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-    if let Poll::Ready(Ok(written)) = polled {
-      if written > 0 {
-        this.activity.sent();
-      }
+    match polled {
+      Poll::Ready(Ok(written)) if written > 0 => this.activity.sent(),
+      Poll::Pending => this.activity.write_blocked(),
+      _ => {}
     }
     polled
   }
@@ -253,10 +281,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
   ) -> Poll<io::Result<usize>> {
     let this = self.get_mut();
     let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-    if let Poll::Ready(Ok(written)) = polled {
-      if written > 0 {
-        this.activity.sent();
-      }
+    match polled {
+      Poll::Ready(Ok(written)) if written > 0 => this.activity.sent(),
+      Poll::Pending => this.activity.write_blocked(),
+      _ => {}
     }
     polled
   }
@@ -317,6 +345,8 @@ mod tests {
     Activity {
       idle_ticks: u32::try_from(idle).unwrap(),
       head_ticks: u32::try_from(head).unwrap(),
+      write_ticks: 5,
+      write_blocked_since: Cell::new(None),
       last_moved: Cell::new(0),
       head_since: Cell::new(None),
       in_flight: Cell::new(0),
@@ -361,6 +391,19 @@ mod tests {
     drop(request);
     assert_eq!(busy.expiry(103), None);
     assert_eq!(busy.expiry(104), Some(Expiry::Idle));
+  }
+
+  #[test]
+  fn a_client_that_stops_reading_expires_after_the_write_timeout_even_mid_request() {
+    let stalled = Rc::new(activity(3, 2));
+    let _request = stalled.request_started();
+    NOW.with(|now| now.set(10));
+    stalled.write_blocked();
+    assert_eq!(stalled.expiry(15), None);
+    assert_eq!(stalled.expiry(16), Some(Expiry::Write));
+    // A byte that goes out restarts it.
+    stalled.sent();
+    assert_eq!(stalled.expiry(16), None);
   }
 
   #[test]

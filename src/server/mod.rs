@@ -19,6 +19,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTim
 use crate::isolate::{reply, IsolateRequest, RequestHead, RequestId};
 use crate::limits::StopReason;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
-use crate::registry::Registry;
+use crate::registry::{Function, Registry};
 use admission::Admission;
 pub use admission::AdmissionConfig;
 use arc_swap::ArcSwap;
@@ -56,6 +57,9 @@ pub struct ServerConfig {
   /// When a connection with no request in flight is closed: silent too long, or its next request
   /// head arriving too slowly.
   pub connection_timeouts: ConnectionTimeouts,
+  /// Connections open at once; past it, a new connection is closed as soon as it is accepted, so
+  /// that clients holding sockets cannot use up the node's file descriptors and memory.
+  pub max_connections: usize,
   pub pool: PoolConfig,
   pub admission: AdmissionConfig,
 }
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
       base_domains: Vec::new(),
       shutdown_grace: Duration::from_secs(10),
       connection_timeouts: ConnectionTimeouts::default(),
+      max_connections: 10_000,
       pool: PoolConfig::default(),
       admission: AdmissionConfig::default(),
     }
@@ -94,6 +99,7 @@ pub struct Server {
   pool: IsolatePool,
   shutdown_grace: Duration,
   connection_timeouts: ConnectionTimeouts,
+  max_connections: usize,
 }
 
 /// Runs hyper's per-stream tasks on the current isolate thread: requests are handled where their
@@ -149,6 +155,7 @@ impl Server {
       pool,
       shutdown_grace: config.shutdown_grace,
       connection_timeouts: config.connection_timeouts,
+      max_connections: config.max_connections,
     })
   }
 
@@ -173,8 +180,10 @@ impl Server {
       pool,
       shutdown_grace,
       connection_timeouts,
+      max_connections,
     } = self;
     let graceful = Shutdown::new();
+    let open = Arc::new(AtomicUsize::new(0));
     let builder = Arc::new(http_builder(LocalExec));
     tokio::pin!(shutdown);
     loop {
@@ -190,6 +199,11 @@ impl Server {
         },
         () = &mut shutdown => break,
       };
+      let Some(counted) = OpenConnection::take(&open, max_connections) else {
+        // Dropped unread: the client sees the connection closed.
+        tracing::warn!("{max_connections} connections are open, the most this node takes; closing a new one");
+        continue;
+      };
       let _ = stream.set_nodelay(true);
       let arrived_on = incoming_cpu(&stream);
       // The connection moves to an isolate thread and is served there, beside the isolates.
@@ -204,7 +218,12 @@ impl Server {
       let watcher = graceful.watcher();
       if pool
         .spawn(
-          Box::new(move |isolates| Box::pin(connection.serve(isolates, watcher))),
+          Box::new(move |isolates| {
+            Box::pin(async move {
+              connection.serve(isolates, watcher).await;
+              drop(counted);
+            })
+          }),
           arrived_on,
         )
         .is_err()
@@ -221,6 +240,27 @@ impl Server {
     {
       tracing::warn!("grace period over; closing the remaining connections");
     }
+  }
+}
+
+/// One open connection counted against the node's cap, until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+  /// Counts one more connection, unless `max` are open already.
+  fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+    open
+      .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        (n < max).then_some(n + 1)
+      })
+      .ok()
+      .map(|_| Self(open.clone()))
+  }
+}
+
+impl Drop for OpenConnection {
+  fn drop(&mut self) {
+    self.0.fetch_sub(1, Ordering::AcqRel);
   }
 }
 
@@ -302,6 +342,9 @@ impl Connection {
       Err(idle::Expiry::Idle) => tracing::debug!("closed a connection idle past its timeout"),
       Err(idle::Expiry::Head) => {
         tracing::debug!("closed a connection whose request head took longer than its timeout")
+      }
+      Err(idle::Expiry::Write) => {
+        tracing::info!("closed a connection whose client read nothing for the write timeout")
       }
     }
   }
@@ -395,7 +438,7 @@ impl Node {
       return error_response(ErrorCode::ModuleLoadFailed, message, request_id);
     }
 
-    let Ok(_admitted) = self.admission.admit(&function.name).await else {
+    let Ok(admitted) = self.admission.admit(&function.name).await else {
       let message = format!(
         "function '{}' is at its concurrency limit and its queue is full",
         function.name
@@ -438,6 +481,7 @@ impl Node {
       responder,
       arrived,
       cold: false,
+      precharged: Duration::ZERO,
     };
     let _in_flight = if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);
@@ -445,14 +489,26 @@ impl Node {
     } else {
       Some(isolates.dispatch(function.clone(), isolate_request))
     };
-    let outcome = match deadline::within(arrived + function.limits.wall(), outcome).await {
+    let at = arrived + function.limits.wall();
+    let mut awaited = Awaited {
+      reply: Some(outcome),
+      admitted: Some(admitted),
+      at,
+      node: self,
+      isolates,
+      function: &function,
+      request_id,
+      on_heavy_lane,
+    };
+    let waited = match awaited.reply.as_mut() {
+      Some(reply) => deadline::within(at, reply).await,
+      None => unreachable!("set just above"),
+    };
+    awaited.reply = None;
+    let outcome = match waited {
       Ok(outcome) => outcome,
       Err(_) => {
-        if on_heavy_lane {
-          self.heavy_lane.overdue(function.clone(), request_id);
-        } else {
-          isolates.overdue(&function, request_id);
-        }
+        overdue(&self.heavy_lane, isolates, &function, request_id, on_heavy_lane);
         let reason = StopReason::WallTime {
           limit: function.limits.wall(),
         };
@@ -496,6 +552,56 @@ impl Node {
       add_start_headers(response.headers_mut(), start);
     }
     response
+  }
+}
+
+/// Tells the isolate running `request_id` (on this thread, or on the heavy lane) that the server
+/// gave up on it at its deadline.
+fn overdue(
+  heavy_lane: &HeavyLane,
+  isolates: &LocalIsolates,
+  function: &Arc<Function>,
+  request_id: RequestId,
+  on_heavy_lane: bool,
+) {
+  if on_heavy_lane {
+    heavy_lane.overdue(function.clone(), request_id);
+  } else {
+    isolates.overdue(function, request_id);
+  }
+}
+
+/// A request whose outcome is still awaited. If the client goes away first (an HTTP/2 stream
+/// reset, a closed connection), hyper drops the service future, and with it this; the wait then
+/// moves to a task of its own, which holds the request's admission place until the handler has
+/// answered or its deadline has passed (then telling its isolate, as for any overdue request). A
+/// client must not free a place in admission by leaving while its handler still runs.
+struct Awaited<'a> {
+  reply: Option<reply::Reply>,
+  admitted: Option<admission::Admitted>,
+  at: std::time::Instant,
+  node: &'a Node,
+  isolates: &'a LocalIsolates,
+  function: &'a Arc<Function>,
+  request_id: RequestId,
+  on_heavy_lane: bool,
+}
+
+impl Drop for Awaited<'_> {
+  fn drop(&mut self) {
+    let Some(reply) = self.reply.take() else {
+      return;
+    };
+    let admitted = self.admitted.take();
+    let (at, request_id, on_heavy_lane) = (self.at, self.request_id, self.on_heavy_lane);
+    let (isolates, function) = (self.isolates.clone(), self.function.clone());
+    let heavy_lane = self.node.heavy_lane.clone();
+    crate::pool::spawn_here(async move {
+      if deadline::within(at, reply).await.is_err() {
+        overdue(&heavy_lane, &isolates, &function, request_id, on_heavy_lane);
+      }
+      drop(admitted);
+    });
   }
 }
 

@@ -6,6 +6,7 @@
 //! ops in the same order, so the list lives here, once. It therefore depends only on external crates,
 //! never on the rest of Islet: what crosses into it (response channels, log labels) is defined here.
 
+pub mod blob;
 pub mod body;
 pub mod ops;
 pub mod reply;
@@ -49,7 +50,9 @@ deno_core::extension!(
     ops::op_islet_log,
     ops::op_islet_wait_until,
     ops::op_islet_fetch_begin,
+    ops::op_islet_fetch_end,
     ops::op_islet_reserve_memory,
+    ops::op_islet_charge,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -61,6 +64,7 @@ deno_core::extension!(
     "03_timers.js",
     "04_fetch.js",
     "05_wasm.js",
+    "06_bounded_work.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",
@@ -77,13 +81,17 @@ deno_core::extension!(
 
 /// The extensions of every isolate, in snapshot order.
 ///
-/// `fetch_options` carries the node's outbound-fetch policy; at snapshot time it is the default, which
-/// is never used because no request runs while the snapshot is being made.
-pub fn extensions(fetch_options: deno_fetch::Options) -> Vec<Extension> {
+/// `fetch_options` carries the node's outbound-fetch policy, and `blob_store` keeps Blob bytes (an
+/// isolate's counts them against its memory budget, `blob::AccountedBlobStore`); at snapshot time
+/// both are defaults, never used because no request runs while the snapshot is being made.
+pub fn extensions(
+  fetch_options: deno_fetch::Options,
+  blob_store: Arc<dyn deno_web::BlobStoreTrait>,
+) -> Vec<Extension> {
   vec![
     deno_webidl::deno_webidl::init(),
     deno_web::deno_web::init(
-      Arc::new(deno_web::BlobStore::default()),
+      blob_store,
       None,
       false,
       deno_web::InMemoryBroadcastChannel::default(),

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,12 @@ pub struct RequestSlot {
   pub request_id: RequestId,
   /// When the request must be done by; a streamed body still running then is cut off.
   pub deadline: Instant,
+  /// How long work the request handed to `waitUntil` may go on after it was answered (the
+  /// function's wall-clock limit): past it the invocation ends and what it left is background.
+  pub after_response: Duration,
+  /// When the request was answered, if it stayed in flight after that (for `waitUntil` work or
+  /// a streamed body); not set for a request that finished as it was answered.
+  pub answered_at: Option<Instant>,
   /// CPU time charged to the request so far.
   pub cpu_used: Duration,
   /// Outbound fetches the request has made.
@@ -67,12 +74,20 @@ pub struct RequestSlot {
 }
 
 impl RequestSlot {
-  pub fn new(responder: Responder, start: StartTiming, request_id: RequestId, deadline: Instant) -> Self {
+  pub fn new(
+    responder: Responder,
+    start: StartTiming,
+    request_id: RequestId,
+    arrived: Instant,
+    wall: Duration,
+  ) -> Self {
     Self {
       responder: Some(responder),
       start,
       request_id,
-      deadline,
+      deadline: arrived + wall,
+      after_response: wall,
+      answered_at: None,
       cpu_used: Duration::ZERO,
       fetches: 0,
       waiting_until: 0,
@@ -82,6 +97,15 @@ impl RequestSlot {
 
   fn finished(&self) -> bool {
     self.responder.is_none() && !self.streaming && self.waiting_until == 0
+  }
+
+  /// When everything this invocation does must be done by: its response (and streamed body) by
+  /// `deadline`, work it handed to `waitUntil` within `after_response` of its answer.
+  pub fn work_deadline(&self) -> Instant {
+    match self.answered_at {
+      Some(at) => self.deadline.max(at + self.after_response),
+      None => self.deadline,
+    }
   }
 }
 
@@ -99,12 +123,27 @@ pub struct PendingResponses {
   pub max_fetches: u32,
   /// The isolate's memory budget (`limits::memory`), for WebAssembly reservations and to tell a
   /// handler failure caused by a refused allocation.
-  pub memory: Option<Arc<dyn MemoryAccount>>,
+  pub memory: Option<Arc<dyn MemoryAccount + Send + Sync>>,
   /// A request whose streamed body was still running at its deadline; the isolate layer retires
   /// the isolate when it sees one.
   pub overdue: Option<RequestId>,
+  /// Work done off the isolate thread for no invocation in flight (`op_islet_charge`), not yet
+  /// charged to the function's background allowance; the isolate layer takes it after each slice.
+  pub background_charged: Duration,
+  /// The earliest `work_deadline` of an answered request still in flight, if any: the isolate
+  /// layer ends such invocations when it passes (`expire_lingering`).
+  pub next_linger_deadline: Option<Instant>,
+  /// This isolate's share of [`OUTBOUND_IN_FLIGHT`], given back if the isolate goes first.
+  outbound_in_flight: usize,
   slots: HashMap<u32, RequestSlot, BuildHasherDefault<SlotHasher>>,
   next_slot: u32,
+}
+
+impl Drop for PendingResponses {
+  fn drop(&mut self) {
+    // The isolate went with fetches still under way: their sockets close with it.
+    OUTBOUND_IN_FLIGHT.fetch_sub(self.outbound_in_flight, Ordering::AcqRel);
+  }
 }
 
 /// The isolate's memory budget as the ops see it. Implemented in `limits::memory`, which this
@@ -115,6 +154,11 @@ pub trait MemoryAccount {
   fn reserve(&self, bytes: usize) -> bool;
   /// Whether an allocation has been refused: the isolate hit its memory limit.
   fn refused(&self) -> bool;
+  /// Counts `bytes` held outside V8 on the isolate's behalf (Blob parts) even if they take it past
+  /// its cap, in which case the refusal is recorded and the isolate is stopped after the slice.
+  fn charge(&self, bytes: usize);
+  /// Gives back bytes counted by `charge`.
+  fn release(&self, bytes: usize);
 }
 
 /// Slot numbers are a counter, spread well enough to be their own hash: a request's slot is looked
@@ -156,7 +200,16 @@ impl PendingResponses {
     Ok((responder, request))
   }
 
+  /// Takes request `slot` out if it has finished; if it was just answered and has work left, notes
+  /// when that work must end.
   fn finish_if_done(&mut self, slot: u32) {
+    if let Some(request) = self.slots.get_mut(&slot) {
+      if request.responder.is_none() && request.answered_at.is_none() && !request.finished() {
+        request.answered_at = Some(Instant::now());
+        let at = request.work_deadline();
+        self.next_linger_deadline = Some(self.next_linger_deadline.map_or(at, |next| next.min(at)));
+      }
+    }
     if self.slots.get(&slot).is_some_and(RequestSlot::finished) {
       if let Some(request) = self.slots.remove(&slot) {
         tracing::debug!(
@@ -204,6 +257,30 @@ impl PendingResponses {
     self.slots.is_empty()
   }
 
+  /// Ends the answered invocations whose `waitUntil` work is past its deadline at `now`, and
+  /// returns them; recomputes the next such deadline.
+  pub fn expire_lingering(&mut self, now: Instant) -> Vec<RequestSlot> {
+    let expired: Vec<u32> = self
+      .slots
+      .iter()
+      .filter(|(_, r)| {
+        r.responder.is_none() && !r.streaming && r.answered_at.is_some() && r.work_deadline() <= now
+      })
+      .map(|(slot, _)| *slot)
+      .collect();
+    let expired = expired
+      .into_iter()
+      .filter_map(|slot| self.slots.remove(&slot))
+      .collect();
+    self.next_linger_deadline = self
+      .slots
+      .values()
+      .filter(|r| r.answered_at.is_some() && !r.finished())
+      .map(RequestSlot::work_deadline)
+      .min();
+    expired
+  }
+
   /// The request with this id, if it is in flight here.
   fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
     self
@@ -223,6 +300,46 @@ impl PendingResponses {
 /// Headers the server adds to every response (`x-islet-start`, `server-timing`,
 /// `x-islet-request-id`): room is made for them up front, so adding them never grows the map.
 const SERVER_HEADERS: usize = 3;
+
+/// Response bodies at least this large are counted against the isolate's memory while they wait
+/// to be written (for a client that reads slowly, or not at all, until the write timeout).
+/// Smaller ones are bounded by the requests in flight; not counting them keeps a small response
+/// free of the accounting's atomic operations.
+const ACCOUNTED_BODY_BYTES: usize = 16 << 10;
+
+/// A response body's bytes, counted against the isolate's memory budget until hyper drops them.
+struct AccountedBody<T: AsRef<[u8]>> {
+  bytes: T,
+  memory: Arc<dyn MemoryAccount + Send + Sync>,
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for AccountedBody<T> {
+  fn as_ref(&self) -> &[u8] {
+    self.bytes.as_ref()
+  }
+}
+
+impl<T: AsRef<[u8]>> Drop for AccountedBody<T> {
+  fn drop(&mut self) {
+    self.memory.release(self.bytes.as_ref().len());
+  }
+}
+
+/// `bytes`, a body copied out of V8 into Rust memory, as `Bytes`: counted against the isolate's
+/// memory if it is large (a body past the budget stops the isolate, as any allocation would).
+fn body_bytes<T: AsRef<[u8]> + Send + 'static>(state: &OpState, bytes: T) -> Bytes {
+  let len = bytes.as_ref().len();
+  match &state.borrow::<PendingResponses>().memory {
+    Some(memory) if len >= ACCOUNTED_BODY_BYTES => {
+      memory.charge(len);
+      Bytes::from_owner(AccountedBody {
+        bytes,
+        memory: memory.clone(),
+      })
+    }
+    _ => Bytes::from_owner(bytes),
+  }
+}
 
 /// Chunk size for pumping a streamed response; matches deno's HTTP server.
 const STREAM_CHUNK: usize = 64 * 1024;
@@ -316,7 +433,8 @@ pub fn op_islet_respond_text(
   #[serde] headers: Vec<(ByteString, ByteString)>,
   #[string] body: String,
 ) -> Result<(), JsErrorBox> {
-  let response = response_head(status, headers, ResponseBody::full(Bytes::from(body)))?;
+  let body = body_bytes(state, body);
+  let response = response_head(status, headers, ResponseBody::full(body))?;
   answer(state, slot, Ok(response))
 }
 
@@ -351,7 +469,11 @@ pub fn op_islet_respond_fast_text(
   #[string] body: &str,
 ) -> Result<(), JsErrorBox> {
   // Borrowed and copied once: taking a `String` would copy V8's string twice.
-  let body = Bytes::copy_from_slice(body.as_bytes());
+  let body = if body.len() >= ACCOUNTED_BODY_BYTES {
+    body_bytes(state, body.as_bytes().to_vec())
+  } else {
+    Bytes::copy_from_slice(body.as_bytes())
+  };
   let response = fast_head(status, content_type, ResponseBody::full(body))?;
   answer(state, slot, Ok(response))
 }
@@ -365,11 +487,12 @@ pub fn op_islet_respond_fast_bytes(
   #[string] content_type: &str,
   #[buffer] body: &[u8],
 ) -> Result<(), JsErrorBox> {
-  let response = fast_head(
-    status,
-    content_type,
-    ResponseBody::full(Bytes::copy_from_slice(body)),
-  )?;
+  let body = if body.len() >= ACCOUNTED_BODY_BYTES {
+    body_bytes(state, body.to_vec())
+  } else {
+    Bytes::copy_from_slice(body)
+  };
+  let response = fast_head(status, content_type, ResponseBody::full(body))?;
   answer(state, slot, Ok(response))
 }
 
@@ -477,10 +600,17 @@ pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
     .is_none_or(|memory| memory.reserve(bytes as usize))
 }
 
+/// Outbound fetches in flight on the whole node, and the most there may be: each holds a socket
+/// (and a DNS lookup on a blocking thread while it starts), and a node has only so many.
+static OUTBOUND_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+pub const MAX_OUTBOUND_IN_FLIGHT: usize = 2048;
+
 /// Counts one outbound `fetch()` against the request running it, refusing it past the limit or
-/// outside any request (a module's top level, or a timer outliving its request).
+/// outside any request (a module's top level, or a timer outliving its request), or when the node
+/// has [`MAX_OUTBOUND_IN_FLIGHT`] fetches under way. Returns the milliseconds the invocation has
+/// left: the fetch is aborted when they run out. `op_islet_fetch_end` must follow when it settles.
 #[op2(fast)]
-pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<(), JsErrorBox> {
+pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<f64, JsErrorBox> {
   let requests = state.borrow_mut::<PendingResponses>();
   let max = requests.max_fetches;
   let request = RequestId::parse(request_id).and_then(|id| requests.by_id(id));
@@ -494,8 +624,43 @@ pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> 
       "this request has made its {max} outbound fetches; that is the limit for this function"
     )));
   }
+  let taken = OUTBOUND_IN_FLIGHT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+    (n < MAX_OUTBOUND_IN_FLIGHT).then_some(n + 1)
+  });
+  if taken.is_err() {
+    return Err(JsErrorBox::type_error(format!(
+      "the node has {MAX_OUTBOUND_IN_FLIGHT} outbound fetches under way, the most it allows; try again shortly"
+    )));
+  }
   request.fetches += 1;
-  Ok(())
+  let left = request.work_deadline().saturating_duration_since(Instant::now());
+  requests.outbound_in_flight += 1;
+  // At least a millisecond: AbortSignal.timeout(0) would abort before the fetch starts.
+  Ok((left.as_secs_f64() * 1000.0).max(1.0))
+}
+
+/// An outbound fetch begun with `op_islet_fetch_begin` settled (answered, failed or aborted).
+#[op2(fast)]
+pub fn op_islet_fetch_end(state: &mut OpState) {
+  let requests = state.borrow_mut::<PendingResponses>();
+  if requests.outbound_in_flight > 0 {
+    requests.outbound_in_flight -= 1;
+    OUTBOUND_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+  }
+}
+
+/// Charges `ms` of work done off the isolate thread on an invocation's behalf (WebCrypto, which
+/// Deno runs on tokio's blocking threads; see `06_bounded_work.js`) to invocation `request_id`,
+/// against its CPU limit, or, once it has left, to the function's background allowance.
+#[op2(fast)]
+pub fn op_islet_charge(state: &mut OpState, #[string] request_id: &str, ms: f64) {
+  // NaN, negative and absurd figures come only from a broken clock: charged as nothing or a day.
+  let spent = Duration::try_from_secs_f64(ms.clamp(0.0, 86_400_000.0) / 1000.0).unwrap_or_default();
+  let requests = state.borrow_mut::<PendingResponses>();
+  match RequestId::parse(request_id).and_then(|id| requests.by_id(id)) {
+    Some((_, request)) => request.cpu_used += spent,
+    None => requests.background_charged += spent,
+  }
 }
 
 /// Reports that the handler threw or rejected instead of answering.
