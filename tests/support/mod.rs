@@ -393,3 +393,38 @@ pub async fn both_still_serve(node: &Node, same: &str, neighbour: &str) {
   let reply = get(&client, &node.url(neighbour)).await;
   assert_eq!(reply.status, 200, "{neighbour} afterwards: {}", reply.text());
 }
+
+/// CPU time (user + system) the process `pid` has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+  let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+  // The command name, in parentheses, may hold spaces: count fields from after it.
+  let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+  let fields: Vec<&str> = after_name.split_whitespace().collect();
+  // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+  let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+  // SAFETY: sysconf only reads a configuration value.
+  let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+  Duration::from_millis(ticks * 1000 / per_second)
+}
+
+impl Node {
+  /// The share of one core the node used over `window` (1.0 is a whole core).
+  pub fn cores_used_over(&self, window: Duration) -> f64 {
+    let before = cpu_time(self.child.id());
+    std::thread::sleep(window);
+    let used = cpu_time(self.child.id()) - before;
+    used.as_secs_f64() / window.as_secs_f64()
+  }
+
+  /// Asserts the node has gone quiet: after a moment to settle, it uses well under a core over
+  /// two seconds (an idle node wakes its CPU watchdog and sweepers, a few percent at most).
+  pub fn assert_quiet(&self, after: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    let cores = self.cores_used_over(Duration::from_secs(2));
+    assert!(
+      cores < 0.25,
+      "after {after} the node still used {cores:.2} cores:\n{}",
+      self.logs()
+    );
+  }
+}
