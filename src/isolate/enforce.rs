@@ -9,7 +9,7 @@ use deno_core::JsRuntime;
 
 use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot};
 use super::request::HandlerCall;
-use super::{entered, Isolate};
+use super::{entered, Isolate, Phase};
 use crate::error::limit_response;
 use crate::limits::cpu::{stuck_after, Slice, SliceEnd};
 use crate::limits::{Limits, StopReason};
@@ -71,20 +71,6 @@ impl Isolate {
       .len()
   }
 
-  /// The server gave up on request `request_id` at its deadline. If it is still in flight here,
-  /// forget it and retire the isolate.
-  pub fn overdue(&mut self, request_id: RequestId) {
-    let removed = self
-      .runtime
-      .op_state()
-      .borrow_mut()
-      .borrow_mut::<PendingResponses>()
-      .remove_request(request_id);
-    if removed.is_some() {
-      self.retire(request_id);
-    }
-  }
-
   pub(super) fn retire(&mut self, request_id: RequestId) {
     let reason = StopReason::WallTime {
       limit: self.limits.wall(),
@@ -99,36 +85,79 @@ impl Isolate {
     self.retiring = true;
   }
 
-  /// Ends the invocations whose response has gone but whose `waitUntil` work is still running
-  /// past its deadline (`RequestSlot::work_deadline`): they leave the table, and what they left
-  /// running is background work from now on, under the function's background allowance. Arms a
-  /// timer, polled with `cx`, for the next such deadline.
-  pub(super) fn expire_lingering(&mut self, cx: &mut std::task::Context<'_>) {
+  /// The wall clock, for every invocation here: ends those past their work deadline
+  /// (`RequestSlot::work_deadline`). One never answered gets 504 `wall_time_exceeded`, and the
+  /// isolate retires, since its handler may still be running; one answered whose `waitUntil`
+  /// work still runs just ends, and what it left running is background work from now on. A
+  /// request still queued behind the module's evaluation gets its 504 too. Then arms one timer,
+  /// polled with `cx`, for the next deadline: a request costs a comparison, not a timer.
+  pub(super) fn expire_overdue(&mut self, cx: &mut std::task::Context<'_>) {
     let state = self.runtime.op_state();
-    let mut state = state.borrow_mut();
-    let requests = state.borrow_mut::<PendingResponses>();
-    let Some(at) = requests.next_linger_deadline else {
-      self.linger_timer = None;
+    let Some(at) = state.borrow().borrow::<PendingResponses>().next_deadline else {
+      self.deadline_timer = None;
       return;
     };
-    if at <= Instant::now() {
-      for request in requests.expire_lingering(Instant::now()) {
-        tracing::warn!(
-          function = %requests.function,
-          request_id = %request.request_id,
-          limit = "wall_time",
-          "the request's waitUntil work did not settle within {} ms of its response; the \
-           invocation is ended, and what it still runs counts as background work",
-          request.after_response.as_millis()
-        );
+    if let Some(timer) = &self.deadline_timer {
+      // Armed for this deadline and not due: the common case, with no clock read.
+      if timer.deadline() == at.into() && !timer.is_elapsed() {
+        return;
       }
     }
-    let Some(at) = requests.next_linger_deadline else {
-      self.linger_timer = None;
+    let now = Instant::now();
+    if at <= now {
+      let expired = state.borrow_mut().borrow_mut::<PendingResponses>().expire(now);
+      let wall = StopReason::WallTime {
+        limit: self.limits.wall(),
+      };
+      for request in expired {
+        match request.responder {
+          Some(responder) => {
+            let _ = responder.send(HandlerOutcome {
+              start: Some(request.start),
+              result: Ok(limit_response(&wall, request.request_id)),
+            });
+            self.retire(request.request_id);
+          }
+          None => tracing::warn!(
+            function = %self.function_name(),
+            request_id = %request.request_id,
+            limit = "wall_time",
+            "the request's waitUntil work did not settle within {} ms of its response; the \
+             invocation is ended, and what it still runs counts as background work",
+            request.after_response.as_millis()
+          ),
+        }
+      }
+      if let Phase::Evaluating { queued, .. } = &mut self.phase {
+        let wall_limit = self.limits.wall();
+        let mut waiting = Vec::with_capacity(queued.len());
+        for request in queued.drain(..) {
+          let deadline = request.arrived + wall_limit;
+          if deadline <= now {
+            let response = limit_response(&wall, request.request_id);
+            let _ = request.responder.send(HandlerOutcome {
+              start: None,
+              result: Ok(response),
+            });
+          } else {
+            state
+              .borrow_mut()
+              .borrow_mut::<PendingResponses>()
+              .watch_deadline(deadline);
+            waiting.push(request);
+          }
+        }
+        *queued = waiting;
+      }
+    }
+    let Some(at) = state.borrow().borrow::<PendingResponses>().next_deadline else {
+      self.deadline_timer = None;
       return;
     };
+    // Armed (or moved) only when the earliest deadline changes: the first request after a quiet
+    // spell, and when the timer fires; polled then, so that it wakes this isolate's task.
     let timer = self
-      .linger_timer
+      .deadline_timer
       .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into())));
     if timer.deadline() != at.into() {
       timer.as_mut().reset(at.into());
@@ -196,15 +225,10 @@ impl Isolate {
     if !matches!(charge, Charge::Startup) {
       self.longest_slice = self.longest_slice.max(end.clocked);
     }
-    let used = self.charge(charge, end.cpu);
-    let offthread = std::mem::take(
-      &mut self
-        .runtime
-        .op_state()
-        .borrow_mut()
-        .borrow_mut::<PendingResponses>()
-        .background_charged,
-    );
+    let (used, offthread) = self.charge(charge, end.cpu);
+    if let Charge::Requests(calls) = charge {
+      self.background.credit(calls.len() as u32);
+    }
     let memory_hit = self
       .near_heap_limit
       .take()
@@ -311,13 +335,15 @@ impl Isolate {
     }
   }
 
-  /// Charges `cpu` to the requests `charge` names; returns the most any of them has used.
-  fn charge(&mut self, charge: Charge, cpu: Duration) -> Duration {
+  /// Charges `cpu` to the requests `charge` names; returns the most any of them has used, and
+  /// the work done off the thread for no invocation since the last slice (`op_islet_charge`).
+  fn charge(&mut self, charge: Charge, cpu: Duration) -> (Duration, Duration) {
     let state = self.runtime.op_state();
     let mut state = state.borrow_mut();
     let requests = state.borrow_mut::<PendingResponses>();
+    let offthread = std::mem::take(&mut requests.background_charged);
     let count = requests.len() as u32;
-    match charge {
+    let most = match charge {
       Charge::Startup => cpu,
       Charge::InFlight => requests
         .slots_mut()
@@ -339,7 +365,8 @@ impl Isolate {
         }
         most
       }
-    }
+    };
+    (most, offthread)
   }
 
   /// A limit was hit: the isolate never runs JavaScript again. Every request it holds is answered

@@ -146,8 +146,8 @@ pub struct Isolate {
   startup_used: Duration,
   /// What JavaScript may use with no invocation in flight (`limits::background`).
   background: Allowance,
-  /// Fires at the next deadline of `waitUntil` work after a response (`expire_lingering`).
-  linger_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+  /// Fires at the earliest deadline among this isolate's invocations (`expire_overdue`).
+  deadline_timer: Option<Pin<Box<tokio::time::Sleep>>>,
   /// Declared last so it drops after every V8 handle above, while `Drop` keeps it entered.
   runtime: JsRuntime,
 }
@@ -239,7 +239,7 @@ impl Isolate {
       longest_slice: Duration::ZERO,
       startup_used: Duration::ZERO,
       background: Allowance::new(config.limits.cpu(), Instant::now()),
-      linger_timer: None,
+      deadline_timer: None,
       runtime,
     })
   }
@@ -336,7 +336,17 @@ impl Isolate {
     }
     match &mut self.phase {
       Phase::Ready => self.call_handlers(requests),
-      Phase::Evaluating { queued, .. } => queued.extend(requests),
+      Phase::Evaluating { queued, .. } => {
+        // Waiting for the evaluation, under their wall clock all the same (`expire_overdue`).
+        let wall = self.limits.wall();
+        let state = self.runtime.op_state();
+        let mut state = state.borrow_mut();
+        let pending = state.borrow_mut::<PendingResponses>();
+        for request in requests {
+          pending.watch_deadline(request.arrived + wall);
+          queued.push(request);
+        }
+      }
       Phase::Failed(message) => reject(&mut requests, ErrorCode::ModuleLoadFailed, message),
       Phase::Blank => reject(
         &mut requests,
@@ -357,7 +367,7 @@ impl Isolate {
         "the isolate can no longer run JavaScript".into(),
       )));
     }
-    self.expire_lingering(cx);
+    self.expire_overdue(cx);
     let charge = match self.phase {
       Phase::Evaluating { .. } => Charge::Startup,
       _ => Charge::InFlight,

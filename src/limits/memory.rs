@@ -151,8 +151,15 @@ unsafe extern "C" fn drop_budget(budget: *const MemoryBudget) {
   drop(unsafe { Arc::from_raw(budget) });
 }
 
-/// Free memory glibc's allocator may hold before [`return_freed_memory`] hands it back.
+/// Free memory glibc's allocator may gain, since it last gave memory back, before
+/// [`return_freed_memory`] gives it back again.
 const HELD_FREE_BYTES: usize = 32 << 20;
+
+/// What glibc held free right after the last trim: memory it gave back still counts as free in
+/// its statistics, so growth past this is what matters.
+static FREE_AFTER_TRIM: AtomicUsize = AtomicUsize::new(0);
+/// Only one thread trims at a time; the others skip their turn.
+static TRIMMING: AtomicBool = AtomicBool::new(false);
 
 /// Gives memory the process has freed back to the OS, if glibc holds more than
 /// [`HELD_FREE_BYTES`] of it. glibc keeps freed blocks in its arenas (past a few large frees its
@@ -163,12 +170,22 @@ const HELD_FREE_BYTES: usize = 32 << 20;
 pub fn return_freed_memory() {
   #[cfg(all(target_os = "linux", target_env = "gnu"))]
   {
+    if TRIMMING.swap(true, Ordering::Acquire) {
+      return;
+    }
     // SAFETY: both only read or rearrange the allocator's own state, under its locks.
     unsafe {
-      if libc::mallinfo2().fordblks > HELD_FREE_BYTES {
+      let free = libc::mallinfo2().fordblks;
+      let before = FREE_AFTER_TRIM.load(Ordering::Relaxed);
+      if free < before {
+        // Reused since: follow it down, so that growth is measured from here.
+        FREE_AFTER_TRIM.store(free, Ordering::Relaxed);
+      } else if free - before > HELD_FREE_BYTES {
         libc::malloc_trim(0);
+        FREE_AFTER_TRIM.store(libc::mallinfo2().fordblks, Ordering::Relaxed);
       }
     }
+    TRIMMING.store(false, Ordering::Release);
   }
 }
 

@@ -82,6 +82,9 @@ pub struct LimitOverrides {
 
 /// Smallest heap an isolate can be restored into: the snapshot alone takes a few MiB.
 const MIN_MEMORY_MB: u64 = 16;
+/// The most CPU and wall time any limit may give, whatever the operator or a bundle asks.
+const MAX_CPU_MS: u64 = 3_600_000;
+const MAX_WALL_MS: u64 = 86_400_000;
 
 impl Limits {
   /// These limits with `overrides` applied, or which key is out of range and why.
@@ -111,6 +114,13 @@ impl Limits {
     }
     if self.memory_mb > 64 << 10 {
       return Err("memory_mb: must be at most 65536".into());
+    }
+    // Deadlines are instants: past these, adding them to the clock could overflow.
+    if self.cpu_ms > MAX_CPU_MS {
+      return Err(format!("cpu_ms: must be at most {MAX_CPU_MS} (an hour)"));
+    }
+    if self.wall_ms > MAX_WALL_MS {
+      return Err(format!("wall_ms: must be at most {MAX_WALL_MS} (a day)"));
     }
     Ok(())
   }

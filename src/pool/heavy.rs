@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::ThreadTask;
-use crate::isolate::{IsolateRequest, RequestId};
+use crate::isolate::IsolateRequest;
 use crate::registry::Function;
 
 /// A slice of JavaScript (outside module evaluation) whose clocked CPU time reaches this demotes its
@@ -134,13 +134,6 @@ impl HeavyLane {
         // see requests that hop here, which is acceptable on a low-priority thread.
         let _in_flight = isolates.dispatch(function, request);
       })
-    }));
-  }
-
-  /// Tells the heavy lane's isolate for `function` that `request_id` overran its deadline.
-  pub fn overdue(&self, function: Arc<Function>, request_id: RequestId) {
-    let _ = self.inbox.send(Box::new(move |isolates| {
-      Box::pin(async move { isolates.overdue(&function, request_id) })
     }));
   }
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::heavy::{Demotions, LONG_SLICE};
 use super::{spawn_here, Placement, ThreadTask};
 use crate::error::ErrorCode;
-use crate::isolate::{Isolate, IsolateConfig, IsolateRequest, RequestId};
+use crate::isolate::{Isolate, IsolateConfig, IsolateRequest};
 use crate::registry::Function;
 
 /// This thread's share of the pool's bounds.
@@ -31,16 +31,9 @@ pub(super) struct Bounds {
   pub low_priority: bool,
 }
 
-/// What reaches a loaded isolate's task.
-enum Message {
-  Request(IsolateRequest),
-  /// The server gave up on this request at its wall-clock deadline.
-  Overdue(RequestId),
-}
-
 /// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
 struct Loaded {
-  inbox: mpsc::UnboundedSender<Message>,
+  inbox: mpsc::UnboundedSender<IsolateRequest>,
   heap_bytes: Rc<Cell<usize>>,
 }
 
@@ -142,15 +135,6 @@ impl LocalIsolates {
       let function = &key.0;
       tracing::debug!(function = %function.name, version = %function.version, "evicting an isolate of an inactive version");
       isolates.forget(&key);
-    }
-  }
-
-  /// Tells the isolate running `function` that the server gave up on `request_id` at its
-  /// wall-clock deadline, so that it retires.
-  pub fn overdue(&self, function: &Arc<Function>, request_id: RequestId) {
-    let isolates = self.isolates.borrow();
-    if let Some(loaded) = isolates.loaded.peek(&VersionKey(function.clone())) {
-      let _ = loaded.inbox.send(Message::Overdue(request_id));
     }
   }
 }
@@ -274,11 +258,10 @@ impl Isolates {
     let key = VersionKey(function.clone());
     if let Some(loaded) = self.loaded.get(&key) {
       request.cold = false;
-      match loaded.inbox.send(Message::Request(request)) {
+      match loaded.inbox.send(request) {
         Ok(()) => return,
         // That isolate has failed or retired and takes no more requests: start anew below.
-        Err(mpsc::error::SendError(Message::Request(returned))) => request = returned,
-        Err(mpsc::error::SendError(Message::Overdue(_))) => unreachable!("a request was sent"),
+        Err(mpsc::error::SendError(returned)) => request = returned,
       }
       self.forget(&key);
     }
@@ -329,9 +312,7 @@ impl Isolates {
     isolate.load(function);
     let (inbox, requests) = mpsc::unbounded_channel();
     // INVARIANT: the receiver is alive: it was created on the line above.
-    inbox
-      .send(Message::Request(request))
-      .unwrap_or_else(|_| unreachable!());
+    inbox.send(request).unwrap_or_else(|_| unreachable!());
     let heap_bytes = Rc::new(Cell::new(0));
     spawn_here(drive(
       isolate,
@@ -387,7 +368,7 @@ impl Isolates {
 /// Reports the isolate's heap whenever it goes idle.
 async fn drive(
   mut isolate: Isolate,
-  mut requests: mpsc::UnboundedReceiver<Message>,
+  mut requests: mpsc::UnboundedReceiver<IsolateRequest>,
   heap_bytes: Rc<Cell<usize>>,
   thread_heap_bytes: Rc<Cell<usize>>,
   demotions: Arc<Demotions>,
@@ -435,6 +416,7 @@ async fn drive(
     }
   })
   .await;
+  tracing::debug!(function = %name, version = %key.0.version, "isolate dropped");
   if let Err(err) = outcome {
     tracing::error!(function = %name, "isolate discarded: {err}");
     if let Some(message) = isolate.load_failure() {
@@ -457,22 +439,17 @@ async fn drive(
   crate::limits::memory::return_freed_memory();
 }
 
-/// Hands the isolate everything waiting in its inbox: the requests together (see
-/// `Isolate::dispatch`), each overdue notice after the requests that came before it. `arrived` is
-/// scratch space, kept between calls. Returns whether the inbox is still open.
+/// Hands the isolate everything waiting in its inbox, together (see `Isolate::dispatch`).
+/// `arrived` is scratch space, kept between calls. Returns whether the inbox is still open.
 fn receive(
-  inbox: &mut mpsc::UnboundedReceiver<Message>,
+  inbox: &mut mpsc::UnboundedReceiver<IsolateRequest>,
   cx: &mut std::task::Context<'_>,
   isolate: &mut Isolate,
   arrived: &mut Vec<IsolateRequest>,
 ) -> bool {
   let open = loop {
     match inbox.poll_recv(cx) {
-      Poll::Ready(Some(Message::Request(request))) => arrived.push(request),
-      Poll::Ready(Some(Message::Overdue(request_id))) => {
-        isolate.dispatch(arrived.drain(..));
-        isolate.overdue(request_id);
-      }
+      Poll::Ready(Some(request)) => arrived.push(request),
       Poll::Ready(None) => break false,
       Poll::Pending => break true,
     }

@@ -8,7 +8,6 @@
 //! channel.
 
 mod admission;
-mod deadline;
 mod graceful;
 mod idle;
 pub mod router;
@@ -35,7 +34,7 @@ use crate::isolate::ext::{HandlerFailure, HandlerOutcome, ResponseBody, StartTim
 use crate::isolate::{reply, IsolateRequest, RequestHead, RequestId};
 use crate::limits::StopReason;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
-use crate::registry::{Function, Registry};
+use crate::registry::Registry;
 use admission::Admission;
 pub use admission::AdmissionConfig;
 use arc_swap::ArcSwap;
@@ -184,6 +183,7 @@ impl Server {
     } = self;
     let graceful = Shutdown::new();
     let open = Arc::new(AtomicUsize::new(0));
+    let (mut refused, mut last_warned) = (0u64, None);
     let builder = Arc::new(http_builder(LocalExec));
     tokio::pin!(shutdown);
     loop {
@@ -200,8 +200,15 @@ impl Server {
         () = &mut shutdown => break,
       };
       let Some(counted) = OpenConnection::take(&open, max_connections) else {
-        // Dropped unread: the client sees the connection closed.
-        tracing::warn!("{max_connections} connections are open, the most this node takes; closing a new one");
+        // Dropped unread: the client sees the connection closed. Said once a second at most.
+        refused += 1;
+        if last_warned.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
+          tracing::warn!(
+            "{max_connections} connections are open, the most this node takes; closed {refused} new one(s)"
+          );
+          last_warned = Some(std::time::Instant::now());
+          refused = 0;
+        }
         continue;
       };
       let _ = stream.set_nodelay(true);
@@ -489,32 +496,17 @@ impl Node {
     } else {
       Some(isolates.dispatch(function.clone(), isolate_request))
     };
-    let at = arrived + function.limits.wall();
+    // The isolate answers by the request's deadline at the latest (its enforcer sends 504
+    // `wall_time_exceeded` then), or drops the responder if it goes away.
     let mut awaited = Awaited {
       reply: Some(outcome),
       admitted: Some(admitted),
-      at,
-      node: self,
-      isolates,
-      function: &function,
-      request_id,
-      on_heavy_lane,
     };
-    let waited = match awaited.reply.as_mut() {
-      Some(reply) => deadline::within(at, reply).await,
+    let outcome = match awaited.reply.as_mut() {
+      Some(reply) => reply.await,
       None => unreachable!("set just above"),
     };
     awaited.reply = None;
-    let outcome = match waited {
-      Ok(outcome) => outcome,
-      Err(_) => {
-        overdue(&self.heavy_lane, isolates, &function, request_id, on_heavy_lane);
-        let reason = StopReason::WallTime {
-          limit: function.limits.wall(),
-        };
-        return limit_response(&reason, request_id);
-      }
-    };
     let Ok(HandlerOutcome { start, result }) = outcome else {
       return error_response(
         ErrorCode::IsolateFailed,
@@ -555,51 +547,24 @@ impl Node {
   }
 }
 
-/// Tells the isolate running `request_id` (on this thread, or on the heavy lane) that the server
-/// gave up on it at its deadline.
-fn overdue(
-  heavy_lane: &HeavyLane,
-  isolates: &LocalIsolates,
-  function: &Arc<Function>,
-  request_id: RequestId,
-  on_heavy_lane: bool,
-) {
-  if on_heavy_lane {
-    heavy_lane.overdue(function.clone(), request_id);
-  } else {
-    isolates.overdue(function, request_id);
-  }
-}
-
 /// A request whose outcome is still awaited. If the client goes away first (an HTTP/2 stream
 /// reset, a closed connection), hyper drops the service future, and with it this; the wait then
 /// moves to a task of its own, which holds the request's admission place until the handler has
-/// answered or its deadline has passed (then telling its isolate, as for any overdue request). A
-/// client must not free a place in admission by leaving while its handler still runs.
-struct Awaited<'a> {
+/// answered, or its isolate has answered for it at its deadline. A client must not free a place
+/// in admission by leaving while its handler still runs.
+struct Awaited {
   reply: Option<reply::Reply>,
   admitted: Option<admission::Admitted>,
-  at: std::time::Instant,
-  node: &'a Node,
-  isolates: &'a LocalIsolates,
-  function: &'a Arc<Function>,
-  request_id: RequestId,
-  on_heavy_lane: bool,
 }
 
-impl Drop for Awaited<'_> {
+impl Drop for Awaited {
   fn drop(&mut self) {
     let Some(reply) = self.reply.take() else {
       return;
     };
     let admitted = self.admitted.take();
-    let (at, request_id, on_heavy_lane) = (self.at, self.request_id, self.on_heavy_lane);
-    let (isolates, function) = (self.isolates.clone(), self.function.clone());
-    let heavy_lane = self.node.heavy_lane.clone();
     crate::pool::spawn_here(async move {
-      if deadline::within(at, reply).await.is_err() {
-        overdue(&heavy_lane, &isolates, &function, request_id, on_heavy_lane);
-      }
+      let _ = reply.await;
       drop(admitted);
     });
   }

@@ -5,7 +5,9 @@
 //! own: a part is charged to the isolate's budget when it is stored and given back when JS drops
 //! it. A part that takes the isolate past its cap is still stored (deno_web's op cannot fail) but
 //! the refusal is recorded, and the isolate is stopped at the end of the slice, as for a refused
-//! ArrayBuffer. It never decides anything itself.
+//! ArrayBuffer. An object URL (`URL.createObjectURL`) is charged for its Blob's bytes until it is
+//! revoked, since it keeps them alive. A part made by slicing or cloning another shares its bytes
+//! but is charged again: over-counting, in the safe direction. It never decides anything itself.
 
 use std::sync::Arc;
 
@@ -36,6 +38,10 @@ impl std::fmt::Debug for AccountedBlobStore {
   }
 }
 
+fn blob_bytes(blob: &Blob) -> usize {
+  blob.parts.iter().map(|part| part.size()).sum()
+}
+
 impl BlobStoreTrait for AccountedBlobStore {
   fn insert_part(&self, part: Arc<dyn BlobPart + Send + Sync>) -> Uuid {
     self.memory.charge(part.size());
@@ -57,10 +63,16 @@ impl BlobStoreTrait for AccountedBlobStore {
   }
 
   fn insert_object_url(&self, blob: Blob, maybe_location: Option<Url>) -> Url {
+    // The URL keeps the parts alive after the Blob is collected (and its parts' charges given
+    // back): it is charged for them until revoked.
+    self.memory.charge(blob_bytes(&blob));
     self.inner.insert_object_url(blob, maybe_location)
   }
 
   fn remove_object_url(&self, url: &Url) {
+    if let Some(blob) = self.inner.get_object_url(url.clone()) {
+      self.memory.release(blob_bytes(&blob));
+    }
     self.inner.remove_object_url(url)
   }
 

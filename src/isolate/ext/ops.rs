@@ -130,9 +130,11 @@ pub struct PendingResponses {
   /// Work done off the isolate thread for no invocation in flight (`op_islet_charge`), not yet
   /// charged to the function's background allowance; the isolate layer takes it after each slice.
   pub background_charged: Duration,
-  /// The earliest `work_deadline` of an answered request still in flight, if any: the isolate
-  /// layer ends such invocations when it passes (`expire_lingering`).
-  pub next_linger_deadline: Option<Instant>,
+  /// No invocation here has a work deadline earlier than this (`RequestSlot::work_deadline`):
+  /// a lower bound, kept up to date as invocations arrive and are answered but not as they
+  /// finish, so the isolate layer's timer fires at it, `expire` ends whatever is overdue then,
+  /// and the bound is recomputed. `None` when nothing has a deadline to watch.
+  pub next_deadline: Option<Instant>,
   /// This isolate's share of [`OUTBOUND_IN_FLIGHT`], given back if the isolate goes first.
   outbound_in_flight: usize,
   slots: HashMap<u32, RequestSlot, BuildHasherDefault<SlotHasher>>,
@@ -186,6 +188,7 @@ impl Hasher for SlotHasher {
 impl PendingResponses {
   /// Registers a request and returns the slot number JS must answer it by.
   pub fn insert(&mut self, slot: RequestSlot) -> u32 {
+    self.watch_deadline(slot.deadline);
     self.next_slot = self.next_slot.wrapping_add(1);
     self.slots.insert(self.next_slot, slot);
     self.next_slot
@@ -200,27 +203,29 @@ impl PendingResponses {
     Ok((responder, request))
   }
 
-  /// Takes request `slot` out if it has finished; if it was just answered and has work left, notes
-  /// when that work must end.
+  /// Takes request `slot` out if it has finished; if it has been answered and has work left
+  /// (`waitUntil`), notes when that work must end.
   fn finish_if_done(&mut self, slot: u32) {
-    if let Some(request) = self.slots.get_mut(&slot) {
-      if request.responder.is_none() && request.answered_at.is_none() && !request.finished() {
-        request.answered_at = Some(Instant::now());
-        let at = request.work_deadline();
-        self.next_linger_deadline = Some(self.next_linger_deadline.map_or(at, |next| next.min(at)));
+    let Some(request) = self.slots.get_mut(&slot) else {
+      return;
+    };
+    if !request.finished() {
+      if request.responder.is_none() && !request.streaming {
+        let answered_at = *request.answered_at.get_or_insert_with(Instant::now);
+        let at = request.deadline.max(answered_at + request.after_response);
+        self.watch_deadline(at);
       }
+      return;
     }
-    if self.slots.get(&slot).is_some_and(RequestSlot::finished) {
-      if let Some(request) = self.slots.remove(&slot) {
-        tracing::debug!(
-          target: "islet::requests",
-          function = &*self.function,
-          request_id = %request.request_id,
-          cpu_us = request.cpu_used.as_micros() as u64,
-          fetches = request.fetches,
-          "request finished"
-        );
-      }
+    if let Some(request) = self.slots.remove(&slot) {
+      tracing::debug!(
+        target: "islet::requests",
+        function = &*self.function,
+        request_id = %request.request_id,
+        cpu_us = request.cpu_used.as_micros() as u64,
+        fetches = request.fetches,
+        "request finished"
+      );
     }
   }
 
@@ -257,25 +262,31 @@ impl PendingResponses {
     self.slots.is_empty()
   }
 
-  /// Ends the answered invocations whose `waitUntil` work is past its deadline at `now`, and
-  /// returns them; recomputes the next such deadline.
-  pub fn expire_lingering(&mut self, now: Instant) -> Vec<RequestSlot> {
+  /// Makes sure `expire` runs by `at`, a deadline of an invocation here (or waiting to be).
+  pub fn watch_deadline(&mut self, at: Instant) {
+    self.next_deadline = Some(self.next_deadline.map_or(at, |next| next.min(at)));
+  }
+
+  /// Ends the invocations past their work deadline at `now` and returns them: those never
+  /// answered (the wall-clock limit: the caller answers them) and those answered whose
+  /// `waitUntil` work is still running. A body still streaming is left to its pump, which has
+  /// the same deadline. Recomputes `next_deadline`.
+  pub fn expire(&mut self, now: Instant) -> Vec<RequestSlot> {
+    let due = |r: &RequestSlot| !r.streaming && r.work_deadline() <= now;
     let expired: Vec<u32> = self
       .slots
       .iter()
-      .filter(|(_, r)| {
-        r.responder.is_none() && !r.streaming && r.answered_at.is_some() && r.work_deadline() <= now
-      })
+      .filter(|(_, r)| due(r))
       .map(|(slot, _)| *slot)
       .collect();
     let expired = expired
       .into_iter()
       .filter_map(|slot| self.slots.remove(&slot))
       .collect();
-    self.next_linger_deadline = self
+    self.next_deadline = self
       .slots
       .values()
-      .filter(|r| r.answered_at.is_some() && !r.finished())
+      .filter(|r| !r.streaming)
       .map(RequestSlot::work_deadline)
       .min();
     expired
@@ -325,12 +336,13 @@ impl<T: AsRef<[u8]>> Drop for AccountedBody<T> {
   }
 }
 
-/// `bytes`, a body copied out of V8 into Rust memory, as `Bytes`: counted against the isolate's
-/// memory if it is large (a body past the budget stops the isolate, as any allocation would).
+/// `bytes`, a large body (at least [`ACCOUNTED_BODY_BYTES`]) copied out of V8 into Rust memory,
+/// as `Bytes` counted against the isolate's memory until dropped (a body past the budget stops
+/// the isolate, as any allocation would).
 fn body_bytes<T: AsRef<[u8]> + Send + 'static>(state: &OpState, bytes: T) -> Bytes {
-  let len = bytes.as_ref().len();
   match &state.borrow::<PendingResponses>().memory {
-    Some(memory) if len >= ACCOUNTED_BODY_BYTES => {
+    Some(memory) => {
+      let len = bytes.as_ref().len();
       memory.charge(len);
       Bytes::from_owner(AccountedBody {
         bytes,
@@ -433,7 +445,11 @@ pub fn op_islet_respond_text(
   #[serde] headers: Vec<(ByteString, ByteString)>,
   #[string] body: String,
 ) -> Result<(), JsErrorBox> {
-  let body = body_bytes(state, body);
+  let body = if body.len() >= ACCOUNTED_BODY_BYTES {
+    body_bytes(state, body)
+  } else {
+    Bytes::from(body)
+  };
   let response = response_head(status, headers, ResponseBody::full(body))?;
   answer(state, slot, Ok(response))
 }
@@ -604,6 +620,8 @@ pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
 /// (and a DNS lookup on a blocking thread while it starts), and a node has only so many.
 static OUTBOUND_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 pub const MAX_OUTBOUND_IN_FLIGHT: usize = 2048;
+/// An isolate's share of them, so that one function cannot take the node's all.
+pub const MAX_OUTBOUND_PER_ISOLATE: usize = 128;
 
 /// Counts one outbound `fetch()` against the request running it, refusing it past the limit or
 /// outside any request (a module's top level, or a timer outliving its request), or when the node
@@ -613,6 +631,7 @@ pub const MAX_OUTBOUND_IN_FLIGHT: usize = 2048;
 pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> Result<f64, JsErrorBox> {
   let requests = state.borrow_mut::<PendingResponses>();
   let max = requests.max_fetches;
+  let isolate_in_flight = requests.outbound_in_flight;
   let request = RequestId::parse(request_id).and_then(|id| requests.by_id(id));
   let Some((_, request)) = request else {
     return Err(JsErrorBox::type_error(
@@ -622,6 +641,11 @@ pub fn op_islet_fetch_begin(state: &mut OpState, #[string] request_id: &str) -> 
   if request.fetches >= max {
     return Err(JsErrorBox::type_error(format!(
       "this request has made its {max} outbound fetches; that is the limit for this function"
+    )));
+  }
+  if isolate_in_flight >= MAX_OUTBOUND_PER_ISOLATE {
+    return Err(JsErrorBox::type_error(format!(
+      "this function has {MAX_OUTBOUND_PER_ISOLATE} outbound fetches under way, the most one may have; try again once some end"
     )));
   }
   let taken = OUTBOUND_IN_FLIGHT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

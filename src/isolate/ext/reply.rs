@@ -8,7 +8,8 @@
 //! request sent to another thread (the heavy lane) uses [`elsewhere`], a oneshot channel.
 //!
 //! A slot carries a generation, bumped whenever it is freed, so a responder whose request went
-//! away (the client left, or its deadline passed) cannot answer the request that reuses the slot.
+//! away (the client left) cannot answer the request that reuses the slot. This is a channel, not
+//! a record: the request's limits and deadline live in its isolate's record (`ops::RequestSlot`).
 
 use std::cell::RefCell;
 use std::future::Future;
