@@ -5,14 +5,16 @@
 //   blocking threads (bounded per isolate thread, src/pool/worker.rs). `terminate_execution` does
 //   not reach them, so the parameters that set their cost are capped up front (PBKDF2 iterations,
 //   RSA modulus lengths), and each call's time off the thread is charged to the invocation that
-//   made it (`op_islet_charge`), against its CPU limit. The capped members are copied into a fresh
-//   dictionary before the check, so a getter cannot pass the check with one value and give Deno
-//   another.
-// - DecompressionStream: deno_web inflates a whole chunk in one op call, on the isolate thread but
-//   out of `terminate_execution`'s reach, into buffers Rust allocates outside the isolate's memory
-//   budget. Chunks are split into pieces of MAX_INFLATE_INPUT bytes first, so one call inflates at
-//   most about a thousand times that (deflate's bound), and each piece of output is copied into a
-//   buffer of the isolate's own, which the memory limit counts (and refuses past it).
+//   made it (`op_islet_charge`), against its CPU limit. The capped members are read once and
+//   passed on as the numbers checked, in a fresh dictionary, so neither a getter nor a `valueOf`
+//   can pass the check with one value and give Deno another. An isolate has at most
+//   MAX_OFF_THREAD_CALLS calls on the blocking threads at once; more wait their turn in JS.
+// - CompressionStream and DecompressionStream: deno_web runs a whole chunk through one op call,
+//   on the isolate thread but out of `terminate_execution`'s reach, into buffers Rust allocates
+//   outside the isolate's memory budget. Decompression is fed MAX_INFLATE_INPUT bytes at a time,
+//   so one call inflates at most about a thousand times that (deflate's bound), and its output is
+//   copied into buffers of the isolate's own, which the memory limit counts (and refuses past
+//   it). Compression is fed MAX_DEFLATE_INPUT at a time, so no one call holds the thread for long.
 import { primordials } from "ext:core/mod.js";
 import { ops } from "ext:islet_runtime/00_ops.js";
 import { DOMException } from "ext:islet_runtime/00_web_globals.js";
@@ -20,6 +22,8 @@ import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 
 const {
   ArrayBufferIsView,
+  ArrayPrototypePush,
+  ArrayPrototypeShift,
   ArrayBufferPrototype,
   DataViewPrototype,
   DataViewPrototypeGetBuffer,
@@ -29,6 +33,7 @@ const {
   FunctionPrototypeCall,
   MathMin,
   ObjectDefineProperty,
+  ObjectGetOwnPropertyDescriptor,
   ObjectPrototypeIsPrototypeOf,
   PromisePrototypeCatch,
   SafeArrayIterator,
@@ -50,15 +55,24 @@ export const MAX_RSA_GENERATE_BITS = 4096;
 export const MAX_RSA_IMPORT_BITS = 8192;
 /** Input bytes one call of the decompression op inflates at a time. */
 const MAX_INFLATE_INPUT = 4096;
+/** Input bytes one call of the compression op deflates at a time. */
+const MAX_DEFLATE_INPUT = 64 << 10;
+
+/** Argon2's cost parameters: memory in KiB (Deno allocates it in Rust), passes, lanes. */
+export const MAX_ARGON2_MEMORY_KIB = 32 << 10;
+export const MAX_ARGON2_PASSES = 10;
+export const MAX_ARGON2_PARALLELISM = 8;
+/** WebCrypto calls of one isolate on the blocking threads at once; the rest wait their turn. */
+const MAX_OFF_THREAD_CALLS = 4;
 
 const RSA = ["RSASSA-PKCS1-V1_5", "RSA-PSS", "RSA-OAEP"];
+const ARGON2 = ["ARGON2I", "ARGON2D", "ARGON2ID"];
 
-function algorithmName(algorithm) {
-  if (typeof algorithm === "string") return StringPrototypeToUpperCase(algorithm);
-  if (algorithm !== null && typeof algorithm === "object") {
-    return StringPrototypeToUpperCase(String(algorithm.name));
+function includes(list, value) {
+  for (let i = 0; i < list.length; i++) {
+    if (list[i] === value) return true;
   }
-  return "";
+  return false;
 }
 
 function operationError(message) {
@@ -66,73 +80,128 @@ function operationError(message) {
 }
 
 /**
- * A PBKDF2 algorithm dictionary copied member by member, or the argument as it was for any other
- * algorithm. Throws past the iteration ceiling.
+ * A cost parameter as Deno will see it: WebIDL's `unsigned long` wraps (ToUint32), so -1 is
+ * 4294967295. Read once, converted here, and passed on as that number.
  */
-function boundedDerivation(algorithm) {
-  if (algorithmName(algorithm) !== "PBKDF2" || typeof algorithm !== "object") {
-    return algorithm;
-  }
-  const copy = { name: algorithm.name, hash: algorithm.hash, salt: algorithm.salt, iterations: algorithm.iterations };
-  if (copy.iterations > MAX_PBKDF2_ITERATIONS) {
-    throw operationError(
-      `PBKDF2 with ${copy.iterations} iterations: Islet allows at most ${MAX_PBKDF2_ITERATIONS}`,
-    );
-  }
-  return copy;
+function uint32(value) {
+  return value >>> 0;
 }
 
-/** The same for RSA key generation and its modulus length. */
-function boundedGeneration(algorithm) {
-  const name = algorithmName(algorithm);
-  let isRsa = false;
-  for (let i = 0; i < RSA.length; i++) isRsa ||= RSA[i] === name;
-  if (!isRsa || typeof algorithm !== "object") {
+function atMost(what, value, max, unit) {
+  if (value > max) {
+    throw operationError(`${what} ${value}${unit}: Islet allows at most ${max}`);
+  }
+  return value;
+}
+
+/**
+ * The algorithm dictionary Deno is given for a derivation: its name read once, and for the
+ * algorithms whose cost the caller sets (PBKDF2, Argon2) a copy of every member, the costs as
+ * checked numbers. For the others, the name as read, shadowing the caller's object (their cost is
+ * bounded by the spec).
+ */
+function boundedDerivation(algorithm) {
+  if (algorithm === null || typeof algorithm !== "object") {
     return algorithm;
   }
-  const copy = {
-    name: algorithm.name,
-    modulusLength: algorithm.modulusLength,
-    publicExponent: algorithm.publicExponent,
-    hash: algorithm.hash,
-  };
-  if (copy.modulusLength > MAX_RSA_GENERATE_BITS) {
-    throw operationError(
-      `RSA keys of ${copy.modulusLength} bits: Islet generates keys of at most ${MAX_RSA_GENERATE_BITS} bits`,
-    );
+  const name = String(algorithm.name);
+  const upper = StringPrototypeToUpperCase(name);
+  if (upper === "PBKDF2") {
+    const iterations = atMost("PBKDF2 with", uint32(algorithm.iterations), MAX_PBKDF2_ITERATIONS, " iterations");
+    return { name, hash: algorithm.hash, salt: algorithm.salt, iterations };
   }
-  return copy;
+  if (includes(ARGON2, upper)) {
+    const copy = {
+      name,
+      nonce: algorithm.nonce,
+      memory: atMost("Argon2 with", uint32(algorithm.memory), MAX_ARGON2_MEMORY_KIB, " KiB of memory"),
+      passes: atMost("Argon2 with", uint32(algorithm.passes), MAX_ARGON2_PASSES, " passes"),
+      parallelism: atMost("Argon2 with", uint32(algorithm.parallelism), MAX_ARGON2_PARALLELISM, " lanes"),
+    };
+    const secretValue = algorithm.secretValue;
+    const associatedData = algorithm.associatedData;
+    if (secretValue !== undefined) copy.secretValue = secretValue;
+    if (associatedData !== undefined) copy.associatedData = associatedData;
+    return copy;
+  }
+  return { __proto__: algorithm, name };
 }
+
+/** The same for key generation, whose cost the caller sets for RSA (its modulus length). */
+function boundedGeneration(algorithm) {
+  if (algorithm === null || typeof algorithm !== "object") {
+    return algorithm;
+  }
+  const name = String(algorithm.name);
+  if (!includes(RSA, StringPrototypeToUpperCase(name))) {
+    return { __proto__: algorithm, name };
+  }
+  const bits = atMost("RSA keys of", uint32(algorithm.modulusLength), MAX_RSA_GENERATE_BITS, " bits");
+  return { name, modulusLength: bits, publicExponent: algorithm.publicExponent, hash: algorithm.hash };
+}
+
+// Taken now: a tenant that redefined the getter must not hide a key's size.
+const CryptoKeyPrototypeGetAlgorithm = ObjectGetOwnPropertyDescriptor(globalThis.CryptoKey.prototype, "algorithm")?.get;
 
 /** Refuses an imported (or unwrapped) RSA key whose modulus is past the ceiling. */
 function boundedKey(key) {
-  const bits = key?.algorithm?.modulusLength;
-  if (typeof bits === "number" && bits > MAX_RSA_IMPORT_BITS) {
-    throw operationError(`RSA keys of ${bits} bits: Islet accepts keys of at most ${MAX_RSA_IMPORT_BITS} bits`);
+  const algorithm = CryptoKeyPrototypeGetAlgorithm === undefined
+    ? key?.algorithm
+    : FunctionPrototypeCall(CryptoKeyPrototypeGetAlgorithm, key);
+  const bits = algorithm?.modulusLength;
+  if (typeof bits === "number") {
+    atMost("RSA keys of", bits, MAX_RSA_IMPORT_BITS, " bits");
   }
   return key;
 }
 
 const SubtleCryptoPrototype = globalThis.SubtleCrypto.prototype;
 
+/** Calls on the blocking threads now, and the turns of those waiting for one. */
+let offThreadCalls = 0;
+const waitingForTurn = [];
+
+function takeTurn() {
+  if (offThreadCalls < MAX_OFF_THREAD_CALLS) {
+    offThreadCalls++;
+    return undefined;
+  }
+  return new Promise((resolve) => ArrayPrototypePush(waitingForTurn, resolve));
+}
+
+function giveTurn() {
+  const next = ArrayPrototypeShift(waitingForTurn);
+  if (next === undefined) {
+    offThreadCalls--;
+  } else {
+    next();
+  }
+}
+
 /**
  * Replaces `SubtleCrypto.prototype[name]` by a method that checks its arguments with `check` (which
- * returns them, copied where it matters), charges the call's time to the running invocation, and
- * checks the result with `checkResult`.
+ * returns them, copied where it matters), waits for one of the isolate's turns on the blocking
+ * threads, charges the call's time to the running invocation, and checks the result with
+ * `checkResult`.
  */
 function charged(name, check, checkResult) {
   const inner = SubtleCryptoPrototype[name];
+  if (typeof inner !== "function") {
+    return;
+  }
   const method = {
     async [name](...args) {
       if (check !== null) {
         check(args);
       }
       const requestId = currentRequestId();
+      await takeTurn();
       const started = DateNow();
       let result;
       try {
         result = await FunctionPrototypeCall(inner, this, ...new SafeArrayIterator(args));
       } finally {
+        giveTurn();
         ops.op_islet_charge(requestId, DateNow() - started);
       }
       return checkResult === null ? result : checkResult(result);
@@ -148,7 +217,22 @@ function charged(name, check, checkResult) {
   });
 }
 
-for (const name of new SafeArrayIterator(["digest", "encrypt", "decrypt", "sign", "verify", "exportKey", "wrapKey"])) {
+for (
+  const name of new SafeArrayIterator([
+    "digest",
+    "encrypt",
+    "decrypt",
+    "sign",
+    "verify",
+    "exportKey",
+    "wrapKey",
+    "getPublicKey",
+    "encapsulateKey",
+    "encapsulateBits",
+    "decapsulateKey",
+    "decapsulateBits",
+  ])
+) {
   charged(name, null, null);
 }
 charged("deriveBits", (args) => {
@@ -185,7 +269,6 @@ function bytesOf(chunk) {
   return null;
 }
 
-const InnerDecompressionStream = globalThis.DecompressionStream;
 const { ReadableStream, TransformStream, TransformStreamDefaultController } = globalThis;
 // Taken now, before any tenant code: a tenant that patched them must not reach inside.
 const ReadableStreamPrototypePipeTo = ReadableStream.prototype.pipeTo;
@@ -196,56 +279,80 @@ function pipe(readable, writable) {
   PromisePrototypeCatch(FunctionPrototypeCall(ReadableStreamPrototypePipeTo, readable, writable), () => {});
 }
 
-/** https://compression.spec.whatwg.org/#decompressionstream, fed to Deno's in small pieces. */
-class DecompressionStream {
-  #readable;
-  #writable;
-
-  /** @param {string} format */
-  constructor(format) {
-    const inner = new InnerDecompressionStream(format);
-    const pieces = new TransformStream({
-      transform(chunk, controller) {
-        const bytes = bytesOf(chunk);
-        if (bytes === null) {
-          // Not a BufferSource: Deno's stream rejects it with its own TypeError.
-          FunctionPrototypeCall(TransformStreamDefaultControllerPrototypeEnqueue, controller, chunk);
-          return;
-        }
-        const length = TypedArrayPrototypeGetLength(bytes);
-        for (let offset = 0; offset < length; offset += MAX_INFLATE_INPUT) {
-          const end = MathMin(offset + MAX_INFLATE_INPUT, length);
-          // A copy: the tenant may reuse its buffer once write() resolves.
-          const piece = new Uint8Array(TypedArrayPrototypeSubarray(bytes, offset, end));
-          FunctionPrototypeCall(TransformStreamDefaultControllerPrototypeEnqueue, controller, piece);
-        }
-      },
-    });
-    const copies = new TransformStream({
-      transform(chunk, controller) {
-        // Into the isolate's own memory (a RangeError past its limit); Rust's buffer is garbage.
-        FunctionPrototypeCall(TransformStreamDefaultControllerPrototypeEnqueue, controller, new Uint8Array(chunk));
-      },
-    });
-    pipe(pieces.readable, inner.writable);
-    pipe(inner.readable, copies.writable);
-    this.#readable = copies.readable;
-    this.#writable = pieces.writable;
-  }
-
-  get readable() {
-    return this.#readable;
-  }
-
-  get writable() {
-    return this.#writable;
-  }
+function enqueue(controller, chunk) {
+  FunctionPrototypeCall(TransformStreamDefaultControllerPrototypeEnqueue, controller, chunk);
 }
 
-ObjectDefineProperty(globalThis, "DecompressionStream", {
-  __proto__: null,
-  value: DecompressionStream,
-  writable: true,
-  enumerable: false,
-  configurable: true,
-});
+/**
+ * Deno's `Inner` (CompressionStream or DecompressionStream), fed pieces of at most `maxInput`
+ * bytes, and with `copyOutput` its output copied into buffers the isolate's memory limit counts.
+ * https://compression.spec.whatwg.org/ for the interface, which is Deno's.
+ */
+function boundedCodec(name, Inner, maxInput, copyOutput) {
+  return {
+    [name]: class {
+      #readable;
+      #writable;
+
+      /** @param {string} format */
+      constructor(format) {
+        const inner = new Inner(format);
+        const pieces = new TransformStream({
+          transform(chunk, controller) {
+            const bytes = bytesOf(chunk);
+            if (bytes === null) {
+              // Not a BufferSource: Deno's stream rejects it with its own TypeError.
+              enqueue(controller, chunk);
+              return;
+            }
+            const length = TypedArrayPrototypeGetLength(bytes);
+            for (let offset = 0; offset < length; offset += maxInput) {
+              const end = MathMin(offset + maxInput, length);
+              // A copy: the tenant may reuse its buffer once write() resolves.
+              enqueue(controller, new Uint8Array(TypedArrayPrototypeSubarray(bytes, offset, end)));
+            }
+          },
+        });
+        pipe(pieces.readable, inner.writable);
+        this.#writable = pieces.writable;
+        if (copyOutput) {
+          const copies = new TransformStream({
+            transform(chunk, controller) {
+              // Into the isolate's own memory (a RangeError past its limit); Rust's is garbage.
+              enqueue(controller, new Uint8Array(chunk));
+            },
+          });
+          pipe(inner.readable, copies.writable);
+          this.#readable = copies.readable;
+        } else {
+          this.#readable = inner.readable;
+        }
+      }
+
+      get readable() {
+        return this.#readable;
+      }
+
+      get writable() {
+        return this.#writable;
+      }
+    },
+  }[name];
+}
+
+for (
+  const [name, codec] of new SafeArrayIterator([
+    // Output at most about a thousand times the input: small pieces, output copied.
+    ["DecompressionStream", boundedCodec("DecompressionStream", globalThis.DecompressionStream, MAX_INFLATE_INPUT, true)],
+    // Output about the size of the input: pieces a millisecond's work, output as Deno gives it.
+    ["CompressionStream", boundedCodec("CompressionStream", globalThis.CompressionStream, MAX_DEFLATE_INPUT, false)],
+  ])
+) {
+  ObjectDefineProperty(globalThis, name, {
+    __proto__: null,
+    value: codec,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
+}
