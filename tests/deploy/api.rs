@@ -78,6 +78,48 @@ async fn a_redeploy_under_a_steady_request_loop_fails_no_request() {
 }
 
 #[tokio::test]
+async fn redeploy_and_delete_stop_the_old_isolates_and_their_timers() {
+  let data = TempDir::new("api-timers");
+  let args = ["--data", data.path(), "--admin-token", TOKEN];
+  let node = Node::start(&args, "info,islet::pool=debug");
+  // An interval that never ends keeps the isolate's event loop busy for good.
+  let ticker = |label: &str| {
+    serde_json::json!({
+      "name": "ticker",
+      "entry": "index.js",
+      "modules": { "index.js": format!(
+        "let ticks = 0;\nsetInterval(() => {{ ticks += 1; }}, 1);\n\
+         export default {{ fetch() {{ return new Response({label:?}); }} }};\n"
+      ) },
+    })
+  };
+  let v1 = deploy(&node, &ticker("v1")).await.json()["version"]
+    .as_str()
+    .unwrap()
+    .to_string();
+  assert_eq!(served(&node, "ticker").await, (200, "v1".to_string()));
+  let v2 = deploy(&node, &ticker("v2")).await.json()["version"]
+    .as_str()
+    .unwrap()
+    .to_string();
+  assert_eq!(served(&node, "ticker").await, (200, "v2".to_string()));
+  let dropped = |version: &str| format!("isolate dropped function=ticker version={version}");
+  assert!(
+    node.wait_for_log(&dropped(&v1), Duration::from_secs(5)),
+    "the old version's isolate kept running:\n{}",
+    node.logs()
+  );
+  let deleted = admin(&node, "DELETE", "/v1/functions/ticker", Some(TOKEN), Bytes::new()).await;
+  assert_eq!(deleted.status, 200);
+  assert!(
+    node.wait_for_log(&dropped(&v2), Duration::from_secs(5)),
+    "the deleted function's isolate kept running:\n{}",
+    node.logs()
+  );
+  node.assert_quiet("a redeploy and a delete");
+}
+
+#[tokio::test]
 async fn rollback_then_delete() {
   let data = TempDir::new("api-rollback");
   let node = node_with_store(&data, &[]);

@@ -110,6 +110,19 @@ async fn pbkdf2_iterations_are_capped_and_off_thread_time_is_charged() {
   // The dictionary is read once: a getter cannot pass the check and then ask for more.
   let toctou = get(&client, &node.url("/pbkdf2?toctou")).await;
   assert_eq!(toctou.text(), "derived 32 bytes");
+  // Costs are checked as Deno reads them (wrapped to 32 bits), and the name is read once.
+  let negative = get(&client, &node.url("/pbkdf2?negative")).await;
+  assert_eq!(
+    negative.text(),
+    "OperationError: PBKDF2 with 4294967295 iterations: Islet allows at most 100000"
+  );
+  let renamed = get(&client, &node.url("/pbkdf2?name-toctou")).await;
+  assert!(!renamed.text().starts_with("derived"), "{}", renamed.text());
+  let argon2 = get(&client, &node.url("/pbkdf2?argon2")).await;
+  assert_eq!(
+    argon2.text(),
+    "OperationError: Argon2 with 4000000 KiB of memory: Islet allows at most 32768"
+  );
   // Derivations within the cap still cost: their time off the thread counts against the
   // request's 50 ms of CPU.
   let heavy = get(&client, &node.url("/pbkdf2?sequential=40&iterations=100000")).await;
