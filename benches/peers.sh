@@ -4,7 +4,9 @@
 # requests/s and p50/p99 latency side by side, with Islet's ratio to each: medians over ROUNDS rounds.
 #
 # Usage: benches/peers.sh   (ROUNDS=3 DURATION=10s CONNECTIONS=64 WRK_THREADS=2 ISOLATE_THREADS=2
-#                            SERVERS="islet deno workerd hyper": a subset for more rounds in less time
+#                            SERVERS="islet deno workerd hyper": a subset for more rounds in less time;
+#                            "baseline" in SERVERS with BASELINE=path/to/islet: another build of
+#                            Islet, e.g. main's, measured the same way in the same rounds
 #                            PIN=1: per core, each server confined to CPU 0 with one thread or worker
 #                            and wrk -t1 -c32 to CPU 1, so that the two never compete for a core and
 #                            a server that uses less CPU per request cannot win by leaving wrk more
@@ -85,6 +87,7 @@ run_one() { # name
     deno) run deno http://127.0.0.1:18082/ "$deno" serve --quiet "${deno_workers[@]}" --port 18082 "$work/hello.js" ;;
     workerd) run workerd http://127.0.0.1:18083/ "$workerd" serve "$work/workerd.capnp" ;;
     hyper) run hyper http://127.0.0.1:18084/ "$islet" hyper-ceiling --listen 127.0.0.1:18084 --threads "$ISOLATE_THREADS" ;;
+    baseline) run baseline http://127.0.0.1:18085/hello "$BASELINE" serve "$work/functions" --listen 127.0.0.1:18085 --threads "$ISOLATE_THREADS" ;;
   esac
 }
 
