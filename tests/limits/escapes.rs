@@ -307,6 +307,21 @@ async fn wait_until_and_outbound_fetches_end_with_their_invocation() {
 }
 
 #[tokio::test]
+async fn one_function_cannot_hold_more_than_its_share_of_outbound_sockets() {
+  let upstream = SilentUpstream::start().await;
+  let (node, baseline) = one_thread(&["--allow-fetch-to", "127.0.0.1"]).await;
+  let target = format!("http://{}/", upstream.addr);
+  let reply = get(&http1(), &node.url(&format!("/fan-out?n=130&url={target}"))).await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  // 128 under way, the most one isolate may have; two refused at once.
+  assert_eq!(reply.json()["refused"], 2, "{}", reply.text());
+  assert_eq!(reply.json()["other"], "", "{}", reply.text());
+  // The 128 are aborted when their request's time (1500 ms) ends, and their sockets closed.
+  upstream.wait_closed(128).await;
+  aftermath(&node, baseline, "a fan-out of fetches").await;
+}
+
+#[tokio::test]
 async fn a_reset_http2_stream_keeps_its_admission_place_until_its_handler_ends() {
   let (node, baseline) = one_thread(&["--max-concurrency", "1", "--max-queue", "0"]).await;
   let client = h2c();
