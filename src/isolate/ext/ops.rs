@@ -300,12 +300,6 @@ impl PendingResponses {
       .find(|(_, r)| r.request_id == request_id)
       .map(|(slot, request)| (*slot, request))
   }
-
-  /// Forgets the request with this id, if it is in flight here.
-  pub fn remove_request(&mut self, request_id: RequestId) -> Option<RequestSlot> {
-    let (slot, _) = self.by_id(request_id)?;
-    self.slots.remove(&slot)
-  }
 }
 
 /// Headers the server adds to every response (`x-islet-start`, `server-timing`,
