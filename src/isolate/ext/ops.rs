@@ -330,6 +330,16 @@ impl<T: AsRef<[u8]>> Drop for AccountedBody<T> {
   }
 }
 
+/// A body copied out of V8 into Rust memory: small ones as they are, large ones (at least
+/// [`ACCOUNTED_BODY_BYTES`]) counted against the isolate's memory until dropped.
+fn copied_body(state: &OpState, bytes: &[u8]) -> Bytes {
+  if bytes.len() >= ACCOUNTED_BODY_BYTES {
+    body_bytes(state, bytes.to_vec())
+  } else {
+    Bytes::copy_from_slice(bytes)
+  }
+}
+
 /// `bytes`, a large body (at least [`ACCOUNTED_BODY_BYTES`]) copied out of V8 into Rust memory,
 /// as `Bytes` counted against the isolate's memory until dropped (a body past the budget stops
 /// the isolate, as any allocation would).
@@ -479,11 +489,7 @@ pub fn op_islet_respond_fast_text(
   #[string] body: &str,
 ) -> Result<(), JsErrorBox> {
   // Borrowed and copied once: taking a `String` would copy V8's string twice.
-  let body = if body.len() >= ACCOUNTED_BODY_BYTES {
-    body_bytes(state, body.as_bytes().to_vec())
-  } else {
-    Bytes::copy_from_slice(body.as_bytes())
-  };
+  let body = copied_body(state, body.as_bytes());
   let response = fast_head(status, content_type, ResponseBody::full(body))?;
   answer(state, slot, Ok(response))
 }
@@ -497,11 +503,7 @@ pub fn op_islet_respond_fast_bytes(
   #[string] content_type: &str,
   #[buffer] body: &[u8],
 ) -> Result<(), JsErrorBox> {
-  let body = if body.len() >= ACCOUNTED_BODY_BYTES {
-    body_bytes(state, body.to_vec())
-  } else {
-    Bytes::copy_from_slice(body)
-  };
+  let body = copied_body(state, body);
   let response = fast_head(status, content_type, ResponseBody::full(body))?;
   answer(state, slot, Ok(response))
 }
