@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use deno_core::JsRuntime;
 
-use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot};
+use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot, Responder, StartTiming};
 use super::request::HandlerCall;
 use super::{entered, Isolate, Phase};
 use crate::error::limit_response;
@@ -112,10 +112,7 @@ impl Isolate {
       for request in expired {
         match request.responder {
           Some(responder) => {
-            let _ = responder.send(HandlerOutcome {
-              start: Some(request.start),
-              result: Ok(limit_response(&wall, request.request_id)),
-            });
+            answer_limit(responder, Some(request.start), &wall, request.request_id);
             self.retire(request.request_id);
           }
           None => tracing::warn!(
@@ -134,11 +131,7 @@ impl Isolate {
         for request in queued.drain(..) {
           let deadline = request.arrived + wall_limit;
           if deadline <= now {
-            let response = limit_response(&wall, request.request_id);
-            let _ = request.responder.send(HandlerOutcome {
-              start: None,
-              result: Ok(response),
-            });
+            answer_limit(request.responder, None, &wall, request.request_id);
           } else {
             state
               .borrow_mut()
@@ -405,13 +398,23 @@ impl Isolate {
         other => other,
       };
       if let Some(responder) = request.responder {
-        let _ = responder.send(HandlerOutcome {
-          start: Some(request.start),
-          result: Ok(limit_response(&reason, request.request_id)),
-        });
+        answer_limit(responder, Some(request.start), &reason, request.request_id);
       }
     }
   }
+}
+
+/// Answers a request with the error of the limit it hit (the client may have gone: nothing then).
+pub(super) fn answer_limit(
+  responder: Responder,
+  start: Option<StartTiming>,
+  reason: &StopReason,
+  request_id: RequestId,
+) {
+  let _ = responder.send(HandlerOutcome {
+    start,
+    result: Ok(limit_response(reason, request_id)),
+  });
 }
 
 /// Whether a request has spent its CPU limit before its handler runs: the node did work on its

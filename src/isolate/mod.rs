@@ -46,7 +46,7 @@ use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use enforce::{startup_message, Charge};
 pub use ext::{reply, RequestId};
-use ext::{HandlerOutcome, PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
+use ext::{PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 use sandbox::{allow_wasm_code_generation, fetch_options, outbound_permissions, set_allow_eval};
 
@@ -536,10 +536,7 @@ impl Isolate {
         };
         if let Some(reason) = enforce::spent_before_start(&self.limits, precharged) {
           tracing::warn!(function = %self.function_name(), %request_id, limit = reason.code().as_str(), "{}", reason.message());
-          let _ = responder.send(HandlerOutcome {
-            start: Some(start),
-            result: Ok(crate::error::limit_response(&reason, request_id)),
-          });
+          enforce::answer_limit(responder, Some(start), &reason, request_id);
           continue;
         }
         let mut record = RequestSlot::new(responder, start, request_id, arrived, self.limits.wall());
