@@ -15,6 +15,7 @@ import { ops } from "ext:islet_runtime/00_ops.js";
 import { body, consoleModule, request, response, streams } from "ext:islet_runtime/00_web_globals.js";
 import { enterRequest, leaveRequest, runInRequest } from "ext:islet_runtime/01_request_context.js";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
+import { makeEnv, QueueBatch, ScheduledController } from "ext:islet_runtime/07_bindings.js";
 import { ExecutionContext } from "ext:islet_runtime/10_context.js";
 import { dispatchFetchEvent, hasFetchListeners } from "ext:islet_runtime/20_service_worker.js";
 
@@ -22,8 +23,6 @@ const {
   ArrayPrototypePush,
   ErrorPrototype,
   FunctionPrototypeCall,
-  JSONParse,
-  ObjectFreeze,
   ObjectPrototypeIsPrototypeOf,
   PromisePrototypeCatch,
   PromisePrototypeThen,
@@ -57,27 +56,48 @@ const {
 
 /** @type {null | ((request: Request, ctx: ExecutionContext) => unknown)} */
 let handler = null;
+/** The event handlers: `queue(batch, env, ctx)` and `scheduled(controller, env, ctx)`. */
+let queueHandler = null;
+let scheduledHandler = null;
+
+function noFetchHandler() {
+  throw new TypeError("the function has no fetch(request, env, ctx) handler: it runs on events only");
+}
 
 /**
- * Binds the function's handler once its module has been evaluated.
+ * Binds the function's handlers once its module has been evaluated.
  * @param {object} namespace the entry module's namespace
- * @param {string} envJson the function's `env`, as JSON
+ * @param {string} envJson the function's variables, as JSON
+ * @param {string} bindingsJson its bindings, `{ NAME: { type } }`
  * @returns {string | undefined} why the module cannot serve, if it cannot
  */
-export function installHandler(namespace, envJson) {
-  const env = ObjectFreeze(JSONParse(envJson));
+export function installHandler(namespace, envJson, bindingsJson) {
+  const env = makeEnv(envJson, bindingsJson);
   const exported = namespace.default;
-  if (exported !== null && typeof exported === "object" && typeof exported.fetch === "function") {
+  if (exported !== null && typeof exported === "object") {
+    const { fetch, queue, scheduled } = exported;
     // `this` is the exported object, as on Workers, so handlers may call their own helpers.
-    handler = (req, ctx) => FunctionPrototypeCall(exported.fetch, exported, req, env, ctx);
-    return undefined;
+    if (typeof queue === "function") {
+      queueHandler = (batch, ctx) => FunctionPrototypeCall(queue, exported, batch, env, ctx);
+    }
+    if (typeof scheduled === "function") {
+      scheduledHandler = (controller, ctx) => FunctionPrototypeCall(scheduled, exported, controller, env, ctx);
+    }
+    if (typeof fetch === "function") {
+      handler = (req, ctx) => FunctionPrototypeCall(fetch, exported, req, env, ctx);
+      return undefined;
+    }
   }
   if (hasFetchListeners()) {
     handler = dispatchFetchEvent;
     return undefined;
   }
+  if (queueHandler !== null || scheduledHandler !== null) {
+    handler = noFetchHandler;
+    return undefined;
+  }
   if (exported !== undefined) {
-    return "the default export has no fetch(request, env, ctx) method";
+    return "the default export has no fetch(request, env, ctx), queue(batch, env, ctx) or scheduled(controller, env, ctx) method";
   }
   return "the module exports no handler: write `export default { fetch(request, env, ctx) { ... } }` " +
     'or call addEventListener("fetch", (event) => event.respondWith(...))';
@@ -201,9 +221,56 @@ class IncomingInnerRequest {
 export function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
   const previous = enterRequest(requestId);
   try {
-    callHandler(slot, method, head, urlEnd, bodyRid);
+    if (method === EVENT_QUEUE || method === EVENT_SCHEDULED) {
+      callEventHandler(slot, method, head);
+    } else {
+      callHandler(slot, method, head, urlEnd, bodyRid);
+    }
   } finally {
     leaveRequest(previous);
+  }
+}
+
+// Event invocations: Rust passes one of these in place of a method (never an HTTP method, which is
+// an index of METHODS or a string), and the event's JSON in place of the head.
+const EVENT_QUEUE = -1;
+const EVENT_SCHEDULED = -2;
+
+/**
+ * Runs the queue or scheduled handler for one event and answers with what became of it: a JSON
+ * outcome (which messages to ack or retry, or whether to retry the tick) that Rust reads back.
+ */
+function callEventHandler(slot, method, json) {
+  let event;
+  try {
+    event = method === EVENT_QUEUE ? new QueueBatch(json) : new ScheduledController(json);
+  } catch (error) {
+    fail(slot, error);
+    return;
+  }
+  const settle = (error) => {
+    try {
+      op_islet_respond_text(slot, 200, [], event.outcome(error));
+    } catch (opError) {
+      logUncaught(opError, "while answering an event");
+    }
+  };
+  const failed = (error) => {
+    logUncaught(error, method === EVENT_QUEUE ? "in the queue handler" : "in the scheduled handler");
+    settle(ObjectPrototypeIsPrototypeOf(ErrorPrototype, error) ? `${error.name}: ${error.message}` : "the handler threw");
+  };
+  try {
+    const run = method === EVENT_QUEUE ? queueHandler : scheduledHandler;
+    if (run === null) {
+      throw new TypeError(
+        method === EVENT_QUEUE
+          ? "the function has no queue(batch, env, ctx) handler"
+          : "the function has no scheduled(controller, env, ctx) handler",
+      );
+    }
+    PromisePrototypeThen(PromiseResolve(run(event, new ExecutionContext(slot))), () => settle(null), failed);
+  } catch (error) {
+    failed(error);
   }
 }
 

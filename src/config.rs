@@ -7,8 +7,8 @@
 //! vars = { GREETING = "hi" }
 //! secrets = ["API_KEY"]               # values come from the environment of whoever deploys
 //! limits = { cpu_ms = 100 }
-//! bindings = { }                      # read by later features (KV, object storage)
-//! triggers = [ ]
+//! bindings = { JOBS = { type = "queue", queue = "jobs" } }
+//! triggers = [{ type = "queue", queue = "jobs" }, { type = "cron", schedule = "*/5 * * * *" }]
 //! ```
 //!
 //! Every error names the file, the key and the reason: `islet.toml: functions.hello.entry:
@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use crate::error::NodeError;
 use crate::limits::{LimitOverrides, Limits};
+use crate::registry::bindings::{self, Binding, Trigger};
 use crate::registry::{is_valid_name, Bundle, RoutePattern};
 
 /// A parsed and validated manifest.
@@ -47,12 +48,12 @@ pub struct FunctionSpec {
   pub secrets: Vec<String>,
   #[serde(default)]
   pub limits: LimitOverrides,
-  /// Bindings offered in `env` (KV, object storage, …); kept for the features that read them.
+  /// Bindings offered in `env` (queues, …).
   #[serde(default)]
-  pub bindings: toml::Table,
-  /// Events that run the function (object created, cron, …); kept for the features that read them.
+  pub bindings: BTreeMap<String, Binding>,
+  /// Events that run the function besides HTTP requests (queue batches, cron ticks).
   #[serde(default)]
-  pub triggers: Vec<toml::Table>,
+  pub triggers: Vec<Trigger>,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +121,12 @@ impl Manifest {
           return Err(at(&key("secrets"), &format!("{secret} is also in vars")));
         }
       }
+      bindings::validate(&spec.bindings, &spec.triggers, &spec.vars).map_err(|e| {
+        let (field, reason) = e.split_once(": ").unwrap_or(("", &e));
+        at(&key(field), reason)
+      })?;
     }
+    check_queues(&file.functions).map_err(|(field, reason)| at(&field, &reason))?;
     Ok(Manifest {
       path: path.to_path_buf(),
       functions: file.functions,
@@ -173,8 +179,44 @@ impl Manifest {
       vars,
       limits: spec.limits.clone(),
       routes: spec.routes.clone(),
+      bindings: spec.bindings.clone(),
+      triggers: spec.triggers.clone(),
     })
   }
+}
+
+/// Refuses a queue bound as a producer that nothing in the manifest consumes or names as a
+/// dead-letter queue (a typo would otherwise fill a queue nobody reads), and a queue consumed by
+/// two functions. Returns the key and the reason.
+fn check_queues(functions: &BTreeMap<String, FunctionSpec>) -> Result<(), (String, String)> {
+  let mut consumers: BTreeMap<&str, &str> = BTreeMap::new();
+  let mut known: Vec<&str> = Vec::new();
+  for (name, spec) in functions {
+    for (i, trigger) in spec.triggers.iter().enumerate() {
+      if let Trigger::Queue(q) = trigger {
+        if let Some(other) = consumers.insert(&q.queue, name) {
+          return Err((
+            format!("functions.{name}.triggers[{i}].queue"),
+            format!("queue '{}' is consumed by function '{other}' already", q.queue),
+          ));
+        }
+        known.push(&q.queue);
+        known.extend(q.dead_letter_queue.as_deref());
+      }
+    }
+  }
+  for (name, spec) in functions {
+    for (binding, target) in &spec.bindings {
+      let Binding::Queue { queue } = target;
+      if !known.contains(&queue.as_str()) {
+        return Err((
+          format!("functions.{name}.bindings.{binding}.queue"),
+          format!("unknown queue '{queue}': no function of the manifest consumes it or names it as a dead-letter queue"),
+        ));
+      }
+    }
+  }
+  Ok(())
 }
 
 #[cfg(test)]

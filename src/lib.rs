@@ -27,6 +27,7 @@ pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod isolate;
 pub mod limits;
 pub mod pool;

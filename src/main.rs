@@ -11,6 +11,7 @@ use islet::admin::commands;
 use islet::admin::{AdminServer, Deployments};
 use islet::config::Manifest;
 use islet::error::NodeError;
+use islet::events::{EventStore, Events, EventsConfig};
 use islet::isolate::IsolateConfig;
 use islet::limits::outbound::OutboundPolicy;
 use islet::limits::Limits;
@@ -72,8 +73,25 @@ enum Command {
     #[command(flatten)]
     node: NodeArgs,
   },
+  /// Every queue's depth, messages in flight, oldest age and dead-letter depth; or send a message,
+  /// or replay a dead-letter queue.
+  #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+  Queues {
+    #[command(subcommand)]
+    action: Option<QueueAction>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Cron schedules: fire one by hand.
+  Cron {
+    #[command(subcommand)]
+    action: CronAction,
+  },
   /// Measure cold starts and warm requests of a handler through the real HTTP server.
   Bench(BenchArgs),
+  /// Measure queues end to end on one node with the embedded store: messages per second at batch
+  /// size 100, and the latency from send() to the consumer being called when idle.
+  BenchQueues(BenchQueuesArgs),
   /// A bare hyper server answering hello: the ceiling in benches/peers.sh.
   #[command(hide = true)]
   HyperCeiling {
@@ -83,6 +101,55 @@ enum Command {
     #[arg(long)]
     threads: Option<usize>,
   },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+  /// Send one message to a queue.
+  Send {
+    queue: String,
+    /// The body: JSON text (the default), or any text with --content-type text.
+    body: String,
+    #[arg(long, default_value = "json", value_parser = ["json", "text"])]
+    content_type: String,
+    /// Seconds before it may be delivered.
+    #[arg(long, default_value_t = 0)]
+    delay_seconds: u64,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Move the messages of a queue's dead-letter queue back into it.
+  ReplayDlq {
+    queue: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+}
+
+#[derive(Subcommand)]
+enum CronAction {
+  /// Run a function's scheduled handler now.
+  Trigger {
+    function: String,
+    /// The schedule to pass as controller.cron [default: the function's first].
+    #[arg(long)]
+    cron: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+}
+
+#[derive(clap::Args)]
+struct BenchQueuesArgs {
+  /// Messages to send through the queue for the throughput figure.
+  #[arg(long, default_value_t = 100_000)]
+  messages: usize,
+  /// Idle send-to-consumer latencies to measure.
+  #[arg(long, default_value_t = 300)]
+  samples: usize,
+  /// Print the figures as JSON.
+  #[arg(long)]
+  json: bool,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +251,9 @@ struct ServeArgs {
   /// Connections open at once on the node; past it, new ones are closed as they are accepted.
   #[arg(long, default_value_t = ServerConfig::default().max_connections)]
   max_connections: usize,
+  /// The largest queue message body send() accepts, in KiB.
+  #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384))]
+  max_queue_message_kb: u64,
   #[command(flatten)]
   pool: PoolArgs,
   #[command(flatten)]
@@ -293,6 +363,39 @@ fn main() -> ExitCode {
     Command::Delete { name, node } => {
       Some(runtime.block_on(commands::delete(&control(node), name, node.json)))
     }
+    Command::Queues { action: None, node } => {
+      Some(runtime.block_on(commands::queues(&control(node), node.json)))
+    }
+    Command::Queues {
+      action:
+        Some(QueueAction::Send {
+          queue,
+          body,
+          content_type,
+          delay_seconds,
+          node,
+        }),
+      ..
+    } => Some(runtime.block_on(commands::queue_send(
+      &control(node),
+      queue,
+      body,
+      content_type,
+      *delay_seconds,
+      node.json,
+    ))),
+    Command::Queues {
+      action: Some(QueueAction::ReplayDlq { queue, node }),
+      ..
+    } => Some(runtime.block_on(commands::replay_dlq(&control(node), queue, node.json))),
+    Command::Cron {
+      action: CronAction::Trigger { function, cron, node },
+    } => Some(runtime.block_on(commands::cron_trigger(
+      &control(node),
+      function,
+      cron.as_deref(),
+      node.json,
+    ))),
     _ => None,
   };
   if let Some(answer) = answer {
@@ -313,11 +416,16 @@ fn main() -> ExitCode {
   let result = match cli.command {
     Command::Serve(args) => runtime.block_on(serve(*args)),
     Command::Bench(args) => runtime.block_on(bench(args)),
+    Command::BenchQueues(args) => {
+      runtime.block_on(islet::bench::queues::run(args.messages, args.samples, args.json))
+    }
     Command::Deploy { .. }
     | Command::Functions { .. }
     | Command::Versions { .. }
     | Command::Rollback { .. }
-    | Command::Delete { .. } => unreachable!("answered above"),
+    | Command::Delete { .. }
+    | Command::Queues { .. }
+    | Command::Cron { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen, threads } => {
       let threads = threads.unwrap_or(PoolConfig::default().threads);
       runtime
@@ -428,6 +536,21 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     Some(deployments) => deployments.live(),
     None => Arc::new(arc_swap::ArcSwap::from_pointee(statics)),
   };
+  // Queues live beside the deployed functions: in the data directory (./islet-data by default),
+  // or in the fleet's Redis.
+  let event_store = match (&args.store, &args.data) {
+    (Some(url), _) => EventStore::Redis(url.clone()),
+    (None, Some(data)) => EventStore::Dir(data.clone()),
+    (None, None) => EventStore::Dir(PathBuf::from("islet-data")),
+  };
+  let events = Events::open(
+    EventsConfig {
+      store: event_store,
+      max_message_bytes: usize::try_from(args.max_queue_message_kb << 10).unwrap_or(usize::MAX),
+    },
+    live.clone(),
+  )
+  .map_err(|e| NodeError::Config(format!("queues: {e}")))?;
   let config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -448,6 +571,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
       isolate: IsolateConfig {
         limits,
         outbound: Arc::new(args.limits.outbound()),
+        bindings: Some(events.host()),
       },
     },
     admission: AdmissionConfig {
@@ -457,13 +581,21 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   };
   let https = config.tls.is_some();
   let server = Server::bind(config, live).await?;
+  events.start(server.invoker());
   let scheme = if https { "https" } else { "http" };
   // The first line on stdout: scripts and tests read the bound address from it.
   println!("islet listening on {scheme}://{}", server.local_addr());
   match (deployments, args.admin_token) {
     (Some(deployments), Some(token)) => {
       deployments.attach_pool(server.pool_control());
-      let admin = AdminServer::bind(args.admin_listen, &token, deployments, max_bundle_bytes).await?;
+      let admin = AdminServer::bind(
+        args.admin_listen,
+        &token,
+        deployments,
+        Some(events.clone()),
+        max_bundle_bytes,
+      )
+      .await?;
       // The second line: the admin API's address.
       println!("islet admin on http://{}", admin.local_addr());
       tokio::spawn(admin.run());

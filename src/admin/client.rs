@@ -161,4 +161,45 @@ impl AdminClient {
       .call(http::Method::DELETE, &path, Bytes::new(), Box::new(|_| {}))
       .await
   }
+
+  async fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ClientError> {
+    let body = Bytes::from(body.to_string());
+    self.call(http::Method::POST, path, body, Box::new(|_| {})).await
+  }
+
+  pub async fn queues(&self) -> Result<serde_json::Value, ClientError> {
+    self.get("/v1/queues").await
+  }
+
+  pub async fn queue_send(
+    &self,
+    queue: &str,
+    body: &str,
+    content_type: &str,
+    delay_seconds: u64,
+  ) -> Result<serde_json::Value, ClientError> {
+    let path = format!("/v1/queues/{queue}/messages");
+    let message =
+      serde_json::json!({ "body": body, "content_type": content_type, "delay_seconds": delay_seconds });
+    self.post(&path, message).await
+  }
+
+  pub async fn replay_dlq(&self, queue: &str) -> Result<serde_json::Value, ClientError> {
+    self
+      .post(&format!("/v1/queues/{queue}/replay-dlq"), serde_json::json!({}))
+      .await
+  }
+
+  pub async fn cron_trigger(
+    &self,
+    function: &str,
+    cron: Option<&str>,
+  ) -> Result<serde_json::Value, ClientError> {
+    self
+      .post(
+        &format!("/v1/functions/{function}/cron"),
+        serde_json::json!({ "cron": cron }),
+      )
+      .await
+  }
 }

@@ -139,6 +139,84 @@ pub async fn delete(client: &AdminClient, name: &str, json: bool) -> Result<Stri
   })
 }
 
+/// `islet queues`: one line per queue.
+pub async fn queues(client: &AdminClient, json: bool) -> Result<String, ClientError> {
+  let answer = client.queues().await?;
+  if json {
+    return Ok(answer.to_string());
+  }
+  let mut out = format!(
+    "{:<24} {:>8} {:>10} {:>12} {:>10}\n",
+    "QUEUE", "DEPTH", "IN FLIGHT", "OLDEST (s)", "DLQ DEPTH"
+  );
+  for queue in answer["queues"].as_array().into_iter().flatten() {
+    out.push_str(&format!(
+      "{:<24} {:>8} {:>10} {:>12.1} {:>10}\n",
+      queue["queue"].as_str().unwrap_or("?"),
+      queue["depth"].as_u64().unwrap_or(0),
+      queue["in_flight"].as_u64().unwrap_or(0),
+      queue["oldest_age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+      queue["dead_letter_depth"].as_u64().unwrap_or(0),
+    ));
+  }
+  Ok(out)
+}
+
+/// `islet queues send QUEUE BODY`.
+pub async fn queue_send(
+  client: &AdminClient,
+  queue: &str,
+  body: &str,
+  content_type: &str,
+  delay_seconds: u64,
+  json: bool,
+) -> Result<String, ClientError> {
+  if content_type == "json" && serde_json::from_str::<serde_json::Value>(body).is_err() {
+    return Err(ClientError::Input(format!(
+      "'{body}' is not JSON; send text with --content-type text"
+    )));
+  }
+  let answer = client
+    .queue_send(queue, body, content_type, delay_seconds)
+    .await?;
+  Ok(if json {
+    answer.to_string()
+  } else {
+    format!("sent {} to {queue}\n", answer["id"].as_str().unwrap_or("?"))
+  })
+}
+
+/// `islet queues replay-dlq QUEUE`.
+pub async fn replay_dlq(client: &AdminClient, queue: &str, json: bool) -> Result<String, ClientError> {
+  let answer = client.replay_dlq(queue).await?;
+  Ok(if json {
+    answer.to_string()
+  } else {
+    format!(
+      "moved {} message(s) from the dead-letter queue back into {queue}\n",
+      answer["replayed"].as_u64().unwrap_or(0)
+    )
+  })
+}
+
+/// `islet cron trigger FUNCTION [--cron EXPR]`.
+pub async fn cron_trigger(
+  client: &AdminClient,
+  function: &str,
+  cron: Option<&str>,
+  json: bool,
+) -> Result<String, ClientError> {
+  let answer = client.cron_trigger(function, cron).await?;
+  if json {
+    return Ok(answer.to_string());
+  }
+  let schedule = answer["cron"].as_str().unwrap_or("?");
+  Ok(match answer["error"].as_str() {
+    None => format!("{function}: scheduled({schedule}) ran\n"),
+    Some(error) => format!("{function}: scheduled({schedule}) failed: {error}\n"),
+  })
+}
+
 /// When a version was deployed, in the HTTP date format (`Sat, 21 Nov 2026 10:16:31 GMT`).
 fn utc(seconds: u64) -> String {
   httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))

@@ -9,6 +9,10 @@
 //! | `GET /v1/functions/{name}/versions` | a function's versions, oldest first |
 //! | `POST /v1/functions/{name}/active` | `{"version": "…"}`: activate a version (rollback) |
 //! | `DELETE /v1/functions/{name}` | stop serving a function and forget its versions |
+//! | `POST /v1/functions/{name}/cron` | `{"cron": "…"}` (optional): fire a schedule now |
+//! | `GET /v1/queues` | every queue's depth, in flight, oldest age and dead-letter depth |
+//! | `POST /v1/queues/{name}/messages` | `{"body": "…", "content_type": "json"\|"text", "delay_seconds": 0}` |
+//! | `POST /v1/queues/{name}/replay-dlq` | move the queue's dead-letter messages back into it |
 //!
 //! Errors are `{"error":{"code","message"}}`: `unauthorized` 401, `not_found` 404,
 //! `invalid_bundle` 400, `bundle_too_large` 413, `bad_request` 400, `store_failed` 500.
@@ -45,6 +49,8 @@ pub struct AdminServer {
 
 struct Admin {
   deployments: Arc<Deployments>,
+  /// Queues and schedules, when the node runs them.
+  events: Option<Arc<crate::events::Events>>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
   token_digest: [u8; 32],
   max_bundle_bytes: usize,
@@ -56,6 +62,7 @@ impl AdminServer {
     listen: SocketAddr,
     token: &str,
     deployments: Arc<Deployments>,
+    events: Option<Arc<crate::events::Events>>,
     max_bundle_bytes: usize,
   ) -> Result<Self, NodeError> {
     if token.is_empty() {
@@ -69,6 +76,7 @@ impl AdminServer {
       listener,
       state: Arc::new(Admin {
         deployments,
+        events,
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
       }),
@@ -237,11 +245,119 @@ impl Admin {
           Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e.to_string()),
         }
       }
+      (Method::POST, ["v1", "functions", _, "cron"] | ["v1", "queues", ..])
+      | (Method::GET, ["v1", "queues"]) => self.events(request, &segments).await,
       _ => error(
         StatusCode::NOT_FOUND,
         "not_found",
         &format!("no admin endpoint {} {path}", request.method()),
       ),
+    }
+  }
+
+  /// The queue and cron endpoints.
+  async fn events(&self, request: http::Request<Incoming>, segments: &[&str]) -> Reply {
+    use http::StatusCode;
+    let Some(events) = self.events.clone() else {
+      return error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this node runs no queues or schedules",
+      );
+    };
+    let failed = |message: String| error(StatusCode::BAD_REQUEST, "bad_request", &message);
+    let get = request.method() == http::Method::GET;
+    let segments: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+    let body = if get {
+      Bytes::new()
+    } else {
+      match self.read_body(request).await {
+        Ok(body) => body,
+        Err(reply) => return reply,
+      }
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match segments.as_slice() {
+      ["v1", "queues"] => match events.stats().await {
+        Ok(queues) => json(StatusCode::OK, &serde_json::json!({ "queues": queues })),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e),
+      },
+      ["v1", "queues", queue, "messages"] => {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Send {
+          body: String,
+          #[serde(default = "json_type")]
+          content_type: String,
+          #[serde(default)]
+          delay_seconds: u64,
+        }
+        fn json_type() -> String {
+          "json".into()
+        }
+        let send: Send = match serde_json::from_slice(&body) {
+          Ok(send) => send,
+          Err(e) => {
+            return failed(format!(
+              "expected {{\"body\": \"…\", \"content_type\": \"json\"|\"text\"}}: {e}"
+            ))
+          }
+        };
+        match send.content_type.as_str() {
+          "json" => {
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&send.body) {
+              return failed(format!(
+                "the body is not JSON (send it as --content-type text?): {e}"
+              ));
+            }
+          }
+          "text" => {}
+          other => return failed(format!("content_type '{other}' is not json or text")),
+        }
+        if send.delay_seconds > 43_200 {
+          return failed("delay_seconds must be at most 43200 (12 hours)".into());
+        }
+        let message = crate::events::OutgoingMessage {
+          content_type: send.content_type,
+          body: send.body.into_bytes(),
+          delay_s: send.delay_seconds,
+        };
+        match events.send(queue, message).await {
+          Ok(id) => json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "queue": queue, "id": id }),
+          ),
+          Err(e) => failed(e),
+        }
+      }
+      ["v1", "queues", queue, "replay-dlq"] => match events.replay_dlq(queue).await {
+        Ok(moved) => json(
+          StatusCode::OK,
+          &serde_json::json!({ "queue": queue, "replayed": moved }),
+        ),
+        Err(e) => error(StatusCode::NOT_FOUND, "not_found", &e),
+      },
+      ["v1", "functions", name, "cron"] => {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Fire {
+          cron: Option<String>,
+        }
+        let fire: Fire = if body.is_empty() {
+          Fire::default()
+        } else {
+          match serde_json::from_slice(&body) {
+            Ok(fire) => fire,
+            Err(e) => return failed(format!("expected {{\"cron\": \"…\"}}: {e}")),
+          }
+        };
+        match events.trigger_cron(name, fire.cron.as_deref()).await {
+          Ok(report) => json(StatusCode::OK, &report),
+          Err(e) if e.starts_with("no function") => error(StatusCode::NOT_FOUND, "not_found", &e),
+          Err(e) => failed(e),
+        }
+      }
+      _ => error(StatusCode::NOT_FOUND, "not_found", "no such queue endpoint"),
     }
   }
 

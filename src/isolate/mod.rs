@@ -45,13 +45,14 @@ use crate::limits::outbound::OutboundPolicy;
 use crate::limits::{Limits, StopReason};
 use crate::registry::Function;
 use enforce::{startup_message, Charge};
+use ext::bindings::{BindingHost, FunctionBindings};
 pub use ext::{reply, RequestId};
 use ext::{PendingResponses, RequestBodyResource, RequestSlot, StartTiming};
 use loader::{module_url, FunctionLoader};
 use sandbox::{allow_wasm_code_generation, fetch_options, outbound_permissions, set_allow_eval};
 
 use request::HandlerCall;
-pub use request::{IsolateRequest, RequestHead};
+pub use request::{EventKind, IsolateRequest, RequestHead};
 pub use syntax::{check_syntax, SyntaxChecker};
 
 /// The V8 heap with Deno's Web APIs and `runtime-js/` already evaluated, baked by `build.rs`.
@@ -74,7 +75,7 @@ pub fn init_v8() {
 pub struct IsolateError(String);
 
 /// What an isolate is created with, before it knows its function.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IsolateConfig {
   /// The limits a blank isolate starts under: the node's defaults. `load` applies the function's,
   /// except the heap limit, fixed at creation (a function with its own `memory_mb` gets an isolate
@@ -82,6 +83,18 @@ pub struct IsolateConfig {
   pub limits: Limits,
   /// Where outbound `fetch()` may connect.
   pub outbound: Arc<OutboundPolicy>,
+  /// What bindings reach (queues); `None` on a node without them.
+  pub bindings: Option<Arc<dyn BindingHost>>,
+}
+
+impl std::fmt::Debug for IsolateConfig {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.debug_struct("IsolateConfig")
+      .field("limits", &self.limits)
+      .field("outbound", &self.outbound)
+      .field("bindings", &self.bindings.is_some())
+      .finish()
+  }
 }
 
 impl Default for IsolateConfig {
@@ -89,6 +102,7 @@ impl Default for IsolateConfig {
     Self {
       limits: Limits::default(),
       outbound: Arc::new(OutboundPolicy::default()),
+      bindings: None,
     }
   }
 }
@@ -115,7 +129,7 @@ pub struct Isolate {
   /// Shared (`Rc`), so a call can hold it while `run_js` borrows the isolate: cloning a
   /// `v8::Global` would make a new V8 handle on every request.
   dispatch_fn: Rc<v8::Global<v8::Function>>,
-  /// The `installHandler(namespace, envJson)` function of `30_dispatch.js`.
+  /// The `installHandler(namespace, envJson, bindingsJson)` function of `30_dispatch.js`.
   install_fn: Rc<v8::Global<v8::Function>>,
   /// The `warmUp()` function of `30_dispatch.js`.
   warm_up_fn: v8::Global<v8::Function>,
@@ -176,6 +190,10 @@ impl Isolate {
       let state = runtime.op_state();
       let mut state = state.borrow_mut();
       state.put(outbound_permissions(&config.outbound));
+      state.put(FunctionBindings {
+        host: config.bindings.clone(),
+        ..FunctionBindings::default()
+      });
       let requests = state.borrow_mut::<PendingResponses>();
       requests.memory = Some(memory.clone());
       requests.max_fetches = config.limits.max_fetches;
@@ -289,6 +307,15 @@ impl Isolate {
       let requests = state.borrow_mut::<PendingResponses>();
       requests.function = Arc::from(function.name.as_str());
       requests.max_fetches = function.limits.max_fetches;
+      let bindings = state.borrow_mut::<FunctionBindings>();
+      bindings.function = function.name.clone();
+      bindings.queues = function
+        .bindings
+        .iter()
+        .map(|(name, binding)| match binding {
+          crate::registry::bindings::Binding::Queue { queue } => (name.clone(), queue.clone()),
+        })
+        .collect();
     }
     let url = module_url(&function.name, &function.entry);
     self.limits = function.limits.clone();
@@ -456,6 +483,7 @@ impl Isolate {
   fn install_handler(&mut self, module_id: ModuleId) -> Result<(), String> {
     let function = self.function.clone();
     let env_json = function.as_ref().map_or("{}", |f| f.env_json.as_str());
+    let bindings_json = function.as_ref().map_or("{}", |f| f.bindings_json.as_str());
     let install_fn = self.install_fn.clone();
     let installed = self.run_js(Charge::Startup, |runtime| {
       let namespace = runtime
@@ -466,8 +494,9 @@ impl Isolate {
       let install = v8::Local::new(scope, &*install_fn);
       let namespace = v8::Local::new(scope, &namespace);
       let env = v8::String::new(scope, env_json).ok_or("the function's vars are too large")?;
+      let bindings = v8::String::new(scope, bindings_json).ok_or("the function's bindings are too large")?;
       let undefined = v8::undefined(scope).into();
-      match install.call(scope, undefined, &[namespace.into(), env.into()]) {
+      match install.call(scope, undefined, &[namespace.into(), env.into(), bindings.into()]) {
         Some(result) if result.is_string() => Err(result.to_rust_string_lossy(scope)),
         Some(_) => Ok(()),
         None => Err("installing the handler failed".to_string()),

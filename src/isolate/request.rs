@@ -65,6 +65,28 @@ pub struct RequestHead {
   text: Vec<u8>,
   /// Where the URL ends in `text`.
   url_end: usize,
+  /// For an event invocation, which handler runs it; `text` is then the event as UTF-8 JSON.
+  event: Option<EventKind>,
+}
+
+/// The handler an event invocation calls instead of `fetch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+  /// `queue(batch, env, ctx)`; the event is `{ queue, messages }`.
+  Queue,
+  /// `scheduled(controller, env, ctx)`; the event is `{ cron, scheduledTime }`.
+  Scheduled,
+}
+
+impl EventKind {
+  /// What `dispatch` receives in place of a method: a negative number, which no HTTP method maps to
+  /// (those are indices of `METHODS`, or strings).
+  fn code(self) -> i32 {
+    match self {
+      EventKind::Queue => -1,
+      EventKind::Scheduled => -2,
+    }
+  }
 }
 
 impl RequestHead {
@@ -101,6 +123,18 @@ impl RequestHead {
       method,
       text,
       url_end,
+      event: None,
+    }
+  }
+
+  /// An event for the `queue` or `scheduled` handler, `json` describing it.
+  pub fn event(kind: EventKind, json: String) -> Self {
+    let text = json.into_bytes();
+    Self {
+      method: http::Method::POST,
+      url_end: text.len(),
+      text,
+      event: Some(kind),
     }
   }
 }
@@ -134,6 +168,21 @@ impl HandlerCall {
   pub fn call(&self, scope: &mut v8::PinScope<'_, '_>, dispatch: v8::Local<'_, v8::Function>) -> bool {
     v8::scope!(let scope, scope);
     let head = &self.head;
+    if let Some(kind) = head.event {
+      let Some(json) = v8::String::new_from_utf8(scope, &head.text, v8::NewStringType::Normal) else {
+        return false;
+      };
+      let args = [
+        v8::Integer::new_from_unsigned(scope, self.slot).into(),
+        one_byte_string(scope, self.request_id.text().as_str().as_bytes()),
+        v8::Integer::new(scope, kind.code()).into(),
+        json.into(),
+        v8::Integer::new(scope, 0).into(),
+        v8::Integer::new(scope, -1).into(),
+      ];
+      let undefined = v8::undefined(scope).into();
+      return dispatch.call(scope, undefined, &args).is_some();
+    }
     let method = match METHODS.iter().position(|standard| *standard == head.method) {
       // At most 8: a small integer.
       Some(index) => v8::Integer::new(scope, index as i32).into(),

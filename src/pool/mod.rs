@@ -173,6 +173,35 @@ impl PoolControl {
   }
 }
 
+/// Runs invocations that arrive on no connection (queue batches, cron ticks) on the isolate threads,
+/// in turn, or on the heavy lane for a demoted function. Their outcome comes back through the
+/// request's responder ([`crate::isolate::reply::elsewhere`]).
+#[derive(Clone)]
+pub struct Invoker {
+  inboxes: Arc<[mpsc::UnboundedSender<ThreadTask>]>,
+  next: Arc<AtomicUsize>,
+  heavy: HeavyLane,
+}
+
+impl Invoker {
+  /// Hands `request` to an isolate of `function` on one of the threads.
+  pub fn invoke(&self, function: Arc<crate::registry::Function>, request: crate::isolate::IsolateRequest) {
+    if self.heavy.takes(&function.name) {
+      return self.heavy.dispatch(function, request);
+    }
+    let index = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len().max(1);
+    let Some(inbox) = self.inboxes.get(index) else {
+      return;
+    };
+    // If the thread is gone, the responder drops with the task: the caller hears the isolate stopped.
+    let _ = inbox.send(Box::new(move |isolates| {
+      Box::pin(async move {
+        let _in_flight = isolates.dispatch(function, request);
+      })
+    }));
+  }
+}
+
 /// The isolate threads have stopped (their runtime could not start, or the process is ending).
 #[derive(Debug, thiserror::Error)]
 #[error("the isolate threads have stopped")]
@@ -243,6 +272,15 @@ impl IsolatePool {
   /// The heavy lane, for the request path to send demoted functions' requests to.
   pub fn heavy_lane(&self) -> HeavyLane {
     self.heavy.clone()
+  }
+
+  /// A handle that runs event invocations on the threads.
+  pub fn invoker(&self) -> Invoker {
+    Invoker {
+      inboxes: self.threads.iter().map(|t| t.inbox.clone()).collect(),
+      next: Arc::default(),
+      heavy: self.heavy.clone(),
+    }
   }
 
   /// A handle that reaches every thread, for the control plane.

@@ -286,7 +286,7 @@ impl Isolates {
     }
     let config = IsolateConfig {
       limits: function.limits.clone(),
-      outbound: self.bounds.isolate.outbound.clone(),
+      ..self.bounds.isolate.clone()
     };
     let restored = Instant::now();
     let made = match warm {

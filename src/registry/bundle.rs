@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::bindings::{self, Binding, Trigger};
 use super::{is_valid_name, Function};
 use crate::limits::{LimitOverrides, Limits};
 
@@ -29,6 +30,12 @@ pub struct Bundle {
   /// Host and path patterns routed to the function, besides `<name>.<domain>` and `/<name>/`.
   #[serde(default, skip_serializing_if = "Vec::is_empty")]
   pub routes: Vec<String>,
+  /// What the function's `env` offers besides variables (queues, …), by name.
+  #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+  pub bindings: BTreeMap<String, Binding>,
+  /// Events that run the function besides HTTP requests (queue batches, cron ticks).
+  #[serde(default, skip_serializing_if = "Vec::is_empty")]
+  pub triggers: Vec<Trigger>,
 }
 
 fn is_default(limits: &LimitOverrides) -> bool {
@@ -84,6 +91,7 @@ impl Bundle {
       super::routes::RoutePattern::parse(route).map_err(|e| format!("routes: {e}"))?;
     }
     defaults.with(&self.limits).map_err(|e| format!("limits.{e}"))?;
+    bindings::validate(&self.bindings, &self.triggers, &self.vars)?;
     Ok(())
   }
 
@@ -107,6 +115,7 @@ impl Bundle {
       self.version(),
     );
     function.routes = self.routes.clone();
+    function.set_bindings(self.bindings.clone(), self.triggers.clone());
     Ok(function)
   }
 }
@@ -123,6 +132,8 @@ mod tests {
       vars: BTreeMap::new(),
       limits: LimitOverrides::default(),
       routes: Vec::new(),
+      bindings: BTreeMap::new(),
+      triggers: Vec::new(),
     }
   }
 

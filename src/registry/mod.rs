@@ -4,6 +4,7 @@
 //! `version` (the hash of its modules), so an isolate that loaded one version can never be
 //! handed another. This module reads code; it never runs it.
 
+pub mod bindings;
 mod bundle;
 mod dir;
 mod redis_store;
@@ -47,6 +48,12 @@ pub struct Function {
   pub limits: Limits,
   /// Host and path patterns routed to this function besides its name (see `routes`).
   pub routes: Vec<String>,
+  /// What its `env` offers besides variables, by name.
+  pub bindings: BTreeMap<String, bindings::Binding>,
+  /// The bindings as JS sees them, `{"JOBS":{"type":"queue"}}`: the objects `env` gets.
+  pub bindings_json: String,
+  /// Events that run it besides HTTP requests.
+  pub triggers: Vec<bindings::Trigger>,
 }
 
 /// V8's cache data for one module, and the hash of the source it was made from.
@@ -128,7 +135,31 @@ impl Function {
       code_cache: CodeCache::default(),
       limits,
       routes: Vec::new(),
+      bindings: BTreeMap::new(),
+      bindings_json: "{}".to_string(),
+      triggers: Vec::new(),
     }
+  }
+
+  /// Sets the function's bindings and triggers.
+  pub fn set_bindings(
+    &mut self,
+    bindings: BTreeMap<String, bindings::Binding>,
+    triggers: Vec<bindings::Trigger>,
+  ) {
+    let kinds: BTreeMap<&str, serde_json::Value> = bindings
+      .iter()
+      .map(|(name, binding)| {
+        let kind = match binding {
+          bindings::Binding::Queue { .. } => "queue",
+        };
+        (name.as_str(), serde_json::json!({ "type": kind }))
+      })
+      .collect();
+    // INVARIANT: a map of strings to JSON values always serializes.
+    self.bindings_json = serde_json::to_string(&kinds).expect("bindings serialize");
+    self.bindings = bindings;
+    self.triggers = triggers;
   }
 }
 

@@ -243,6 +243,8 @@ mod tests {
       vars: BTreeMap::new(),
       limits: Default::default(),
       routes: Vec::new(),
+      bindings: Default::default(),
+      triggers: Vec::new(),
     };
     let version = bundle.version();
     store.put_bundle(&bundle, &version).unwrap();

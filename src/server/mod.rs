@@ -163,6 +163,11 @@ impl Server {
     self.pool.control()
   }
 
+  /// Runs invocations that arrive on no connection (queue batches, cron ticks).
+  pub fn invoker(&self) -> crate::pool::Invoker {
+    self.pool.invoker()
+  }
+
   /// The address actually bound (the port is chosen by the OS for `:0`).
   pub fn local_addr(&self) -> SocketAddr {
     // INVARIANT: a bound TCP listener has a local address.

@@ -6,6 +6,7 @@
 //! ops in the same order, so the list lives here, once. It therefore depends only on external crates,
 //! never on the rest of Islet: what crosses into it (response channels, log labels) is defined here.
 
+pub mod bindings;
 pub mod blob;
 pub mod body;
 pub mod ops;
@@ -53,6 +54,8 @@ deno_core::extension!(
     ops::op_islet_fetch_end,
     ops::op_islet_reserve_memory,
     ops::op_islet_charge,
+    bindings::op_islet_queue_send,
+    bindings::op_islet_queue_max_bytes,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -65,6 +68,7 @@ deno_core::extension!(
     "04_fetch.js",
     "05_wasm.js",
     "06_bounded_work.js",
+    "07_bindings.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",

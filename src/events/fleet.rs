@@ -1,0 +1,495 @@
+//! Queues shared by a fleet through Redis: each queue is a stream read by one consumer group, so
+//! each message is handed to one node at a time; a node that dies with messages in hand has them
+//! reclaimed by another once they have sat unacknowledged for the lease (XAUTOCLAIM).
+//!
+//! ```text
+//! islet:q:<queue>          the stream of due messages (fields id, ct, body, ts, attempts)
+//! islet:q:<queue>:delayed  sorted set of message ids by due time (delaySeconds, retry delays)
+//! islet:qm:<id>            a delayed message's fields, until it is due
+//! islet:queues             the set of queue names, for `islet queues`
+//! islet:cron:<fn>:<expr>:<tick>  a tick claimed by the node that runs it (SET NX PX)
+//! ```
+//!
+//! Delayed messages are moved into their stream by a Lua script (atomic: a message is in the
+//! sorted set or in the stream, never both or neither) whenever a node claims from the queue.
+//! Acknowledged messages are deleted from the stream (XACK + XDEL).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{now_ms, now_us, Delivered, OutgoingMessage, QueueStats};
+
+const GROUP: &str = "islet";
+const QUEUES: &str = "islet:queues";
+
+fn stream_key(queue: &str) -> String {
+  format!("islet:q:{queue}")
+}
+
+fn delayed_key(queue: &str) -> String {
+  format!("islet:q:{queue}:delayed")
+}
+
+fn message_key(id: &str) -> String {
+  format!("islet:qm:{id}")
+}
+
+/// Moves due messages (at most 100) from the sorted set into the stream. KEYS: delayed, stream;
+/// ARGV: now, the message key prefix.
+const PROMOTE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, id in ipairs(due) do
+  local key = ARGV[2] .. id
+  local m = redis.call('HGETALL', key)
+  if #m > 0 then
+    local f = {}
+    for i = 1, #m, 2 do f[m[i]] = m[i + 1] end
+    redis.call('XADD', KEYS[2], '*', 'id', id, 'ct', f['ct'], 'body', f['body'], 'ts', f['ts'], 'attempts', f['attempts'])
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #due
+"#;
+
+/// One node's handle on the fleet's queues.
+pub struct FleetQueues {
+  client: redis::Client,
+  connection: Arc<Mutex<Option<redis::Connection>>>,
+  /// This node's name in the consumer groups.
+  consumer: String,
+  promote: redis::Script,
+}
+
+fn redis_error(e: redis::RedisError) -> String {
+  format!("redis: {e}")
+}
+
+impl FleetQueues {
+  pub fn open(url: &str, consumer: String) -> Result<Self, String> {
+    let client = redis::Client::open(url).map_err(redis_error)?;
+    let queues = Self {
+      client,
+      connection: Arc::default(),
+      consumer,
+      promote: redis::Script::new(PROMOTE),
+    };
+    Ok(queues)
+  }
+
+  /// Runs `f` on the connection, off the async threads, connecting (again) first if need be; a
+  /// dropped connection (Redis restarted) is replaced and `f` tried once more.
+  async fn with<T: Send + 'static>(
+    &self,
+    f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
+  ) -> Result<T, String> {
+    let (client, slot) = (self.client.clone(), self.connection.clone());
+    tokio::task::spawn_blocking(move || {
+      let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+      for attempt in 0..2 {
+        if slot.is_none() {
+          let connection = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(redis_error)?;
+          *slot = Some(connection);
+        }
+        // INVARIANT: filled just above.
+        match f(slot.as_mut().expect("connected")) {
+          Ok(value) => return Ok(value),
+          Err(e) => {
+            let dropped = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+            if dropped {
+              *slot = None;
+            }
+            if !dropped || attempt == 1 {
+              return Err(redis_error(e));
+            }
+          }
+        }
+      }
+      unreachable!("the loop returns")
+    })
+    .await
+    .map_err(|e| format!("redis call: {e}"))?
+  }
+
+  pub async fn send(&self, queue: &str, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {
+    let (stream, delayed) = (stream_key(queue), delayed_key(queue));
+    let queue = queue.to_string();
+    self
+      .with(move |con| {
+        let now = now_ms();
+        let stored = now_us();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.sadd(QUEUES, &queue).ignore();
+        for (id, message) in &messages {
+          if message.delay_s == 0 {
+            pipe
+              .cmd("XADD")
+              .arg(&stream)
+              .arg("*")
+              .arg("id")
+              .arg(id)
+              .arg("ct")
+              .arg(&message.content_type)
+              .arg("body")
+              .arg(&message.body[..])
+              .arg("ts")
+              .arg(stored)
+              .arg("attempts")
+              .arg(0)
+              .ignore();
+          } else {
+            let due = now + i64::try_from(message.delay_s * 1000).unwrap_or(i64::MAX / 2);
+            pipe
+              .cmd("HSET")
+              .arg(message_key(id))
+              .arg("ct")
+              .arg(&message.content_type)
+              .arg("body")
+              .arg(&message.body[..])
+              .arg("ts")
+              .arg(stored)
+              .arg("attempts")
+              .arg(0)
+              .ignore();
+            pipe.zadd(&delayed, id, due).ignore();
+          }
+        }
+        pipe.query::<()>(con)
+      })
+      .await
+  }
+
+  fn ensure_group(con: &mut redis::Connection, stream: &str) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+      .arg("CREATE")
+      .arg(stream)
+      .arg(GROUP)
+      .arg("0")
+      .arg("MKSTREAM")
+      .query(con);
+    match created {
+      Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+      other => other,
+    }
+  }
+
+  /// Up to `max` messages for this node: due delayed ones moved in first, then messages another
+  /// node left unacknowledged past `lease`, then new ones.
+  pub async fn claim(&self, queue: &str, max: u32, lease: Duration) -> Result<Vec<Delivered>, String> {
+    let (stream, delayed) = (stream_key(queue), delayed_key(queue));
+    let consumer = self.consumer.clone();
+    let promote = self.promote.clone();
+    self
+      .with(move |con| {
+        Self::ensure_group(con, &stream)?;
+        promote
+          .key(&delayed)
+          .key(&stream)
+          .arg(now_ms())
+          .arg("islet:qm:")
+          .invoke::<i64>(con)?;
+        let mut out = Vec::new();
+        let reclaimed: redis::Value = redis::cmd("XAUTOCLAIM")
+          .arg(&stream)
+          .arg(GROUP)
+          .arg(&consumer)
+          .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+          .arg("0-0")
+          .arg("COUNT")
+          .arg(max)
+          .query(con)?;
+        if let redis::Value::Array(parts) = &reclaimed {
+          if let Some(entries) = parts.get(1) {
+            collect_entries(entries, &mut out);
+          }
+        }
+        if (out.len() as u32) < max {
+          let read: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&consumer)
+            .arg("COUNT")
+            .arg(max - out.len() as u32)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query(con)?;
+          // [[stream, [entries]]] (RESP2), or nil when nothing is new.
+          if let redis::Value::Array(streams) = &read {
+            for s in streams {
+              if let redis::Value::Array(pair) = s {
+                if let Some(entries) = pair.get(1) {
+                  collect_entries(entries, &mut out);
+                }
+              }
+            }
+          }
+        }
+        Ok(out)
+      })
+      .await
+  }
+
+  pub async fn ack(&self, queue: &str, handles: Vec<String>) -> Result<(), String> {
+    if handles.is_empty() {
+      return Ok(());
+    }
+    let stream = stream_key(queue);
+    self
+      .with(move |con| {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&handles).ignore();
+        pipe.cmd("XDEL").arg(&stream).arg(&handles).ignore();
+        pipe.query::<()>(con)
+      })
+      .await
+  }
+
+  /// Each message with the delay before its next delivery, or `None` for the dead-letter queue
+  /// (dropped, and logged, when there is none). Atomic: a message leaves the stream only with its
+  /// next place written.
+  pub async fn retry(
+    &self,
+    queue: &str,
+    retries: Vec<(Delivered, Option<Duration>)>,
+    dlq: Option<String>,
+  ) -> Result<(), String> {
+    let (stream, delayed) = (stream_key(queue), delayed_key(queue));
+    self
+      .with(move |con| {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (message, delay) in &retries {
+          match (delay, &dlq) {
+            (Some(delay), _) => {
+              let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+              pipe
+                .cmd("HSET")
+                .arg(message_key(&message.id))
+                .arg("ct")
+                .arg(&message.content_type)
+                .arg("body")
+                .arg(&message.body[..])
+                .arg("ts")
+                .arg(message.sent_us)
+                .arg("attempts")
+                .arg(message.attempts)
+                .ignore();
+              pipe.zadd(&delayed, &message.id, due).ignore();
+            }
+            (None, Some(dlq)) => {
+              pipe.sadd(QUEUES, dlq).ignore();
+              pipe
+                .cmd("XADD")
+                .arg(stream_key(dlq))
+                .arg("*")
+                .arg("id")
+                .arg(&message.id)
+                .arg("ct")
+                .arg(&message.content_type)
+                .arg("body")
+                .arg(&message.body[..])
+                .arg("ts")
+                .arg(message.sent_us)
+                .arg("attempts")
+                .arg(0)
+                .ignore();
+            }
+            (None, None) => {
+              tracing::warn!(
+                queue = %stream,
+                message_id = %message.id,
+                "message dropped after its last retry: the queue has no dead-letter queue"
+              );
+            }
+          }
+          pipe
+            .cmd("XACK")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(&message.handle)
+            .ignore();
+          pipe.cmd("XDEL").arg(&stream).arg(&message.handle).ignore();
+        }
+        pipe.query::<()>(con)
+      })
+      .await
+  }
+
+  /// When the queue's next delayed message is due, if it has one.
+  pub async fn next_due(&self, queue: &str) -> Result<Option<i64>, String> {
+    let delayed = delayed_key(queue);
+    self
+      .with(move |con| {
+        let first: Vec<(String, i64)> = redis::cmd("ZRANGE")
+          .arg(&delayed)
+          .arg(0)
+          .arg(0)
+          .arg("WITHSCORES")
+          .query(con)?;
+        Ok(first.first().map(|(_, due)| *due))
+      })
+      .await
+  }
+
+  pub async fn stats(&self) -> Result<Vec<QueueStats>, String> {
+    self
+      .with(|con| {
+        let mut names: Vec<String> = redis::cmd("SMEMBERS").arg(QUEUES).query(con)?;
+        names.sort();
+        let mut stats = Vec::new();
+        for queue in names {
+          let stream = stream_key(&queue);
+          let length: u64 = redis::cmd("XLEN").arg(&stream).query(con)?;
+          let delayed: u64 = redis::cmd("ZCARD").arg(delayed_key(&queue)).query(con)?;
+          let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(GROUP)
+            .query(con)
+            .unwrap_or(redis::Value::Nil);
+          let in_flight = match &pending {
+            redis::Value::Array(parts) => parts.first().and_then(as_u64).unwrap_or(0),
+            _ => 0,
+          };
+          let first: redis::Value = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query(con)?;
+          let mut oldest = Vec::new();
+          collect_entries(&first, &mut oldest);
+          stats.push(QueueStats {
+            queue,
+            depth: length + delayed,
+            in_flight,
+            oldest_age_ms: oldest
+              .first()
+              .map_or(0, |m| u64::try_from(now_us() - m.sent_us).unwrap_or(0) / 1000),
+            dead_letter_depth: 0,
+          });
+        }
+        Ok(stats)
+      })
+      .await
+  }
+
+  /// Moves every message of `from` into `to`, due now with no attempts.
+  pub async fn move_all(&self, from: &str, to: &str) -> Result<u64, String> {
+    let (source, target) = (stream_key(from), stream_key(to));
+    let to = to.to_string();
+    self
+      .with(move |con| {
+        let entries: redis::Value = redis::cmd("XRANGE").arg(&source).arg("-").arg("+").query(con)?;
+        let mut messages = Vec::new();
+        collect_entries(&entries, &mut messages);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.sadd(QUEUES, &to).ignore();
+        for m in &messages {
+          pipe
+            .cmd("XADD")
+            .arg(&target)
+            .arg("*")
+            .arg("id")
+            .arg(&m.id)
+            .arg("ct")
+            .arg(&m.content_type)
+            .arg("body")
+            .arg(&m.body[..])
+            .arg("ts")
+            .arg(m.sent_us)
+            .arg("attempts")
+            .arg(0)
+            .ignore();
+          pipe.cmd("XDEL").arg(&source).arg(&m.handle).ignore();
+        }
+        pipe.query::<()>(con)?;
+        Ok(messages.len() as u64)
+      })
+      .await
+  }
+
+  /// Claims cron tick `tick_ms` of `function`'s `schedule` for this node; false if another node
+  /// has it.
+  pub async fn claim_tick(&self, function: &str, schedule: &str, tick_ms: i64) -> Result<bool, String> {
+    let key = format!("islet:cron:{function}:{schedule}:{tick_ms}");
+    let consumer = self.consumer.clone();
+    self
+      .with(move |con| {
+        let set: Option<String> = redis::cmd("SET")
+          .arg(&key)
+          .arg(&consumer)
+          .arg("NX")
+          .arg("PX")
+          .arg(3_600_000)
+          .query(con)?;
+        Ok(set.is_some())
+      })
+      .await
+  }
+}
+
+fn as_u64(value: &redis::Value) -> Option<u64> {
+  match value {
+    redis::Value::Int(n) => u64::try_from(*n).ok(),
+    _ => None,
+  }
+}
+
+fn as_bytes(value: &redis::Value) -> Option<&[u8]> {
+  match value {
+    redis::Value::BulkString(bytes) => Some(bytes),
+    redis::Value::SimpleString(text) => Some(text.as_bytes()),
+    _ => None,
+  }
+}
+
+/// Stream entries (`[[stream id, [field, value, …]], …]`) as messages; entries deleted while
+/// pending come back with no fields and are skipped.
+fn collect_entries(entries: &redis::Value, out: &mut Vec<Delivered>) {
+  let redis::Value::Array(entries) = entries else {
+    return;
+  };
+  for entry in entries {
+    let redis::Value::Array(pair) = entry else {
+      continue;
+    };
+    let (Some(handle), Some(redis::Value::Array(fields))) = (pair.first().and_then(as_bytes), pair.get(1))
+    else {
+      continue;
+    };
+    let mut message = Delivered {
+      handle: String::from_utf8_lossy(handle).into_owned(),
+      id: String::new(),
+      content_type: String::new(),
+      body: Vec::new(),
+      sent_us: 0,
+      attempts: 1,
+    };
+    for field in fields.chunks(2) {
+      let (Some(name), Some(value)) = (field.first().and_then(as_bytes), field.get(1).and_then(as_bytes))
+      else {
+        continue;
+      };
+      let text = || String::from_utf8_lossy(value).into_owned();
+      match name {
+        b"id" => message.id = text(),
+        b"ct" => message.content_type = text(),
+        b"body" => message.body = value.to_vec(),
+        b"ts" => message.sent_us = text().parse().unwrap_or(0),
+        b"attempts" => message.attempts = text().parse::<u32>().unwrap_or(0) + 1,
+        _ => {}
+      }
+    }
+    if !message.id.is_empty() {
+      out.push(message);
+    }
+  }
+}

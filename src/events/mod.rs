@@ -1,0 +1,778 @@
+//! Events beyond HTTP: durable queues with their consumers, and cron schedules.
+//!
+//! This module owns the queues (stored in SQLite on one node, `local`, or in Redis streams across
+//! a fleet, `fleet`), turns their messages into batches and schedules into ticks, and hands each to
+//! an isolate as an invocation of the function's `queue` or `scheduled` handler, through the same
+//! path and under the same limits as an HTTP request (`pool::Invoker`). What the handler decided
+//! (ack, retry with a delay) comes back as the invocation's outcome and is applied here.
+//!
+//! It never runs JavaScript itself, never decides a limit (the isolate's enforcer does), and never
+//! acknowledges a message before its consumer has: delivery is at least once.
+
+mod cron;
+mod fleet;
+mod local;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+pub use crate::isolate::ext::bindings::{BindingHost, OutgoingMessage};
+use crate::isolate::ext::{HandlerOutcome, RequestId};
+use crate::isolate::{reply, EventKind, IsolateRequest, RequestHead};
+use crate::pool::Invoker;
+use crate::registry::bindings::{QueueTrigger, Trigger};
+use crate::registry::{Function, Registry};
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+  chrono::Utc::now().timestamp_millis()
+}
+
+/// Microseconds since the Unix epoch: when a message was stored.
+pub(crate) fn now_us() -> i64 {
+  chrono::Utc::now().timestamp_micros()
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivered {
+  /// The store's handle on it (a row number, a stream entry id).
+  pub handle: String,
+  pub id: String,
+  pub content_type: String,
+  pub body: Vec<u8>,
+  /// When it was stored, in µs since the epoch.
+  pub sent_us: i64,
+  /// Which delivery this is, from 1.
+  pub attempts: u32,
+}
+
+impl Delivered {
+  fn seq(&self) -> i64 {
+    self.handle.parse().unwrap_or(-1)
+  }
+}
+
+/// One queue's figures, for `islet queues`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueStats {
+  pub queue: String,
+  /// Messages stored: due, delayed and in flight.
+  pub depth: u64,
+  /// Messages handed to a consumer and not yet acknowledged or retried.
+  pub in_flight: u64,
+  /// Age of the oldest message, in ms.
+  pub oldest_age_ms: u64,
+  /// Messages in the queue's dead-letter queue, if it has one.
+  pub dead_letter_depth: u64,
+}
+
+/// Where queues live.
+#[derive(Debug, Clone)]
+pub enum EventStore {
+  /// `<dir>/queues.sqlite3`.
+  Dir(PathBuf),
+  /// A Redis shared by the fleet.
+  Redis(String),
+}
+
+/// How the node's events are set up.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+  pub store: EventStore,
+  /// The largest message body `send` accepts.
+  pub max_message_bytes: usize,
+}
+
+enum Backend {
+  Local(local::LocalQueues),
+  Fleet(fleet::FleetQueues),
+}
+
+impl Backend {
+  async fn send(&self, queue: &str, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {
+    match self {
+      Backend::Local(q) => q.send(queue, messages).await,
+      Backend::Fleet(q) => q.send(queue, messages).await,
+    }
+  }
+
+  async fn claim(&self, queue: &str, max: u32, lease: Duration) -> Result<Vec<Delivered>, String> {
+    match self {
+      Backend::Local(q) => q.claim(queue, max, lease).await,
+      Backend::Fleet(q) => q.claim(queue, max, lease).await,
+    }
+  }
+
+  async fn ack(&self, queue: &str, messages: &[Delivered]) -> Result<(), String> {
+    if messages.is_empty() {
+      return Ok(());
+    }
+    match self {
+      Backend::Local(q) => q.ack(messages.iter().map(Delivered::seq).collect()).await,
+      Backend::Fleet(q) => {
+        q.ack(queue, messages.iter().map(|m| m.handle.clone()).collect())
+          .await
+      }
+    }
+  }
+
+  async fn retry(
+    &self,
+    queue: &str,
+    retries: Vec<(Delivered, Option<Duration>)>,
+    dlq: Option<String>,
+  ) -> Result<(), String> {
+    if retries.is_empty() {
+      return Ok(());
+    }
+    match self {
+      Backend::Local(q) => {
+        q.retry(retries.iter().map(|(m, d)| (m.seq(), *d)).collect(), dlq)
+          .await
+      }
+      Backend::Fleet(q) => q.retry(queue, retries, dlq).await,
+    }
+  }
+
+  async fn next_due(&self, queue: &str) -> Result<Option<i64>, String> {
+    match self {
+      Backend::Local(q) => q.next_due(queue).await,
+      Backend::Fleet(q) => q.next_due(queue).await,
+    }
+  }
+
+  async fn stats(&self) -> Result<Vec<QueueStats>, String> {
+    match self {
+      Backend::Local(q) => q.stats().await,
+      Backend::Fleet(q) => q.stats().await,
+    }
+  }
+
+  async fn move_all(&self, from: &str, to: &str) -> Result<u64, String> {
+    match self {
+      Backend::Local(q) => q.move_all(from, to).await,
+      Backend::Fleet(q) => q.move_all(from, to).await,
+    }
+  }
+}
+
+/// What a queue handler decided, as `QueueBatch.outcome` in `07_bindings.js` writes it.
+#[derive(Deserialize)]
+struct BatchOutcome {
+  error: Option<String>,
+  /// `["ack", -1]` or `["retry", delaySeconds or -1 for the trigger's]`, one per message.
+  decisions: Vec<(String, f64)>,
+}
+
+/// What a scheduled handler decided.
+#[derive(Deserialize)]
+struct TickOutcome {
+  error: Option<String>,
+  #[serde(rename = "noRetry")]
+  no_retry: bool,
+}
+
+/// What became of a cron tick fired by hand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TickReport {
+  pub function: String,
+  pub cron: String,
+  #[serde(rename = "scheduledTime")]
+  pub scheduled_time: i64,
+  pub ok: bool,
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub error: Option<String>,
+}
+
+/// A consumer or schedule task, and the configuration it was started with.
+struct Running<K> {
+  config: K,
+  task: JoinHandle<()>,
+}
+
+/// Idle consumers look for due messages at least this often: on a fleet, other nodes' sends wake
+/// nobody here.
+const FLEET_POLL: Duration = Duration::from_millis(50);
+const LOCAL_POLL: Duration = Duration::from_secs(1);
+/// How often the deployed functions are read for triggers that appeared or went.
+const SYNC_EVERY: Duration = Duration::from_millis(250);
+/// Extra deliveries of a failed cron tick, a second apart, unless it called `noRetry()`.
+const TICK_RETRIES: u32 = 2;
+
+/// See [`Events::observe`].
+pub type Observer = Box<dyn Fn(&[i64], i64) + Send + Sync>;
+
+/// The node's queues and schedules.
+pub struct Events {
+  backend: Backend,
+  registry: Arc<ArcSwap<Registry>>,
+  invoker: OnceLock<Invoker>,
+  /// Per queue: woken by a send on this node, so an idle consumer starts at once.
+  wakers: Mutex<HashMap<String, Arc<Notify>>>,
+  max_message_bytes: usize,
+  fleet: bool,
+  consumers: Mutex<HashMap<String, Running<(String, QueueTrigger)>>>,
+  /// Told of every batch as it is handed to its consumer (benchmarks): when each message was
+  /// stored, and now, in µs.
+  observer: OnceLock<Observer>,
+  schedules: Mutex<HashMap<(String, String), Running<()>>>,
+}
+
+impl Events {
+  /// Opens the store. Nothing is delivered until [`Events::start`].
+  pub fn open(config: EventsConfig, registry: Arc<ArcSwap<Registry>>) -> Result<Arc<Self>, String> {
+    let (backend, fleet) = match &config.store {
+      EventStore::Dir(dir) => (Backend::Local(local::LocalQueues::open(dir)?), false),
+      EventStore::Redis(url) => {
+        let consumer = format!(
+          "node-{}-{}",
+          std::process::id(),
+          &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        (Backend::Fleet(fleet::FleetQueues::open(url, consumer)?), true)
+      }
+    };
+    Ok(Arc::new(Self {
+      backend,
+      registry,
+      invoker: OnceLock::new(),
+      wakers: Mutex::default(),
+      max_message_bytes: config.max_message_bytes,
+      fleet,
+      consumers: Mutex::default(),
+      schedules: Mutex::default(),
+      observer: OnceLock::new(),
+    }))
+  }
+
+  /// Calls `observer` with each batch's store times as it is handed to its consumer (once).
+  pub fn observe(&self, observer: Observer) {
+    let _ = self.observer.set(observer);
+  }
+
+  /// What isolates' bindings call.
+  pub fn host(self: &Arc<Self>) -> Arc<dyn BindingHost> {
+    self.clone()
+  }
+
+  /// Starts delivering: consumers and schedules follow the deployed functions from now on.
+  pub fn start(self: &Arc<Self>, invoker: Invoker) {
+    if self.invoker.set(invoker).is_err() {
+      return;
+    }
+    let events = Arc::downgrade(self);
+    tokio::spawn(async move {
+      loop {
+        let Some(events) = events.upgrade() else { return };
+        events.sync();
+        drop(events);
+        tokio::time::sleep(SYNC_EVERY).await;
+      }
+    });
+  }
+
+  fn waker(&self, queue: &str) -> Arc<Notify> {
+    let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+    wakers.entry(queue.to_string()).or_default().clone()
+  }
+
+  /// Starts the consumers and schedules the deployed functions declare, and stops those no longer
+  /// declared (or declared differently).
+  fn sync(self: &Arc<Self>) {
+    let registry = self.registry.load();
+    let mut wanted_queues: HashMap<String, (String, QueueTrigger)> = HashMap::new();
+    let mut wanted_schedules: Vec<(String, String)> = Vec::new();
+    for function in registry.iter() {
+      if function.broken.is_some() {
+        continue;
+      }
+      for trigger in &function.triggers {
+        match trigger {
+          Trigger::Queue(q) => {
+            // One consumer per queue: the first function by name, as deploys cannot tell.
+            wanted_queues
+              .entry(q.queue.clone())
+              .or_insert_with(|| (function.name.clone(), q.clone()));
+          }
+          Trigger::Cron { schedule } => wanted_schedules.push((function.name.clone(), schedule.clone())),
+        }
+      }
+    }
+    drop(registry);
+    {
+      let mut consumers = self.consumers.lock().unwrap_or_else(|e| e.into_inner());
+      consumers.retain(|queue, running| {
+        let keep = wanted_queues.get(queue) == Some(&running.config) && !running.task.is_finished();
+        if !keep {
+          running.task.abort();
+        }
+        keep
+      });
+      for (queue, config) in wanted_queues {
+        if consumers.contains_key(&queue) {
+          continue;
+        }
+        tracing::info!(queue, function = %config.0, "queue consumer started");
+        let task = tokio::spawn(self.clone().consume(config.0.clone(), config.1.clone()));
+        consumers.insert(queue, Running { config, task });
+      }
+    }
+    let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
+    schedules.retain(|key, running| {
+      let keep = wanted_schedules.contains(key) && !running.task.is_finished();
+      if !keep {
+        running.task.abort();
+      }
+      keep
+    });
+    for key in wanted_schedules {
+      if schedules.contains_key(&key) {
+        continue;
+      }
+      let task = tokio::spawn(self.clone().run_schedule(key.0.clone(), key.1.clone()));
+      schedules.insert(key, Running { config: (), task });
+    }
+  }
+
+  fn function(&self, name: &str) -> Option<Arc<Function>> {
+    self.registry.load().get(name).cloned()
+  }
+
+  /// The consumer of one queue: claims batches and delivers them, up to `max_concurrency` at once.
+  async fn consume(self: Arc<Self>, function_name: String, trigger: QueueTrigger) {
+    let queue = trigger.queue.clone();
+    let slots = Arc::new(Semaphore::new(trigger.max_concurrency as usize));
+    let waker = self.waker(&queue);
+    let idle_poll = if self.fleet { FLEET_POLL } else { LOCAL_POLL };
+    let max = trigger.max_batch_size;
+    let batch_timeout = Duration::from_millis(trigger.max_batch_timeout_ms);
+    loop {
+      let Ok(slot) = slots.clone().acquire_owned().await else {
+        return;
+      };
+      let Some(function) = self.function(&function_name) else {
+        return;
+      };
+      // Past the lease, a message its consumer never answered for is delivered again (a node that
+      // died, on a fleet); an invocation is over by its wall-clock limit.
+      let lease = function.limits.wall() + Duration::from_secs(5);
+      let mut batch = match self.backend.claim(&queue, max, lease).await {
+        Ok(batch) => batch,
+        Err(e) => {
+          tracing::warn!(queue, "claiming messages failed: {e}");
+          tokio::time::sleep(Duration::from_millis(500)).await;
+          continue;
+        }
+      };
+      if batch.is_empty() {
+        drop(slot);
+        let wait = match self.backend.next_due(&queue).await {
+          Ok(Some(due)) => Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(idle_poll),
+          _ => idle_poll,
+        };
+        tokio::select! {
+          () = waker.notified() => {}
+          () = tokio::time::sleep(wait) => {}
+        }
+        continue;
+      }
+      // A batch that is not full waits up to the batch timeout for more.
+      let deadline = tokio::time::Instant::now() + batch_timeout;
+      while (batch.len() as u32) < max && tokio::time::Instant::now() < deadline {
+        let poll = tokio::time::Instant::now() + idle_poll;
+        tokio::select! {
+          () = waker.notified() => {}
+          () = tokio::time::sleep_until(deadline.min(poll)) => {}
+        }
+        match self.backend.claim(&queue, max - batch.len() as u32, lease).await {
+          Ok(more) => batch.extend(more),
+          Err(e) => tracing::warn!(queue, "claiming messages failed: {e}"),
+        }
+      }
+      let events = self.clone();
+      let trigger = trigger.clone();
+      tokio::spawn(async move {
+        events.deliver(function, &trigger, batch).await;
+        drop(slot);
+      });
+    }
+  }
+
+  /// Runs one batch through the consumer and applies what it decided.
+  async fn deliver(&self, function: Arc<Function>, trigger: &QueueTrigger, batch: Vec<Delivered>) {
+    let started = Instant::now();
+    let json = batch_json(&trigger.queue, &batch);
+    if let Some(observe) = self.observer.get() {
+      let sent: Vec<i64> = batch.iter().map(|m| m.sent_us).collect();
+      observe(&sent, now_us());
+    }
+    let outcome = self.invoke(function.clone(), EventKind::Queue, json).await;
+    let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
+    let (decisions, error) = match outcome.and_then(|body| {
+      serde_json::from_slice::<BatchOutcome>(&body).map_err(|e| format!("unreadable batch outcome: {e}"))
+    }) {
+      Ok(outcome) if outcome.decisions.len() == batch.len() => (outcome.decisions, outcome.error),
+      Ok(_) => (
+        Vec::new(),
+        Some("the batch outcome does not match the batch".to_string()),
+      ),
+      Err(e) => (Vec::new(), Some(e)),
+    };
+    let mut acks = Vec::new();
+    let mut retries = Vec::new();
+    let mut dead = 0;
+    for (i, message) in batch.into_iter().enumerate() {
+      let (what, delay) = decisions
+        .get(i)
+        .map_or(("retry", -1.0), |(w, d)| (w.as_str(), *d));
+      if what == "ack" {
+        acks.push(message);
+        continue;
+      }
+      if message.attempts > trigger.max_retries {
+        dead += 1;
+        retries.push((message, None));
+        continue;
+      }
+      let delay = if delay >= 0.0 {
+        Duration::from_secs_f64(delay.min(43_200.0))
+      } else {
+        Duration::from_secs(trigger.retry_delay_s)
+      };
+      retries.push((message, Some(delay)));
+    }
+    let (acked, retried) = (acks.len(), retries.len() - dead);
+    tracing::info!(
+      function = %function.name,
+      trigger = "queue",
+      queue = %trigger.queue,
+      message_ids = %ids.join(","),
+      acked,
+      retried,
+      dead_lettered = dead,
+      ms = started.elapsed().as_millis() as u64,
+      outcome = error.as_deref().unwrap_or("ok"),
+      "queue batch handled"
+    );
+    let queue = &trigger.queue;
+    if let Err(e) = self.backend.ack(queue, &acks).await {
+      tracing::error!(
+        queue,
+        "acknowledging messages failed (they will be delivered again): {e}"
+      );
+    }
+    let retry_now = retries.iter().any(|(_, d)| *d == Some(Duration::ZERO));
+    if let Err(e) = self
+      .backend
+      .retry(queue, retries, trigger.dead_letter_queue.clone())
+      .await
+    {
+      tracing::error!(queue, "retrying messages failed (their lease returns them): {e}");
+    }
+    if retry_now {
+      self.waker(queue).notify_one();
+    }
+  }
+
+  /// Runs one event invocation of `function` and returns the body it answered with (the outcome
+  /// JSON), or why it failed (the handler's failure, a limit, an isolate that stopped).
+  async fn invoke(&self, function: Arc<Function>, kind: EventKind, json: String) -> Result<Vec<u8>, String> {
+    let invoker = self.invoker.get().ok_or("events have not started")?;
+    let (responder, answer) = reply::elsewhere();
+    let request = IsolateRequest {
+      request_id: RequestId::generate(),
+      head: RequestHead::event(kind, json),
+      body: None,
+      responder,
+      arrived: Instant::now(),
+      cold: false,
+      precharged: Duration::ZERO,
+    };
+    invoker.invoke(function, request);
+    match answer.await {
+      Err(_) => Err("the isolate stopped before it answered".to_string()),
+      Ok(HandlerOutcome {
+        result: Err(failure), ..
+      }) => Err(failure.message),
+      Ok(HandlerOutcome {
+        result: Ok(response), ..
+      }) => {
+        let status = response.status();
+        let body = response
+          .into_body()
+          .collect()
+          .await
+          .map(|b| b.to_bytes().to_vec())
+          .unwrap_or_default();
+        if status == http::StatusCode::OK {
+          Ok(body)
+        } else {
+          Err(String::from_utf8_lossy(&body).into_owned())
+        }
+      }
+    }
+  }
+
+  /// One schedule of one function: sleeps to each tick and fires it (once per fleet).
+  async fn run_schedule(self: Arc<Self>, function: String, schedule: String) {
+    let Ok(cron) = crate::registry::bindings::parse_schedule(&schedule) else {
+      return;
+    };
+    loop {
+      let now = chrono::Utc::now();
+      let Some(next) = cron::next_tick(&cron, now) else {
+        tracing::warn!(function, schedule, "the schedule has no next time; it stops");
+        return;
+      };
+      tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+      let tick = next.timestamp_millis();
+      if let Backend::Fleet(fleet) = &self.backend {
+        match fleet.claim_tick(&function, &schedule, tick).await {
+          Ok(true) => {}
+          Ok(false) => continue,
+          Err(e) => {
+            tracing::warn!(
+              function,
+              schedule,
+              "cron tick skipped: cannot claim it in Redis: {e}"
+            );
+            continue;
+          }
+        }
+      }
+      let events = self.clone();
+      let (function, schedule) = (function.clone(), schedule.clone());
+      tokio::spawn(async move {
+        events.fire(&function, &schedule, tick, TICK_RETRIES).await;
+      });
+    }
+  }
+
+  /// Runs the scheduled handler for one tick, retrying a failure up to `retries` times.
+  async fn fire(&self, function_name: &str, schedule: &str, tick: i64, retries: u32) -> TickReport {
+    let mut report = TickReport {
+      function: function_name.to_string(),
+      cron: schedule.to_string(),
+      scheduled_time: tick,
+      ok: false,
+      error: None,
+    };
+    for attempt in 0..=retries {
+      let Some(function) = self.function(function_name) else {
+        report.error = Some(format!("no function named '{function_name}' is deployed"));
+        return report;
+      };
+      let json = serde_json::json!({ "cron": schedule, "scheduledTime": tick }).to_string();
+      let started = Instant::now();
+      let outcome = self
+        .invoke(function, EventKind::Scheduled, json)
+        .await
+        .and_then(|body| {
+          serde_json::from_slice::<TickOutcome>(&body).map_err(|e| format!("unreadable tick outcome: {e}"))
+        });
+      let (error, no_retry) = match outcome {
+        Ok(outcome) => (outcome.error, outcome.no_retry),
+        Err(e) => (Some(e), false),
+      };
+      tracing::info!(
+        function = function_name,
+        trigger = "cron",
+        cron = schedule,
+        scheduled_time = tick,
+        attempt = attempt + 1,
+        ms = started.elapsed().as_millis() as u64,
+        outcome = error.as_deref().unwrap_or("ok"),
+        "cron tick handled"
+      );
+      report.ok = error.is_none();
+      report.error = error;
+      if report.ok || no_retry {
+        break;
+      }
+      if attempt < retries {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+      }
+    }
+    report
+  }
+
+  /// Fires `function`'s schedule now, by hand: `cron` names the schedule (the function's first by
+  /// default; any valid expression is accepted, for testing a handler's branches).
+  pub async fn trigger_cron(&self, function: &str, cron: Option<&str>) -> Result<TickReport, String> {
+    let Some(found) = self.function(function) else {
+      return Err(format!("no function named '{function}' is deployed"));
+    };
+    let schedule = match cron {
+      Some(expr) => {
+        crate::registry::bindings::parse_schedule(expr)?;
+        expr.to_string()
+      }
+      None => found
+        .triggers
+        .iter()
+        .find_map(|t| match t {
+          Trigger::Cron { schedule } => Some(schedule.clone()),
+          Trigger::Queue(_) => None,
+        })
+        .ok_or_else(|| format!("function '{function}' has no cron trigger; name a schedule with --cron"))?,
+    };
+    Ok(self.fire(function, &schedule, now_ms(), 0).await)
+  }
+
+  /// Every queue's figures, with each consumed queue's dead-letter depth.
+  pub async fn stats(&self) -> Result<Vec<QueueStats>, String> {
+    let mut stats = self.backend.stats().await?;
+    let registry = self.registry.load();
+    let mut known: Vec<(String, Option<String>)> = Vec::new();
+    for function in registry.iter() {
+      for trigger in &function.triggers {
+        if let Trigger::Queue(q) = trigger {
+          known.push((q.queue.clone(), q.dead_letter_queue.clone()));
+        }
+      }
+    }
+    for (queue, dlq) in &known {
+      if !stats.iter().any(|s| &s.queue == queue) {
+        stats.push(QueueStats {
+          queue: queue.clone(),
+          depth: 0,
+          in_flight: 0,
+          oldest_age_ms: 0,
+          dead_letter_depth: 0,
+        });
+      }
+      let dead = dlq
+        .as_ref()
+        .and_then(|d| stats.iter().find(|s| &s.queue == d))
+        .map_or(0, |s| s.depth);
+      if let Some(entry) = stats.iter_mut().find(|s| &s.queue == queue) {
+        entry.dead_letter_depth = dead;
+      }
+    }
+    stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+    Ok(stats)
+  }
+
+  /// Sends one message to `queue` (the operator's `islet queues send`); returns its id.
+  pub async fn send(&self, queue: &str, message: OutgoingMessage) -> Result<String, String> {
+    if !crate::registry::bindings::is_valid_queue_name(queue) {
+      return Err(format!("'{queue}' is not a queue name"));
+    }
+    if message.body.len() > self.max_message_bytes {
+      return Err(format!(
+        "the message body is {} bytes; a queue accepts at most {}",
+        message.body.len(),
+        self.max_message_bytes
+      ));
+    }
+    let id = new_id();
+    self.backend.send(queue, vec![(id.clone(), message)]).await?;
+    self.waker(queue).notify_one();
+    Ok(id)
+  }
+
+  /// Moves the messages of `queue`'s dead-letter queue back into it; returns how many.
+  pub async fn replay_dlq(&self, queue: &str) -> Result<u64, String> {
+    let dlq = self
+      .registry
+      .load()
+      .iter()
+      .flat_map(|f| f.triggers.iter())
+      .find_map(|t| match t {
+        Trigger::Queue(q) if q.queue == queue => Some(q.dead_letter_queue.clone()),
+        _ => None,
+      })
+      .ok_or_else(|| format!("no function consumes queue '{queue}'"))?
+      .ok_or_else(|| format!("queue '{queue}' has no dead-letter queue"))?;
+    let moved = self.backend.move_all(&dlq, queue).await?;
+    self.waker(queue).notify_one();
+    Ok(moved)
+  }
+}
+
+fn new_id() -> String {
+  uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl BindingHost for Events {
+  fn queue_send(
+    self: Arc<Self>,
+    function: &str,
+    queue: &str,
+    messages: Vec<OutgoingMessage>,
+  ) -> Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+    let messages: Vec<(String, OutgoingMessage)> = messages.into_iter().map(|m| (new_id(), m)).collect();
+    let (function, queue) = (function.to_string(), queue.to_string());
+    Box::pin(async move {
+      let ids: Vec<String> = messages.iter().map(|(id, _)| id.clone()).collect();
+      self.backend.send(&queue, messages).await?;
+      tracing::debug!(function, queue, message_ids = %ids.join(","), "messages sent");
+      self.waker(&queue).notify_one();
+      Ok(())
+    })
+  }
+
+  fn max_message_bytes(&self) -> usize {
+    self.max_message_bytes
+  }
+}
+
+/// A batch as the `queue` handler's `QueueBatch` reads it: `{ queue, messages: [{ id, timestamp,
+/// attempts, contentType, body }] }`, `json` and `text` bodies as strings, `bytes` and `v8` in
+/// base64.
+fn batch_json(queue: &str, batch: &[Delivered]) -> String {
+  let messages: Vec<serde_json::Value> = batch
+    .iter()
+    .map(|m| {
+      let body = match m.content_type.as_str() {
+        "json" | "text" => String::from_utf8_lossy(&m.body).into_owned(),
+        _ => base64::engine::general_purpose::STANDARD.encode(&m.body),
+      };
+      serde_json::json!({
+        "id": m.id,
+        "timestamp": m.sent_us / 1000,
+        "attempts": m.attempts,
+        "contentType": m.content_type,
+        "body": body,
+      })
+    })
+    .collect();
+  serde_json::json!({ "queue": queue, "messages": messages }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn batches_carry_text_as_text_and_bytes_in_base64() {
+    let message = |ct: &str, body: &[u8]| Delivered {
+      handle: "1".into(),
+      id: "a".into(),
+      content_type: ct.into(),
+      body: body.to_vec(),
+      sent_us: 5000,
+      attempts: 1,
+    };
+    let json = batch_json(
+      "jobs",
+      &[message("json", b"{\"n\":1}"), message("bytes", &[0, 255])],
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed["queue"], "jobs");
+    assert_eq!(parsed["messages"][0]["body"], "{\"n\":1}");
+    assert_eq!(parsed["messages"][1]["body"], "AP8=");
+    assert_eq!(parsed["messages"][1]["attempts"], 1);
+  }
+}
