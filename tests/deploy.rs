@@ -13,37 +13,13 @@ mod durability;
 #[path = "deploy/fleet.rs"]
 mod fleet;
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use http_body_util::Full;
 use support::{http1, request, Node, Reply};
 
 pub const TOKEN: &str = "test-admin-token";
 
-/// A fresh, empty directory under the system's temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-  pub fn new(label: &str) -> TempDir {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("islet-{label}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-  }
-
-  pub fn path(&self) -> &str {
-    self.0.to_str().unwrap()
-  }
-}
-
-impl Drop for TempDir {
-  fn drop(&mut self) {
-    let _ = std::fs::remove_dir_all(&self.0);
-  }
-}
+pub use support::TempDir;
 
 /// A node with a data directory and the admin API.
 pub fn node_with_store(data: &TempDir, extra: &[&str]) -> Node {

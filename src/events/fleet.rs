@@ -206,6 +206,13 @@ impl FleetQueues {
             collect_entries(entries, &mut out);
           }
         }
+        if !out.is_empty() {
+          tracing::info!(
+            queue = %stream,
+            messages = out.len(),
+            "reclaimed messages left unacknowledged past their lease (a node stopped answering)"
+          );
+        }
         if (out.len() as u32) < max {
           let read: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")

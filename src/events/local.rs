@@ -179,6 +179,9 @@ impl LocalQueues {
   }
 }
 
+/// How one command is answered once its group's transaction has committed (`None`) or failed.
+type Answer = Box<dyn FnOnce(Option<&str>)>;
+
 /// Opens `path` and takes an exclusive `flock` on it, refusing if another process holds it.
 fn lock_exclusively(path: &Path) -> Result<std::fs::File, String> {
   use std::os::fd::AsRawFd;
@@ -211,7 +214,7 @@ fn run(mut connection: Connection, inbox: std_mpsc::Receiver<Command>) {
         Err(_) => break,
       }
     }
-    let mut answers: Vec<Box<dyn FnOnce(Option<&str>)>> = Vec::with_capacity(group.len());
+    let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
     let committed = (|| -> rusqlite::Result<()> {
       let tx = connection.transaction()?;
       for command in group.drain(..) {
@@ -231,11 +234,8 @@ fn run(mut connection: Connection, inbox: std_mpsc::Receiver<Command>) {
 
 /// Runs one command inside the group's transaction; returns how to answer it once the transaction
 /// has committed (or failed: then every command of the group fails).
-fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Box<dyn FnOnce(Option<&str>)> {
-  fn answer<T: 'static>(
-    reply: oneshot::Sender<Result<T, String>>,
-    result: rusqlite::Result<T>,
-  ) -> Box<dyn FnOnce(Option<&str>)> {
+fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Answer {
+  fn answer<T: 'static>(reply: oneshot::Sender<Result<T, String>>, result: rusqlite::Result<T>) -> Answer {
     Box::new(move |failed: Option<&str>| {
       let result = match (failed, result) {
         (Some(failure), _) => Err(failure.to_string()),

@@ -95,21 +95,38 @@ pub struct EventsConfig {
 }
 
 enum Backend {
-  Local(local::LocalQueues),
+  Local(LazyLocal),
   Fleet(fleet::FleetQueues),
+}
+
+/// The node's SQLite queues, opened on first use: a node whose functions use no queue never
+/// creates (or locks) a database.
+struct LazyLocal {
+  dir: PathBuf,
+  opened: OnceLock<Result<local::LocalQueues, String>>,
+}
+
+impl LazyLocal {
+  fn get(&self) -> Result<&local::LocalQueues, String> {
+    self
+      .opened
+      .get_or_init(|| local::LocalQueues::open(&self.dir))
+      .as_ref()
+      .map_err(Clone::clone)
+  }
 }
 
 impl Backend {
   async fn send(&self, queue: &str, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {
     match self {
-      Backend::Local(q) => q.send(queue, messages).await,
+      Backend::Local(q) => q.get()?.send(queue, messages).await,
       Backend::Fleet(q) => q.send(queue, messages).await,
     }
   }
 
   async fn claim(&self, queue: &str, max: u32, lease: Duration) -> Result<Vec<Delivered>, String> {
     match self {
-      Backend::Local(q) => q.claim(queue, max, lease).await,
+      Backend::Local(q) => q.get()?.claim(queue, max, lease).await,
       Backend::Fleet(q) => q.claim(queue, max, lease).await,
     }
   }
@@ -119,7 +136,7 @@ impl Backend {
       return Ok(());
     }
     match self {
-      Backend::Local(q) => q.ack(messages.iter().map(Delivered::seq).collect()).await,
+      Backend::Local(q) => q.get()?.ack(messages.iter().map(Delivered::seq).collect()).await,
       Backend::Fleet(q) => {
         q.ack(queue, messages.iter().map(|m| m.handle.clone()).collect())
           .await
@@ -138,7 +155,8 @@ impl Backend {
     }
     match self {
       Backend::Local(q) => {
-        q.retry(retries.iter().map(|(m, d)| (m.seq(), *d)).collect(), dlq)
+        q.get()?
+          .retry(retries.iter().map(|(m, d)| (m.seq(), *d)).collect(), dlq)
           .await
       }
       Backend::Fleet(q) => q.retry(queue, retries, dlq).await,
@@ -147,21 +165,21 @@ impl Backend {
 
   async fn next_due(&self, queue: &str) -> Result<Option<i64>, String> {
     match self {
-      Backend::Local(q) => q.next_due(queue).await,
+      Backend::Local(q) => q.get()?.next_due(queue).await,
       Backend::Fleet(q) => q.next_due(queue).await,
     }
   }
 
   async fn stats(&self) -> Result<Vec<QueueStats>, String> {
     match self {
-      Backend::Local(q) => q.stats().await,
+      Backend::Local(q) => q.get()?.stats().await,
       Backend::Fleet(q) => q.stats().await,
     }
   }
 
   async fn move_all(&self, from: &str, to: &str) -> Result<u64, String> {
     match self {
-      Backend::Local(q) => q.move_all(from, to).await,
+      Backend::Local(q) => q.get()?.move_all(from, to).await,
       Backend::Fleet(q) => q.move_all(from, to).await,
     }
   }
@@ -233,7 +251,13 @@ impl Events {
   /// Opens the store. Nothing is delivered until [`Events::start`].
   pub fn open(config: EventsConfig, registry: Arc<ArcSwap<Registry>>) -> Result<Arc<Self>, String> {
     let (backend, fleet) = match &config.store {
-      EventStore::Dir(dir) => (Backend::Local(local::LocalQueues::open(dir)?), false),
+      EventStore::Dir(dir) => (
+        Backend::Local(LazyLocal {
+          dir: dir.clone(),
+          opened: OnceLock::new(),
+        }),
+        false,
+      ),
       EventStore::Redis(url) => {
         let consumer = format!(
           "node-{}-{}",

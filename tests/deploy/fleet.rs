@@ -1,73 +1,11 @@
 //! Many nodes sharing one real redis-server (started here on a free port, with its append-only
 //! file in a temp dir so a restart keeps the data).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::redis::Redis;
 use crate::support::Node;
-use crate::{activate, bundle, deploy, list_versions, served, TempDir, TOKEN};
-
-struct Redis {
-  child: Child,
-  port: u16,
-  dir: TempDir,
-}
-
-impl Redis {
-  fn start() -> Redis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-      .unwrap()
-      .local_addr()
-      .unwrap()
-      .port();
-    let dir = TempDir::new("redis");
-    let child = Self::spawn(port, &dir);
-    Redis { child, port, dir }
-  }
-
-  fn spawn(port: u16, dir: &TempDir) -> Child {
-    let child = Command::new("redis-server")
-      .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-      .args([
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        dir.path(),
-      ])
-      .stdout(Stdio::null())
-      .stderr(Stdio::null())
-      .spawn()
-      .expect("redis-server (apt-get install redis-server)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-      assert!(Instant::now() < deadline, "redis-server did not start");
-      std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-  }
-
-  fn url(&self) -> String {
-    format!("redis://127.0.0.1:{}", self.port)
-  }
-
-  fn stop(&mut self) {
-    self.child.kill().unwrap();
-    self.child.wait().unwrap();
-  }
-
-  fn start_again(&mut self) {
-    self.child = Self::spawn(self.port, &self.dir);
-  }
-}
-
-impl Drop for Redis {
-  fn drop(&mut self) {
-    let _ = self.child.kill();
-    let _ = self.child.wait();
-  }
-}
+use crate::{activate, bundle, deploy, list_versions, served, TOKEN};
 
 fn fleet_node(redis: &Redis) -> Node {
   Node::start(&["--store", &redis.url(), "--admin-token", TOKEN], "info")

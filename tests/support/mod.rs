@@ -2,6 +2,8 @@
 //! TCP with hyper (HTTP/1.1, HTTP/2 prior knowledge, and TLS with ALPN).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -426,5 +428,29 @@ impl Node {
       "after {after} the node still used {cores:.2} cores:\n{}",
       self.logs()
     );
+  }
+}
+
+/// A fresh, empty directory under the system's temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+  pub fn new(label: &str) -> TempDir {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("islet-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+  }
+
+  pub fn path(&self) -> &str {
+    self.0.to_str().unwrap()
+  }
+}
+
+impl Drop for TempDir {
+  fn drop(&mut self) {
+    let _ = std::fs::remove_dir_all(&self.0);
   }
 }
