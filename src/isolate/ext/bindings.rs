@@ -49,10 +49,28 @@ pub struct FunctionBindings {
   pub function: String,
   pub queues: BTreeMap<String, String>,
   pub host: Option<Arc<dyn BindingHost>>,
+  /// Sends this isolate has made that the node has not acknowledged yet.
+  pub sends_in_flight: usize,
 }
 
 /// Messages one `sendBatch` may carry.
 pub const MAX_BATCH_MESSAGES: usize = 100;
+/// Bytes one `sendBatch` may carry in all (or one message's cap, if that is larger).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Sends one isolate may have waiting for the node at once: the bytes they copy out of V8 (at most
+/// this many batches) and the store's queue of writes stay bounded whatever a tenant loops over.
+pub const MAX_SENDS_IN_FLIGHT: usize = 64;
+
+/// Counts one send in flight until dropped.
+struct SendInFlight(Rc<RefCell<OpState>>);
+
+impl Drop for SendInFlight {
+  fn drop(&mut self) {
+    if let Some(bindings) = self.0.borrow_mut().try_borrow_mut::<FunctionBindings>() {
+      bindings.sends_in_flight = bindings.sends_in_flight.saturating_sub(1);
+    }
+  }
+}
 
 /// `env.<binding>.send/sendBatch`: `meta` is one `[contentType, delaySeconds, length]` per message,
 /// their bodies concatenated in `bodies`.
@@ -64,8 +82,8 @@ pub async fn op_islet_queue_send(
   #[buffer] bodies: JsBuffer,
 ) -> Result<(), JsErrorBox> {
   let (function, queue, host) = {
-    let state = state.borrow();
-    let bindings = state.try_borrow::<FunctionBindings>();
+    let mut state = state.borrow_mut();
+    let bindings = state.try_borrow_mut::<FunctionBindings>();
     let Some(bindings) = bindings else {
       return Err(JsErrorBox::type_error("queues are not available here"));
     };
@@ -77,8 +95,16 @@ pub async fn op_islet_queue_send(
     let Some(host) = bindings.host.clone() else {
       return Err(JsErrorBox::generic("queues are not available on this node"));
     };
-    (bindings.function.clone(), queue.clone(), host)
+    if bindings.sends_in_flight >= MAX_SENDS_IN_FLIGHT {
+      return Err(JsErrorBox::range_error(format!(
+        "{MAX_SENDS_IN_FLIGHT} queue sends are already waiting for the node; await some first"
+      )));
+    }
+    let queue = queue.clone();
+    bindings.sends_in_flight += 1;
+    (bindings.function.clone(), queue, host)
   };
+  let _counted = SendInFlight(state.clone());
   if meta.is_empty() {
     return Err(JsErrorBox::type_error("sendBatch() needs at least one message"));
   }
