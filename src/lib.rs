@@ -14,11 +14,14 @@
 //!   ArrayBuffer allocator, the stop reasons) and the outbound fetch policy.
 //! - [`registry`]: functions (code, version, variables, limits, routes), bundles, TypeScript
 //!   stripping, and the stores deployed versions live in.
+//! - [`events`]: queues (SQLite on one node, Redis streams on a fleet), their consumers and cron
+//!   schedules, delivered to the `queue` and `scheduled` handlers as invocations.
 //! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
 //! - [`admin`]: the deploy and control API (bearer-token auth), deployments over a store (the data
 //!   directory, or Redis for a fleet), and the client the `islet deploy` family of commands uses.
 //! - [`error`]: error types, and the JSON every client-visible error takes.
-//! - [`bench`]: `islet bench`, cold and warm starts measured through the real server.
+//! - [`bench`]: `islet bench`, cold and warm starts measured through the real server, and
+//!   `islet bench-queues`.
 //!
 //! `runtime-js/` is our JavaScript edge layer (globals, console, dispatch), baked into the snapshot
 //! by `build.rs` together with Deno's Web API extensions.
