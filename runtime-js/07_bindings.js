@@ -5,7 +5,7 @@
 // (structured clone). The consumer gets them back decoded; the node decides nothing from them.
 import { core, primordials } from "ext:core/mod.js";
 import { op_islet_queue_max_bytes, op_islet_queue_send } from "ext:core/ops";
-import { base64, encoding } from "ext:islet_runtime/00_web_globals.js";
+import { base64 } from "ext:islet_runtime/00_web_globals.js";
 
 const {
   ArrayBufferIsView,
@@ -37,8 +37,8 @@ const {
   Uint8Array,
 } = primordials;
 
-// The modules' own classes: a tenant may replace the globals.
-const encoder = new encoding.TextEncoder();
+// UTF-8 through deno_core itself: a tenant may replace globals and prototypes (TextEncoder's too).
+const encodeUtf8 = core.encode;
 
 /** A copy of `view`'s bytes (an ArrayBuffer or any view of one). */
 function bytesOf(value) {
@@ -73,13 +73,13 @@ function encodeBody(body, contentType) {
       if (text === undefined) {
         throw new TypeError("a json message body must be JSON-serializable (not undefined or a function)");
       }
-      return encoder.encode(text);
+      return encodeUtf8(text);
     }
     case "text":
       if (typeof body !== "string") {
         throw new TypeError("a text message body must be a string");
       }
-      return encoder.encode(body);
+      return encodeUtf8(body);
     case "bytes": {
       const bytes = bytesOf(body);
       if (bytes === null) {
@@ -173,7 +173,10 @@ class WorkerQueue {
     const meta = [];
     let offset = 0;
     for (let i = 0; i < encoded.length; i++) {
-      const [contentType, delay, bytes] = encoded[i];
+      const entry = encoded[i];
+      const contentType = entry[0];
+      const delay = entry[1];
+      const bytes = entry[2];
       TypedArrayPrototypeSet(bodies, bytes, offset);
       offset += bytes.length;
       ArrayPrototypePush(meta, [contentType, delay, bytes.length]);
@@ -296,11 +299,13 @@ export class QueueBatch {
    */
   outcome(error) {
     const fallback = error === null ? ["ack", -1] : ["retry", -1];
-    const decisions = [];
+    // Written out by hand: JSON.stringify would call a `toJSON` a tenant put on Array.prototype.
+    let json = `{"error":${error === null ? "null" : JSONStringify(`${error}`)},"decisions":[`;
     for (let i = 0; i < this.#decisions.length; i++) {
-      ArrayPrototypePush(decisions, this.#decisions[i] ?? (error === null ? this.#all : null) ?? fallback);
+      const decision = this.#decisions[i] ?? this.#all ?? fallback;
+      json += `${i === 0 ? "" : ","}["${decision[0]}",${decision[1]}]`;
     }
-    return JSONStringify({ error, decisions });
+    return `${json}]}`;
   }
 }
 
@@ -320,6 +325,6 @@ export class ScheduledController {
   }
 
   outcome(error) {
-    return JSONStringify({ error, noRetry: this.#noRetry });
+    return `{"error":${error === null ? "null" : JSONStringify(`${error}`)},"noRetry":${this.#noRetry}}`;
   }
 }

@@ -256,8 +256,17 @@ function callEventHandler(slot, method, json) {
     }
   };
   const failed = (error) => {
-    logUncaught(error, method === EVENT_QUEUE ? "in the queue handler" : "in the scheduled handler");
-    settle(ObjectPrototypeIsPrototypeOf(ErrorPrototype, error) ? `${error.name}: ${error.message}` : "the handler threw");
+    let message = "the handler threw";
+    try {
+      logUncaught(error, method === EVENT_QUEUE ? "in the queue handler" : "in the scheduled handler");
+      if (ObjectPrototypeIsPrototypeOf(ErrorPrototype, error)) {
+        // Getters of the tenant's: read once, and a throwing one must not leave the event unanswered.
+        message = `${error.name}: ${error.message}`;
+      }
+    } catch {
+      // The description failed; the plain message stands.
+    }
+    settle(message);
   };
   try {
     const run = method === EVENT_QUEUE ? queueHandler : scheduledHandler;

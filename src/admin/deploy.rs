@@ -158,6 +158,29 @@ impl Deployments {
     check_syntax(&function).map_err(DeployError::Invalid)?;
     let version = function.version.clone();
     let _changing = lock(&self.changes);
+    // One consumer per queue on the node (or fleet): a second function cannot take over a queue.
+    for (i, trigger) in bundle.triggers.iter().enumerate() {
+      if let crate::registry::bindings::Trigger::Queue(q) = trigger {
+        let taken = self
+          .live
+          .load()
+          .iter()
+          .find(|other| {
+            other.name != bundle.name
+              && other
+                .triggers
+                .iter()
+                .any(|t| matches!(t, crate::registry::bindings::Trigger::Queue(o) if o.queue == q.queue))
+          })
+          .map(|other| other.name.clone());
+        if let Some(other) = taken {
+          return Err(DeployError::Invalid(format!(
+            "triggers[{i}].queue: queue '{}' is consumed by function '{other}' already",
+            q.queue
+          )));
+        }
+      }
+    }
     self.store.put_bundle(&bundle, &version)?;
     let mut created = false;
     self.update(&bundle.name, &mut |current| {

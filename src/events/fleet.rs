@@ -5,7 +5,7 @@
 //! ```text
 //! islet:q:<queue>          the stream of due messages (fields id, ct, body, ts, attempts)
 //! islet:q:<queue>:delayed  sorted set of message ids by due time (delaySeconds, retry delays)
-//! islet:qm:<id>            a delayed message's fields, until it is due
+//! islet:qm:<queue>:<id>    a delayed message's fields, until it is due
 //! islet:queues             the set of queue names, for `islet queues`
 //! islet:cron:<fn>:<expr>:<tick>  a tick claimed by the node that runs it (SET NX PX)
 //! ```
@@ -30,8 +30,8 @@ fn delayed_key(queue: &str) -> String {
   format!("islet:q:{queue}:delayed")
 }
 
-fn message_key(id: &str) -> String {
-  format!("islet:qm:{id}")
+fn message_key(queue: &str, id: &str) -> String {
+  format!("islet:qm:{queue}:{id}")
 }
 
 /// Moves due messages (at most 100) from the sorted set into the stream. KEYS: delayed, stream;
@@ -88,9 +88,16 @@ impl FleetQueues {
       let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
       for attempt in 0..2 {
         if slot.is_none() {
-          let connection = client
+          let mut connection = client
             .get_connection_with_timeout(Duration::from_secs(2))
             .map_err(redis_error)?;
+          // A Redis that stops answering (a half-open connection) fails calls instead of holding
+          // the connection, and every send and consumer behind it, for ever.
+          connection
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .and_then(|()| connection.set_write_timeout(Some(Duration::from_secs(5))))
+            .map_err(redis_error)?;
+          warn_unless_durable(&mut connection);
           *slot = Some(connection);
         }
         // INVARIANT: filled just above.
@@ -144,7 +151,7 @@ impl FleetQueues {
             let due = now + i64::try_from(message.delay_s * 1000).unwrap_or(i64::MAX / 2);
             pipe
               .cmd("HSET")
-              .arg(message_key(id))
+              .arg(message_key(&queue, id))
               .arg("ct")
               .arg(&message.content_type)
               .arg("body")
@@ -180,6 +187,7 @@ impl FleetQueues {
   /// node left unacknowledged past `lease`, then new ones.
   pub async fn claim(&self, queue: &str, max: u32, lease: Duration) -> Result<Vec<Delivered>, String> {
     let (stream, delayed) = (stream_key(queue), delayed_key(queue));
+    let queue = queue.to_string();
     let consumer = self.consumer.clone();
     let promote = self.promote.clone();
     self
@@ -189,7 +197,7 @@ impl FleetQueues {
           .key(&delayed)
           .key(&stream)
           .arg(now_ms())
-          .arg("islet:qm:")
+          .arg(format!("islet:qm:{queue}:"))
           .invoke::<i64>(con)?;
         let mut out = Vec::new();
         let reclaimed: redis::Value = redis::cmd("XAUTOCLAIM")
@@ -205,6 +213,10 @@ impl FleetQueues {
           if let Some(entries) = parts.get(1) {
             collect_entries(entries, &mut out);
           }
+        }
+        // Each was delivered once already, to a consumer that never answered: that counts.
+        for message in &mut out {
+          message.attempts += 1;
         }
         if !out.is_empty() {
           tracing::info!(
@@ -266,6 +278,7 @@ impl FleetQueues {
     dlq: Option<String>,
   ) -> Result<(), String> {
     let (stream, delayed) = (stream_key(queue), delayed_key(queue));
+    let queue = queue.to_string();
     self
       .with(move |con| {
         let now = now_ms();
@@ -277,7 +290,7 @@ impl FleetQueues {
               let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
               pipe
                 .cmd("HSET")
-                .arg(message_key(&message.id))
+                .arg(message_key(&queue, &message.id))
                 .arg("ct")
                 .arg(&message.content_type)
                 .arg("body")
@@ -393,7 +406,13 @@ impl FleetQueues {
     let to = to.to_string();
     self
       .with(move |con| {
-        let entries: redis::Value = redis::cmd("XRANGE").arg(&source).arg("-").arg("+").query(con)?;
+        let entries: redis::Value = redis::cmd("XRANGE")
+          .arg(&source)
+          .arg("-")
+          .arg("+")
+          .arg("COUNT")
+          .arg(10_000)
+          .query(con)?;
         let mut messages = Vec::new();
         collect_entries(&entries, &mut messages);
         let mut pipe = redis::pipe();
@@ -415,6 +434,7 @@ impl FleetQueues {
             .arg("attempts")
             .arg(0)
             .ignore();
+          pipe.cmd("XACK").arg(&source).arg(GROUP).arg(&m.handle).ignore();
           pipe.cmd("XDEL").arg(&source).arg(&m.handle).ignore();
         }
         pipe.query::<()>(con)?;
@@ -440,6 +460,33 @@ impl FleetQueues {
         Ok(set.is_some())
       })
       .await
+  }
+}
+
+/// Says so in the log when Redis would lose acknowledged sends on a crash (no append-only file
+/// fsynced on every write) or evict them (a `maxmemory-policy` other than `noeviction`).
+fn warn_unless_durable(con: &mut redis::Connection) {
+  static WARNED: std::sync::Once = std::sync::Once::new();
+  let get = |con: &mut redis::Connection, key: &str| -> Option<String> {
+    let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(key).query(con).ok()?;
+    pair.get(1).cloned()
+  };
+  let (aof, fsync, policy) = (
+    get(con, "appendonly"),
+    get(con, "appendfsync"),
+    get(con, "maxmemory-policy"),
+  );
+  let durable = aof.as_deref() == Some("yes") && fsync.as_deref() == Some("always");
+  let kept = policy.as_deref().is_none_or(|p| p == "noeviction");
+  if !(durable && kept) {
+    WARNED.call_once(|| {
+      tracing::warn!(
+        appendonly = aof.as_deref().unwrap_or("?"),
+        appendfsync = fsync.as_deref().unwrap_or("?"),
+        maxmemory_policy = policy.as_deref().unwrap_or("?"),
+        "Redis may lose queue messages that were acknowledged: run it with appendonly yes, appendfsync always and maxmemory-policy noeviction"
+      )
+    });
   }
 }
 

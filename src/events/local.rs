@@ -30,6 +30,7 @@ enum Command {
     reply: oneshot::Sender<Result<Vec<Delivered>, String>>,
   },
   Ack {
+    queue: String,
     seqs: Vec<i64>,
     reply: oneshot::Sender<Result<(), String>>,
   },
@@ -38,6 +39,11 @@ enum Command {
   Retry {
     retries: Vec<(i64, Option<Duration>)>,
     dlq: Option<String>,
+    reply: oneshot::Sender<Result<(), String>>,
+  },
+  /// Messages given back unattempted: due after their delay, one attempt fewer.
+  Release {
+    releases: Vec<(i64, Duration)>,
     reply: oneshot::Sender<Result<(), String>>,
   },
   NextDue {
@@ -151,8 +157,13 @@ impl LocalQueues {
       .await
   }
 
-  pub async fn ack(&self, seqs: Vec<i64>) -> Result<(), String> {
-    self.ask(|reply| Command::Ack { seqs, reply }).await
+  pub async fn ack(&self, queue: &str, seqs: Vec<i64>) -> Result<(), String> {
+    let queue = queue.to_string();
+    self.ask(|reply| Command::Ack { queue, seqs, reply }).await
+  }
+
+  pub async fn release(&self, releases: Vec<(i64, Duration)>) -> Result<(), String> {
+    self.ask(|reply| Command::Release { releases, reply }).await
   }
 
   pub async fn retry(
@@ -304,11 +315,25 @@ fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Answer {
       })();
       answer(reply, result)
     }
-    Command::Ack { seqs, reply } => {
+    Command::Ack { queue, seqs, reply } => {
       let result = (|| {
-        let mut delete = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+        // Still in this queue: a message replayed elsewhere meanwhile is not this ack's.
+        let mut delete = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1 AND queue = ?2")?;
         for seq in seqs {
-          delete.execute(params![seq])?;
+          delete.execute(params![seq, queue])?;
+        }
+        Ok(())
+      })();
+      answer(reply, result)
+    }
+    Command::Release { releases, reply } => {
+      let result = (|| {
+        let mut release = tx.prepare_cached(
+          "UPDATE messages SET visible_at = ?1, leased = 0, attempts = max(attempts - 1, 0) WHERE seq = ?2",
+        )?;
+        for (seq, delay) in releases {
+          let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+          release.execute(params![due, seq])?;
         }
         Ok(())
       })();
@@ -377,7 +402,8 @@ fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Answer {
     Command::Move { from, to, reply } => {
       let result = tx
         .execute(
-          "UPDATE messages SET queue = ?1, visible_at = ?2, attempts = 0, leased = 0 WHERE queue = ?3",
+          // Not those in a consumer's hands: their consumer would ack or retry them afterwards.
+          "UPDATE messages SET queue = ?1, visible_at = ?2, attempts = 0 WHERE queue = ?3 AND leased = 0",
           params![to, now, from],
         )
         .map(|n| n as u64);

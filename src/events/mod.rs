@@ -136,7 +136,11 @@ impl Backend {
       return Ok(());
     }
     match self {
-      Backend::Local(q) => q.get()?.ack(messages.iter().map(Delivered::seq).collect()).await,
+      Backend::Local(q) => {
+        q.get()?
+          .ack(queue, messages.iter().map(Delivered::seq).collect())
+          .await
+      }
       Backend::Fleet(q) => {
         q.ack(queue, messages.iter().map(|m| m.handle.clone()).collect())
           .await
@@ -163,6 +167,23 @@ impl Backend {
     }
   }
 
+  /// Gives messages back unattempted: due after their delay, `attempts` as given.
+  async fn release(&self, queue: &str, messages: Vec<(Delivered, Option<Duration>)>) -> Result<(), String> {
+    match self {
+      Backend::Local(q) => {
+        q.get()?
+          .release(
+            messages
+              .iter()
+              .map(|(m, d)| (m.seq(), d.unwrap_or_default()))
+              .collect(),
+          )
+          .await
+      }
+      Backend::Fleet(q) => q.retry(queue, messages, None).await,
+    }
+  }
+
   async fn next_due(&self, queue: &str) -> Result<Option<i64>, String> {
     match self {
       Backend::Local(q) => q.get()?.next_due(queue).await,
@@ -184,6 +205,17 @@ impl Backend {
     }
   }
 }
+
+/// Why an event invocation gave no outcome.
+enum Invocation {
+  /// The handler never ran: not an attempt.
+  NotRun(String),
+  /// It ran and failed (threw, or was stopped at a limit).
+  Failed(String),
+}
+
+/// How long a batch whose handler could not run waits before it is tried again.
+const NOT_RUN_PAUSE: Duration = Duration::from_secs(5);
 
 /// What a queue handler decided, as `QueueBatch.outcome` in `07_bindings.js` writes it.
 #[derive(Deserialize)]
@@ -219,6 +251,10 @@ struct Running<K> {
   task: JoinHandle<()>,
 }
 
+/// Bytes of sends waiting for the store, node-wide, past which sends are refused: what isolates
+/// copied out of V8 for queues stays bounded whatever every tenant does at once.
+const MAX_SENDING_BYTES: usize = 256 << 20;
+
 /// Idle consumers look for due messages at least this often: on a fleet, other nodes' sends wake
 /// nobody here.
 const FLEET_POLL: Duration = Duration::from_millis(50);
@@ -239,6 +275,8 @@ pub struct Events {
   /// Per queue: woken by a send on this node, so an idle consumer starts at once.
   wakers: Mutex<HashMap<String, Arc<Notify>>>,
   max_message_bytes: usize,
+  /// Bytes of sends copied out of isolates and not yet stored, node-wide.
+  sending_bytes: std::sync::atomic::AtomicUsize,
   fleet: bool,
   consumers: Mutex<HashMap<String, Running<(String, QueueTrigger)>>>,
   /// Told of every batch as it is handed to its consumer (benchmarks): when each message was
@@ -273,6 +311,7 @@ impl Events {
       invoker: OnceLock::new(),
       wakers: Mutex::default(),
       max_message_bytes: config.max_message_bytes,
+      sending_bytes: std::sync::atomic::AtomicUsize::new(0),
       fleet,
       consumers: Mutex::default(),
       schedules: Mutex::default(),
@@ -317,14 +356,17 @@ impl Events {
     let registry = self.registry.load();
     let mut wanted_queues: HashMap<String, (String, QueueTrigger)> = HashMap::new();
     let mut wanted_schedules: Vec<(String, String)> = Vec::new();
-    for function in registry.iter() {
+    // By name, so every node of a fleet picks the same consumer if two functions claim a queue
+    // (deploys refuse the second; functions served from a directory are not checked).
+    let mut functions: Vec<&Arc<Function>> = registry.iter().collect();
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    for function in functions {
       if function.broken.is_some() {
         continue;
       }
       for trigger in &function.triggers {
         match trigger {
           Trigger::Queue(q) => {
-            // One consumer per queue: the first function by name, as deploys cannot tell.
             wanted_queues
               .entry(q.queue.clone())
               .or_insert_with(|| (function.name.clone(), q.clone()));
@@ -389,8 +431,9 @@ impl Events {
         return;
       };
       // Past the lease, a message its consumer never answered for is delivered again (a node that
-      // died, on a fleet); an invocation is over by its wall-clock limit.
-      let lease = function.limits.wall() + Duration::from_secs(5);
+      // died, on a fleet): a batch waits at most its timeout to fill, and its invocation is over
+      // by its wall-clock limit.
+      let lease = batch_timeout + function.limits.wall() + Duration::from_secs(5);
       let mut batch = match self.backend.claim(&queue, max, lease).await {
         Ok(batch) => batch,
         Err(e) => {
@@ -420,7 +463,13 @@ impl Events {
           () = tokio::time::sleep_until(deadline.min(poll)) => {}
         }
         match self.backend.claim(&queue, max - batch.len() as u32, lease).await {
-          Ok(more) => batch.extend(more),
+          Ok(more) => {
+            for message in more {
+              if !batch.iter().any(|m| m.handle == message.handle) {
+                batch.push(message);
+              }
+            }
+          }
           Err(e) => tracing::warn!(queue, "claiming messages failed: {e}"),
         }
       }
@@ -443,6 +492,30 @@ impl Events {
     }
     let outcome = self.invoke(function.clone(), EventKind::Queue, json).await;
     let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
+    if let Err(Invocation::NotRun(why)) = &outcome {
+      // The handler never ran (its module fails to load, the isolate could not start, the node is
+      // stopping): not an attempt. The batch comes back after a pause, its attempts unchanged.
+      tracing::warn!(
+        function = %function.name,
+        trigger = "queue",
+        queue = %trigger.queue,
+        message_ids = %ids.join(","),
+        "queue batch not delivered, back in {}s: {why}",
+        NOT_RUN_PAUSE.as_secs()
+      );
+      let returned = batch
+        .into_iter()
+        .map(|mut m| {
+          m.attempts = m.attempts.saturating_sub(1);
+          (m, Some(NOT_RUN_PAUSE))
+        })
+        .collect();
+      if let Err(e) = self.backend.release(&trigger.queue, returned).await {
+        tracing::error!(queue = %trigger.queue, "returning messages failed (their lease returns them): {e}");
+      }
+      return;
+    }
+    let outcome = outcome.map_err(|(Invocation::Failed(e) | Invocation::NotRun(e))| e);
     let (decisions, error) = match outcome.and_then(|body| {
       serde_json::from_slice::<BatchOutcome>(&body).map_err(|e| format!("unreadable batch outcome: {e}"))
     }) {
@@ -511,8 +584,15 @@ impl Events {
 
   /// Runs one event invocation of `function` and returns the body it answered with (the outcome
   /// JSON), or why it failed (the handler's failure, a limit, an isolate that stopped).
-  async fn invoke(&self, function: Arc<Function>, kind: EventKind, json: String) -> Result<Vec<u8>, String> {
-    let invoker = self.invoker.get().ok_or("events have not started")?;
+  async fn invoke(
+    &self,
+    function: Arc<Function>,
+    kind: EventKind,
+    json: String,
+  ) -> Result<Vec<u8>, Invocation> {
+    let Some(invoker) = self.invoker.get() else {
+      return Err(Invocation::NotRun("events have not started".into()));
+    };
     let (responder, answer) = reply::elsewhere();
     let request = IsolateRequest {
       request_id: RequestId::generate(),
@@ -525,10 +605,12 @@ impl Events {
     };
     invoker.invoke(function, request);
     match answer.await {
-      Err(_) => Err("the isolate stopped before it answered".to_string()),
+      Err(_) => Err(Invocation::NotRun(
+        "the isolate stopped before it answered".to_string(),
+      )),
       Ok(HandlerOutcome {
         result: Err(failure), ..
-      }) => Err(failure.message),
+      }) => Err(Invocation::Failed(failure.message)),
       Ok(HandlerOutcome {
         result: Ok(response), ..
       }) => {
@@ -540,9 +622,17 @@ impl Events {
           .map(|b| b.to_bytes().to_vec())
           .unwrap_or_default();
         if status == http::StatusCode::OK {
-          Ok(body)
-        } else {
-          Err(String::from_utf8_lossy(&body).into_owned())
+          return Ok(body);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+          .ok()
+          .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        match code.as_deref() {
+          Some("module_load_failed" | "isolate_failed" | "unavailable" | "function_overloaded") => {
+            Err(Invocation::NotRun(text))
+          }
+          _ => Err(Invocation::Failed(text)),
         }
       }
     }
@@ -553,6 +643,8 @@ impl Events {
     let Ok(cron) = crate::registry::bindings::parse_schedule(&schedule) else {
       return;
     };
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut last_tick = i64::MIN;
     loop {
       let now = chrono::Utc::now();
       let Some(next) = cron::next_tick(&cron, now) else {
@@ -561,6 +653,20 @@ impl Events {
       };
       tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
       let tick = next.timestamp_millis();
+      // A clock stepped back must not fire a tick again.
+      if tick <= last_tick {
+        continue;
+      }
+      last_tick = tick;
+      // A tick still running when the next comes due: the next is skipped, not stacked.
+      if running.load(std::sync::atomic::Ordering::Acquire) {
+        tracing::warn!(
+          function,
+          schedule,
+          "cron tick skipped: the previous one is still running"
+        );
+        continue;
+      }
       if let Backend::Fleet(fleet) = &self.backend {
         match fleet.claim_tick(&function, &schedule, tick).await {
           Ok(true) => {}
@@ -577,8 +683,11 @@ impl Events {
       }
       let events = self.clone();
       let (function, schedule) = (function.clone(), schedule.clone());
+      running.store(true, std::sync::atomic::Ordering::Release);
+      let running = running.clone();
       tokio::spawn(async move {
         events.fire(&function, &schedule, tick, TICK_RETRIES).await;
+        running.store(false, std::sync::atomic::Ordering::Release);
       });
     }
   }
@@ -602,6 +711,7 @@ impl Events {
       let outcome = self
         .invoke(function, EventKind::Scheduled, json)
         .await
+        .map_err(|(Invocation::Failed(e) | Invocation::NotRun(e))| e)
         .and_then(|body| {
           serde_json::from_slice::<TickOutcome>(&body).map_err(|e| format!("unreadable tick outcome: {e}"))
         });
@@ -738,9 +848,18 @@ impl BindingHost for Events {
   ) -> Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
     let messages: Vec<(String, OutgoingMessage)> = messages.into_iter().map(|m| (new_id(), m)).collect();
     let (function, queue) = (function.to_string(), queue.to_string());
+    let bytes: usize = messages.iter().map(|(_, m)| m.body.len()).sum();
     Box::pin(async move {
+      use std::sync::atomic::Ordering;
+      let before = self.sending_bytes.fetch_add(bytes, Ordering::AcqRel);
+      if before + bytes > MAX_SENDING_BYTES {
+        self.sending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        return Err("the node's queue store is behind; try the send again shortly".to_string());
+      }
       let ids: Vec<String> = messages.iter().map(|(id, _)| id.clone()).collect();
-      self.backend.send(&queue, messages).await?;
+      let sent = self.backend.send(&queue, messages).await;
+      self.sending_bytes.fetch_sub(bytes, Ordering::AcqRel);
+      sent?;
       tracing::debug!(function, queue, message_ids = %ids.join(","), "messages sent");
       self.waker(&queue).notify_one();
       Ok(())

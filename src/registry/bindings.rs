@@ -79,6 +79,8 @@ pub const MAX_BATCH_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_RETRIES: u32 = 100;
 pub const MAX_RETRY_DELAY_S: u64 = 12 * 3600;
 pub const MAX_CONCURRENCY: u32 = 64;
+/// Triggers one function may declare: each is a consumer or a schedule the node runs for it.
+pub const MAX_TRIGGERS: usize = 16;
 
 /// Whether `name` can name a queue: 1 to 63 lowercase letters, digits, `-` and `_`.
 pub fn is_valid_queue_name(name: &str) -> bool {
@@ -105,12 +107,17 @@ pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {
       "'{schedule}': a schedule has 5 fields (minute hour day month weekday), or 6 with seconds first"
     ));
   }
-  croner::parser::CronParser::builder()
+  let cron = croner::parser::CronParser::builder()
     .seconds(croner::parser::Seconds::Optional)
     .year(croner::parser::Year::Disallowed)
     .build()
     .parse(schedule)
-    .map_err(|e| format!("'{schedule}': {e}"))
+    .map_err(|e| format!("'{schedule}': {e}"))?;
+  // A date that never comes (30 February) would never fire.
+  if cron.find_next_occurrence(&chrono::Utc::now(), false).is_err() {
+    return Err(format!("'{schedule}' never comes due"));
+  }
+  Ok(cron)
 }
 
 /// Checks bindings and triggers, naming the offending key (`bindings.JOBS.queue`, `triggers[1]`)
@@ -137,6 +144,12 @@ pub fn validate(
       }
       Binding::Queue { .. } => {}
     }
+  }
+  if triggers.len() > MAX_TRIGGERS {
+    return Err(format!(
+      "triggers: {} triggers; a function may have at most {MAX_TRIGGERS}",
+      triggers.len()
+    ));
   }
   let mut consumed = Vec::new();
   for (i, trigger) in triggers.iter().enumerate() {

@@ -53,6 +53,10 @@ async fn sent_messages_are_consumed_with_their_bodies_and_content_types() {
   // Ids are unique, and the log line of each batch names them with the trigger kind.
   let ids: BTreeSet<&str> = handled.iter().map(|l| l["id"].as_str()).collect();
   assert_eq!(ids.len(), 6);
+  // Logged once the batch's outcome is back, after the handler's own lines.
+  assert!(wait_until(Duration::from_secs(5), || node
+    .logs()
+    .contains("queue batch handled")));
   let logs = node.logs();
   let batch_line = logs.lines().find(|l| l.contains("queue batch handled")).unwrap();
   assert!(

@@ -121,6 +121,12 @@ pub async fn op_islet_queue_send(
       "message bodies do not match their lengths",
     ));
   }
+  let max_batch = MAX_BATCH_BYTES.max(max);
+  if total > max_batch as u64 {
+    return Err(JsErrorBox::range_error(format!(
+      "sendBatch() carries {total} bytes; a batch may carry at most {max_batch}"
+    )));
+  }
   let mut messages = Vec::with_capacity(meta.len());
   let mut offset = 0usize;
   for (content_type, delay, len) in meta {
