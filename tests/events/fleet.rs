@@ -64,6 +64,8 @@ async fn a_node_killed_mid_batch_has_its_messages_reclaimed_by_another() {
     "WORKED "
   )
   .is_empty()));
+  // Halfway through the next batches' 200 ms: A holds them, claimed and unacknowledged.
+  std::thread::sleep(Duration::from_millis(100));
   a.child.kill().unwrap();
   a.child.wait().unwrap();
   let before: Vec<(usize, Line)> = lines(&a.logs(), "WORKED ").into_iter().map(|l| (0, l)).collect();
