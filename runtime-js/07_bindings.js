@@ -19,6 +19,7 @@ const {
   DataViewPrototypeGetByteLength,
   DataViewPrototypeGetByteOffset,
   Date,
+  FunctionPrototypeCall,
   JSONParse,
   JSONStringify,
   NumberIsFinite,
@@ -309,6 +310,20 @@ export class QueueBatch {
   }
 }
 
+/**
+ * How an event ended, from the class's own method as it was at boot: a tenant may replace the
+ * method on the object it was given, or on the prototype, but not this.
+ */
+const queueOutcome = QueueBatch.prototype.outcome;
+
+/**
+ * @param {boolean} queue whether `event` is the QueueBatch (else the ScheduledController) that
+ *   dispatch made
+ */
+export function eventOutcome(queue, event, error) {
+  return FunctionPrototypeCall(queue ? queueOutcome : scheduledOutcome, event, error);
+}
+
 /** The `controller` of `scheduled(controller, env, ctx)`. */
 export class ScheduledController {
   #noRetry = false;
@@ -328,3 +343,5 @@ export class ScheduledController {
     return `{"error":${error === null ? "null" : JSONStringify(`${error}`)},"noRetry":${this.#noRetry}}`;
   }
 }
+
+const scheduledOutcome = ScheduledController.prototype.outcome;

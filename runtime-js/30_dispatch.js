@@ -15,7 +15,7 @@ import { ops } from "ext:islet_runtime/00_ops.js";
 import { body, consoleModule, request, response, streams } from "ext:islet_runtime/00_web_globals.js";
 import { enterRequest, leaveRequest, runInRequest } from "ext:islet_runtime/01_request_context.js";
 import { logUncaught } from "ext:islet_runtime/02_console.js";
-import { makeEnv, QueueBatch, ScheduledController } from "ext:islet_runtime/07_bindings.js";
+import { eventOutcome, makeEnv, QueueBatch, ScheduledController } from "ext:islet_runtime/07_bindings.js";
 import { ExecutionContext } from "ext:islet_runtime/10_context.js";
 import { dispatchFetchEvent, hasFetchListeners } from "ext:islet_runtime/20_service_worker.js";
 
@@ -250,7 +250,7 @@ function callEventHandler(slot, method, json) {
   }
   const settle = (error) => {
     try {
-      op_islet_respond_text(slot, 200, [], event.outcome(error));
+      op_islet_respond_text(slot, 200, [], eventOutcome(method === EVENT_QUEUE, event, error));
     } catch (opError) {
       logUncaught(opError, "while answering an event");
     }

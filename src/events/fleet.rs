@@ -214,9 +214,27 @@ impl FleetQueues {
             collect_entries(entries, &mut out);
           }
         }
-        // Each was delivered once already, to a consumer that never answered: that counts.
+        // Each was delivered before, to a consumer that never answered: every delivery counts,
+        // as Redis counts them, so a message that brings down each node that takes it still
+        // reaches its dead-letter queue.
         for message in &mut out {
-          message.attempts += 1;
+          let pending: redis::Value = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(&message.handle)
+            .arg(&message.handle)
+            .arg(1)
+            .query(con)?;
+          let deliveries = match &pending {
+            redis::Value::Array(entries) => entries.first().and_then(|entry| match entry {
+              redis::Value::Array(fields) => fields.get(3).and_then(as_u64),
+              _ => None,
+            }),
+            _ => None,
+          };
+          // `attempts` is the stored count plus this delivery; Redis's count includes it.
+          message.attempts =
+            message.attempts - 1 + u32::try_from(deliveries.unwrap_or(2)).unwrap_or(u32::MAX);
         }
         if !out.is_empty() {
           tracing::info!(

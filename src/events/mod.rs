@@ -513,6 +513,8 @@ impl Events {
       if let Err(e) = self.backend.release(&trigger.queue, returned).await {
         tracing::error!(queue = %trigger.queue, "returning messages failed (their lease returns them): {e}");
       }
+      // Holding the consumer's slot: a function that cannot run does not churn through its queue.
+      tokio::time::sleep(NOT_RUN_PAUSE).await;
       return;
     }
     let outcome = outcome.map_err(|(Invocation::Failed(e) | Invocation::NotRun(e))| e);
@@ -605,7 +607,9 @@ impl Events {
     };
     invoker.invoke(function, request);
     match answer.await {
-      Err(_) => Err(Invocation::NotRun(
+      // The isolate went away with the batch in hand (stopped, or its event loop failed): the
+      // handler may have run, so it counts as an attempt.
+      Err(_) => Err(Invocation::Failed(
         "the isolate stopped before it answered".to_string(),
       )),
       Ok(HandlerOutcome {
