@@ -245,6 +245,39 @@ async fn a_consumer_stopped_at_its_cpu_limit_gets_its_batch_again_and_the_node_k
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_consumer_cannot_load_is_kept_and_not_counted_as_an_attempt() {
+  let data = TempDir::new("events-unready");
+  let node = node(MANIFEST, &data, &[]);
+  assert_eq!(produce(&node, "to=UNREADY", json!(["waiting"])).await.status, 202);
+  assert!(
+    wait_until(Duration::from_secs(10), || node
+      .logs()
+      .contains("queue batch not delivered")),
+    "logs:\n{}",
+    node.logs()
+  );
+  // With max_retries = 0 a counted attempt would dead-letter it at once; after two more tries it
+  // is still in its queue, its attempts untouched.
+  assert!(wait_until(Duration::from_secs(15), || {
+    node.logs().matches("queue batch not delivered").count() >= 2
+  }));
+  let out = islet(&node, &["queues", "--json"]);
+  let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+  let queue = |name: &str| {
+    stats["queues"]
+      .as_array()
+      .unwrap()
+      .iter()
+      .find(|q| q["queue"] == name)
+      .cloned()
+      .unwrap_or_default()
+  };
+  assert_eq!(queue("unready")["depth"], 1, "{stats}");
+  assert_eq!(queue("unready")["dead_letter_depth"], 0, "{stats}");
+  assert!(!node.logs().contains("dead_lettered=1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn delayed_messages_wait_their_delay() {
   let data = TempDir::new("events-delay");
   let node = node(MANIFEST, &data, &[]);
