@@ -249,6 +249,20 @@ pub struct TickReport {
 struct Running<K> {
   config: K,
   task: JoinHandle<()>,
+  /// Asks a consumer to stop between steps, giving back a batch it is still filling; a task
+  /// without one (a schedule) is aborted.
+  stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl<K> Running<K> {
+  fn stop(&self) {
+    match &self.stop {
+      Some(stop) => {
+        let _ = stop.send(true);
+      }
+      None => self.task.abort(),
+    }
+  }
 }
 
 /// Bytes of sends waiting for the store, node-wide, past which sends are refused: what isolates
@@ -381,7 +395,7 @@ impl Events {
       consumers.retain(|queue, running| {
         let keep = wanted_queues.get(queue) == Some(&running.config) && !running.task.is_finished();
         if !keep {
-          running.task.abort();
+          running.stop();
         }
         keep
       });
@@ -390,15 +404,23 @@ impl Events {
           continue;
         }
         tracing::info!(queue, function = %config.0, "queue consumer started");
-        let task = tokio::spawn(self.clone().consume(config.0.clone(), config.1.clone()));
-        consumers.insert(queue, Running { config, task });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(self.clone().consume(config.0.clone(), config.1.clone(), stopped));
+        consumers.insert(
+          queue,
+          Running {
+            config,
+            task,
+            stop: Some(stop),
+          },
+        );
       }
     }
     let mut schedules = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
     schedules.retain(|key, running| {
       let keep = wanted_schedules.contains(key) && !running.task.is_finished();
       if !keep {
-        running.task.abort();
+        running.stop();
       }
       keep
     });
@@ -407,7 +429,14 @@ impl Events {
         continue;
       }
       let task = tokio::spawn(self.clone().run_schedule(key.0.clone(), key.1.clone()));
-      schedules.insert(key, Running { config: (), task });
+      schedules.insert(
+        key,
+        Running {
+          config: (),
+          task,
+          stop: None,
+        },
+      );
     }
   }
 
@@ -416,7 +445,12 @@ impl Events {
   }
 
   /// The consumer of one queue: claims batches and delivers them, up to `max_concurrency` at once.
-  async fn consume(self: Arc<Self>, function_name: String, trigger: QueueTrigger) {
+  async fn consume(
+    self: Arc<Self>,
+    function_name: String,
+    trigger: QueueTrigger,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+  ) {
     let queue = trigger.queue.clone();
     let slots = Arc::new(Semaphore::new(trigger.max_concurrency as usize));
     let waker = self.waker(&queue);
@@ -424,7 +458,14 @@ impl Events {
     let max = trigger.max_batch_size;
     let batch_timeout = Duration::from_millis(trigger.max_batch_timeout_ms);
     loop {
-      let Ok(slot) = slots.clone().acquire_owned().await else {
+      if *stop.borrow() {
+        return;
+      }
+      let slot = tokio::select! {
+        slot = slots.clone().acquire_owned() => slot,
+        _ = stop.changed() => continue,
+      };
+      let Ok(slot) = slot else {
         return;
       };
       let Some(function) = self.function(&function_name) else {
@@ -451,6 +492,7 @@ impl Events {
         tokio::select! {
           () = waker.notified() => {}
           () = tokio::time::sleep(wait) => {}
+          _ = stop.changed() => {}
         }
         continue;
       }
@@ -461,6 +503,7 @@ impl Events {
         tokio::select! {
           () = waker.notified() => {}
           () = tokio::time::sleep_until(deadline.min(poll)) => {}
+          _ = stop.changed() => break,
         }
         match self.backend.claim(&queue, max - batch.len() as u32, lease).await {
           Ok(more) => {
@@ -472,6 +515,21 @@ impl Events {
           }
           Err(e) => tracing::warn!(queue, "claiming messages failed: {e}"),
         }
+      }
+      if *stop.borrow() {
+        // Stopped while filling (its function's triggers changed): the batch goes back as it was,
+        // due now, for the consumer that follows.
+        let returned = batch
+          .into_iter()
+          .map(|mut m| {
+            m.attempts = m.attempts.saturating_sub(1);
+            (m, Some(Duration::ZERO))
+          })
+          .collect();
+        if let Err(e) = self.backend.release(&queue, returned).await {
+          tracing::warn!(queue, "returning a batch failed (its lease returns it): {e}");
+        }
+        return;
       }
       let events = self.clone();
       let trigger = trigger.clone();

@@ -422,3 +422,47 @@ async fn every_message_survives_kill_dash_nine_mid_consumption() {
   // Only messages in flight at the kill may come twice: at most two batches of ten.
   assert!(duplicates <= 20, "{duplicates} duplicates");
 }
+
+/// A deploy that changes a consumer's trigger stops the old consumer mid-batch: the batch it was
+/// still filling goes back at once, not charged an attempt, and the new consumer takes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeployed_consumer_hands_its_unfinished_batch_to_the_next() {
+  use bytes::Bytes;
+  use http_body_util::Full;
+
+  use crate::support::{http1, request, send, Node};
+  let data = TempDir::new("events-redeploy");
+  let node = Node::start(&["--data", data.path(), "--admin-token", crate::TOKEN], "info");
+  let deploy = |timeout_ms: u64| {
+    let bundle = json!({
+      "name": "waiter",
+      "entry": "index.js",
+      "modules": { "index.js": "export default { async queue(batch) { for (const m of batch.messages) console.log(`HANDLED id=${m.id} attempts=${m.attempts} size=${batch.messages.length}`); } };" },
+      "triggers": [{ "type": "queue", "queue": "slowfill", "max_batch_size": 50, "max_batch_timeout_ms": timeout_ms }],
+    });
+    let req = request("PUT", &format!("{}/v1/functions/waiter", node.admin_url()))
+      .header("authorization", format!("Bearer {}", crate::TOKEN))
+      .body(Full::new(Bytes::from(bundle.to_string())))
+      .unwrap();
+    async move { send(&http1(), req).await }
+  };
+  let reply = deploy(30_000).await;
+  assert!(reply.status == 201 || reply.status == 200, "{}", reply.text());
+  assert!(wait_until(Duration::from_secs(5), || node
+    .logs()
+    .contains("queue consumer started")));
+  let out = islet(&node, &["queues", "send", "slowfill", "{\"n\":1}"]);
+  assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+  // The first consumer holds it, waiting 30 s for the batch to fill.
+  std::thread::sleep(Duration::from_millis(500));
+  assert!(lines(&node.logs(), "HANDLED ").is_empty());
+  let reply = deploy(0).await;
+  assert!(reply.status == 201 || reply.status == 200, "{}", reply.text());
+  assert!(
+    wait_until(Duration::from_secs(5), || !lines(&node.logs(), "HANDLED ")
+      .is_empty()),
+    "the batch waited for its lease; logs:\n{}",
+    node.logs()
+  );
+  assert_eq!(lines(&node.logs(), "HANDLED ")[0]["attempts"], "1");
+}
