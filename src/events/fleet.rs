@@ -55,7 +55,13 @@ return #due
 /// One node's handle on the fleet's queues.
 pub struct FleetQueues {
   client: redis::Client,
+  /// Producers' sends have a connection of their own, so a slow claim or a stats scan never holds
+  /// them up; consumers, cron and the operator's calls share the other.
+  sending: Arc<Mutex<Option<redis::Connection>>>,
   connection: Arc<Mutex<Option<redis::Connection>>>,
+  /// Streams whose consumer group this node has made sure of (again after a NOGROUP error, as
+  /// when Redis lost its data).
+  grouped: Arc<Mutex<std::collections::HashSet<String>>>,
   /// This node's name in the consumer groups.
   consumer: String,
   promote: redis::Script,
@@ -70,7 +76,9 @@ impl FleetQueues {
     let client = redis::Client::open(url).map_err(redis_error)?;
     let queues = Self {
       client,
+      sending: Arc::default(),
       connection: Arc::default(),
+      grouped: Arc::default(),
       consumer,
       promote: redis::Script::new(PROMOTE),
     };
@@ -83,7 +91,14 @@ impl FleetQueues {
     &self,
     f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
   ) -> Result<T, String> {
-    let (client, slot) = (self.client.clone(), self.connection.clone());
+    Self::on(self.client.clone(), self.connection.clone(), f).await
+  }
+
+  async fn on<T: Send + 'static>(
+    client: redis::Client,
+    slot: Arc<Mutex<Option<redis::Connection>>>,
+    f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
+  ) -> Result<T, String> {
     tokio::task::spawn_blocking(move || {
       let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
       for attempt in 0..2 {
@@ -120,11 +135,18 @@ impl FleetQueues {
     .map_err(|e| format!("redis call: {e}"))?
   }
 
+  async fn sending_with<T: Send + 'static>(
+    &self,
+    f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
+  ) -> Result<T, String> {
+    Self::on(self.client.clone(), self.sending.clone(), f).await
+  }
+
   pub async fn send(&self, queue: &str, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {
     let (stream, delayed) = (stream_key(queue), delayed_key(queue));
     let queue = queue.to_string();
     self
-      .with(move |con| {
+      .sending_with(move |con| {
         let now = now_ms();
         let stored = now_us();
         let mut pipe = redis::pipe();
@@ -190,9 +212,20 @@ impl FleetQueues {
     let queue = queue.to_string();
     let consumer = self.consumer.clone();
     let promote = self.promote.clone();
+    let grouped = self.grouped.clone();
     self
       .with(move |con| {
-        Self::ensure_group(con, &stream)?;
+        let known = grouped
+          .lock()
+          .unwrap_or_else(|e| e.into_inner())
+          .contains(&stream);
+        if !known {
+          Self::ensure_group(con, &stream)?;
+          grouped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.clone());
+        }
         promote
           .key(&delayed)
           .key(&stream)
@@ -208,7 +241,13 @@ impl FleetQueues {
           .arg("0-0")
           .arg("COUNT")
           .arg(max)
-          .query(con)?;
+          .query(con)
+          .inspect_err(|e| {
+            if e.code() == Some("NOGROUP") {
+              // The group is gone (Redis lost its data): made again on the next claim.
+              grouped.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+            }
+          })?;
         if let redis::Value::Array(parts) = &reclaimed {
           if let Some(entries) = parts.get(1) {
             collect_entries(entries, &mut out);
