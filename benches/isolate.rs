@@ -40,6 +40,7 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
     arrived: Instant::now(),
     cold: false,
     precharged: std::time::Duration::ZERO,
+    decisions: None,
   }]);
   let outcome = runtime.block_on(poll_fn(|cx| loop {
     if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {

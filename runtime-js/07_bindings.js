@@ -4,7 +4,7 @@
 // Bodies cross to Rust as bytes with a content type: `json` (the default), `text`, `bytes` or `v8`
 // (structured clone). The consumer gets them back decoded; the node decides nothing from them.
 import { core, primordials } from "ext:core/mod.js";
-import { op_islet_queue_max_bytes, op_islet_queue_send } from "ext:core/ops";
+import { op_islet_queue_decide, op_islet_queue_max_bytes, op_islet_queue_send } from "ext:core/ops";
 import { base64 } from "ext:islet_runtime/00_web_globals.js";
 
 const {
@@ -247,8 +247,11 @@ export class QueueBatch {
   #decisions;
   #all = null;
 
-  /** @param {string} json `{ queue, messages: [{ id, timestamp, attempts, contentType, body }] }` */
-  constructor(json) {
+  /**
+   * @param {string} json `{ queue, messages: [{ id, timestamp, attempts, contentType, body }] }`
+   * @param {number} slot the invocation's record, where each decision is also written at once
+   */
+  constructor(json, slot) {
     const parsed = JSONParse(json);
     this.queue = parsed.queue;
     const decisions = [];
@@ -271,11 +274,17 @@ export class QueueBatch {
           body,
           attempts: raw.attempts,
           ack() {
-            if (decisions[index] === null) decisions[index] = ["ack", -1];
+            if (decisions[index] === null) {
+              decisions[index] = ["ack", -1];
+              op_islet_queue_decide(slot, index, true, -1);
+            }
           },
           retry(options) {
             const delay = readDelay(options);
-            if (decisions[index] === null) decisions[index] = ["retry", delay];
+            if (decisions[index] === null) {
+              decisions[index] = ["retry", delay];
+              op_islet_queue_decide(slot, index, false, delay);
+            }
           },
         }),
       );

@@ -243,7 +243,7 @@ const EVENT_SCHEDULED = -2;
 function callEventHandler(slot, method, json) {
   let event;
   try {
-    event = method === EVENT_QUEUE ? new QueueBatch(json) : new ScheduledController(json);
+    event = method === EVENT_QUEUE ? new QueueBatch(json, slot) : new ScheduledController(json);
   } catch (error) {
     fail(slot, error);
     return;

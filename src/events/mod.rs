@@ -548,7 +548,10 @@ impl Events {
       let sent: Vec<i64> = batch.iter().map(|m| m.sent_us).collect();
       observe(&sent, now_us());
     }
-    let outcome = self.invoke(function.clone(), EventKind::Queue, json).await;
+    let recorded = crate::isolate::ext::bindings::Decisions::default();
+    let outcome = self
+      .invoke(function.clone(), EventKind::Queue, json, Some(recorded.clone()))
+      .await;
     let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
     if let Err(Invocation::NotRun(why)) = &outcome {
       // The handler never ran (its module fails to load, the isolate could not start, the node is
@@ -584,7 +587,22 @@ impl Events {
         Vec::new(),
         Some("the batch outcome does not match the batch".to_string()),
       ),
-      Err(e) => (Vec::new(), Some(e)),
+      Err(e) => {
+        // No outcome (a limit stopped the handler, or its isolate went away): the decisions its
+        // messages' ack() and retry() recorded as they were made still stand.
+        let recorded = recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut decisions = vec![("retry".to_string(), -1.0); batch.len()];
+        for decision in recorded.iter() {
+          if let Some(slot) = decisions.get_mut(decision.index as usize) {
+            *slot = if decision.ack {
+              ("ack".to_string(), -1.0)
+            } else {
+              ("retry".to_string(), decision.delay_s)
+            };
+          }
+        }
+        (decisions, Some(e))
+      }
     };
     let mut acks = Vec::new();
     let mut retries = Vec::new();
@@ -649,6 +667,7 @@ impl Events {
     function: Arc<Function>,
     kind: EventKind,
     json: String,
+    decisions: Option<crate::isolate::ext::bindings::Decisions>,
   ) -> Result<Vec<u8>, Invocation> {
     let Some(invoker) = self.invoker.get() else {
       return Err(Invocation::NotRun("events have not started".into()));
@@ -662,6 +681,7 @@ impl Events {
       arrived: Instant::now(),
       cold: false,
       precharged: Duration::ZERO,
+      decisions,
     };
     invoker.invoke(function, request);
     match answer.await {
@@ -771,7 +791,7 @@ impl Events {
       let json = serde_json::json!({ "cron": schedule, "scheduledTime": tick }).to_string();
       let started = Instant::now();
       let outcome = self
-        .invoke(function, EventKind::Scheduled, json)
+        .invoke(function, EventKind::Scheduled, json, None)
         .await
         .map_err(|(Invocation::Failed(e) | Invocation::NotRun(e))| e)
         .and_then(|body| {

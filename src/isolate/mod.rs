@@ -558,6 +558,7 @@ impl Isolate {
           arrived,
           cold,
           precharged,
+          decisions,
         } = request;
         let start = StartTiming {
           cold,
@@ -570,6 +571,7 @@ impl Isolate {
         }
         let mut record = RequestSlot::new(responder, start, request_id, arrived, self.limits.wall());
         record.cpu_used = precharged;
+        record.decisions = decisions;
         let slot = state.borrow_mut::<PendingResponses>().insert(record);
         let body_rid = body.map_or(-1, |body| {
           state.resource_table.add(RequestBodyResource::new(body)) as i32

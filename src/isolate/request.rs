@@ -31,6 +31,8 @@ pub struct IsolateRequest {
   /// CPU the node spent on this request's behalf before its JavaScript ran, charged to it: an
   /// isolate restored for it on its thread, because its function asked for a heap of its own.
   pub precharged: Duration,
+  /// For a queue batch: where its handler's decisions are recorded as they are made.
+  pub decisions: Option<super::ext::bindings::Decisions>,
 }
 
 impl IsolateRequest {

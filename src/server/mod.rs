@@ -494,6 +494,7 @@ impl Node {
       arrived,
       cold: false,
       precharged: Duration::ZERO,
+      decisions: None,
     };
     let _in_flight = if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);

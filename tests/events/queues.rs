@@ -278,6 +278,34 @@ async fn a_batch_whose_consumer_cannot_load_is_kept_and_not_counted_as_an_attemp
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_stopped_at_its_cpu_limit_keeps_the_acks_it_made_before() {
+  let data = TempDir::new("events-ackspin");
+  let node = node(MANIFEST, &data, &[]);
+  assert_eq!(
+    produce(&node, "to=ACKSPIN", json!(["keep", "again"]))
+      .await
+      .status,
+    202
+  );
+  assert!(
+    wait_until(Duration::from_secs(15), || {
+      lines(&node.logs(), "ACKSPIN ")
+        .iter()
+        .any(|l| l["body"] == "again" && l["attempts"] == "2")
+    }),
+    "logs:\n{}",
+    node.logs()
+  );
+  std::thread::sleep(Duration::from_millis(300));
+  let seen = lines(&node.logs(), "ACKSPIN ");
+  assert_eq!(
+    seen.iter().filter(|l| l["body"] == "keep").count(),
+    1,
+    "acked before the stop, yet delivered again: {seen:?}"
+  );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn delayed_messages_wait_their_delay() {
   let data = TempDir::new("events-delay");
   let node = node(MANIFEST, &data, &[]);

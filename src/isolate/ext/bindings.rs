@@ -53,6 +53,19 @@ pub struct FunctionBindings {
   pub sends_in_flight: usize,
 }
 
+/// One message's fate, decided by `message.ack()` or `message.retry()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision {
+  /// The message's place in its batch.
+  pub index: u32,
+  pub ack: bool,
+  /// The retry's delay in seconds; negative for the trigger's own.
+  pub delay_s: f64,
+}
+
+/// A batch's decisions, shared by the node's side of the invocation and its record.
+pub type Decisions = Arc<std::sync::Mutex<Vec<Decision>>>;
+
 /// Messages one `sendBatch` may carry.
 pub const MAX_BATCH_MESSAGES: usize = 100;
 /// Bytes one `sendBatch` may carry in all (or one message's cap, if that is larger).
@@ -157,6 +170,30 @@ pub async fn op_islet_queue_send(
     .queue_send(&function, &queue, messages)
     .await
     .map_err(JsErrorBox::generic)
+}
+
+/// `message.ack()` / `message.retry()` of invocation `slot`: recorded at once, so a batch stopped
+/// at a limit keeps what its handler had decided. The first decision of a message stands.
+#[op2(fast)]
+pub fn op_islet_queue_decide(
+  state: &mut OpState,
+  #[smi] slot: u32,
+  #[smi] index: u32,
+  ack: bool,
+  delay_s: f64,
+) {
+  let pending = state.borrow_mut::<super::PendingResponses>();
+  let Some(decisions) = pending
+    .slot_mut(slot)
+    .and_then(|record| record.decisions.as_ref())
+  else {
+    return;
+  };
+  let mut decisions = decisions.lock().unwrap_or_else(|e| e.into_inner());
+  // At most one per message: a batch holds at most 100.
+  if decisions.len() < 1024 && !decisions.iter().any(|d| d.index == index) {
+    decisions.push(Decision { index, ack, delay_s });
+  }
 }
 
 /// The largest message body, for JS to refuse before copying.

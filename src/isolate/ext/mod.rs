@@ -56,6 +56,7 @@ deno_core::extension!(
     ops::op_islet_charge,
     bindings::op_islet_queue_send,
     bindings::op_islet_queue_max_bytes,
+    bindings::op_islet_queue_decide,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [

@@ -71,6 +71,9 @@ pub struct RequestSlot {
   pub waiting_until: u32,
   /// The response's body is being streamed.
   pub streaming: bool,
+  /// A queue batch's ack/retry decisions, recorded as the handler makes them, so they outlive
+  /// the isolate if a limit stops it; `None` for other invocations.
+  pub decisions: Option<super::bindings::Decisions>,
 }
 
 impl RequestSlot {
@@ -92,6 +95,7 @@ impl RequestSlot {
       fetches: 0,
       waiting_until: 0,
       streaming: false,
+      decisions: None,
     }
   }
 
@@ -293,6 +297,11 @@ impl PendingResponses {
   }
 
   /// The request with this id, if it is in flight here.
+  /// The record of invocation `slot`, if it is still in flight.
+  pub fn slot_mut(&mut self, slot: u32) -> Option<&mut RequestSlot> {
+    self.slots.get_mut(&slot)
+  }
+
   fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
     self
       .slots
