@@ -243,15 +243,20 @@ function readDelay(options) {
  * A queue batch as the `queue(batch, env, ctx)` handler sees it, and the decision on each message
  * that Rust reads back (`outcome`).
  */
+// `WHOLE_BATCH` in src/isolate/ext/bindings.rs: the index of an ackAll() or retryAll() decision.
+const WHOLE_BATCH = 0x3fffffff;
+
 export class QueueBatch {
   #decisions;
   #all = null;
+  #slot;
 
   /**
    * @param {string} json `{ queue, messages: [{ id, timestamp, attempts, contentType, body }] }`
    * @param {number} slot the invocation's record, where each decision is also written at once
    */
   constructor(json, slot) {
+    this.#slot = slot;
     const parsed = JSONParse(json);
     this.queue = parsed.queue;
     const decisions = [];
@@ -294,12 +299,18 @@ export class QueueBatch {
   }
 
   ackAll() {
-    if (this.#all === null) this.#all = ["ack", -1];
+    if (this.#all === null) {
+      this.#all = ["ack", -1];
+      op_islet_queue_decide(this.#slot, WHOLE_BATCH, true, -1);
+    }
   }
 
   retryAll(options) {
     const delay = readDelay(options);
-    if (this.#all === null) this.#all = ["retry", delay];
+    if (this.#all === null) {
+      this.#all = ["retry", delay];
+      op_islet_queue_decide(this.#slot, WHOLE_BATCH, false, delay);
+    }
   }
 
   /**

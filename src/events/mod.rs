@@ -463,7 +463,7 @@ impl Events {
       }
       let slot = tokio::select! {
         slot = slots.clone().acquire_owned() => slot,
-        _ = stop.changed() => continue,
+        changed = stop.changed() => if changed.is_err() { return } else { continue },
       };
       let Ok(slot) = slot else {
         return;
@@ -492,7 +492,7 @@ impl Events {
         tokio::select! {
           () = waker.notified() => {}
           () = tokio::time::sleep(wait) => {}
-          _ = stop.changed() => {}
+          changed = stop.changed() => if changed.is_err() { return },
         }
         continue;
       }
@@ -591,14 +591,22 @@ impl Events {
         // No outcome (a limit stopped the handler, or its isolate went away): the decisions its
         // messages' ack() and retry() recorded as they were made still stand.
         let recorded = recorded.lock().unwrap_or_else(|e| e.into_inner());
-        let mut decisions = vec![("retry".to_string(), -1.0); batch.len()];
+        let as_pair = |d: &crate::isolate::ext::bindings::Decision| {
+          if d.ack {
+            ("ack".to_string(), -1.0)
+          } else {
+            ("retry".to_string(), d.delay_s)
+          }
+        };
+        // ackAll()/retryAll() first, then each message's own decision over it.
+        let whole = recorded
+          .iter()
+          .find(|d| d.index == crate::isolate::ext::bindings::WHOLE_BATCH)
+          .map_or(("retry".to_string(), -1.0), as_pair);
+        let mut decisions = vec![whole; batch.len()];
         for decision in recorded.iter() {
           if let Some(slot) = decisions.get_mut(decision.index as usize) {
-            *slot = if decision.ack {
-              ("ack".to_string(), -1.0)
-            } else {
-              ("retry".to_string(), decision.delay_s)
-            };
+            *slot = as_pair(decision);
           }
         }
         (decisions, Some(e))

@@ -303,6 +303,23 @@ async fn a_consumer_stopped_at_its_cpu_limit_keeps_the_acks_it_made_before() {
     1,
     "acked before the stop, yet delivered again: {seen:?}"
   );
+  // ackAll() before the stop covers the whole batch.
+  let stops = node.logs().matches("cpu_limit_exceeded").count();
+  assert_eq!(
+    produce(&node, "to=ACKSPIN", json!(["all", "other"])).await.status,
+    202
+  );
+  assert!(wait_until(Duration::from_secs(15), || {
+    node.logs().matches("cpu_limit_exceeded").count() > stops
+  }));
+  std::thread::sleep(Duration::from_millis(1500));
+  let seen = lines(&node.logs(), "ACKSPIN ");
+  assert!(
+    !seen
+      .iter()
+      .any(|l| (l["body"] == "all" || l["body"] == "other") && l["attempts"] == "2"),
+    "acked with ackAll() before the stop, yet delivered again: {seen:?}"
+  );
 }
 
 #[tokio::test(flavor = "multi_thread")]

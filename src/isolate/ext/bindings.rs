@@ -63,6 +63,10 @@ pub struct Decision {
   pub delay_s: f64,
 }
 
+/// The `index` of a decision for the whole batch (`ackAll()`, `retryAll()`): it applies to every
+/// message without a decision of its own.
+pub const WHOLE_BATCH: u32 = 0x3fff_ffff;
+
 /// A batch's decisions, shared by the node's side of the invocation and its record.
 pub type Decisions = Arc<std::sync::Mutex<Vec<Decision>>>;
 

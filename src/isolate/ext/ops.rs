@@ -296,12 +296,12 @@ impl PendingResponses {
     expired
   }
 
-  /// The request with this id, if it is in flight here.
   /// The record of invocation `slot`, if it is still in flight.
   pub fn slot_mut(&mut self, slot: u32) -> Option<&mut RequestSlot> {
     self.slots.get_mut(&slot)
   }
 
+  /// The request with this id, if it is in flight here.
   fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
     self
       .slots
