@@ -154,35 +154,25 @@ impl FleetQueues {
         pipe.sadd(QUEUES, &queue).ignore();
         for (id, message) in &messages {
           if message.delay_s == 0 {
-            pipe
-              .cmd("XADD")
-              .arg(&stream)
-              .arg("*")
-              .arg("id")
-              .arg(id)
-              .arg("ct")
-              .arg(&message.content_type)
-              .arg("body")
-              .arg(&message.body[..])
-              .arg("ts")
-              .arg(stored)
-              .arg("attempts")
-              .arg(0)
-              .ignore();
+            push_due(
+              &mut pipe,
+              &stream,
+              id,
+              &message.content_type,
+              &message.body,
+              stored,
+              0,
+            );
           } else {
             let due = now + i64::try_from(message.delay_s * 1000).unwrap_or(i64::MAX / 2);
-            pipe
-              .cmd("HSET")
-              .arg(message_key(&queue, id))
-              .arg("ct")
-              .arg(&message.content_type)
-              .arg("body")
-              .arg(&message.body[..])
-              .arg("ts")
-              .arg(stored)
-              .arg("attempts")
-              .arg(0)
-              .ignore();
+            push_delayed(
+              &mut pipe,
+              &message_key(&queue, id),
+              &message.content_type,
+              &message.body,
+              stored,
+              0,
+            );
             pipe.zadd(&delayed, id, due).ignore();
           }
         }
@@ -345,37 +335,29 @@ impl FleetQueues {
           match (delay, &dlq) {
             (Some(delay), _) => {
               let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-              pipe
-                .cmd("HSET")
-                .arg(message_key(&queue, &message.id))
-                .arg("ct")
-                .arg(&message.content_type)
-                .arg("body")
-                .arg(&message.body[..])
-                .arg("ts")
-                .arg(message.sent_us)
-                .arg("attempts")
-                .arg(message.attempts)
-                .ignore();
+              let key = message_key(&queue, &message.id);
+              push_delayed(
+                &mut pipe,
+                &key,
+                &message.content_type,
+                &message.body,
+                message.sent_us,
+                message.attempts,
+              );
               pipe.zadd(&delayed, &message.id, due).ignore();
             }
             (None, Some(dlq)) => {
               pipe.sadd(QUEUES, dlq).ignore();
-              pipe
-                .cmd("XADD")
-                .arg(stream_key(dlq))
-                .arg("*")
-                .arg("id")
-                .arg(&message.id)
-                .arg("ct")
-                .arg(&message.content_type)
-                .arg("body")
-                .arg(&message.body[..])
-                .arg("ts")
-                .arg(message.sent_us)
-                .arg("attempts")
-                .arg(0)
-                .ignore();
+              let dead = stream_key(dlq);
+              push_due(
+                &mut pipe,
+                &dead,
+                &message.id,
+                &message.content_type,
+                &message.body,
+                message.sent_us,
+                0,
+              );
             }
             (None, None) => {
               tracing::warn!(
@@ -476,21 +458,7 @@ impl FleetQueues {
         pipe.atomic();
         pipe.sadd(QUEUES, &to).ignore();
         for m in &messages {
-          pipe
-            .cmd("XADD")
-            .arg(&target)
-            .arg("*")
-            .arg("id")
-            .arg(&m.id)
-            .arg("ct")
-            .arg(&m.content_type)
-            .arg("body")
-            .arg(&m.body[..])
-            .arg("ts")
-            .arg(m.sent_us)
-            .arg("attempts")
-            .arg(0)
-            .ignore();
+          push_due(&mut pipe, &target, &m.id, &m.content_type, &m.body, m.sent_us, 0);
           pipe.cmd("XACK").arg(&source).arg(GROUP).arg(&m.handle).ignore();
           pipe.cmd("XDEL").arg(&source).arg(&m.handle).ignore();
         }
@@ -545,6 +513,58 @@ fn warn_unless_durable(con: &mut redis::Connection) {
       )
     });
   }
+}
+
+/// Appends a message to `stream`, due now: the fields every stream entry has (and `PROMOTE` and
+/// `collect_entries` read).
+fn push_due(
+  pipe: &mut redis::Pipeline,
+  stream: &str,
+  id: &str,
+  content_type: &str,
+  body: &[u8],
+  sent_us: i64,
+  attempts: u32,
+) {
+  pipe
+    .cmd("XADD")
+    .arg(stream)
+    .arg("*")
+    .arg("id")
+    .arg(id)
+    .arg("ct")
+    .arg(content_type)
+    .arg("body")
+    .arg(body)
+    .arg("ts")
+    .arg(sent_us)
+    .arg("attempts")
+    .arg(attempts)
+    .ignore();
+}
+
+/// Keeps a message's fields at `key` until it is due (`PROMOTE` moves them into the stream); the
+/// id is the key's last part.
+fn push_delayed(
+  pipe: &mut redis::Pipeline,
+  key: &str,
+  content_type: &str,
+  body: &[u8],
+  sent_us: i64,
+  attempts: u32,
+) {
+  pipe
+    .cmd("HSET")
+    .arg(key)
+    .arg("ct")
+    .arg(content_type)
+    .arg("body")
+    .arg(body)
+    .arg("ts")
+    .arg(sent_us)
+    .arg("attempts")
+    .arg(attempts)
+    .ignore();
 }
 
 fn as_u64(value: &redis::Value) -> Option<u64> {
