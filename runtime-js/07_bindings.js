@@ -6,6 +6,7 @@
 import { core, primordials } from "ext:core/mod.js";
 import { op_islet_queue_decide, op_islet_queue_max_bytes, op_islet_queue_send } from "ext:core/ops";
 import { base64 } from "ext:islet_runtime/00_web_globals.js";
+import { objectBinding } from "ext:islet_runtime/08_objects.js";
 
 const {
   ArrayBufferIsView,
@@ -197,8 +198,12 @@ export function makeEnv(envJson, bindingsJson) {
   const names = ObjectKeys(bindings);
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
-    if (bindings[name].type === "queue") {
+    const kind = bindings[name].type;
+    if (kind === "queue") {
       env[name] = ObjectFreeze(new WorkerQueue(name));
+    } else {
+      const binding = objectBinding(kind, name);
+      if (binding !== null) env[name] = binding;
     }
   }
   return ObjectFreeze(env);

@@ -193,6 +193,9 @@ fn check_queues(functions: &BTreeMap<String, FunctionSpec>) -> Result<(), (Strin
   let mut known: Vec<&str> = Vec::new();
   for (name, spec) in functions {
     for (i, trigger) in spec.triggers.iter().enumerate() {
+      if let Trigger::Bucket(b) = trigger {
+        known.extend(b.dead_letter_queue.as_deref());
+      }
       if let Trigger::Queue(q) = trigger {
         if let Some(other) = consumers.insert(&q.queue, name) {
           return Err((
@@ -207,7 +210,9 @@ fn check_queues(functions: &BTreeMap<String, FunctionSpec>) -> Result<(), (Strin
   }
   for (name, spec) in functions {
     for (binding, target) in &spec.bindings {
-      let Binding::Queue { queue } = target;
+      let Binding::Queue { queue } = target else {
+        continue;
+      };
       if !known.contains(&queue.as_str()) {
         return Err((
           format!("functions.{name}.bindings.{binding}.queue"),

@@ -16,6 +16,10 @@
 //!   stripping, and the stores deployed versions live in.
 //! - [`events`]: queues (SQLite on one node, Redis streams on a fleet), their consumers and cron
 //!   schedules, delivered to the `queue` and `scheduled` handlers as invocations.
+//! - [`objects`]: buckets (files and the node's database on one node, S3-compatible storage on a
+//!   fleet) and the notifications their writes send through the queues.
+//! - [`bindings`]: what bucket and images bindings reach on the node, image decoding and resizing
+//!   included, run off the isolate threads.
 //! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
 //! - [`admin`]: the deploy and control API (bearer-token auth), deployments over a store (the data
 //!   directory, or Redis for a fleet), and the client the `islet deploy` family of commands uses.
@@ -28,11 +32,13 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bindings;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod isolate;
 pub mod limits;
+pub mod objects;
 pub mod pool;
 pub mod registry;
 pub mod server;

@@ -9,12 +9,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use islet::admin::commands;
 use islet::admin::{AdminServer, Deployments};
+use islet::bindings::NodeBindings;
 use islet::config::Manifest;
 use islet::error::NodeError;
 use islet::events::{EventStore, Events, EventsConfig};
 use islet::isolate::IsolateConfig;
 use islet::limits::outbound::OutboundPolicy;
 use islet::limits::Limits;
+use islet::objects::{Objects, ObjectsConfig, S3Config};
 use islet::pool::PoolConfig;
 use islet::registry::store::Store;
 use islet::registry::Registry;
@@ -92,6 +94,9 @@ enum Command {
   /// Measure queues end to end on one node with the embedded store: messages per second at batch
   /// size 100, and the latency from send() to the consumer being called when idle.
   BenchQueues(BenchQueuesArgs),
+  /// Measure the photo pipeline: three thumbnails of a 12-megapixel JPEG natively on one core,
+  /// the `thumbnail` example's invocation, and uploads → thumbnails per second on one node.
+  BenchImages(BenchImagesArgs),
   /// A bare hyper server answering hello: the ceiling in benches/peers.sh.
   #[command(hide = true)]
   HyperCeiling {
@@ -137,6 +142,25 @@ enum CronAction {
     #[command(flatten)]
     node: NodeArgs,
   },
+}
+
+#[derive(clap::Args)]
+struct BenchImagesArgs {
+  /// A JPEG to use [default: a synthetic 4000×3000 photo at quality 85].
+  #[arg(long)]
+  photo: Option<PathBuf>,
+  /// Rounds of the native figure (and up to 20 single invocations).
+  #[arg(long, default_value_t = 15)]
+  rounds: usize,
+  /// Photos uploaded for the throughput figure.
+  #[arg(long, default_value_t = 40)]
+  uploads: usize,
+  /// Print the figures as JSON.
+  #[arg(long)]
+  json: bool,
+  /// Write the synthetic photo to this file and exit (for peers to use the same one).
+  #[arg(long)]
+  write_photo: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -254,6 +278,10 @@ struct ServeArgs {
   /// The largest queue message body send() accepts, in KiB.
   #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=16384))]
   max_queue_message_kb: u64,
+  /// Where buckets live: s3://BUCKET?endpoint=URL&region=R (credentials from AWS_ACCESS_KEY_ID and
+  /// AWS_SECRET_ACCESS_KEY) [default: <data>/objects, with metadata in the node's database].
+  #[arg(long, env = "ISLET_OBJECTS")]
+  objects: Option<String>,
   #[command(flatten)]
   pool: PoolArgs,
   #[command(flatten)]
@@ -341,6 +369,9 @@ struct PoolArgs {
 fn main() -> ExitCode {
   let cli = Cli::parse();
   init_logging(cli.log_format);
+  // Two TLS backends are in the tree (aws-lc-rs, which Islet and Deno use, and ring, which the S3
+  // client's HTTP stack enables), so rustls cannot pick one by itself: the process uses aws-lc-rs.
+  let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
   let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
     Ok(runtime) => runtime,
     Err(err) => {
@@ -416,6 +447,16 @@ fn main() -> ExitCode {
   let result = match cli.command {
     Command::Serve(args) => runtime.block_on(serve(*args)),
     Command::Bench(args) => runtime.block_on(bench(args)),
+    Command::BenchImages(args) => match args.write_photo {
+      Some(path) => std::fs::write(&path, islet::bench::images::synthetic_photo())
+        .map_err(|e| NodeError::Config(format!("{}: {e}", path.display()))),
+      None => runtime.block_on(islet::bench::images::run(
+        args.photo,
+        args.rounds,
+        args.uploads,
+        args.json,
+      )),
+    },
     Command::BenchQueues(args) => {
       runtime.block_on(islet::bench::queues::run(args.messages, args.samples, args.json))
     }
@@ -551,6 +592,22 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     live.clone(),
   )
   .map_err(|e| NodeError::Config(format!("queues: {e}")))?;
+  // Buckets: in S3 when named; else beside the queues, in the data directory (a fleet without
+  // --objects has none, and its bucket bindings say so when used).
+  let objects_config = match (&args.objects, &args.store) {
+    (Some(url), _) => Some(ObjectsConfig::S3(
+      S3Config::parse(url).map_err(|e| NodeError::Config(format!("--objects: {e}")))?,
+    )),
+    (None, Some(_)) => None,
+    (None, None) => Some(ObjectsConfig::Dir(
+      args.data.clone().unwrap_or_else(|| PathBuf::from("islet-data")),
+    )),
+  };
+  let objects = objects_config
+    .map(|config| Objects::open(config, live.clone(), events.clone()))
+    .transpose()
+    .map_err(|e| NodeError::Config(format!("objects: {e}")))?;
+  let node_bindings = NodeBindings::host(objects);
   let config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -572,6 +629,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
         limits,
         outbound: Arc::new(args.limits.outbound()),
         bindings: Some(events.host()),
+        objects: Some(node_bindings),
       },
     },
     admission: AdmissionConfig {

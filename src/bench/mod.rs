@@ -6,6 +6,7 @@
 //! or warm state can be reused, as for a tenant's first request after a deploy.
 
 pub mod ceiling;
+pub mod images;
 pub mod queues;
 mod report;
 

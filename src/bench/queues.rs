@@ -121,6 +121,7 @@ pub async fn run(messages: usize, samples: usize, json: bool) -> Result<(), Node
     pool: PoolConfig {
       isolate: IsolateConfig {
         bindings: Some(events.host()),
+        objects: None,
         ..IsolateConfig::default()
       },
       ..PoolConfig::default()

@@ -58,6 +58,9 @@ enum Command {
     to: String,
     reply: oneshot::Sender<Result<u64, String>>,
   },
+  /// Work of another module on the node's database (object metadata with its notifications), run
+  /// in the group's transaction inside a savepoint: all of it or none.
+  Exec(Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Answer + Send>),
 }
 
 /// The handle on the database thread.
@@ -183,6 +186,28 @@ impl LocalQueues {
     self.ask(|reply| Command::Stats { reply }).await
   }
 
+  /// Runs `work` on the node's database in the next group commit: its writes are on disk, all of
+  /// them or none, when this resolves. Messages it stores with [`insert_messages`] are part of it.
+  pub async fn transact<T: Send + 'static>(
+    &self,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+  ) -> Result<T, String> {
+    self
+      .ask(|reply| {
+        Command::Exec(Box::new(move |tx| {
+          let result = tx.execute_batch("SAVEPOINT exec").and_then(|()| match work(tx) {
+            Ok(value) => tx.execute_batch("RELEASE exec").map(|()| value),
+            Err(e) => {
+              let _ = tx.execute_batch("ROLLBACK TO exec; RELEASE exec");
+              Err(e)
+            }
+          });
+          answer(reply, result)
+        }))
+      })
+      .await
+  }
+
   /// Moves every message of `from` to `to`, due now with no attempts: a dead-letter queue replayed.
   pub async fn move_all(&self, from: &str, to: &str) -> Result<u64, String> {
     let (from, to) = (from.to_string(), to.to_string());
@@ -243,45 +268,52 @@ fn run(mut connection: Connection, inbox: std_mpsc::Receiver<Command>) {
   }
 }
 
+/// Answers a command with `result` once its group has committed, or with the group's failure.
+fn answer<T: 'static>(reply: oneshot::Sender<Result<T, String>>, result: rusqlite::Result<T>) -> Answer {
+  Box::new(move |failed: Option<&str>| {
+    let result = match (failed, result) {
+      (Some(failure), _) => Err(failure.to_string()),
+      (None, Ok(value)) => Ok(value),
+      (None, Err(e)) => Err(format!("queue database: {e}")),
+    };
+    let _ = reply.send(result);
+  })
+}
+
+/// Stores `messages` on `queue`, in the caller's transaction.
+pub fn insert_messages(
+  tx: &Connection,
+  queue: &str,
+  messages: &[(String, OutgoingMessage)],
+) -> rusqlite::Result<()> {
+  let now = now_ms();
+  let mut insert = tx.prepare_cached(
+    "INSERT INTO messages (id, queue, content_type, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+  )?;
+  for (id, message) in messages {
+    let due = now + i64::try_from(message.delay_s.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
+    insert.execute(params![
+      id,
+      queue,
+      message.content_type,
+      message.body,
+      now_us(),
+      due
+    ])?;
+  }
+  Ok(())
+}
+
 /// Runs one command inside the group's transaction; returns how to answer it once the transaction
 /// has committed (or failed: then every command of the group fails).
 fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Answer {
-  fn answer<T: 'static>(reply: oneshot::Sender<Result<T, String>>, result: rusqlite::Result<T>) -> Answer {
-    Box::new(move |failed: Option<&str>| {
-      let result = match (failed, result) {
-        (Some(failure), _) => Err(failure.to_string()),
-        (None, Ok(value)) => Ok(value),
-        (None, Err(e)) => Err(format!("queue database: {e}")),
-      };
-      let _ = reply.send(result);
-    })
-  }
   let now = now_ms();
   match command {
     Command::Send {
       queue,
       messages,
       reply,
-    } => {
-      let result = (|| {
-        let mut insert = tx.prepare_cached(
-          "INSERT INTO messages (id, queue, content_type, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for (id, message) in &messages {
-          let due = now + i64::try_from(message.delay_s.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
-          insert.execute(params![
-            id,
-            queue,
-            message.content_type,
-            message.body,
-            now_us(),
-            due
-          ])?;
-        }
-        Ok(())
-      })();
-      answer(reply, result)
-    }
+    } => answer(reply, insert_messages(tx, &queue, &messages)),
     Command::Claim {
       queue,
       max,
@@ -409,5 +441,6 @@ fn execute(tx: &rusqlite::Transaction<'_>, command: Command) -> Answer {
         .map(|n| n as u64);
       answer(reply, result)
     }
+    Command::Exec(work) => work(tx),
   }
 }

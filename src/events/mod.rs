@@ -380,10 +380,13 @@ impl Events {
       }
       for trigger in &function.triggers {
         match trigger {
-          Trigger::Queue(q) => {
+          Trigger::Queue(_) | Trigger::Bucket(_) => {
+            let q = trigger
+              .delivery(&function.name)
+              .expect("queue and bucket triggers deliver");
             wanted_queues
               .entry(q.queue.clone())
-              .or_insert_with(|| (function.name.clone(), q.clone()));
+              .or_insert_with(|| (function.name.clone(), q));
           }
           Trigger::Cron { schedule } => wanted_schedules.push((function.name.clone(), schedule.clone())),
         }
@@ -847,7 +850,7 @@ impl Events {
         .iter()
         .find_map(|t| match t {
           Trigger::Cron { schedule } => Some(schedule.clone()),
-          Trigger::Queue(_) => None,
+          Trigger::Queue(_) | Trigger::Bucket(_) => None,
         })
         .ok_or_else(|| format!("function '{function}' has no cron trigger; name a schedule with --cron"))?,
     };
@@ -860,10 +863,12 @@ impl Events {
     let registry = self.registry.load();
     let mut known: Vec<(String, Option<String>)> = Vec::new();
     for function in registry.iter() {
-      for trigger in &function.triggers {
-        if let Trigger::Queue(q) = trigger {
-          known.push((q.queue.clone(), q.dead_letter_queue.clone()));
-        }
+      for q in function
+        .triggers
+        .iter()
+        .filter_map(|t| t.delivery(&function.name))
+      {
+        known.push((q.queue, q.dead_letter_queue));
       }
     }
     for (queue, dlq) in &known {
@@ -886,6 +891,43 @@ impl Events {
     }
     stats.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(stats)
+  }
+
+  /// Whether queues live in the node's own database (which object metadata then shares).
+  pub(crate) fn is_embedded(&self) -> bool {
+    matches!(self.backend, Backend::Local(_))
+  }
+
+  /// Runs `work` on the node's database in one transaction, and wakes the consumers of the queues
+  /// it names once it has committed: `work` returns its value and the queues it stored messages on
+  /// (with [`store_messages`]), so that what it records and the notifications derived from it are
+  /// kept or lost together. Refused when the queues are not embedded.
+  pub(crate) async fn transact<T: Send + 'static>(
+    &self,
+    work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<(T, Vec<String>)> + Send + 'static,
+  ) -> Result<T, String> {
+    let Backend::Local(db) = &self.backend else {
+      return Err("this node's queues are not embedded".into());
+    };
+    let (value, queues) = db.get()?.transact(work).await?;
+    for queue in queues {
+      self.waker(&queue).notify_one();
+    }
+    Ok(value)
+  }
+
+  /// Stores messages on queues the node itself fills (a bucket's notifications), wherever its
+  /// queues live; resolves once they are durable.
+  pub(crate) async fn enqueue(&self, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {
+    let mut by_queue: HashMap<String, Vec<(String, OutgoingMessage)>> = HashMap::new();
+    for (queue, message) in messages {
+      by_queue.entry(queue).or_default().push((new_id(), message));
+    }
+    for (queue, messages) in by_queue {
+      self.backend.send(&queue, messages).await?;
+      self.waker(&queue).notify_one();
+    }
+    Ok(())
   }
 
   /// Sends one message to `queue` (the operator's `islet queues send`); returns its id.
@@ -912,17 +954,24 @@ impl Events {
       .registry
       .load()
       .iter()
-      .flat_map(|f| f.triggers.iter())
-      .find_map(|t| match t {
-        Trigger::Queue(q) if q.queue == queue => Some(q.dead_letter_queue.clone()),
-        _ => None,
-      })
+      .flat_map(|f| f.triggers.iter().filter_map(|t| t.delivery(&f.name)))
+      .find_map(|q| (q.queue == queue).then_some(q.dead_letter_queue))
       .ok_or_else(|| format!("no function consumes queue '{queue}'"))?
       .ok_or_else(|| format!("queue '{queue}' has no dead-letter queue"))?;
     let moved = self.backend.move_all(&dlq, queue).await?;
     self.waker(queue).notify_one();
     Ok(moved)
   }
+}
+
+/// Stores `messages` on `queue` in the caller's transaction (of [`Events::transact`]).
+pub(crate) fn store_messages(
+  tx: &rusqlite::Connection,
+  queue: &str,
+  messages: Vec<OutgoingMessage>,
+) -> rusqlite::Result<()> {
+  let messages: Vec<(String, OutgoingMessage)> = messages.into_iter().map(|m| (new_id(), m)).collect();
+  local::insert_messages(tx, queue, &messages)
 }
 
 fn new_id() -> String {

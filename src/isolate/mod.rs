@@ -85,6 +85,8 @@ pub struct IsolateConfig {
   pub outbound: Arc<OutboundPolicy>,
   /// What bindings reach (queues); `None` on a node without them.
   pub bindings: Option<Arc<dyn BindingHost>>,
+  /// What bucket and images bindings reach; `None` on a node without them.
+  pub objects: Option<Arc<dyn ext::objects::ObjectHost>>,
 }
 
 impl std::fmt::Debug for IsolateConfig {
@@ -103,6 +105,7 @@ impl Default for IsolateConfig {
       limits: Limits::default(),
       outbound: Arc::new(OutboundPolicy::default()),
       bindings: None,
+      objects: None,
     }
   }
 }
@@ -192,6 +195,7 @@ impl Isolate {
       state.put(outbound_permissions(&config.outbound));
       state.put(FunctionBindings {
         host: config.bindings.clone(),
+        objects: config.objects.clone(),
         ..FunctionBindings::default()
       });
       let requests = state.borrow_mut::<PendingResponses>();
@@ -309,13 +313,21 @@ impl Isolate {
       requests.max_fetches = function.limits.max_fetches;
       let bindings = state.borrow_mut::<FunctionBindings>();
       bindings.function = function.name.clone();
-      bindings.queues = function
-        .bindings
-        .iter()
-        .map(|(name, binding)| match binding {
-          crate::registry::bindings::Binding::Queue { queue } => (name.clone(), queue.clone()),
-        })
-        .collect();
+      use crate::registry::bindings::Binding;
+      bindings.queues.clear();
+      bindings.buckets.clear();
+      bindings.images.clear();
+      for (name, binding) in &function.bindings {
+        match binding {
+          Binding::Queue { queue } => {
+            bindings.queues.insert(name.clone(), queue.clone());
+          }
+          Binding::Bucket { bucket } => {
+            bindings.buckets.insert(name.clone(), bucket.clone());
+          }
+          Binding::Images {} => bindings.images.push(name.clone()),
+        }
+      }
     }
     let url = module_url(&function.name, &function.entry);
     self.limits = function.limits.clone();

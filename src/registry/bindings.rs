@@ -3,8 +3,11 @@
 //! bundles arriving at the admin API alike; acted on by `events` (and later features).
 //!
 //! ```toml
-//! bindings = { JOBS = { type = "queue", queue = "jobs" } }
+//! bindings = { JOBS = { type = "queue", queue = "jobs" },
+//!              PHOTOS = { type = "bucket", bucket = "photos" }, IMAGES = { type = "images" } }
 //! triggers = [
+//!   { type = "bucket", bucket = "photos", events = ["object-create"], prefix = "uploads/",
+//!     suffix = ".jpg", event_format = "r2", max_retries = 3, dead_letter_queue = "thumbs-dlq" },
 //!   { type = "queue", queue = "jobs", max_batch_size = 10, max_batch_timeout_ms = 1000,
 //!     max_retries = 3, retry_delay_s = 0, dead_letter_queue = "jobs-dlq", max_concurrency = 4 },
 //!   { type = "cron", schedule = "*/5 * * * *" },
@@ -21,6 +24,21 @@ use serde::{Deserialize, Serialize};
 pub enum Binding {
   /// A queue producer: `env.NAME.send(body)`, `env.NAME.sendBatch(messages)`.
   Queue { queue: String },
+  /// Object storage in R2's shape: `env.NAME.put(key, body)`, `get`, `head`, `delete`, `list`.
+  Bucket { bucket: String },
+  /// Image decoding and resizing in the Images binding's shape: `env.NAME.input(bytes)…`.
+  Images {},
+}
+
+impl Binding {
+  /// The `type` key's value.
+  pub fn kind(&self) -> &'static str {
+    match self {
+      Binding::Queue { .. } => "queue",
+      Binding::Bucket { .. } => "bucket",
+      Binding::Images {} => "images",
+    }
+  }
 }
 
 /// One event source that runs a function.
@@ -31,6 +49,105 @@ pub enum Trigger {
   Queue(QueueTrigger),
   /// A schedule, to the `scheduled(controller, env, ctx)` handler.
   Cron { schedule: String },
+  /// A bucket's notifications (an object written or deleted), through a durable queue of their
+  /// own, to the `queue(batch, env, ctx)` handler.
+  Bucket(BucketTrigger),
+}
+
+impl Trigger {
+  /// How the messages that run `function` are delivered, if any do: a queue trigger as declared,
+  /// a bucket trigger as the settings of its own queue.
+  pub fn delivery(&self, function: &str) -> Option<QueueTrigger> {
+    match self {
+      Trigger::Queue(q) => Some(q.clone()),
+      Trigger::Bucket(b) => Some(b.delivery(function)),
+      Trigger::Cron { .. } => None,
+    }
+  }
+}
+
+/// What a bucket's notification says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketEvent {
+  ObjectCreate,
+  ObjectDelete,
+}
+
+/// The shape of a notification's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventFormat {
+  /// Cloudflare R2's: `{ account, action, bucket, object: { key, size, eTag }, eventTime }`.
+  #[default]
+  R2,
+  /// AWS S3's: `{ Records: [{ eventName, s3: { bucket, object } }] }`, for handlers from Lambda.
+  S3,
+}
+
+/// Which of a bucket's writes run a function, and how their notifications are delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketTrigger {
+  pub bucket: String,
+  #[serde(default = "defaults::bucket_events")]
+  pub events: Vec<BucketEvent>,
+  /// Only keys that start with this.
+  #[serde(default, skip_serializing_if = "String::is_empty")]
+  pub prefix: String,
+  /// Only keys that end with this.
+  #[serde(default, skip_serializing_if = "String::is_empty")]
+  pub suffix: String,
+  #[serde(default)]
+  pub event_format: EventFormat,
+  #[serde(default = "defaults::batch_size")]
+  pub max_batch_size: u32,
+  #[serde(default = "defaults::batch_timeout_ms")]
+  pub max_batch_timeout_ms: u64,
+  #[serde(default = "defaults::max_retries")]
+  pub max_retries: u32,
+  #[serde(default)]
+  pub retry_delay_s: u64,
+  #[serde(default, skip_serializing_if = "Option::is_none")]
+  pub dead_letter_queue: Option<String>,
+  #[serde(default = "defaults::concurrency")]
+  pub max_concurrency: u32,
+}
+
+impl BucketTrigger {
+  /// Whether a notification of `event` on `key` is this trigger's.
+  pub fn wants(&self, event: BucketEvent, key: &str) -> bool {
+    self.events.contains(&event) && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+  }
+
+  /// Its notifications' queue settings; the queue is [`bucket_queue`]`(bucket, function)`.
+  pub fn delivery(&self, function: &str) -> QueueTrigger {
+    QueueTrigger {
+      queue: bucket_queue(&self.bucket, function),
+      max_batch_size: self.max_batch_size,
+      max_batch_timeout_ms: self.max_batch_timeout_ms,
+      max_retries: self.max_retries,
+      retry_delay_s: self.retry_delay_s,
+      dead_letter_queue: self.dead_letter_queue.clone(),
+      max_concurrency: self.max_concurrency,
+    }
+  }
+}
+
+/// The queue that carries `bucket`'s notifications to `function`: one per consumer, so each has
+/// its own retries. The `:` keeps it apart from every queue a manifest can name.
+pub fn bucket_queue(bucket: &str, function: &str) -> String {
+  format!("bucket:{bucket}:{function}")
+}
+
+/// Whether `name` can name a bucket: 3 to 63 lowercase letters, digits and `-`, as on R2 and S3.
+pub fn is_valid_bucket_name(name: &str) -> bool {
+  (3..=63).contains(&name.len())
+    && name
+      .bytes()
+      .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    && !name.starts_with('-')
+    && !name.ends_with('-')
 }
 
 /// How a queue's messages are delivered to its consumer.
@@ -70,6 +187,9 @@ mod defaults {
   }
   pub fn concurrency() -> u32 {
     4
+  }
+  pub fn bucket_events() -> Vec<super::BucketEvent> {
+    vec![super::BucketEvent::ObjectCreate]
   }
 }
 
@@ -143,6 +263,12 @@ pub fn validate(
         ))
       }
       Binding::Queue { .. } => {}
+      Binding::Bucket { bucket } if !is_valid_bucket_name(bucket) => {
+        return Err(format!(
+          "bindings.{name}.bucket: '{bucket}' is not a bucket name (3 to 63 of a-z, 0-9, '-')"
+        ))
+      }
+      Binding::Bucket { .. } | Binding::Images {} => {}
     }
   }
   if triggers.len() > MAX_TRIGGERS {
@@ -151,7 +277,7 @@ pub fn validate(
       triggers.len()
     ));
   }
-  let mut consumed = Vec::new();
+  let mut consumed: Vec<String> = Vec::new();
   for (i, trigger) in triggers.iter().enumerate() {
     let at = |key: &str| format!("triggers[{i}].{key}");
     match trigger {
@@ -162,52 +288,84 @@ pub fn validate(
         if !is_valid_queue_name(&q.queue) {
           return Err(format!("{}: '{}' is not a queue name", at("queue"), q.queue));
         }
-        if consumed.contains(&&q.queue) {
+        if consumed.contains(&q.queue) {
           return Err(format!("{}: '{}' is consumed twice", at("queue"), q.queue));
         }
-        consumed.push(&q.queue);
-        let bounded = |key: &str, value: u64, low: u64, high: u64| {
-          if value < low || value > high {
-            Err(format!("{}: {value} is outside {low}..={high}", at(key)))
-          } else {
-            Ok(())
-          }
-        };
-        bounded(
-          "max_batch_size",
-          q.max_batch_size.into(),
-          1,
-          MAX_BATCH_SIZE.into(),
-        )?;
-        bounded(
-          "max_batch_timeout_ms",
-          q.max_batch_timeout_ms,
-          0,
-          MAX_BATCH_TIMEOUT_MS,
-        )?;
-        bounded("max_retries", q.max_retries.into(), 0, MAX_RETRIES.into())?;
-        bounded("retry_delay_s", q.retry_delay_s, 0, MAX_RETRY_DELAY_S)?;
-        bounded(
-          "max_concurrency",
-          q.max_concurrency.into(),
-          1,
-          MAX_CONCURRENCY.into(),
-        )?;
-        if let Some(dlq) = &q.dead_letter_queue {
-          if !is_valid_queue_name(dlq) {
-            return Err(format!(
-              "{}: '{dlq}' is not a queue name",
-              at("dead_letter_queue")
-            ));
-          }
-          if *dlq == q.queue {
-            return Err(format!(
-              "{}: a queue cannot be its own dead-letter queue",
-              at("dead_letter_queue")
-            ));
+        consumed.push(q.queue.clone());
+        check_delivery(q, &at)?;
+      }
+      Trigger::Bucket(b) => {
+        if !is_valid_bucket_name(&b.bucket) {
+          return Err(format!("{}: '{}' is not a bucket name", at("bucket"), b.bucket));
+        }
+        if b.events.is_empty() {
+          return Err(format!(
+            "{}: name at least one of object-create, object-delete",
+            at("events")
+          ));
+        }
+        for (key, value) in [("prefix", &b.prefix), ("suffix", &b.suffix)] {
+          if value.len() > 1024 {
+            return Err(format!("{}: longer than a key (1024 bytes)", at(key)));
           }
         }
+        let delivery = b.delivery("");
+        if consumed.contains(&delivery.queue) {
+          return Err(format!(
+            "{}: bucket '{}' already runs this function",
+            at("bucket"),
+            b.bucket
+          ));
+        }
+        consumed.push(delivery.queue.clone());
+        check_delivery(&delivery, &at)?;
       }
+    }
+  }
+  Ok(())
+}
+
+/// Checks a queue consumer's settings (of a queue trigger, or of a bucket trigger's queue).
+fn check_delivery(q: &QueueTrigger, at: &dyn Fn(&str) -> String) -> Result<(), String> {
+  let bounded = |key: &str, value: u64, low: u64, high: u64| {
+    if value < low || value > high {
+      Err(format!("{}: {value} is outside {low}..={high}", at(key)))
+    } else {
+      Ok(())
+    }
+  };
+  bounded(
+    "max_batch_size",
+    q.max_batch_size.into(),
+    1,
+    MAX_BATCH_SIZE.into(),
+  )?;
+  bounded(
+    "max_batch_timeout_ms",
+    q.max_batch_timeout_ms,
+    0,
+    MAX_BATCH_TIMEOUT_MS,
+  )?;
+  bounded("max_retries", q.max_retries.into(), 0, MAX_RETRIES.into())?;
+  bounded("retry_delay_s", q.retry_delay_s, 0, MAX_RETRY_DELAY_S)?;
+  bounded(
+    "max_concurrency",
+    q.max_concurrency.into(),
+    1,
+    MAX_CONCURRENCY.into(),
+  )?;
+  if let Some(dlq) = &q.dead_letter_queue {
+    if !is_valid_queue_name(dlq) {
+      return Err(format!(
+        "{}: '{dlq}' is not a queue name",
+        at("dead_letter_queue")
+      ));
+    }
+    if *dlq == q.queue {
+      return Err(format!(
+        "{}: a queue cannot be its own dead-letter queue",
+        at("dead_letter_queue")
+      ));
     }
   }
   Ok(())

@@ -149,12 +149,7 @@ impl Function {
   ) {
     let kinds: BTreeMap<&str, serde_json::Value> = bindings
       .iter()
-      .map(|(name, binding)| {
-        let kind = match binding {
-          bindings::Binding::Queue { .. } => "queue",
-        };
-        (name.as_str(), serde_json::json!({ "type": kind }))
-      })
+      .map(|(name, binding)| (name.as_str(), serde_json::json!({ "type": binding.kind() })))
       .collect();
     // INVARIANT: a map of strings to JSON values always serializes.
     self.bindings_json = serde_json::to_string(&kinds).expect("bindings serialize");

@@ -138,10 +138,10 @@ async fn service_worker_form_and_relative_imports() {
 
 #[tokio::test]
 async fn crypto_subtle_digest_matches_the_sha256_test_vector() {
-  let node = Node::serve("examples", &[]);
+  let node = Node::serve("tests/fixtures", &[]);
   let reply = send(
     &http1(),
-    request("PUT", &node.url("/upload"))
+    request("PUT", &node.url("/digest"))
       .body(Full::new(Bytes::from("abc")))
       .unwrap(),
   )

@@ -51,6 +51,14 @@ pub struct FunctionBindings {
   pub host: Option<Arc<dyn BindingHost>>,
   /// Sends this isolate has made that the node has not acknowledged yet.
   pub sends_in_flight: usize,
+  /// Binding name → bucket name.
+  pub buckets: BTreeMap<String, String>,
+  /// The names of the function's images bindings.
+  pub images: Vec<String>,
+  /// Object storage and image work, when the node offers them.
+  pub objects: Option<Arc<dyn super::objects::ObjectHost>>,
+  /// Object bodies open in this isolate (`objects::MAX_OPEN_OBJECT_STREAMS` at most).
+  pub object_streams: Rc<std::cell::Cell<usize>>,
 }
 
 /// One message's fate, decided by `message.ack()` or `message.retry()`.

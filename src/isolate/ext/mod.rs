@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod blob;
 pub mod body;
+pub mod objects;
 pub mod ops;
 pub mod reply;
 pub mod request_id;
@@ -57,6 +58,13 @@ deno_core::extension!(
     bindings::op_islet_queue_send,
     bindings::op_islet_queue_max_bytes,
     bindings::op_islet_queue_decide,
+    objects::op_islet_bucket_head,
+    objects::op_islet_bucket_get,
+    objects::op_islet_bucket_put,
+    objects::op_islet_bucket_delete,
+    objects::op_islet_bucket_list,
+    objects::op_islet_images_info,
+    objects::op_islet_images_transform,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -70,6 +78,7 @@ deno_core::extension!(
     "05_wasm.js",
     "06_bounded_work.js",
     "07_bindings.js",
+    "08_objects.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",

@@ -302,6 +302,15 @@ impl PendingResponses {
   }
 
   /// The request with this id, if it is in flight here.
+  /// Charges CPU spent off the isolate thread to invocation `request_id` (its CPU limit counts
+  /// it), or to the function's background allowance when no such invocation is in flight.
+  pub fn charge_off_thread(&mut self, request_id: &str, spent: Duration) {
+    match RequestId::parse(request_id).and_then(|id| self.by_id(id)) {
+      Some((_, request)) => request.cpu_used += spent,
+      None => self.background_charged += spent,
+    }
+  }
+
   fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
     self
       .slots
@@ -685,11 +694,9 @@ pub fn op_islet_fetch_end(state: &mut OpState) {
 pub fn op_islet_charge(state: &mut OpState, #[string] request_id: &str, ms: f64) {
   // NaN, negative and absurd figures come only from a broken clock: charged as nothing or a day.
   let spent = Duration::try_from_secs_f64(ms.clamp(0.0, 86_400_000.0) / 1000.0).unwrap_or_default();
-  let requests = state.borrow_mut::<PendingResponses>();
-  match RequestId::parse(request_id).and_then(|id| requests.by_id(id)) {
-    Some((_, request)) => request.cpu_used += spent,
-    None => requests.background_charged += spent,
-  }
+  state
+    .borrow_mut::<PendingResponses>()
+    .charge_off_thread(request_id, spent);
 }
 
 /// Reports that the handler threw or rejected instead of answering.

@@ -1,0 +1,436 @@
+//! Buckets in an S3-compatible service, for a fleet: every Islet bucket is a prefix of one S3
+//! bucket (`<bucket>/<key>`), reached through Apache Arrow's `object_store`. Bodies stream both
+//! ways (a large `put` is a multipart upload of 8 MiB parts); HTTP metadata is the S3 object's own,
+//! custom metadata its user metadata.
+//!
+//! What S3 cannot do in one step is done in two here, and documented: an `onlyIf` on `put` is
+//! checked with a HEAD just before the write (not atomically), and a write's notifications are
+//! stored once the write has succeeded, before the `put` resolves.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use object_store::path::Path;
+use object_store::{Attribute, Attributes, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use percent_encoding::percent_decode_str;
+use tokio::sync::mpsc;
+
+use super::{start_of, Page, Resume, MAX_OBJECT_BYTES};
+use crate::isolate::ext::objects::{GetOptions, GetResult, ListOptions, ListResult, ObjectMeta, PutOptions};
+
+/// Where a fleet's objects live: `s3://BUCKET?endpoint=URL&region=R`, credentials from the usual
+/// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+  pub bucket: String,
+  pub endpoint: Option<String>,
+  pub region: Option<String>,
+}
+
+impl S3Config {
+  /// Parses `s3://bucket?endpoint=…&region=…`.
+  pub fn parse(url: &str) -> Result<Self, String> {
+    let rest = url
+      .strip_prefix("s3://")
+      .ok_or_else(|| format!("'{url}': object storage is s3://BUCKET?endpoint=URL"))?;
+    let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let bucket = bucket.trim_end_matches('/');
+    if bucket.is_empty() || bucket.contains('/') {
+      return Err(format!("'{url}': name one S3 bucket: s3://BUCKET"));
+    }
+    let mut config = Self {
+      bucket: bucket.to_string(),
+      endpoint: None,
+      region: None,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+      let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+      let value = percent_decode_str(value).decode_utf8_lossy().into_owned();
+      match name {
+        "endpoint" => config.endpoint = Some(value),
+        "region" => config.region = Some(value),
+        _ => return Err(format!("'{url}': unknown setting '{name}' (endpoint, region)")),
+      }
+    }
+    Ok(config)
+  }
+}
+
+pub(super) struct S3Objects {
+  store: Box<dyn ObjectStore>,
+}
+
+/// Parts of a multipart upload, and of bodies up to which one `put` suffices.
+const PART: usize = 8 << 20;
+
+/// An empty segment of a key (`a//b`, `a/`), which object paths cannot hold; never produced by
+/// percent-encoding, which encodes `%` itself.
+const EMPTY_SEGMENT: &str = "%E";
+
+/// `<bucket>/<key>`, each segment of the key percent-encoded where object paths forbid it.
+fn path(bucket: &str, key: &str) -> Path {
+  let segments = std::iter::once(object_store::path::PathPart::from(bucket)).chain(key.split('/').map(|s| {
+    if s.is_empty() {
+      // INVARIANT: a constant of neither control characters nor `/`.
+      object_store::path::PathPart::parse(EMPTY_SEGMENT).expect("a valid part")
+    } else {
+      object_store::path::PathPart::from(s.to_string())
+    }
+  }));
+  Path::from_iter(segments)
+}
+
+/// The key of a path under `bucket`, if it is one.
+fn key_of(bucket: &str, path: &Path) -> Option<String> {
+  let mut parts = path.parts();
+  if parts.next()?.as_ref() != bucket {
+    return None;
+  }
+  let segments: Vec<String> = parts
+    .map(|p| {
+      let raw = p.as_ref();
+      if raw == EMPTY_SEGMENT {
+        String::new()
+      } else {
+        percent_decode_str(raw).decode_utf8_lossy().into_owned()
+      }
+    })
+    .collect();
+  Some(segments.join("/"))
+}
+
+fn unquote(etag: Option<&str>) -> String {
+  etag.unwrap_or_default().trim_matches('"').to_string()
+}
+
+const HTTP_ATTRIBUTES: [(&str, Attribute); 5] = [
+  ("contentType", Attribute::ContentType),
+  ("contentLanguage", Attribute::ContentLanguage),
+  ("contentDisposition", Attribute::ContentDisposition),
+  ("contentEncoding", Attribute::ContentEncoding),
+  ("cacheControl", Attribute::CacheControl),
+];
+
+fn meta_of(key: String, meta: &object_store::ObjectMeta, attributes: Option<&Attributes>) -> ObjectMeta {
+  let etag = unquote(meta.e_tag.as_deref());
+  let mut http_metadata = BTreeMap::new();
+  let mut custom_metadata = BTreeMap::new();
+  if let Some(attributes) = attributes {
+    for (attribute, value) in attributes {
+      match attribute {
+        Attribute::Metadata(name) => {
+          custom_metadata.insert(name.to_string(), value.to_string());
+        }
+        other => {
+          if let Some((field, _)) = HTTP_ATTRIBUTES.iter().find(|(_, a)| a == other) {
+            http_metadata.insert((*field).to_string(), value.to_string());
+          }
+        }
+      }
+    }
+  }
+  ObjectMeta {
+    key,
+    // S3 has no version without bucket versioning: the etag changes whenever the bytes do.
+    version: meta.version.clone().unwrap_or_else(|| etag.clone()),
+    size: meta.size,
+    etag,
+    uploaded: meta.last_modified.timestamp_millis(),
+    http_metadata,
+    custom_metadata,
+    range: None,
+  }
+}
+
+fn s3_error(e: object_store::Error) -> String {
+  format!("object storage: {e}")
+}
+
+impl S3Objects {
+  pub(super) fn open(config: S3Config) -> Result<Self, String> {
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+    if let Some(endpoint) = &config.endpoint {
+      builder = builder
+        .with_endpoint(endpoint)
+        .with_allow_http(endpoint.starts_with("http://"))
+        .with_virtual_hosted_style_request(false);
+    }
+    builder = builder.with_region(config.region.as_deref().unwrap_or("us-east-1"));
+    let store = builder.build().map_err(s3_error)?;
+    Ok(Self {
+      store: Box::new(store),
+    })
+  }
+
+  /// The object and its attributes, with the body if `body` (and `range`).
+  async fn fetch(
+    &self,
+    bucket: &str,
+    key: &str,
+    body: bool,
+    range: Option<GetRange>,
+  ) -> Result<Option<object_store::GetResult>, String> {
+    let options = object_store::GetOptions {
+      head: !body,
+      range,
+      ..Default::default()
+    };
+    match self.store.get_opts(&path(bucket, key), options).await {
+      Ok(result) => Ok(Some(result)),
+      Err(object_store::Error::NotFound { .. }) => Ok(None),
+      Err(e) => Err(s3_error(e)),
+    }
+  }
+
+  pub(super) async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, String> {
+    Ok(
+      self
+        .fetch(bucket, key, false, None)
+        .await?
+        .map(|r| meta_of(key.to_string(), &r.meta, Some(&r.attributes))),
+    )
+  }
+
+  pub(super) async fn get(&self, bucket: &str, key: &str, options: GetOptions) -> Result<GetResult, String> {
+    // The description first: conditions and ranges are decided on it, and an empty range (which S3
+    // refuses) needs no body.
+    let Some(mut meta) = self.head(bucket, key).await? else {
+      return Ok(GetResult::Missing);
+    };
+    if !options.only_if.as_ref().is_none_or(|c| c.pass(Some(&meta))) {
+      return Ok(GetResult::Unmet(meta));
+    }
+    let (offset, length) = match options.range {
+      Some(range) => range.resolve(meta.size),
+      None => (0, meta.size),
+    };
+    if options.range.is_some() {
+      meta.range = Some((offset, length));
+    }
+    let (tx, rx) = mpsc::channel(2);
+    if length == 0 {
+      return Ok(GetResult::Body(meta, rx));
+    }
+    let range = GetRange::Bounded(offset..offset + length);
+    let options = object_store::GetOptions {
+      range: Some(range),
+      // The same object the description is of, or an error.
+      if_match: Some(format!("\"{}\"", meta.etag)),
+      ..Default::default()
+    };
+    let result = match self.store.get_opts(&path(bucket, key), options).await {
+      Ok(result) => result,
+      Err(object_store::Error::NotFound { .. }) => return Ok(GetResult::Missing),
+      Err(object_store::Error::Precondition { .. }) => {
+        return Err("the object changed while it was being read; try again".into())
+      }
+      Err(e) => return Err(s3_error(e)),
+    };
+    let mut stream = result.into_stream();
+    tokio::spawn(async move {
+      while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(s3_error);
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+          return;
+        }
+      }
+    });
+    Ok(GetResult::Body(meta, rx))
+  }
+
+  pub(super) async fn put(
+    &self,
+    bucket: &str,
+    key: &str,
+    options: PutOptions,
+    mut chunks: mpsc::Receiver<Bytes>,
+  ) -> Result<Option<ObjectMeta>, String> {
+    if let Some(conditions) = options.only_if.as_ref().filter(|c| !c.is_empty()) {
+      let current = self.head(bucket, key).await?;
+      if !conditions.pass(current.as_ref()) {
+        // Nothing stored: the body is not read.
+        return Ok(None);
+      }
+    }
+    let mut attributes = Attributes::new();
+    for (field, attribute) in HTTP_ATTRIBUTES {
+      if let Some(value) = options.http_metadata.get(field) {
+        attributes.insert(attribute, value.clone().into());
+      }
+    }
+    for (name, value) in &options.custom_metadata {
+      attributes.insert(
+        Attribute::Metadata(Cow::Owned(name.to_lowercase())),
+        value.clone().into(),
+      );
+    }
+    let location = path(bucket, key);
+    let put_options = object_store::PutOptions {
+      attributes,
+      ..Default::default()
+    };
+    // Up to one part: a single put. More: a multipart upload, begun once the first part is full.
+    let mut first = Vec::new();
+    let mut size = 0u64;
+    let mut upload: Option<WriteMultipart> = None;
+    loop {
+      let Some(chunk) = chunks.recv().await else {
+        if let Some(upload) = upload {
+          let _ = upload.abort().await;
+        }
+        return Err("the body ended before it was whole; nothing was stored".into());
+      };
+      if chunk.is_empty() {
+        break;
+      }
+      size += chunk.len() as u64;
+      if size > MAX_OBJECT_BYTES {
+        if let Some(upload) = upload {
+          let _ = upload.abort().await;
+        }
+        return Err(format!("an object is at most {MAX_OBJECT_BYTES} bytes"));
+      }
+      match &mut upload {
+        Some(upload) => {
+          upload.wait_for_capacity(2).await.map_err(s3_error)?;
+          upload.put(chunk);
+        }
+        None => {
+          first.extend_from_slice(&chunk);
+          if first.len() > PART {
+            let multipart = self
+              .store
+              .put_multipart_opts(&location, put_options.attributes.clone().into())
+              .await
+              .map_err(s3_error)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART);
+            writer.put(Bytes::from(std::mem::take(&mut first)));
+            upload = Some(writer);
+          }
+        }
+      }
+    }
+    match upload {
+      Some(upload) => {
+        upload.finish().await.map_err(s3_error)?;
+      }
+      None => {
+        self
+          .store
+          .put_opts(&location, PutPayload::from(Bytes::from(first)), put_options)
+          .await
+          .map_err(s3_error)?;
+      }
+    }
+    // The stored object as S3 describes it (its etag, its time).
+    self
+      .head(bucket, key)
+      .await?
+      .map(Some)
+      .ok_or_else(|| "the object was stored but cannot be found".to_string())
+  }
+
+  /// Deletes `keys`; returns those that existed.
+  pub(super) async fn delete(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<String>, String> {
+    let mut gone = Vec::new();
+    for key in keys {
+      if self.head(bucket, &key).await?.is_none() {
+        continue;
+      }
+      match self.store.delete(&path(bucket, &key)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => gone.push(key),
+        Err(e) => return Err(s3_error(e)),
+      }
+    }
+    Ok(gone)
+  }
+
+  pub(super) async fn list(
+    &self,
+    bucket: &str,
+    options: &ListOptions,
+    limit: usize,
+  ) -> Result<ListResult, String> {
+    let mut resume = start_of(options)?;
+    let mut page = Page::new(options, limit);
+    let prefix = options.prefix.clone();
+    let root = Path::from_iter([object_store::path::PathPart::from(bucket)]);
+    'pages: loop {
+      // S3 lists after a key, exclusively: from `k` means after the greatest key before it.
+      let from = match &resume {
+        Resume::From(k) if k.as_str() > prefix.as_str() => Resume::From(k.clone()),
+        Resume::After(k) if k.as_str() >= prefix.as_str() => Resume::After(k.clone()),
+        _ => Resume::From(prefix.clone()),
+      };
+      let mut stream = match &from {
+        Resume::After(k) => self.store.list_with_offset(Some(&root), &path(bucket, k)),
+        Resume::From(k) if k.is_empty() => self.store.list(Some(&root)),
+        Resume::From(k) => {
+          // The path just before `k`: listing after it includes `k` itself.
+          let mut before = k.clone();
+          before.pop();
+          if before.is_empty() {
+            self.store.list(Some(&root))
+          } else {
+            self.store.list_with_offset(Some(&root), &path(bucket, &before))
+          }
+        }
+      };
+      while let Some(item) = stream.next().await {
+        let item = item.map_err(s3_error)?;
+        let Some(key) = key_of(bucket, &item.location) else {
+          continue;
+        };
+        match &from {
+          Resume::From(k) if key.as_str() < k.as_str() => continue,
+          Resume::After(k) if key.as_str() <= k.as_str() => continue,
+          _ => {}
+        }
+        if !key.starts_with(&prefix) {
+          if key.as_str() > prefix.as_str() {
+            return Ok(page.finish(false));
+          }
+          continue;
+        }
+        if page.full() {
+          return Ok(page.finish(true));
+        }
+        let meta = meta_of(key, &item, None);
+        if let Some(skip) = page.take(meta) {
+          resume = skip;
+          continue 'pages;
+        }
+      }
+      return Ok(page.finish(false));
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn keys_that_object_paths_forbid_round_trip() {
+    for key in ["uploads/a.jpg", "a//b", "a/", "/a", "../x", "a b/%41/é?*#"] {
+      assert_eq!(
+        key_of("photos", &path("photos", key)).as_deref(),
+        Some(key),
+        "{key}"
+      );
+    }
+  }
+
+  #[test]
+  fn urls_name_a_bucket_and_an_endpoint() {
+    let c = S3Config::parse("s3://islet?endpoint=http%3A%2F%2F127.0.0.1%3A9000&region=eu-west-1").unwrap();
+    assert_eq!(c.bucket, "islet");
+    assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+    assert!(S3Config::parse("http://x").is_err());
+    assert!(S3Config::parse("s3://a?colour=1").is_err());
+  }
+}
