@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod s3;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -1,0 +1,154 @@
+//! The Images binding through the `images` fixture: info, resizing by each fit, formats, and
+//! hostile inputs (garbage, a declared 100,000 × 100,000 PNG, a truncated JPEG), each a clear error
+//! that costs the node next to nothing while it and its neighbours go on serving.
+
+use crate::support::{get, http1, Node, TempDir};
+use crate::{dimensions, node, photo};
+
+const MANIFEST: &str = "tests/fixtures/objects/islet.toml";
+
+async fn post(node: &Node, path: &str, body: Vec<u8>) -> crate::support::Reply {
+  let req = crate::support::request("POST", &node.url(path))
+    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+    .unwrap();
+  crate::support::send(&http1(), req).await
+}
+
+#[tokio::test]
+async fn images_are_described_resized_and_encoded() {
+  let data = TempDir::new("objects-images");
+  let node = node(MANIFEST, &data, &[]);
+  let jpeg = photo(1600, 1200);
+
+  let info = post(&node, "/images/info", jpeg.clone()).await;
+  assert_eq!(info.status, 200, "{}", info.text());
+  assert_eq!(
+    info.json(),
+    serde_json::json!({ "format": "image/jpeg", "fileSize": jpeg.len(), "width": 1600, "height": 1200 })
+  );
+
+  // scale-down keeps the aspect and never enlarges.
+  let small = post(&node, "/images/?width=300", jpeg.clone()).await;
+  assert_eq!(small.status, 200, "{}", small.text());
+  assert_eq!(small.header("content-type"), Some("image/jpeg"));
+  assert_eq!(dimensions(&small.body), (image::ImageFormat::Jpeg, 300, 225));
+  let same = post(&node, "/images/?width=4000", jpeg.clone()).await;
+  assert_eq!(dimensions(&same.body).1, 1600);
+  // cover fills the box and crops; contain fits inside it; pad fills it with white.
+  let cover = post(&node, "/images/?width=200&height=200&fit=cover", jpeg.clone()).await;
+  assert_eq!(dimensions(&cover.body), (image::ImageFormat::Jpeg, 200, 200));
+  let contain = post(&node, "/images/?width=200&height=200&fit=contain", jpeg.clone()).await;
+  assert_eq!(dimensions(&contain.body), (image::ImageFormat::Jpeg, 200, 150));
+  let pad = post(&node, "/images/?width=200&height=200&fit=pad", jpeg.clone()).await;
+  assert_eq!(dimensions(&pad.body), (image::ImageFormat::Jpeg, 200, 200));
+  // rotate turns the image before fitting it.
+  let rotated = post(&node, "/images/?width=150&rotate=90", jpeg.clone()).await;
+  assert_eq!(dimensions(&rotated.body), (image::ImageFormat::Jpeg, 150, 200));
+  // PNG and WebP out; PNG in.
+  let png = post(&node, "/images/?width=64&format=image/png", jpeg.clone()).await;
+  assert_eq!(png.header("content-type"), Some("image/png"));
+  assert_eq!(dimensions(&png.body), (image::ImageFormat::Png, 64, 48));
+  let webp = post(&node, "/images/?width=64&format=image/webp", png.body.to_vec()).await;
+  assert_eq!(webp.status, 200, "{}", webp.text());
+  assert_eq!(dimensions(&webp.body), (image::ImageFormat::WebP, 64, 48));
+
+  // Options a transform refuses.
+  let bad_fit = post(&node, "/images/?width=10&fit=stretch", jpeg.clone()).await;
+  assert_eq!(bad_fit.status, 422);
+  assert!(bad_fit.json()["error"]
+    .as_str()
+    .unwrap()
+    .starts_with("TypeError: fit 'stretch'"));
+  let bad_format = post(&node, "/images/?width=10&format=image/gif", jpeg.clone()).await;
+  assert!(bad_format.json()["error"]
+    .as_str()
+    .unwrap()
+    .starts_with("TypeError: format 'image/gif'"));
+}
+
+#[tokio::test]
+async fn hostile_images_are_refused_cheaply_and_the_node_keeps_serving() {
+  let data = TempDir::new("objects-bombs");
+  let node = node(MANIFEST, &data, &[]);
+  let before = node.rss();
+
+  let garbage = post(
+    &node,
+    "/images/?width=100",
+    b"GIF? no: just some text, not an image".to_vec(),
+  )
+  .await;
+  assert_eq!(garbage.status, 422);
+  assert_eq!(
+    garbage.json()["error"],
+    "TypeError: the input is not a JPEG, PNG or WebP image"
+  );
+
+  // A valid PNG header (signature, IHDR with its CRC) declaring 100,000 × 100,000 RGB pixels: 30 GB
+  // decoded. Refused from the header.
+  let mut ihdr = b"IHDR".to_vec();
+  ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+  ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+  ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+  let mut bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d".to_vec();
+  bomb.extend_from_slice(&ihdr);
+  bomb.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+  // A few bytes of (zlib) pixel data, as a real bomb would start.
+  let idat = b"IDAT\x78\x9c\x63\x00\x00\x00\x01\x00\x01";
+  bomb.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+  bomb.extend_from_slice(idat);
+  bomb.extend_from_slice(&crc32(idat).to_be_bytes());
+  bomb.extend_from_slice(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]);
+  for path in ["/images/?width=100", "/images/info"] {
+    let refused = post(&node, path, bomb.clone()).await;
+    assert_eq!(refused.status, 422, "{path}: {}", refused.text());
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("100000 × 100000"), "{path}: {error}");
+  }
+
+  // A JPEG cut in half: an error, not a half-grey thumbnail.
+  let jpeg = photo(800, 600);
+  let truncated = post(&node, "/images/?width=100", jpeg[..jpeg.len() / 2].to_vec()).await;
+  assert_eq!(truncated.status, 422, "{}", truncated.text());
+  assert!(
+    truncated.json()["error"]
+      .as_str()
+      .unwrap()
+      .contains("JPEG cannot be decoded"),
+    "{}",
+    truncated.text()
+  );
+
+  // An empty body, and a width out of range.
+  let empty = post(&node, "/images/?width=100", Vec::new()).await;
+  assert_eq!(empty.status, 422);
+  let huge = post(&node, "/images/?width=100000", jpeg.clone()).await;
+  assert_eq!(huge.status, 422);
+
+  // Next to nothing was allocated for any of it, and the node serves on, images included.
+  let grown = node.peak_rss().saturating_sub(before);
+  assert!(
+    grown < 48 << 20,
+    "hostile images cost the node {} MiB",
+    grown >> 20
+  );
+  let fine = post(&node, "/images/?width=100", jpeg).await;
+  assert_eq!(dimensions(&fine.body), (image::ImageFormat::Jpeg, 100, 75));
+  let neighbour = get(&http1(), &node.url("/store/files/none?head=1")).await;
+  assert_eq!(neighbour.status, 200);
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+  let mut crc = 0xFFFF_FFFFu32;
+  for &byte in bytes {
+    crc ^= u32::from(byte);
+    for _ in 0..8 {
+      crc = if crc & 1 == 1 {
+        (crc >> 1) ^ 0xEDB8_8320
+      } else {
+        crc >> 1
+      };
+    }
+  }
+  !crc
+}
