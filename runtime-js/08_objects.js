@@ -253,10 +253,12 @@ class R2Object {
 /** An object with its body: `R2ObjectBody`. */
 class R2ObjectBody extends R2Object {
   #body;
+  #contentType;
 
   constructor(meta, rid) {
     super(meta);
     this.#body = readableStreamForRid(rid);
+    this.#contentType = meta.httpMetadata.contentType ?? "";
   }
 
   get body() {
@@ -271,7 +273,7 @@ class R2ObjectBody extends R2Object {
     if (isReadableStreamLocked(this.#body) || isReadableStreamDisturbed(this.#body)) {
       throw new TypeError("the object's body has already been read");
     }
-    return new Response(this.#body, { headers: { "content-type": this.httpMetadata.contentType ?? "" } });
+    return new Response(this.#body, { headers: { "content-type": this.#contentType } });
   }
 
   arrayBuffer() {
@@ -349,11 +351,13 @@ class R2Bucket {
 
   async delete(keys) {
     const list = ArrayIsArray(keys) ? keys : [keys];
-    if (list.length > MAX_DELETE_KEYS) {
-      throw new RangeError(`delete() takes at most ${MAX_DELETE_KEYS} keys; got ${list.length}`);
+    // Read once: a Proxy could answer a small length to the check and a large one to the loop.
+    const length = list.length;
+    if (!(length <= MAX_DELETE_KEYS)) {
+      throw new RangeError(`delete() takes at most ${MAX_DELETE_KEYS} keys; got ${length}`);
     }
     const checked = [];
-    for (let i = 0; i < list.length; i++) ArrayPrototypePush(checked, checkKey(list[i]));
+    for (let i = 0; i < length; i++) ArrayPrototypePush(checked, checkKey(list[i]));
     await op_islet_bucket_delete(this.#binding, checked);
   }
 

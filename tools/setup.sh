@@ -20,3 +20,15 @@ if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" =
 fi
 command -v mold >/dev/null 2>&1 || echo "setup: no mold; linking with the default linker" >&2
 command -v redis-server >/dev/null 2>&1 || echo "setup: no redis-server; the fleet tests will fail" >&2
+
+# The S3-compatible server the object storage tests start (tests/support/s3.rs): moto's, from PyPI,
+# in a virtualenv of its own under ~/.cache (no system Python packages touched).
+moto="${HOME}/.cache/islet-moto"
+if [ ! -x "$moto/bin/moto_server" ] && command -v python3 >/dev/null 2>&1; then
+  if ! python3 -m venv "$moto" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv) >/dev/null 2>&1
+    python3 -m venv "$moto" >/dev/null 2>&1 || true
+  fi
+  [ -x "$moto/bin/pip" ] && "$moto/bin/pip" install -q 'moto[server]' >/dev/null 2>&1 || true
+fi
+[ -x "$moto/bin/moto_server" ] || echo "setup: no moto_server; the S3 tests will fail (pip install 'moto[server]')" >&2

@@ -19,8 +19,10 @@ use serde::Deserialize;
 pub const MAX_SIDE: u32 = 16_384;
 /// The most pixels an input may declare: 100 megapixels.
 pub const MAX_PIXELS: u64 = 100_000_000;
-/// The longest side an output may have.
+/// The longest side an output (or an image resized on the way to it) may have.
 const MAX_OUTPUT_SIDE: u32 = 12_000;
+/// The most pixels an output (or an image resized on the way to it) may have.
+const MAX_OUTPUT_PIXELS: u64 = 25_000_000;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -81,12 +83,18 @@ impl Spec {
   }
 }
 
-/// An input's format and declared size, from its header.
+/// An input's format, declared size and what decoding it allocates, from its header.
 #[derive(Debug)]
 pub struct Header {
   pub format: ImageFormat,
   pub width: u32,
   pub height: u32,
+  /// Bytes a decoded pixel takes before it is made RGB(A) 8-bit: 1, 3 or 4 for JPEG, up to 8
+  /// for a 16-bit PNG.
+  bytes_per_pixel: u32,
+  /// A progressive or lossless JPEG: its decoder holds every coefficient at full size (2 bytes a
+  /// sample), whatever scale it decodes at.
+  full_size_coefficients: bool,
 }
 
 fn mime(format: ImageFormat) -> &'static str {
@@ -98,33 +106,59 @@ fn mime(format: ImageFormat) -> &'static str {
   }
 }
 
-/// Reads the header only, and refuses what cannot or must not be decoded.
+/// Reads the header only (the decoder that will decode it reads it), and refuses what cannot or
+/// must not be decoded.
 pub fn header(input: &[u8]) -> Result<Header, String> {
   let format =
     image::guess_format(input).map_err(|_| "the input is not a JPEG, PNG or WebP image".to_string())?;
-  if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
-    return Err(format!(
-      "{} images are not supported (JPEG, PNG, WebP are)",
-      mime(format)
-    ));
-  }
-  let (width, height) = image::ImageReader::with_format(Cursor::new(input), format)
-    .into_dimensions()
-    .map_err(|e| format!("the image's header cannot be read: {e}"))?;
-  if width == 0 || height == 0 {
+  let h = match format {
+    ImageFormat::Jpeg => {
+      let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(input));
+      decoder
+        .read_info()
+        .map_err(|e| format!("the image's header cannot be read: {e}"))?;
+      let info = decoder.info().ok_or("the JPEG has no frame")?;
+      Header {
+        format,
+        width: u32::from(info.width),
+        height: u32::from(info.height),
+        bytes_per_pixel: info.pixel_format.pixel_bytes() as u32,
+        full_size_coefficients: info.coding_process != jpeg_decoder::CodingProcess::DctSequential,
+      }
+    }
+    ImageFormat::Png | ImageFormat::WebP => {
+      use image::ImageDecoder;
+      let decoder = image::ImageReader::with_format(Cursor::new(input), format)
+        .into_decoder()
+        .map_err(|e| format!("the image's header cannot be read: {e}"))?;
+      let (width, height) = decoder.dimensions();
+      Header {
+        format,
+        width,
+        height,
+        bytes_per_pixel: u32::from(decoder.color_type().bytes_per_pixel()),
+        full_size_coefficients: false,
+      }
+    }
+    other => {
+      return Err(format!(
+        "{} images are not supported (JPEG, PNG, WebP are)",
+        mime(other)
+      ))
+    }
+  };
+  if h.width == 0 || h.height == 0 {
     return Err("the image declares no pixels".into());
   }
-  if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+  if h.width > MAX_SIDE || h.height > MAX_SIDE || u64::from(h.width) * u64::from(h.height) > MAX_PIXELS {
     return Err(format!(
-      "the image declares {width} × {height} pixels; the most is {MAX_SIDE} px a side and {} megapixels",
+      "the image declares {} × {} pixels; the most is {MAX_SIDE} px a side and {} megapixels",
+      h.width,
+      h.height,
       MAX_PIXELS / 1_000_000
     ));
   }
-  Ok(Header {
-    format,
-    width,
-    height,
-  })
+  Ok(h)
 }
 
 /// `info()`: `{ format, fileSize, width, height }`.
@@ -138,83 +172,141 @@ pub fn info(input: &[u8]) -> Result<serde_json::Value, String> {
   }))
 }
 
-/// The size `t` makes of a `w` × `h` image, and (for cover and crop) the size it is scaled to
-/// before cropping.
-fn plan(t: &Transform, w: u32, h: u32) -> ((u32, u32), (u32, u32)) {
+/// Width and height in pixels.
+type Size = (u32, u32);
+
+/// One transform as it will run: rotate, resize to `scaled`, then crop or pad to `out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+  rotate: u32,
+  scaled: (u32, u32),
+  out: (u32, u32),
+}
+
+/// The size `t` makes of a `w` × `h` image (already rotated), and (for cover, crop and pad) the
+/// size it is scaled to first. The aspect is kept; an output past [`MAX_OUTPUT_SIDE`] a side or
+/// [`MAX_OUTPUT_PIXELS`] is refused.
+fn plan(t: &Transform, w: u32, h: u32) -> Result<(Size, Size), String> {
   let (w64, h64) = (f64::from(w), f64::from(h));
   let (tw, th) = match (t.width, t.height) {
-    (None, None) => return ((w, h), (w, h)),
+    (None, None) => return Ok(((w, h), (w, h))),
     (Some(tw), None) => (f64::from(tw), h64 * f64::from(tw) / w64),
     (None, Some(th)) => (w64 * f64::from(th) / h64, f64::from(th)),
     (Some(tw), Some(th)) => (f64::from(tw), f64::from(th)),
   };
-  let round = |v: f64| (v.round() as u32).clamp(1, MAX_OUTPUT_SIDE);
+  let round = |v: f64| (v.round().max(1.0)) as u64;
   let inside = (tw / w64).min(th / h64);
   let outside = (tw / w64).max(th / h64);
-  match t.fit {
-    Fit::ScaleDown => {
-      let s = inside.min(1.0);
-      let size = (round(w64 * s), round(h64 * s));
-      (size, size)
-    }
-    Fit::Contain => {
-      let size = (round(w64 * inside), round(h64 * inside));
-      (size, size)
-    }
-    Fit::Pad => ((round(tw), round(th)), (round(w64 * inside), round(h64 * inside))),
-    Fit::Cover => (
-      (round(tw), round(th)),
-      (round(w64 * outside), round(h64 * outside)),
-    ),
+  let size = |s: f64| (round(w64 * s), round(h64 * s));
+  let (out, scaled) = match t.fit {
+    Fit::ScaleDown => (size(inside.min(1.0)), size(inside.min(1.0))),
+    Fit::Contain => (size(inside), size(inside)),
+    Fit::Pad => ((round(tw), round(th)), size(inside)),
+    Fit::Cover => ((round(tw), round(th)), size(outside)),
     Fit::Crop => {
-      let s = outside.min(1.0);
-      let scaled = (round(w64 * s), round(h64 * s));
+      let scaled = size(outside.min(1.0));
       ((round(tw).min(scaled.0), round(th).min(scaled.1)), scaled)
     }
+  };
+  for (what, (x, y)) in [("output", out), ("resized image", scaled)] {
+    if x > u64::from(MAX_OUTPUT_SIDE) || y > u64::from(MAX_OUTPUT_SIDE) || x * y > MAX_OUTPUT_PIXELS {
+      return Err(format!(
+        "the {what} would be {x} × {y} px; the most is {MAX_OUTPUT_SIDE} px a side and {} megapixels",
+        MAX_OUTPUT_PIXELS / 1_000_000
+      ));
+    }
   }
+  // INVARIANT: both sides are at most MAX_OUTPUT_SIDE, checked above.
+  let narrow = |(x, y): (u64, u64)| (x as u32, y as u32);
+  Ok((narrow(out), narrow(scaled)))
 }
 
-/// The size the first transform needs the decoded image to have at least (before any rotation):
-/// what a JPEG can be decoded down to.
-fn decode_target(spec: &Spec, w: u32, h: u32) -> (u32, u32) {
-  match spec.transforms.first() {
-    Some(t) if t.rotate == 0 => plan(t, w, h).1,
-    Some(t) => {
-      // Rotated first: the target's sides swap.
-      let ((_, _), (sw, sh)) = plan(t, h, w);
-      (sh, sw)
+/// The transforms of `spec` on a `w` × `h` image, in order, as `run` performs them.
+fn steps(spec: &Spec, mut w: u32, mut h: u32) -> Result<Vec<Step>, String> {
+  let mut steps = Vec::with_capacity(spec.transforms.len());
+  for t in &spec.transforms {
+    if t.rotate % 180 == 90 {
+      (w, h) = (h, w);
     }
+    let (out, scaled) = plan(t, w, h)?;
+    steps.push(Step {
+      rotate: t.rotate,
+      scaled,
+      out,
+    });
+    (w, h) = out;
+  }
+  Ok(steps)
+}
+
+/// The size the decoded image must have at least (before any rotation) for the first transform:
+/// what a JPEG can be decoded down to.
+fn decode_target(steps: &[Step], w: u32, h: u32) -> (u32, u32) {
+  match steps.first() {
+    Some(step) if step.rotate % 180 == 90 => (step.scaled.1, step.scaled.0),
+    Some(step) => step.scaled,
     None => (w, h),
   }
 }
 
-/// The memory a transform of an image with this header allocates at most: the decoded image,
-/// each step's result, and the encoder's output.
-pub fn cost(h: &Header, spec: &Spec) -> usize {
-  let (mut w, mut ht) = (u64::from(h.width), u64::from(h.height));
-  if h.format == ImageFormat::Jpeg {
-    let (tw, th) = decode_target(spec, h.width, h.height);
-    // The DCT scales by 1/8 at most: the decoded size is at least an eighth of the full one.
-    let scale = [8u64, 4, 2, 1]
-      .into_iter()
-      .find(|s| w.div_ceil(*s) >= u64::from(tw) && ht.div_ceil(*s) >= u64::from(th))
-      .unwrap_or(1);
-    w = w.div_ceil(scale);
-    ht = ht.div_ceil(scale);
+/// The decoded size of a JPEG of `w` × `h` asked for at least `target`: 1/8, 1/4, 1/2 or 1.
+fn jpeg_scaled(w: u32, h: u32, target: (u32, u32)) -> (u64, u64) {
+  let (w, h) = (u64::from(w), u64::from(h));
+  let scale = [8u64, 4, 2, 1]
+    .into_iter()
+    .find(|s| w.div_ceil(*s) >= u64::from(target.0) && h.div_ceil(*s) >= u64::from(target.1))
+    .unwrap_or(1);
+  (w.div_ceil(scale), h.div_ceil(scale))
+}
+
+/// What decoding takes, and what the whole transform takes, at most, in bytes.
+struct Cost {
+  decode: u64,
+  total: u64,
+}
+
+fn costs(h: &Header, spec: &Spec) -> Result<Cost, String> {
+  let steps = steps(spec, h.width, h.height)?;
+  let full = u64::from(h.width) * u64::from(h.height);
+  let bpp = u64::from(h.bytes_per_pixel.max(1));
+  let (mut w, mut ht) = (h.width, h.height);
+  let decode = if h.format == ImageFormat::Jpeg {
+    let (dw, dh) = jpeg_scaled(h.width, h.height, decode_target(&steps, h.width, h.height));
+    (w, ht) = (dw as u32, dh as u32);
+    // The decoder's output and planes at the decoded size, its coefficients at full size when
+    // progressive or lossless, and the RGB copy.
+    let coefficients = if h.full_size_coefficients {
+      full * bpp * 2
+    } else {
+      0
+    };
+    dw * dh * bpp * 2 + coefficients + dw * dh * 3
+  } else {
+    // The decoder's buffer in its own format, and the 8-bit RGBA copy.
+    full * bpp + full * 4
+  };
+  let mut total = decode;
+  for step in &steps {
+    let (sw, sh) = (u64::from(step.scaled.0), u64::from(step.scaled.1));
+    let (ow, oh) = (u64::from(step.out.0), u64::from(step.out.1));
+    let current = u64::from(w) * u64::from(ht);
+    // The rotated copy, the resampler's intermediate (one pass's output), the resized image,
+    // the cropped or padded one.
+    total += current * 4 + sw * u64::from(w.max(ht)) * 4 + sw * sh * 4 + ow * oh * 4;
+    (w, ht) = step.out;
   }
-  // RGBA at most, plus the decoder's own buffers (a row of blocks for JPEG, one for PNG's filters).
-  let mut peak = w * ht * 4 * 2;
-  let (mut cw, mut ch) = (w as u32, ht as u32);
-  for t in &spec.transforms {
-    let (out, scaled) = plan(t, cw, ch);
-    peak += u64::from(scaled.0) * u64::from(scaled.1) * 4 + u64::from(out.0) * u64::from(out.1) * 4;
-    (cw, ch) = if t.rotate % 180 == 90 { (out.1, out.0) } else { out };
-  }
-  peak += u64::from(cw) * u64::from(ch) * 4;
-  usize::try_from(peak + (1 << 20)).unwrap_or(usize::MAX)
+  // The encoder's output, at most the raw pixels and some.
+  total += u64::from(w) * u64::from(ht) * 4 + (1 << 20);
+  Ok(Cost { decode, total })
+}
+
+/// The memory a transform of an image with this header allocates at most.
+pub fn cost(h: &Header, spec: &Spec) -> Result<usize, String> {
+  Ok(usize::try_from(costs(h, spec)?.total).unwrap_or(usize::MAX))
 }
 
 /// A decoded image: RGB or RGBA, 8 bits a channel.
+#[derive(Clone)]
 struct Pixels {
   width: u32,
   height: u32,
@@ -416,19 +508,100 @@ fn encode(p: &Pixels, format: &str, quality: u8) -> Result<Vec<u8>, String> {
   Ok(out)
 }
 
+/// JPEGs decoded lately, so that several outputs of one input (a photo's three thumbnails) decode
+/// it once: each entry is a function's input bytes (compared whole, so only the same bytes match)
+/// and their decoded pixels at one DCT scale. At most [`CACHE_ENTRIES`] entries and
+/// [`CACHE_BYTES`] of pixels on the node, each kept [`CACHE_TTL`].
+#[derive(Default)]
+pub struct DecodeCache {
+  entries: std::sync::Mutex<std::collections::VecDeque<Cached>>,
+}
+
+struct Cached {
+  function: String,
+  input: bytes::Bytes,
+  pixels: std::sync::Arc<Pixels>,
+  at: std::time::Instant,
+}
+
+const CACHE_ENTRIES: usize = 8;
+const CACHE_BYTES: usize = 64 << 20;
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl DecodeCache {
+  fn get(&self, function: &str, input: &[u8], size: (u64, u64)) -> Option<Pixels> {
+    let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    entries.retain(|e| e.at.elapsed() < CACHE_TTL);
+    entries
+      .iter()
+      .find(|e| {
+        e.function == function
+          && (u64::from(e.pixels.width), u64::from(e.pixels.height)) == size
+          && e.input.as_ref() == input
+      })
+      .map(|e| Pixels::clone(&e.pixels))
+  }
+
+  fn put(&self, function: &str, input: bytes::Bytes, pixels: &Pixels) {
+    if pixels.data.len() > CACHE_BYTES / 4 {
+      return;
+    }
+    let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    entries.push_front(Cached {
+      function: function.to_string(),
+      input,
+      pixels: std::sync::Arc::new(pixels.clone()),
+      at: std::time::Instant::now(),
+    });
+    let mut total = 0;
+    let mut keep = 0;
+    for entry in entries.iter() {
+      total += entry.pixels.data.len() + entry.input.len();
+      if keep >= CACHE_ENTRIES || total > CACHE_BYTES {
+        break;
+      }
+      keep += 1;
+    }
+    entries.truncate(keep);
+  }
+}
+
 /// Decodes `input`, applies the transforms in order, and encodes it: the output's bytes and
-/// content type. Allocates about `cost()` at most.
-pub fn run(input: &[u8], spec: &Spec, budget: usize) -> Result<(Vec<u8>, String), String> {
+/// content type. Allocates at most about `cost()`; the decoder is held to its own share of it. A
+/// JPEG decoded for `function` lately at the same scale is taken from `cache`, not decoded again.
+pub fn run(
+  input: &bytes::Bytes,
+  spec: &Spec,
+  cache: Option<(&DecodeCache, &str)>,
+) -> Result<(Vec<u8>, String), String> {
   let h = header(input)?;
+  let Cost { decode, .. } = costs(&h, spec)?;
+  let decode_limit = usize::try_from(decode).unwrap_or(usize::MAX);
+  let steps = steps(spec, h.width, h.height)?;
   let mut pixels = match h.format {
-    ImageFormat::Jpeg => decode_jpeg(input, decode_target(spec, h.width, h.height), budget)?,
-    format => decode_other(input, format, budget)?,
+    ImageFormat::Jpeg => {
+      let target = decode_target(&steps, h.width, h.height);
+      let expected = jpeg_scaled(h.width, h.height, target);
+      match cache.and_then(|(cache, function)| cache.get(function, input, expected)) {
+        Some(pixels) => pixels,
+        None => {
+          let pixels = decode_jpeg(input, target, decode_limit)?;
+          if (u64::from(pixels.width), u64::from(pixels.height)) != expected {
+            return Err("the JPEG decoded to another size than its header declares".into());
+          }
+          if let Some((cache, function)) = cache {
+            cache.put(function, input.clone(), &pixels);
+          }
+          pixels
+        }
+      }
+    }
+    format => decode_other(input, format, decode_limit)?,
   };
-  for t in &spec.transforms {
-    pixels = rotate(pixels, t.rotate);
-    let (out, scaled) = plan(t, pixels.width, pixels.height);
-    pixels = resize(pixels, scaled.0, scaled.1)?;
-    pixels = frame(pixels, out.0, out.1);
+  for step in &steps {
+    pixels = rotate(pixels, step.rotate);
+    pixels = resize(pixels, step.scaled.0, step.scaled.1)?;
+    pixels = frame(pixels, step.out.0, step.out.1);
   }
   let bytes = encode(&pixels, &spec.format, spec.quality.clamp(1, 100))?;
   Ok((bytes, spec.format.clone()))
@@ -449,52 +622,74 @@ mod tests {
 
   #[test]
   fn fits_keep_the_aspect_as_their_names_say() {
-    assert_eq!(plan(&t(Some(100), None, Fit::ScaleDown), 4000, 3000).0, (100, 75));
     assert_eq!(
-      plan(&t(Some(8000), None, Fit::ScaleDown), 4000, 3000).0,
+      plan(&t(Some(100), None, Fit::ScaleDown), 4000, 3000).unwrap().0,
+      (100, 75)
+    );
+    assert_eq!(
+      plan(&t(Some(8000), None, Fit::ScaleDown), 4000, 3000).unwrap().0,
       (4000, 3000)
     );
     assert_eq!(
-      plan(&t(Some(8000), None, Fit::Contain), 4000, 3000).0,
-      (8000, 6000)
+      plan(&t(Some(5000), None, Fit::Contain), 4000, 3000).unwrap().0,
+      (5000, 3750)
     );
     assert_eq!(
-      plan(&t(Some(100), Some(100), Fit::Cover), 4000, 3000),
+      plan(&t(Some(100), Some(100), Fit::Cover), 4000, 3000).unwrap(),
       ((100, 100), (133, 100))
     );
     assert_eq!(
-      plan(&t(Some(100), Some(100), Fit::Pad), 4000, 3000),
+      plan(&t(Some(100), Some(100), Fit::Pad), 4000, 3000).unwrap(),
       ((100, 100), (100, 75))
     );
+    // A strip made 12,000 px wide would be 12,000 × 1,440,000: refused, not clamped out of shape.
+    assert!(plan(&t(Some(12_000), None, Fit::Contain), 100, 12_000).is_err());
+  }
+
+  fn spec(transforms: serde_json::Value) -> Spec {
+    Spec::parse(serde_json::json!({ "transforms": transforms, "format": "image/jpeg", "quality": 85 }))
+      .unwrap()
+  }
+
+  fn jpeg(width: u32, height: u32, progressive: bool) -> Header {
+    Header {
+      format: ImageFormat::Jpeg,
+      width,
+      height,
+      bytes_per_pixel: 3,
+      full_size_coefficients: progressive,
+    }
   }
 
   #[test]
-  fn a_jpeg_for_a_thumbnail_is_decoded_at_an_eighth() {
-    let spec = Spec::parse(serde_json::json!({
-      "transforms": [{ "width": 500 }], "format": "image/jpeg", "quality": 85
-    }))
-    .unwrap();
-    let h = Header {
-      format: ImageFormat::Jpeg,
-      width: 4000,
-      height: 3000,
-    };
+  fn a_jpeg_for_a_thumbnail_is_decoded_at_an_eighth_unless_progressive() {
+    let thumb = spec(serde_json::json!([{ "width": 500 }]));
     // 500 × 375 decoded (an eighth), not 12 megapixels.
-    assert!(cost(&h, &spec) < 8 << 20, "{}", cost(&h, &spec));
+    let sequential = cost(&jpeg(4000, 3000, false), &thumb).unwrap();
+    assert!(sequential < 8 << 20, "{sequential}");
+    // A progressive one holds every coefficient at full size: 72 MB for 12 megapixels.
+    let progressive = cost(&jpeg(4000, 3000, true), &thumb).unwrap();
+    assert!(progressive > 72_000_000, "{progressive}");
+  }
+
+  #[test]
+  fn the_cost_follows_the_rotation_as_run_does() {
+    let h = Header {
+      format: ImageFormat::Png,
+      width: 12_000,
+      height: 100,
+      bytes_per_pixel: 4,
+      full_size_coefficients: false,
+    };
+    // Turned upright and made 12,000 wide: 12,000 × 1,440,000. Refused.
+    let tall = spec(serde_json::json!([{ "rotate": 90, "width": 12000, "fit": "contain" }]));
+    assert!(cost(&h, &tall).is_err());
+    let turned = spec(serde_json::json!([{ "rotate": 90, "height": 6000 }]));
+    assert_eq!(steps(&turned, 12_000, 100).unwrap()[0].out, (50, 6000));
   }
 
   #[test]
   fn garbage_and_bombs_are_refused_from_the_header() {
     assert!(header(b"not an image at all").unwrap_err().contains("not a JPEG"));
-    // A PNG header declaring 100,000 × 100,000 pixels.
-    let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-    png.extend_from_slice(&100_000u32.to_be_bytes());
-    png.extend_from_slice(&100_000u32.to_be_bytes());
-    png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
-    let err = header(&png).err().unwrap();
-    assert!(
-      err.contains("100000 × 100000") || err.contains("cannot be read"),
-      "{err}"
-    );
   }
 }

@@ -9,6 +9,7 @@
 
 pub(crate) mod images;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,12 @@ pub struct NodeBindings {
   /// Image transforms running at once on the node: one per core, so they never take more of the
   /// machine than its isolate threads could.
   image_work: Arc<Semaphore>,
+  /// Each function's share of those: half of them (at least one), so one tenant's images never
+  /// hold every core.
+  image_shares: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+  image_share: usize,
+  /// Lately decoded JPEGs, so one photo's several outputs decode it once.
+  decoded: Arc<images::DecodeCache>,
   runtime: tokio::runtime::Handle,
 }
 
@@ -37,6 +44,9 @@ impl NodeBindings {
     Arc::new(Self {
       objects,
       image_work: Arc::new(Semaphore::new(cores)),
+      image_shares: std::sync::Mutex::new(HashMap::new()),
+      image_share: (cores / 2).max(1),
+      decoded: Arc::new(images::DecodeCache::default()),
       runtime: tokio::runtime::Handle::current(),
     })
   }
@@ -111,20 +121,40 @@ impl ObjectHost for NodeBindings {
 
   fn image_cost(&self, input: &[u8], spec: &serde_json::Value) -> Result<usize, String> {
     let spec = images::Spec::parse(spec.clone())?;
-    Ok(images::cost(&images::header(input)?, &spec))
+    images::cost(&images::header(input)?, &spec)
   }
 
-  fn image_transform(&self, input: Bytes, spec: serde_json::Value, budget: usize) -> HostFuture<ImageOutput> {
+  fn image_transform(
+    &self,
+    function: &str,
+    input: Bytes,
+    spec: serde_json::Value,
+  ) -> HostFuture<ImageOutput> {
     let permits = self.image_work.clone();
+    let (decoded, function_name) = (self.decoded.clone(), function.to_string());
+    let share = {
+      let mut shares = self.image_shares.lock().unwrap_or_else(|e| e.into_inner());
+      // Shares no transform holds or waits for are dropped, so the map stays as small as the set
+      // of functions transforming now.
+      shares.retain(|_, s| Arc::strong_count(s) > 1);
+      shares
+        .entry(function.to_string())
+        .or_insert_with(|| Arc::new(Semaphore::new(self.image_share)))
+        .clone()
+    };
     self.on_node(async move {
       let spec = images::Spec::parse(spec)?;
+      let _share = share
+        .acquire_owned()
+        .await
+        .map_err(|_| "image work has stopped".to_string())?;
       let _permit = permits
         .acquire_owned()
         .await
         .map_err(|_| "image work has stopped".to_string())?;
       tokio::task::spawn_blocking(move || {
         let started = thread_cpu();
-        let result = images::run(&input, &spec, budget);
+        let result = images::run(&input, &spec, Some((&decoded, &function_name)));
         let cpu = thread_cpu().saturating_sub(started);
         ImageOutput { result, cpu }
       })

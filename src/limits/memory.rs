@@ -95,6 +95,14 @@ impl MemoryAccount for MemoryBudget {
     MemoryBudget::reserve(self, bytes)
   }
 
+  fn available(&self) -> usize {
+    let used = self
+      .heap
+      .load(Ordering::Relaxed)
+      .saturating_add(self.buffers.load(Ordering::Relaxed));
+    self.cap.saturating_sub(used)
+  }
+
   fn refused(&self) -> bool {
     MemoryBudget::refused(self)
   }

@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 
 use super::{metadata_from_json, metadata_json, start_of, Objects, Page, Resume, CHUNK, MAX_OBJECT_BYTES};
 use crate::events::{store_messages, Events};
-use crate::isolate::ext::objects::{GetOptions, GetResult, ListOptions, ListResult, ObjectMeta, PutOptions};
+use crate::isolate::ext::objects::{
+  GetOptions, GetResult, ListOptions, ListResult, ObjectMeta, ObjectReader, PutOptions,
+};
 use crate::registry::bindings::BucketEvent;
 
 const SCHEMA: &str = "
@@ -178,45 +180,46 @@ impl LocalObjects {
         Err(e) => return Err(io_error("reading the object", e)),
       };
       let (offset, length) = match options.range {
-        Some(range) => range.resolve(meta.size),
+        Some(range) => range.resolve(meta.size)?,
         None => (0, meta.size),
       };
       if options.range.is_some() {
         meta.range = Some((offset, length));
       }
-      let (tx, rx) = mpsc::channel(2);
+      let (reader, mut reads) = ObjectReader::new();
+      // Reads only as asked: a body nobody reads holds an open file, no buffers.
       tokio::spawn(async move {
         if offset > 0 {
           if let Err(e) = file.seek(SeekFrom::Start(offset)).await {
-            let _ = tx.send(Err(io_error("reading the object", e))).await;
+            if let Some((_, reply)) = reads.recv().await {
+              let _ = reply.send(Err(io_error("reading the object", e)));
+            }
             return;
           }
         }
         let mut left = length;
-        while left > 0 {
-          let mut chunk = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-          match file.read(&mut chunk).await {
-            Ok(0) => {
-              let _ = tx
-                .send(Err("the object's file is shorter than its size".into()))
-                .await;
-              return;
-            }
+        while let Some((max, reply)) = reads.recv().await {
+          if left == 0 {
+            let _ = reply.send(Ok(Bytes::new()));
+            return;
+          }
+          let mut chunk = vec![0u8; max.min(CHUNK).min(usize::try_from(left).unwrap_or(CHUNK))];
+          let read = match file.read(&mut chunk).await {
+            Ok(0) => Err("the object's file is shorter than its size".to_string()),
             Ok(n) => {
               chunk.truncate(n);
               left -= n as u64;
-              if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
-                return; // the reader went away
-              }
+              Ok(Bytes::from(chunk))
             }
-            Err(e) => {
-              let _ = tx.send(Err(io_error("reading the object", e))).await;
-              return;
-            }
+            Err(e) => Err(io_error("reading the object", e)),
+          };
+          let failed = read.is_err();
+          if reply.send(read).is_err() || failed {
+            return;
           }
         }
       });
-      return Ok(GetResult::Body(meta, rx));
+      return Ok(GetResult::Body(meta, reader));
     }
     Err("the object kept changing while it was being read; try again".into())
   }
@@ -385,6 +388,9 @@ impl LocalObjects {
   }
 }
 
+/// Rows one `list` reads at most.
+const MAX_LIST_SCAN: usize = 10_000;
+
 /// Fills `page` from `start` on; rows are read in batches in key order.
 fn list_rows(
   conn: &Connection,
@@ -393,7 +399,14 @@ fn list_rows(
   page: &mut Page,
 ) -> rusqlite::Result<Result<ListResult, String>> {
   let prefix = page.prefix.clone();
+  let mut scanned = 0usize;
   loop {
+    // A listing that skips many keys (rolled up under a delimiter) stops after so many rows, with
+    // a cursor where it stopped: one call never holds the database for long.
+    if scanned >= MAX_LIST_SCAN {
+      page.result.cursor = Some(super::encode_cursor(&resume));
+      return Ok(Ok(std::mem::take(page).finish(true)));
+    }
     let (op, from) = match &resume {
       Resume::From(k) => (">=", k.clone()),
       Resume::After(k) => (">", k.clone()),
@@ -404,7 +417,13 @@ fn list_rows(
     } else {
       (op, from)
     };
-    let batch = (page.limit - page.taken + 1).min(1001);
+    // Under a delimiter most rows may be skipped: small batches, keys first.
+    let batch = if page.delimiter.is_some() {
+      (page.limit - page.taken + 1).min(64)
+    } else {
+      (page.limit - page.taken + 1).min(1001)
+    };
+    scanned += batch;
     let rows: Vec<ObjectMeta> = conn
       .prepare_cached(&format!(
         "SELECT {COLUMNS} FROM objects WHERE bucket = ?1 AND key {op} ?2 ORDER BY key LIMIT ?3"
@@ -441,6 +460,8 @@ async fn write_body(path: &Path, chunks: &mut mpsc::Receiver<Bytes>) -> Result<(
     .map_err(|e| io_error("storing the object", e))?;
   let mut md5 = Md5::new();
   let mut size = 0u64;
+  let mut checked_at = 0u64;
+  check_free_space(path)?;
   loop {
     let Some(chunk) = chunks.recv().await else {
       return Err("the body ended before it was whole; nothing was stored".into());
@@ -451,6 +472,10 @@ async fn write_body(path: &Path, chunks: &mut mpsc::Receiver<Bytes>) -> Result<(
     size += chunk.len() as u64;
     if size > MAX_OBJECT_BYTES {
       return Err(format!("an object is at most {MAX_OBJECT_BYTES} bytes"));
+    }
+    if size - checked_at >= 64 << 20 {
+      check_free_space(path)?;
+      checked_at = size;
     }
     md5.update(&chunk);
     file
@@ -463,6 +488,29 @@ async fn write_body(path: &Path, chunks: &mut mpsc::Receiver<Bytes>) -> Result<(
     .await
     .map_err(|e| io_error("storing the object", e))?;
   Ok((size, hex(&md5.finalize())))
+}
+
+/// Space a write must leave free on the data directory's file system: the queues, the deployed
+/// functions and every other tenant's writes share it.
+const MIN_FREE_BYTES: u64 = 512 << 20;
+
+/// Refuses to write on when the file system holding `path` is nearly full.
+fn check_free_space(path: &Path) -> Result<(), String> {
+  use std::os::unix::ffi::OsStrExt;
+  let dir = path.parent().unwrap_or(path);
+  let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+    return Ok(());
+  };
+  // SAFETY: a zeroed statvfs is valid for the call to fill; the path is a NUL-terminated string.
+  let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+  if unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) } != 0 {
+    return Ok(());
+  }
+  let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+  if free < MIN_FREE_BYTES {
+    return Err("the node's disk is nearly full; nothing was stored".into());
+  }
+  Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

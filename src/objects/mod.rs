@@ -99,6 +99,9 @@ impl Objects {
 
   pub async fn get(&self, bucket: &str, key: &str, options: GetOptions) -> Result<GetResult, String> {
     check_key(key)?;
+    if let Some(conditions) = &options.only_if {
+      check_conditions(conditions)?;
+    }
     match &self.backend {
       Backend::Local(b) => b.get(bucket, key, options).await,
       Backend::S3(b) => b.get(bucket, key, options).await,
@@ -116,6 +119,9 @@ impl Objects {
   ) -> Result<Option<ObjectMeta>, String> {
     check_key(&key)?;
     check_metadata(&options)?;
+    if let Some(conditions) = &options.only_if {
+      check_conditions(conditions)?;
+    }
     match &self.backend {
       Backend::Local(b) => b.put(&self, &bucket, &key, options, chunks).await,
       Backend::S3(b) => {
@@ -129,9 +135,18 @@ impl Objects {
   }
 
   pub async fn delete(&self, bucket: &str, keys: Vec<String>) -> Result<(), String> {
+    if keys.len() > MAX_DELETE_KEYS {
+      return Err(format!(
+        "delete() takes at most {MAX_DELETE_KEYS} keys; got {}",
+        keys.len()
+      ));
+    }
     for key in &keys {
       check_key(key)?;
     }
+    // Each key once: deleting one twice in a call notifies once.
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    let keys: Vec<String> = keys.into_iter().filter(|k| seen.insert(k.clone())).collect();
     match &self.backend {
       Backend::Local(b) => b.delete(self, bucket, keys).await,
       Backend::S3(b) => {
@@ -148,8 +163,21 @@ impl Objects {
   }
 
   pub async fn list(&self, bucket: &str, options: ListOptions) -> Result<ListResult, String> {
-    if options.prefix.len() > MAX_KEY_BYTES {
-      return Err(format!("a prefix is at most {MAX_KEY_BYTES} bytes"));
+    for (what, value) in [
+      ("prefix", Some(&options.prefix)),
+      ("startAfter", options.start_after.as_ref()),
+      ("delimiter", options.delimiter.as_ref()),
+    ] {
+      if value.is_some_and(|v| v.len() > MAX_KEY_BYTES) {
+        return Err(format!("{what} is at most {MAX_KEY_BYTES} bytes"));
+      }
+    }
+    if options
+      .cursor
+      .as_ref()
+      .is_some_and(|c| c.len() > 4 * MAX_KEY_BYTES)
+    {
+      return Err("the list cursor is not one this bucket gave".into());
     }
     let limit = options.limit.unwrap_or(1000).clamp(1, 1000) as usize;
     match &self.backend {
@@ -207,6 +235,22 @@ impl Objects {
       .await
       .map_err(|e| format!("the object is stored, but its notification was not: {e}"))
   }
+}
+
+/// Keys one `delete` takes at most, as on R2.
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+/// Refuses `onlyIf` lists longer than any real condition (each etag is checked against each).
+fn check_conditions(conditions: &crate::isolate::ext::objects::Conditions) -> Result<(), String> {
+  for list in [&conditions.etag_matches, &conditions.etag_does_not_match]
+    .into_iter()
+    .flatten()
+  {
+    if list.len() > 100 || list.iter().any(|e| e.len() > 256) {
+      return Err("onlyIf: at most 100 etags of at most 256 characters".into());
+    }
+  }
+  Ok(())
 }
 
 /// Refuses a key R2 would refuse: empty, or longer than [`MAX_KEY_BYTES`].

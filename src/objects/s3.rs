@@ -17,8 +17,10 @@ use object_store::{Attribute, Attributes, GetRange, ObjectStore, PutPayload, Wri
 use percent_encoding::percent_decode_str;
 use tokio::sync::mpsc;
 
-use super::{start_of, Page, Resume, MAX_OBJECT_BYTES};
-use crate::isolate::ext::objects::{GetOptions, GetResult, ListOptions, ListResult, ObjectMeta, PutOptions};
+use super::MAX_OBJECT_BYTES;
+use crate::isolate::ext::objects::{
+  GetOptions, GetResult, ListOptions, ListResult, ObjectMeta, ObjectReader, PutOptions,
+};
 
 /// Where a fleet's objects live: `s3://BUCKET?endpoint=URL&region=R`, credentials from the usual
 /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
@@ -203,15 +205,20 @@ impl S3Objects {
       return Ok(GetResult::Unmet(meta));
     }
     let (offset, length) = match options.range {
-      Some(range) => range.resolve(meta.size),
+      Some(range) => range.resolve(meta.size)?,
       None => (0, meta.size),
     };
     if options.range.is_some() {
       meta.range = Some((offset, length));
     }
-    let (tx, rx) = mpsc::channel(2);
+    let (reader, mut reads) = ObjectReader::new();
     if length == 0 {
-      return Ok(GetResult::Body(meta, rx));
+      tokio::spawn(async move {
+        while let Some((_, reply)) = reads.recv().await {
+          let _ = reply.send(Ok(Bytes::new()));
+        }
+      });
+      return Ok(GetResult::Body(meta, reader));
     }
     let range = GetRange::Bounded(offset..offset + length);
     let options = object_store::GetOptions {
@@ -229,16 +236,41 @@ impl S3Objects {
       Err(e) => return Err(s3_error(e)),
     };
     let mut stream = result.into_stream();
+    // Reads only as asked: each ask is filled from the network's chunks (which are small) up to
+    // its size or the end, keeping what a chunk had beyond it.
     tokio::spawn(async move {
-      while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(s3_error);
-        let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
+      let mut leftover = Bytes::new();
+      let mut ended = false;
+      while let Some((max, reply)) = reads.recv().await {
+        let mut out = bytes::BytesMut::new();
+        while out.len() < max {
+          if leftover.is_empty() {
+            if ended {
+              break;
+            }
+            match stream.next().await {
+              None => ended = true,
+              Some(Ok(chunk)) => leftover = chunk,
+              Some(Err(e)) => {
+                let _ = reply.send(Err(s3_error(e)));
+                return;
+              }
+            }
+            continue;
+          }
+          let n = (max - out.len()).min(leftover.len());
+          if out.is_empty() && n == max {
+            out = leftover.split_to(n).into();
+          } else {
+            out.extend_from_slice(&leftover.split_to(n));
+          }
+        }
+        if reply.send(Ok(out.freeze())).is_err() {
           return;
         }
       }
     });
-    Ok(GetResult::Body(meta, rx))
+    Ok(GetResult::Body(meta, reader))
   }
 
   pub(super) async fn put(
@@ -272,65 +304,74 @@ impl S3Objects {
       attributes,
       ..Default::default()
     };
-    // Up to one part: a single put. More: a multipart upload, begun once the first part is full.
+    // Up to one part: a single put. More: a multipart upload, begun once the first part is full,
+    // and aborted if anything fails before it is complete.
     let mut first = Vec::new();
     let mut size = 0u64;
     let mut upload: Option<WriteMultipart> = None;
-    loop {
-      let Some(chunk) = chunks.recv().await else {
-        if let Some(upload) = upload {
-          let _ = upload.abort().await;
+    let written = async {
+      loop {
+        let Some(chunk) = chunks.recv().await else {
+          return Err("the body ended before it was whole; nothing was stored".to_string());
+        };
+        if chunk.is_empty() {
+          return Ok(());
         }
-        return Err("the body ended before it was whole; nothing was stored".into());
-      };
-      if chunk.is_empty() {
-        break;
-      }
-      size += chunk.len() as u64;
-      if size > MAX_OBJECT_BYTES {
-        if let Some(upload) = upload {
-          let _ = upload.abort().await;
+        size += chunk.len() as u64;
+        if size > MAX_OBJECT_BYTES {
+          return Err(format!("an object is at most {MAX_OBJECT_BYTES} bytes"));
         }
-        return Err(format!("an object is at most {MAX_OBJECT_BYTES} bytes"));
-      }
-      match &mut upload {
-        Some(upload) => {
-          upload.wait_for_capacity(2).await.map_err(s3_error)?;
-          upload.put(chunk);
-        }
-        None => {
-          first.extend_from_slice(&chunk);
-          if first.len() > PART {
-            let multipart = self
-              .store
-              .put_multipart_opts(&location, put_options.attributes.clone().into())
-              .await
-              .map_err(s3_error)?;
-            let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART);
-            writer.put(Bytes::from(std::mem::take(&mut first)));
-            upload = Some(writer);
+        match &mut upload {
+          Some(upload) => {
+            upload.wait_for_capacity(2).await.map_err(s3_error)?;
+            upload.put(chunk);
+          }
+          None => {
+            first.extend_from_slice(&chunk);
+            if first.len() > PART {
+              let multipart = self
+                .store
+                .put_multipart_opts(&location, put_options.attributes.clone().into())
+                .await
+                .map_err(s3_error)?;
+              let mut writer = WriteMultipart::new_with_chunk_size(multipart, PART);
+              writer.put(Bytes::from(std::mem::take(&mut first)));
+              upload = Some(writer);
+            }
           }
         }
       }
     }
-    match upload {
-      Some(upload) => {
-        upload.finish().await.map_err(s3_error)?;
+    .await;
+    let stored = match (written, upload) {
+      (Err(e), Some(upload)) => {
+        let _ = upload.abort().await;
+        return Err(e);
       }
-      None => {
-        self
-          .store
-          .put_opts(&location, PutPayload::from(Bytes::from(first)), put_options)
-          .await
-          .map_err(s3_error)?;
-      }
-    }
-    // The stored object as S3 describes it (its etag, its time).
-    self
-      .head(bucket, key)
-      .await?
-      .map(Some)
-      .ok_or_else(|| "the object was stored but cannot be found".to_string())
+      (Err(e), None) => return Err(e),
+      (Ok(()), Some(upload)) => upload.finish().await.map_err(s3_error)?,
+      (Ok(()), None) => self
+        .store
+        .put_opts(&location, PutPayload::from(Bytes::from(first)), put_options)
+        .await
+        .map_err(s3_error)?,
+    };
+    // Described from S3's answer (not a second look, which a concurrent write could change).
+    let etag = unquote(stored.e_tag.as_deref());
+    Ok(Some(ObjectMeta {
+      key: key.to_string(),
+      version: stored.version.unwrap_or_else(|| etag.clone()),
+      size,
+      etag,
+      uploaded: crate::events::now_ms(),
+      http_metadata: options.http_metadata,
+      custom_metadata: options
+        .custom_metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect(),
+      range: None,
+    }))
   }
 
   /// Deletes `keys`; returns those that existed.
@@ -348,65 +389,183 @@ impl S3Objects {
     Ok(gone)
   }
 
+  /// Lists in S3's own order, which is the order of the encoded keys (`path`): every comparison,
+  /// skip and cursor here is on encoded keys, so no key is skipped where encoding reorders them
+  /// (the order differs from R2's only for keys with characters object paths encode).
   pub(super) async fn list(
     &self,
     bucket: &str,
     options: &ListOptions,
     limit: usize,
   ) -> Result<ListResult, String> {
-    let mut resume = start_of(options)?;
-    let mut page = Page::new(options, limit);
-    let prefix = options.prefix.clone();
     let root = Path::from_iter([object_store::path::PathPart::from(bucket)]);
+    let root_text = format!("{}/", root.as_ref());
+    let prefix = encode_partial(&options.prefix);
+    let delimiter = options
+      .delimiter
+      .as_deref()
+      .filter(|d| !d.is_empty())
+      .map(|d| percent_encoding::utf8_percent_encode(d, PART_CHARS).to_string());
+    // Where S3 starts listing: strictly after this encoded key ("" from the start).
+    let mut after = match (&options.cursor, &options.start_after) {
+      (Some(cursor), _) => decode_s3_cursor(cursor)?,
+      (None, Some(start)) if encode_partial(start) >= before(&prefix) => encode_partial(start),
+      _ => before(&prefix),
+    };
+    let mut result = ListResult::default();
+    let mut taken = 0usize;
+    let mut requests = 0usize;
     'pages: loop {
-      // S3 lists after a key, exclusively: from `k` means after the greatest key before it.
-      let from = match &resume {
-        Resume::From(k) if k.as_str() > prefix.as_str() => Resume::From(k.clone()),
-        Resume::After(k) if k.as_str() >= prefix.as_str() => Resume::After(k.clone()),
-        _ => Resume::From(prefix.clone()),
-      };
-      let mut stream = match &from {
-        Resume::After(k) => self.store.list_with_offset(Some(&root), &path(bucket, k)),
-        Resume::From(k) if k.is_empty() => self.store.list(Some(&root)),
-        Resume::From(k) => {
-          // The path just before `k`: listing after it includes `k` itself.
-          let mut before = k.clone();
-          before.pop();
-          if before.is_empty() {
-            self.store.list(Some(&root))
-          } else {
-            self.store.list_with_offset(Some(&root), &path(bucket, &before))
-          }
-        }
+      requests += 1;
+      if requests > 100 {
+        // Skipping many rolled-up keys: stop where we are, with a cursor.
+        result.truncated = true;
+        result.cursor = Some(encode_s3_cursor(&after));
+        return Ok(result);
+      }
+      // A start that is no valid path (an empty segment) lists from the beginning; the keys up to
+      // it are skipped below.
+      let offset = Path::parse(format!("{root_text}{after}"))
+        .ok()
+        .filter(|_| !after.is_empty());
+      let mut stream = match &offset {
+        Some(offset) => self.store.list_with_offset(Some(&root), offset),
+        None => self.store.list(Some(&root)),
       };
       while let Some(item) = stream.next().await {
         let item = item.map_err(s3_error)?;
-        let Some(key) = key_of(bucket, &item.location) else {
+        let Some(encoded) = item
+          .location
+          .as_ref()
+          .strip_prefix(&root_text)
+          .map(str::to_string)
+        else {
           continue;
         };
-        match &from {
-          Resume::From(k) if key.as_str() < k.as_str() => continue,
-          Resume::After(k) if key.as_str() <= k.as_str() => continue,
-          _ => {}
+        if encoded.as_str() <= after.as_str() {
+          continue;
         }
-        if !key.starts_with(&prefix) {
-          if key.as_str() > prefix.as_str() {
-            return Ok(page.finish(false));
+        if !encoded.starts_with(&prefix) {
+          if encoded.as_str() > prefix.as_str() {
+            break 'pages;
           }
           continue;
         }
-        if page.full() {
-          return Ok(page.finish(true));
+        if taken >= limit {
+          result.truncated = true;
+          result.cursor = Some(encode_s3_cursor(&after));
+          return Ok(result);
         }
-        let meta = meta_of(key, &item, None);
-        if let Some(skip) = page.take(meta) {
-          resume = skip;
-          continue 'pages;
+        if let Some(delimiter) = &delimiter {
+          if let Some(at) = encoded[prefix.len()..].find(delimiter.as_str()) {
+            let rolled = encoded[..prefix.len() + at + delimiter.len()].to_string();
+            result.delimited_prefixes.push(decode_key(&rolled));
+            taken += 1;
+            // Past every key under it: its encoded form followed by the greatest character.
+            after = format!("{rolled}\u{10FFFF}");
+            continue 'pages;
+          }
         }
+        let Some(key) = key_of(bucket, &item.location) else {
+          continue;
+        };
+        result.objects.push(meta_of(key, &item, None));
+        taken += 1;
+        after = encoded;
       }
-      return Ok(page.finish(false));
+      break;
+    }
+    Ok(result)
+  }
+}
+
+/// A key or prefix as object paths hold it, segment by segment; a last segment that is cut short
+/// (a prefix) is encoded character by character, so an encoded prefix is a prefix of the encoded
+/// keys it matches.
+fn encode_partial(text: &str) -> String {
+  let segments: Vec<&str> = text.split('/').collect();
+  let last = segments.len() - 1;
+  segments
+    .iter()
+    .enumerate()
+    .map(|(i, s)| {
+      if i == last {
+        percent_encoding::utf8_percent_encode(s, PART_CHARS).to_string()
+      } else if s.is_empty() {
+        EMPTY_SEGMENT.to_string()
+      } else {
+        object_store::path::PathPart::from(*s).as_ref().to_string()
+      }
+    })
+    .collect::<Vec<_>>()
+    .join("/")
+}
+
+/// The characters object paths percent-encode in a segment (object_store's own set, but `/`, which
+/// separates segments).
+const PART_CHARS: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+  .add(b'\\')
+  .add(b'{')
+  .add(b'^')
+  .add(b'}')
+  .add(b'%')
+  .add(b'`')
+  .add(b']')
+  .add(b'"')
+  .add(b'>')
+  .add(b'[')
+  .add(b'~')
+  .add(b'<')
+  .add(b'#')
+  .add(b'|')
+  .add(b'\r')
+  .add(b'\n')
+  .add(b'*')
+  .add(b'?');
+
+/// An encoded key or prefix, decoded.
+fn decode_key(encoded: &str) -> String {
+  encoded
+    .split('/')
+    .map(|raw| {
+      if raw == EMPTY_SEGMENT {
+        String::new()
+      } else {
+        percent_decode_str(raw).decode_utf8_lossy().into_owned()
+      }
+    })
+    .collect::<Vec<_>>()
+    .join("/")
+}
+
+/// The greatest string before every string starting with `prefix`: S3 lists strictly after it.
+fn before(prefix: &str) -> String {
+  let mut chars: Vec<char> = prefix.chars().collect();
+  match chars.pop() {
+    None => String::new(),
+    Some(last) => {
+      let previous = char::from_u32(last as u32 - 1).unwrap_or('\0');
+      chars.push(previous);
+      let mut out: String = chars.into_iter().collect();
+      out.push(char::MAX);
+      out
     }
   }
+}
+
+fn encode_s3_cursor(after: &str) -> String {
+  use base64::Engine as _;
+  base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("s{after}"))
+}
+
+fn decode_s3_cursor(cursor: &str) -> Result<String, String> {
+  use base64::Engine as _;
+  base64::engine::general_purpose::URL_SAFE_NO_PAD
+    .decode(cursor)
+    .ok()
+    .and_then(|b| String::from_utf8(b).ok())
+    .and_then(|s| s.strip_prefix('s').map(str::to_string))
+    .ok_or_else(|| "the list cursor is not one this bucket gave".to_string())
 }
 
 #[cfg(test)]

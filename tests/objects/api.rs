@@ -259,6 +259,9 @@ pub async fn the_shapes_are_r2s(node: &Node) {
   assert_eq!(p["view"], serde_json::json!([2, 3, 4]));
   assert_eq!(p["stream"], "made in js");
   assert_eq!(p["afterDelete"], serde_json::Value::Null);
+  assert_eq!(p["afterManyUnread"], "{\"n\":1}");
+  assert_eq!(p["oldestUnread"], "closed");
+  assert_eq!(p["newestUnread"], "{\"n\":1}");
   let errors: Vec<String> = serde_json::from_value(p["errors"].clone()).unwrap();
   let expect = [
     "TypeError: an object key cannot be empty",

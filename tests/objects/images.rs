@@ -59,6 +59,17 @@ async fn images_are_described_resized_and_encoded() {
     .as_str()
     .unwrap()
     .starts_with("TypeError: fit 'stretch'"));
+  // Enlarged past 25 megapixels: refused before any work, not clamped out of shape.
+  let enlarged = post(&node, "/images/?width=12000&fit=contain", jpeg.clone()).await;
+  assert_eq!(enlarged.status, 422);
+  assert!(
+    enlarged.json()["error"]
+      .as_str()
+      .unwrap()
+      .contains("would be 12000 × 9000 px"),
+    "{}",
+    enlarged.text()
+  );
   let bad_format = post(&node, "/images/?width=10&format=image/gif", jpeg.clone()).await;
   assert!(bad_format.json()["error"]
     .as_str()

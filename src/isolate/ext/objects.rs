@@ -12,15 +12,14 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use deno_core::{
-  op2, AsyncRefCell, AsyncResult, BufView, JsBuffer, OpState, RcRef, Resource, ResourceId, ToJsBuffer,
-};
+use deno_core::{op2, AsyncResult, BufView, JsBuffer, OpState, Resource, ResourceId, ToJsBuffer};
 use deno_error::JsErrorBox;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::bindings::FunctionBindings;
 use super::PendingResponses;
@@ -92,15 +91,21 @@ pub struct RangeSpec {
 }
 
 impl RangeSpec {
-  /// The `(offset, length)` this range selects of an object of `size` bytes, clamped to it.
-  pub fn resolve(&self, size: u64) -> (u64, u64) {
+  /// The `(offset, length)` this range selects of an object of `size` bytes, its end clamped to
+  /// the object's; a range that starts past the end is an error, as on R2.
+  pub fn resolve(&self, size: u64) -> Result<(u64, u64), String> {
     if let Some(suffix) = self.suffix {
       let length = suffix.min(size);
-      return (size - length, length);
+      return Ok((size - length, length));
     }
-    let offset = self.offset.unwrap_or(0).min(size);
+    let offset = self.offset.unwrap_or(0);
+    if offset > size {
+      return Err(format!(
+        "the range starts at byte {offset}, past the object's end ({size} bytes)"
+      ));
+    }
     let length = self.length.unwrap_or(u64::MAX).min(size - offset);
-    (offset, length)
+    Ok((offset, length))
   }
 }
 
@@ -139,15 +144,42 @@ pub struct ListResult {
   pub delimited_prefixes: Vec<String>,
 }
 
-/// A body on its way out of a bucket: chunks, then the channel closes (an error ends it early).
-pub type ObjectChunks = mpsc::Receiver<Result<Bytes, String>>;
+/// A body on its way out of a bucket, read on demand: each read asks the node for at most so many
+/// bytes, and nothing is read ahead, so a body nobody reads holds a file or a connection, never
+/// buffers. An empty chunk is the end.
+pub struct ObjectReader {
+  asks: mpsc::Sender<(usize, oneshot::Sender<Result<Bytes, String>>)>,
+}
+
+/// The node's end of an [`ObjectReader`]: one ask at a time, each answered with at most its size.
+pub type ObjectReads = mpsc::Receiver<(usize, oneshot::Sender<Result<Bytes, String>>)>;
+
+impl ObjectReader {
+  /// A reader and the asks its reads send, for the node to answer.
+  pub fn new() -> (Self, ObjectReads) {
+    let (asks, reads) = mpsc::channel(1);
+    (Self { asks }, reads)
+  }
+
+  async fn read(&self, max: usize) -> Result<Bytes, String> {
+    let (reply, answer) = oneshot::channel();
+    self
+      .asks
+      .send((max, reply))
+      .await
+      .map_err(|_| "the object's body is no longer being read".to_string())?;
+    answer
+      .await
+      .map_err(|_| "the object's body ended early".to_string())?
+  }
+}
 
 /// What `get` found.
 pub enum GetResult {
   Missing,
   /// The object exists but `onlyIf` failed: its description, no body.
   Unmet(ObjectMeta),
-  Body(ObjectMeta, ObjectChunks),
+  Body(ObjectMeta, ObjectReader),
 }
 
 /// A body on its way into a bucket: chunks, then an empty chunk to say it is whole. A channel that
@@ -187,8 +219,9 @@ pub trait ObjectHost: Send + Sync + 'static {
   /// input that is no image, or one too large to decode.
   fn image_cost(&self, input: &[u8], spec: &serde_json::Value) -> Result<usize, String>;
   /// Decodes, transforms and encodes, on the node's pool for off-thread work, allocating at most
-  /// `budget` bytes.
-  fn image_transform(&self, input: Bytes, spec: serde_json::Value, budget: usize) -> HostFuture<ImageOutput>;
+  /// what `image_cost` said.
+  fn image_transform(&self, function: &str, input: Bytes, spec: serde_json::Value)
+    -> HostFuture<ImageOutput>;
 }
 
 /// Object bodies one isolate may have open at once (reads and writes): each holds a file or a
@@ -220,7 +253,45 @@ fn resolve(
   Ok((bindings.function.clone(), bucket.clone(), host))
 }
 
-/// Counts one open object stream of the isolate until dropped.
+/// When the isolate has [`MAX_OPEN_OBJECT_STREAMS`] bodies open, closes the oldest one nothing has
+/// read (a `get` whose body was never wanted: its file or connection held for nothing).
+fn close_an_unread_body(state: &mut OpState) {
+  let Some(mut bodies) = state
+    .try_borrow_mut::<FunctionBindings>()
+    .map(|b| std::mem::take(&mut b.object_bodies))
+  else {
+    return;
+  };
+  // Bodies read to their end, cancelled or handed to a response are gone from the table (resource
+  // ids are never reused).
+  bodies.retain(|(rid, _)| state.resource_table.has(*rid));
+  let bindings = state.borrow_mut::<FunctionBindings>();
+  bindings.object_bodies = bodies;
+  if bindings.object_streams.get() < MAX_OPEN_OBJECT_STREAMS {
+    return;
+  }
+  let mut closing = None;
+  bindings.object_bodies.retain(|(rid, touched)| {
+    if closing.is_none() && !touched.get() {
+      closing = Some(*rid);
+      return false;
+    }
+    true
+  });
+  if let Some(rid) = closing {
+    if let Ok(resource) = state.resource_table.take_any(rid) {
+      resource.close();
+    }
+  }
+}
+
+/// Object operations and bodies open on the whole node at once: each may hold a file or a
+/// connection, and the node has only so many descriptors.
+static NODE_OBJECT_STREAMS: AtomicUsize = AtomicUsize::new(0);
+pub const MAX_NODE_OBJECT_STREAMS: usize = 4096;
+
+/// Counts one bucket operation in flight, or one body open, of the isolate (and the node) until
+/// dropped.
 struct StreamSlot(Rc<Cell<usize>>);
 
 impl StreamSlot {
@@ -231,8 +302,16 @@ impl StreamSlot {
       .unwrap_or_default();
     if open.get() >= MAX_OPEN_OBJECT_STREAMS {
       return Err(JsErrorBox::range_error(format!(
-        "{MAX_OPEN_OBJECT_STREAMS} object bodies are already open in this isolate; read or cancel some first"
+        "{MAX_OPEN_OBJECT_STREAMS} bucket operations and object bodies are already open in this isolate; await, read or cancel some first"
       )));
+    }
+    let taken = NODE_OBJECT_STREAMS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+      (n < MAX_NODE_OBJECT_STREAMS).then_some(n + 1)
+    });
+    if taken.is_err() {
+      return Err(JsErrorBox::range_error(
+        "the node has as many object operations open as it allows; try again shortly",
+      ));
     }
     open.set(open.get() + 1);
     Ok(Self(open))
@@ -242,16 +321,18 @@ impl StreamSlot {
 impl Drop for StreamSlot {
   fn drop(&mut self) {
     self.0.set(self.0.get().saturating_sub(1));
+    NODE_OBJECT_STREAMS.fetch_sub(1, Ordering::AcqRel);
   }
 }
 
 /// An object's body, read by JS through `readableStreamForRid` (or pumped by Rust straight into a
-/// response).
+/// response). A read asks for at most its `limit` (deno_core copies the chunk into a buffer of that
+/// size; more would abort the process).
 struct ObjectBodyResource {
-  chunks: AsyncRefCell<ObjectChunks>,
-  /// The part of a chunk larger than the reader asked for, handed out by the next read: a read
-  /// never returns more than its `limit` (deno_core copies it into a buffer of that size).
-  leftover: RefCell<Bytes>,
+  reader: ObjectReader,
+  /// Whether anything has read it: bodies never read are the first closed when the isolate has
+  /// too many open (`MAX_OPEN_OBJECT_STREAMS`).
+  touched: Rc<Cell<bool>>,
   _slot: StreamSlot,
 }
 
@@ -261,26 +342,14 @@ impl Resource for ObjectBodyResource {
   }
 
   fn read(self: Rc<Self>, limit: usize) -> AsyncResult<BufView> {
+    self.touched.set(true);
     Box::pin(async move {
-      let limit = limit.max(1);
-      {
-        let mut leftover = self.leftover.borrow_mut();
-        if !leftover.is_empty() {
-          let n = limit.min(leftover.len());
-          return Ok(BufView::from(leftover.split_to(n)));
-        }
-      }
-      let mut chunks = RcRef::map(&self, |r| &r.chunks).borrow_mut().await;
-      match chunks.recv().await {
-        None => Ok(BufView::empty()),
-        Some(Ok(mut chunk)) => {
-          if chunk.len() > limit {
-            *self.leftover.borrow_mut() = chunk.split_off(limit);
-          }
-          Ok(BufView::from(chunk))
-        }
-        Some(Err(e)) => Err(JsErrorBox::generic(e)),
-      }
+      let chunk = self
+        .reader
+        .read(limit.clamp(1, CHUNK))
+        .await
+        .map_err(JsErrorBox::generic)?;
+      Ok(BufView::from(chunk))
     })
   }
 }
@@ -297,7 +366,10 @@ pub async fn op_islet_bucket_head(
   #[string] binding: String,
   #[string] key: String,
 ) -> Result<Option<ObjectMeta>, JsErrorBox> {
-  let (function, bucket, host) = resolve(&state.borrow(), &binding)?;
+  let ((function, bucket, host), _slot) = {
+    let state = state.borrow();
+    (resolve(&state, &binding)?, StreamSlot::take(&state)?)
+  };
   meta_or_error(host.head(&function, &bucket, key).await)
 }
 
@@ -311,19 +383,25 @@ pub async fn op_islet_bucket_get(
   #[serde] options: GetOptions,
 ) -> Result<(u8, Option<ObjectMeta>, ResourceId), JsErrorBox> {
   let (function, bucket, host, slot) = {
-    let state = state.borrow();
+    let mut state = state.borrow_mut();
     let (function, bucket, host) = resolve(&state, &binding)?;
+    close_an_unread_body(&mut state);
     (function, bucket, host, StreamSlot::take(&state)?)
   };
   match meta_or_error(host.get(&function, &bucket, key, options).await)? {
     GetResult::Missing => Ok((0, None, 0)),
     GetResult::Unmet(meta) => Ok((1, Some(meta), 0)),
-    GetResult::Body(meta, chunks) => {
-      let rid = state.borrow_mut().resource_table.add(ObjectBodyResource {
-        chunks: AsyncRefCell::new(chunks),
-        leftover: RefCell::new(Bytes::new()),
+    GetResult::Body(meta, reader) => {
+      let touched = Rc::new(Cell::new(false));
+      let mut state = state.borrow_mut();
+      let rid = state.resource_table.add(ObjectBodyResource {
+        reader,
+        touched: touched.clone(),
         _slot: slot,
       });
+      if let Some(bindings) = state.try_borrow_mut::<FunctionBindings>() {
+        bindings.object_bodies.push_back((rid, touched));
+      }
       Ok((2, Some(meta), rid))
     }
   }
@@ -407,7 +485,10 @@ pub async fn op_islet_bucket_delete(
   #[string] binding: String,
   #[serde] keys: Vec<String>,
 ) -> Result<(), JsErrorBox> {
-  let (function, bucket, host) = resolve(&state.borrow(), &binding)?;
+  let ((function, bucket, host), _slot) = {
+    let state = state.borrow();
+    (resolve(&state, &binding)?, StreamSlot::take(&state)?)
+  };
   meta_or_error(host.delete(&function, &bucket, keys).await)
 }
 
@@ -419,7 +500,10 @@ pub async fn op_islet_bucket_list(
   #[string] binding: String,
   #[serde] options: ListOptions,
 ) -> Result<ListResult, JsErrorBox> {
-  let (function, bucket, host) = resolve(&state.borrow(), &binding)?;
+  let ((function, bucket, host), _slot) = {
+    let state = state.borrow();
+    (resolve(&state, &binding)?, StreamSlot::take(&state)?)
+  };
   meta_or_error(host.list(&function, &bucket, options).await)
 }
 
@@ -462,10 +546,11 @@ pub async fn op_islet_images_transform(
   #[buffer] input: JsBuffer,
   #[serde] spec: serde_json::Value,
 ) -> Result<(String, ToJsBuffer), JsErrorBox> {
-  let (host, memory) = {
+  let (host, memory, function) = {
     let state = state.borrow();
     let host = images_host(&state, &binding)?;
-    (host, state.borrow::<PendingResponses>().memory.clone())
+    let function = state.borrow::<FunctionBindings>().function.clone();
+    (host, state.borrow::<PendingResponses>().memory.clone(), function)
   };
   if input.len() > MAX_IMAGE_INPUT_BYTES {
     return Err(JsErrorBox::range_error(format!(
@@ -476,19 +561,31 @@ pub async fn op_islet_images_transform(
   // What the work will allocate, counted against the isolate's memory limit while it runs: past
   // the limit, the invocation is stopped as for any allocation.
   let budget = host.image_cost(&input, &spec).map_err(JsErrorBox::type_error)?;
-  let reserved = memory.as_ref().is_none_or(|m| m.reserve(budget));
+  let reserved = memory
+    .as_ref()
+    .is_none_or(|m| budget <= m.available() && m.reserve(budget));
   if !reserved {
     return Err(JsErrorBox::range_error(format!(
       "this image needs {} MiB to transform, more than the function's memory limit leaves",
       budget >> 20
     )));
   }
-  let result = host
-    .image_transform(Bytes::copy_from_slice(&input), spec, budget)
-    .await;
-  if let Some(memory) = &memory {
-    memory.release(budget);
+  // Given back however this ends (a dropped op included).
+  struct Reserved(
+    Option<std::sync::Arc<dyn super::MemoryAccount + Send + Sync>>,
+    usize,
+  );
+  impl Drop for Reserved {
+    fn drop(&mut self) {
+      if let Some(memory) = &self.0 {
+        memory.release(self.1);
+      }
+    }
   }
+  let _reserved = Reserved(memory, budget);
+  let result = host
+    .image_transform(&function, Bytes::copy_from_slice(&input), spec)
+    .await;
   let output = result.map_err(JsErrorBox::type_error)?;
   state
     .borrow_mut()

@@ -158,6 +158,9 @@ pub trait MemoryAccount {
   /// Takes `bytes` (WebAssembly memory, which V8 allocates outside the ArrayBuffer allocator), or
   /// refuses, and records the refusal, when the budget has no room.
   fn reserve(&self, bytes: usize) -> bool;
+  /// Bytes the budget has left now, without taking any (work that can be declined before it
+  /// starts asks first, so a refusal is an error it can report rather than a stop).
+  fn available(&self) -> usize;
   /// Whether an allocation has been refused: the isolate hit its memory limit.
   fn refused(&self) -> bool;
   /// Counts `bytes` held outside V8 on the isolate's behalf (Blob parts) even if they take it past
