@@ -23,16 +23,7 @@ pub const TOKEN: &str = "events-admin-token";
 
 /// A node serving the fixture manifest `manifest` with its queues in `data`, and the admin API.
 pub fn node(manifest: &str, data: &TempDir, extra: &[&str]) -> Node {
-  let manifest = support::repo_path(manifest);
-  let mut args = vec![
-    manifest.to_str().unwrap(),
-    "--data",
-    data.path(),
-    "--admin-token",
-    TOKEN,
-  ];
-  args.extend_from_slice(extra);
-  Node::start(&args, "info")
+  support::manifest_node(manifest, data, TOKEN, extra)
 }
 
 /// Sends `bodies` (a JSON array) through the producer, to the queue bound as `to`.

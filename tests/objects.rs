@@ -25,16 +25,7 @@ pub const TOKEN: &str = "objects-admin-token";
 
 /// A node serving `manifest` with its data in `data`, the admin API, and `extra`.
 pub fn node(manifest: &str, data: &TempDir, extra: &[&str]) -> Node {
-  let manifest = support::repo_path(manifest);
-  let mut args = vec![
-    manifest.to_str().unwrap(),
-    "--data",
-    data.path(),
-    "--admin-token",
-    TOKEN,
-  ];
-  args.extend_from_slice(extra);
-  Node::start(&args, "info")
+  support::manifest_node(manifest, data, TOKEN, extra)
 }
 
 /// `PUT path` with `body` and `headers`.

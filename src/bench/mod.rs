@@ -28,6 +28,45 @@ use crate::registry::{Function, Registry};
 use crate::server::{Server, ServerConfig};
 pub use report::Report;
 
+/// Sends `request` and checks that it is answered with `expected`; the body of any other answer
+/// is the error (the benches of events and images drive the node through their functions).
+pub(crate) async fn expect_status<C>(
+  client: &Client<C, http_body_util::Full<Bytes>>,
+  request: http::Request<http_body_util::Full<Bytes>>,
+  expected: http::StatusCode,
+) -> Result<(), String>
+where
+  C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+  let what = request.uri().path().to_string();
+  let response = client.request(request).await.map_err(|e| e.to_string())?;
+  let status = response.status();
+  let body = response
+    .into_body()
+    .collect()
+    .await
+    .map_err(|e| e.to_string())?
+    .to_bytes();
+  if status != expected {
+    return Err(format!(
+      "{what} answered {status}: {}",
+      String::from_utf8_lossy(&body)
+    ));
+  }
+  Ok(())
+}
+
+/// Waits until every queue of `events` is empty; the time then, in µs since the epoch.
+pub(crate) async fn drained(events: &crate::events::Events) -> i64 {
+  loop {
+    let stats = events.stats().await.unwrap_or_default();
+    if stats.iter().all(|s| s.depth == 0) {
+      return crate::events::now_us();
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+  }
+}
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {

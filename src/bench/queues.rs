@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -139,42 +139,19 @@ pub async fn run(messages: usize, samples: usize, json: bool) -> Result<(), Node
       let request = http::Request::post(format!("http://{address}/producer/?n={n}"))
         .body(Full::new(Bytes::new()))
         .expect("a request");
-      let response = client.request(request).await.map_err(|e| e.to_string())?;
-      let status = response.status();
-      let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-      if status != http::StatusCode::OK {
-        return Err(format!(
-          "producer answered {status}: {}",
-          String::from_utf8_lossy(&body)
-        ));
-      }
-      Ok::<_, String>(())
-    }
-  };
-  let drained = |events: Arc<Events>| async move {
-    loop {
-      let stats = events.stats().await.unwrap_or_default();
-      if stats.iter().all(|s| s.depth == 0) {
-        return;
-      }
-      tokio::time::sleep(Duration::from_millis(2)).await;
+      super::expect_status(&client, request, http::StatusCode::OK).await
     }
   };
 
   // Warm both functions up.
   call(100).await.map_err(config_error)?;
-  drained(events.clone()).await;
+  super::drained(&events).await;
 
   // Idle latency, one message at a time.
   latencies.lock().unwrap_or_else(|e| e.into_inner()).clear();
   for _ in 0..samples {
     call(1).await.map_err(config_error)?;
-    drained(events.clone()).await;
+    super::drained(&events).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
   }
   let mut idle = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
@@ -202,7 +179,7 @@ pub async fn run(messages: usize, samples: usize, json: bool) -> Result<(), Node
       .map_err(config_error)?;
   }
   let sent_in = started.elapsed();
-  drained(events.clone()).await;
+  super::drained(&events).await;
   let elapsed = started.elapsed();
   let rate = (batches * 100) as f64 / elapsed.as_secs_f64();
   let _ = std::fs::remove_dir_all(&data);

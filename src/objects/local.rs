@@ -179,13 +179,7 @@ impl LocalObjects {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
         Err(e) => return Err(io_error("reading the object", e)),
       };
-      let (offset, length) = match options.range {
-        Some(range) => range.resolve(meta.size)?,
-        None => (0, meta.size),
-      };
-      if options.range.is_some() {
-        meta.range = Some((offset, length));
-      }
+      let (offset, length) = super::select_range(&mut meta, options.range)?;
       let (reader, mut reads) = ObjectReader::new();
       // Reads only as asked: a body nobody reads holds an open file, no buffers.
       tokio::spawn(async move {

@@ -237,6 +237,20 @@ impl Objects {
   }
 }
 
+/// The `(offset, length)` a `get` reads of `meta`'s object: its range (recorded in `meta`, as
+/// `R2Object.range` shows it), or all of it.
+fn select_range(
+  meta: &mut ObjectMeta,
+  range: Option<crate::isolate::ext::objects::RangeSpec>,
+) -> Result<(u64, u64), String> {
+  let Some(range) = range else {
+    return Ok((0, meta.size));
+  };
+  let selected = range.resolve(meta.size)?;
+  meta.range = Some(selected);
+  Ok(selected)
+}
+
 /// Keys one `delete` takes at most, as on R2.
 pub const MAX_DELETE_KEYS: usize = 1000;
 

@@ -204,13 +204,7 @@ impl S3Objects {
     if !options.only_if.as_ref().is_none_or(|c| c.pass(Some(&meta))) {
       return Ok(GetResult::Unmet(meta));
     }
-    let (offset, length) = match options.range {
-      Some(range) => range.resolve(meta.size)?,
-      None => (0, meta.size),
-    };
-    if options.range.is_some() {
-      meta.range = Some((offset, length));
-    }
+    let (offset, length) = super::select_range(&mut meta, options.range)?;
     let (reader, mut reads) = ObjectReader::new();
     if length == 0 {
       tokio::spawn(async move {

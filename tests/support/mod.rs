@@ -157,6 +157,21 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
     .expect("field in /proc status")
 }
 
+/// A node serving the manifest `manifest` (relative to the repository) with its data in `data`, the
+/// admin API with `token`, and `extra` arguments.
+pub fn manifest_node(manifest: &str, data: &TempDir, token: &str, extra: &[&str]) -> Node {
+  let manifest = repo_path(manifest);
+  let mut args = vec![
+    manifest.to_str().unwrap(),
+    "--data",
+    data.path(),
+    "--admin-token",
+    token,
+  ];
+  args.extend_from_slice(extra);
+  Node::start(&args, "info")
+}
+
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Reply {
