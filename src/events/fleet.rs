@@ -52,6 +52,17 @@ end
 return #due
 "#;
 
+/// Makes a delayed message due now with a new body, if it is still delayed. KEYS: its fields, the
+/// delayed set; ARGV: body, id, now.
+const RELEASE_NOW: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'body', ARGV[1])
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// One node's handle on the fleet's queues.
 pub struct FleetQueues {
   client: redis::Client,
@@ -140,6 +151,23 @@ impl FleetQueues {
     f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
   ) -> Result<T, String> {
     Self::on(self.client.clone(), self.sending.clone(), f).await
+  }
+
+  /// Makes delayed message `id` due now with `body`; false if it is no longer delayed.
+  pub async fn release_now(&self, queue: &str, id: &str, body: Vec<u8>) -> Result<bool, String> {
+    let (key, delayed, id) = (message_key(queue, id), delayed_key(queue), id.to_string());
+    self
+      .sending_with(move |con| {
+        redis::Script::new(RELEASE_NOW)
+          .key(&key)
+          .key(&delayed)
+          .arg(&body)
+          .arg(&id)
+          .arg(now_ms())
+          .invoke::<i64>(con)
+          .map(|n| n == 1)
+      })
+      .await
   }
 
   pub async fn send(&self, queue: &str, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {

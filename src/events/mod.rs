@@ -198,6 +198,27 @@ impl Backend {
     }
   }
 
+  /// Makes delayed message `id` of `queue` due now with `body`; false if it is no longer delayed
+  /// (already due, taken, or gone).
+  async fn release_now(&self, queue: &str, id: &str, body: Vec<u8>) -> Result<bool, String> {
+    match self {
+      Backend::Local(q) => {
+        let (queue, id) = (queue.to_string(), id.to_string());
+        q.get()?
+          .transact(move |conn| {
+            conn
+              .execute(
+                "UPDATE messages SET body = ?1, visible_at = ?2 WHERE id = ?3 AND queue = ?4 AND leased = 0",
+                rusqlite::params![body, now_ms(), id, queue],
+              )
+              .map(|n| n == 1)
+          })
+          .await
+      }
+      Backend::Fleet(q) => q.release_now(queue, id, body).await,
+    }
+  }
+
   async fn move_all(&self, from: &str, to: &str) -> Result<u64, String> {
     match self {
       Backend::Local(q) => q.get()?.move_all(from, to).await,
@@ -297,7 +318,23 @@ pub struct Events {
   /// stored, and now, in µs.
   observer: OnceLock<Observer>,
   schedules: Mutex<HashMap<(String, String), Running<()>>>,
+  /// Turns a provisional notification into its final body at delivery (`objects`).
+  provisional: OnceLock<ProvisionalResolver>,
 }
+
+/// What a provisional message (`{"isletProvisional": …}`, stored before the write it announces,
+/// for stores whose writes cannot share the queues' transaction) finally says: its body, or `None`
+/// when the write never happened. Given the provisional JSON.
+pub type ProvisionalResolver = Arc<
+  dyn Fn(
+      serde_json::Value,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Option<Vec<u8>>, String>> + Send>>
+    + Send
+    + Sync,
+>;
+
+/// The key of a provisional message's body.
+pub(crate) const PROVISIONAL: &str = "isletProvisional";
 
 impl Events {
   /// Opens the store. Nothing is delivered until [`Events::start`].
@@ -330,7 +367,66 @@ impl Events {
       consumers: Mutex::default(),
       schedules: Mutex::default(),
       observer: OnceLock::new(),
+      provisional: OnceLock::new(),
     }))
+  }
+
+  /// Sets how provisional messages are resolved at delivery (once).
+  pub(crate) fn resolve_provisional_with(&self, resolver: ProvisionalResolver) {
+    let _ = self.provisional.set(resolver);
+  }
+
+  /// Replaces each provisional message of `batch` by what its resolver says: its final body, or
+  /// nothing (acknowledged: the write it announced never happened). One the resolver cannot decide
+  /// now goes back for 10 s, not an attempt.
+  async fn resolve_provisional(&self, queue: &str, batch: Vec<Delivered>) -> Vec<Delivered> {
+    let Some(resolver) = self.provisional.get() else {
+      return batch;
+    };
+    let marker = format!("{{\"{PROVISIONAL}\"");
+    let mut kept = Vec::with_capacity(batch.len());
+    let (mut dropped, mut later) = (Vec::new(), Vec::new());
+    for mut message in batch {
+      if !message.body.starts_with(marker.as_bytes()) {
+        kept.push(message);
+        continue;
+      }
+      let value = serde_json::from_slice::<serde_json::Value>(&message.body).unwrap_or_default();
+      match resolver(value[PROVISIONAL].clone()).await {
+        Ok(Some(body)) => {
+          message.body = body;
+          kept.push(message);
+        }
+        Ok(None) => dropped.push(message),
+        Err(e) => {
+          tracing::warn!(queue, message_id = %message.id, "a provisional notification could not be resolved yet: {e}");
+          message.attempts = message.attempts.saturating_sub(1);
+          later.push((message, Some(Duration::from_secs(10))));
+        }
+      }
+    }
+    if !dropped.is_empty() {
+      tracing::info!(
+        queue,
+        messages = dropped.len(),
+        "provisional notifications of writes that never happened dropped"
+      );
+    }
+    if let Err(e) = self.backend.ack(queue, &dropped).await {
+      tracing::error!(
+        queue,
+        "dropping provisional notifications failed (they return): {e}"
+      );
+    }
+    if !later.is_empty() {
+      if let Err(e) = self.backend.release(queue, later).await {
+        tracing::error!(
+          queue,
+          "returning provisional notifications failed (their lease returns them): {e}"
+        );
+      }
+    }
+    kept
   }
 
   /// Calls `observer` with each batch's store times as it is handed to its consumer (once).
@@ -545,6 +641,10 @@ impl Events {
 
   /// Runs one batch through the consumer and applies what it decided.
   async fn deliver(&self, function: Arc<Function>, trigger: &QueueTrigger, batch: Vec<Delivered>) {
+    let batch = self.resolve_provisional(&trigger.queue, batch).await;
+    if batch.is_empty() {
+      return;
+    }
     let started = Instant::now();
     let json = batch_json(&trigger.queue, &batch);
     if let Some(observe) = self.observer.get() {
@@ -918,15 +1018,37 @@ impl Events {
 
   /// Stores messages on queues the node itself fills (a bucket's notifications), wherever its
   /// queues live; resolves once they are durable.
-  pub(crate) async fn enqueue(&self, messages: Vec<(String, OutgoingMessage)>) -> Result<(), String> {
+  pub(crate) async fn enqueue(
+    &self,
+    messages: Vec<(String, OutgoingMessage)>,
+  ) -> Result<Vec<(String, String)>, String> {
     let mut by_queue: HashMap<String, Vec<(String, OutgoingMessage)>> = HashMap::new();
+    let mut ids = Vec::with_capacity(messages.len());
     for (queue, message) in messages {
-      by_queue.entry(queue).or_default().push((new_id(), message));
+      let id = new_id();
+      ids.push((queue.clone(), id.clone()));
+      by_queue.entry(queue).or_default().push((id, message));
     }
     for (queue, messages) in by_queue {
       self.backend.send(&queue, messages).await?;
       self.waker(&queue).notify_one();
     }
+    Ok(ids)
+  }
+
+  /// Makes delayed message `id` of `queue` due now with `body`, or, if it is no longer waiting
+  /// (its delay ran out, and it may be resolved as provisional meanwhile), sends `body` as a new
+  /// message: at least once either way.
+  pub(crate) async fn release_now(&self, queue: &str, id: &str, body: Vec<u8>) -> Result<(), String> {
+    if !self.backend.release_now(queue, id, body.clone()).await? {
+      let message = OutgoingMessage {
+        content_type: "json".into(),
+        body,
+        delay_s: 0,
+      };
+      self.backend.send(queue, vec![(new_id(), message)]).await?;
+    }
+    self.waker(queue).notify_one();
     Ok(())
   }
 

@@ -46,7 +46,8 @@ pub enum ObjectsConfig {
 
 enum Backend {
   Local(local::LocalObjects),
-  S3(s3::S3Objects),
+  /// With the seconds a provisional notification waits for its write.
+  S3(s3::S3Objects, u64),
 }
 
 /// The node's buckets.
@@ -60,6 +61,9 @@ pub struct Objects {
 pub(crate) struct Notification {
   pub queue: String,
   pub message: OutgoingMessage,
+  /// The subscriber, and the shape it asked for.
+  function: String,
+  format: EventFormat,
 }
 
 impl Objects {
@@ -80,20 +84,34 @@ impl Objects {
         }
         Backend::Local(local::LocalObjects::open(dir.join("objects"), events.clone())?)
       }
-      ObjectsConfig::S3(config) => Backend::S3(s3::S3Objects::open(config)?),
+      ObjectsConfig::S3(config) => Backend::S3(s3::S3Objects::open(&config)?, config.grace_s),
     };
-    Ok(Arc::new(Self {
+    let provisional = matches!(backend, Backend::S3(..));
+    let objects = Arc::new(Self {
       backend,
       registry,
       events,
-    }))
+    });
+    if provisional {
+      let weak = Arc::downgrade(&objects);
+      objects.events.resolve_provisional_with(Arc::new(move |value| {
+        let objects = weak.upgrade();
+        Box::pin(async move {
+          match objects {
+            Some(objects) => objects.resolve_provisional(value).await,
+            None => Err("the node's buckets are closed".into()),
+          }
+        })
+      }));
+    }
+    Ok(objects)
   }
 
   pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, String> {
     check_key(key)?;
     match &self.backend {
       Backend::Local(b) => b.head(bucket, key).await,
-      Backend::S3(b) => b.head(bucket, key).await,
+      Backend::S3(b, _) => b.head(bucket, key).await,
     }
   }
 
@@ -104,7 +122,7 @@ impl Objects {
     }
     match &self.backend {
       Backend::Local(b) => b.get(bucket, key, options).await,
-      Backend::S3(b) => b.get(bucket, key, options).await,
+      Backend::S3(b, _) => b.get(bucket, key, options).await,
     }
   }
 
@@ -124,10 +142,20 @@ impl Objects {
     }
     match &self.backend {
       Backend::Local(b) => b.put(&self, &bucket, &key, options, chunks).await,
-      Backend::S3(b) => {
-        let stored = b.put(&bucket, &key, options, chunks).await?;
+      Backend::S3(b, grace_s) => {
+        // The notifications first, provisional (due only after the grace, and naming this write's
+        // mark), then the write, then the notifications released with their final bodies: a node
+        // dying in between leaves them to be resolved when they come due, never lost.
+        let mark = uuid::Uuid::new_v4().simple().to_string();
+        let provisional = self
+          .provisional(&bucket, BucketEvent::ObjectCreate, &key, &mark, *grace_s)
+          .await?;
+        let stored = b.put(&bucket, &key, options, chunks, &mark).await?;
         if let Some(meta) = &stored {
-          self.notify_now(&bucket, BucketEvent::ObjectCreate, meta).await?;
+          abort_here_in_tests("after-object-write");
+          self
+            .release(&bucket, BucketEvent::ObjectCreate, meta, provisional)
+            .await?;
         }
         Ok(stored)
       }
@@ -149,13 +177,23 @@ impl Objects {
     let keys: Vec<String> = keys.into_iter().filter(|k| seen.insert(k.clone())).collect();
     match &self.backend {
       Backend::Local(b) => b.delete(self, bucket, keys).await,
-      Backend::S3(b) => {
-        for key in b.delete(bucket, keys).await? {
+      Backend::S3(b, grace_s) => {
+        for key in keys {
+          // Deleting nothing notifies nobody.
+          if b.head(bucket, &key).await?.is_none() {
+            continue;
+          }
+          let provisional = self
+            .provisional(bucket, BucketEvent::ObjectDelete, &key, "", *grace_s)
+            .await?;
+          b.delete(bucket, &key).await?;
           let meta = ObjectMeta {
             key,
             ..ObjectMeta::default()
           };
-          self.notify_now(bucket, BucketEvent::ObjectDelete, &meta).await?;
+          self
+            .release(bucket, BucketEvent::ObjectDelete, &meta, provisional)
+            .await?;
         }
         Ok(())
       }
@@ -182,7 +220,7 @@ impl Objects {
     let limit = options.limit.unwrap_or(1000).clamp(1, 1000) as usize;
     match &self.backend {
       Backend::Local(b) => b.list(bucket, &options, limit).await,
-      Backend::S3(b) => b.list(bucket, &options, limit).await,
+      Backend::S3(b, _) => b.list(bucket, &options, limit).await,
     }
   }
 
@@ -212,28 +250,113 @@ impl Objects {
             body: body.to_string().into_bytes(),
             delay_s: 0,
           },
+          function: function.name.clone(),
+          format: t.event_format,
         });
       }
     }
     out
   }
 
-  /// Stores a write's notifications now (backends whose writes cannot share a transaction with
-  /// the queues).
-  async fn notify_now(&self, bucket: &str, event: BucketEvent, meta: &ObjectMeta) -> Result<(), String> {
+  /// Stores the provisional notifications of a write about to happen (`event` on `key`): due
+  /// after `grace_s`, naming the write's `mark`. Returns their queues and ids.
+  async fn provisional(
+    &self,
+    bucket: &str,
+    event: BucketEvent,
+    key: &str,
+    mark: &str,
+    grace_s: u64,
+  ) -> Result<Vec<(String, String)>, String> {
+    let meta = ObjectMeta {
+      key: key.to_string(),
+      ..ObjectMeta::default()
+    };
     let messages: Vec<(String, OutgoingMessage)> = self
-      .notifications(bucket, event, meta)
+      .notifications(bucket, event, &meta)
       .into_iter()
-      .map(|n| (n.queue, n.message))
+      .map(|n| {
+        let mut body = serde_json::Map::new();
+        body.insert(
+          crate::events::PROVISIONAL.to_string(),
+          json!({
+            "bucket": bucket, "key": key, "mark": mark, "function": n.function,
+            "format": n.format, "event": event,
+          }),
+        );
+        let body = serde_json::Value::Object(body);
+        let message = OutgoingMessage {
+          content_type: "json".into(),
+          body: body.to_string().into_bytes(),
+          delay_s: grace_s,
+        };
+        (n.queue, message)
+      })
       .collect();
     if messages.is_empty() {
-      return Ok(());
+      return Ok(Vec::new());
     }
     self
       .events
       .enqueue(messages)
       .await
-      .map_err(|e| format!("the object is stored, but its notification was not: {e}"))
+      .map_err(|e| format!("the object's notification could not be stored, so the object was not: {e}"))
+  }
+
+  /// Releases a write's provisional notifications now, with their final bodies.
+  async fn release(
+    &self,
+    bucket: &str,
+    event: BucketEvent,
+    meta: &ObjectMeta,
+    provisional: Vec<(String, String)>,
+  ) -> Result<(), String> {
+    let finals = self.notifications(bucket, event, meta);
+    for (queue, id) in provisional {
+      // A subscriber removed meanwhile: its provisional message is resolved when it comes due.
+      let Some(n) = finals.iter().find(|n| n.queue == queue) else {
+        continue;
+      };
+      self
+        .events
+        .release_now(&queue, &id, n.message.body.clone())
+        .await
+        .map_err(|e| format!("the object is stored; its notification will follow within the grace: {e}"))?;
+    }
+    Ok(())
+  }
+
+  /// What a provisional notification finally says, now that it is due: the write it announced
+  /// happened (the object carries its mark; for a delete, the object is gone) and here is its body,
+  /// or it never did (`None`).
+  async fn resolve_provisional(&self, value: serde_json::Value) -> Result<Option<Vec<u8>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Provisional {
+      bucket: String,
+      key: String,
+      mark: String,
+      function: String,
+      format: EventFormat,
+      event: BucketEvent,
+    }
+    let p: Provisional =
+      serde_json::from_value(value).map_err(|e| format!("a provisional notification: {e}"))?;
+    let Backend::S3(b, _) = &self.backend else {
+      return Ok(None);
+    };
+    let meta = match (p.event, b.head_marked(&p.bucket, &p.key).await?) {
+      (BucketEvent::ObjectCreate, Some((meta, Some(mark)))) if mark == p.mark => meta,
+      (BucketEvent::ObjectDelete, None) => ObjectMeta {
+        key: p.key.clone(),
+        ..ObjectMeta::default()
+      },
+      _ => return Ok(None),
+    };
+    let body = match p.format {
+      EventFormat::R2 => r2_event(&p.bucket, p.event, &meta),
+      EventFormat::S3 => s3_event(&p.bucket, p.event, &meta, &p.function),
+    };
+    Ok(Some(body.to_string().into_bytes()))
   }
 }
 
@@ -249,6 +372,14 @@ fn select_range(
   let selected = range.resolve(meta.size)?;
   meta.range = Some(selected);
   Ok(selected)
+}
+
+/// Ends the process at `point` when `ISLET_TEST_ABORT_AT` names it: how the tests kill a node
+/// between two steps no signal could be timed to fall between.
+fn abort_here_in_tests(point: &str) {
+  if std::env::var("ISLET_TEST_ABORT_AT").is_ok_and(|p| p == point) {
+    std::process::abort();
+  }
 }
 
 /// Keys one `delete` takes at most, as on R2.

@@ -29,6 +29,9 @@ pub struct S3Config {
   pub bucket: String,
   pub endpoint: Option<String>,
   pub region: Option<String>,
+  /// Seconds a write's provisional notification waits before it is checked on its own (`grace=`;
+  /// the write normally releases it long before).
+  pub grace_s: u64,
 }
 
 impl S3Config {
@@ -46,6 +49,7 @@ impl S3Config {
       bucket: bucket.to_string(),
       endpoint: None,
       region: None,
+      grace_s: 60,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
       let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -53,7 +57,18 @@ impl S3Config {
       match name {
         "endpoint" => config.endpoint = Some(value),
         "region" => config.region = Some(value),
-        _ => return Err(format!("'{url}': unknown setting '{name}' (endpoint, region)")),
+        "grace" => {
+          config.grace_s = value
+            .parse()
+            .ok()
+            .filter(|s| (1..=86_400).contains(s))
+            .ok_or_else(|| format!("'{url}': grace is 1 to 86400 seconds"))?
+        }
+        _ => {
+          return Err(format!(
+            "'{url}': unknown setting '{name}' (endpoint, region, grace)"
+          ))
+        }
       }
     }
     Ok(config)
@@ -63,6 +78,9 @@ impl S3Config {
 pub(super) struct S3Objects {
   store: Box<dyn ObjectStore>,
 }
+
+/// The user metadata name of a write's mark (hidden from the tenant's `customMetadata`).
+const MARK: &str = "islet-write";
 
 /// Parts of a multipart upload, and of bodies up to which one `put` suffices.
 const PART: usize = 8 << 20;
@@ -122,6 +140,8 @@ fn meta_of(key: String, meta: &object_store::ObjectMeta, attributes: Option<&Att
   if let Some(attributes) = attributes {
     for (attribute, value) in attributes {
       match attribute {
+        // The node's own mark of the write (see `head_marked`), not the tenant's metadata.
+        Attribute::Metadata(name) if name == MARK => {}
         Attribute::Metadata(name) => {
           custom_metadata.insert(name.to_string(), value.to_string());
         }
@@ -151,7 +171,7 @@ fn s3_error(e: object_store::Error) -> String {
 }
 
 impl S3Objects {
-  pub(super) fn open(config: S3Config) -> Result<Self, String> {
+  pub(super) fn open(config: &S3Config) -> Result<Self, String> {
     let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
     if let Some(endpoint) = &config.endpoint {
       builder = builder
@@ -184,6 +204,21 @@ impl S3Objects {
       Err(object_store::Error::NotFound { .. }) => Ok(None),
       Err(e) => Err(s3_error(e)),
     }
+  }
+
+  /// The object's description and the mark of the write that stored it (`put`'s `mark`).
+  pub(super) async fn head_marked(
+    &self,
+    bucket: &str,
+    key: &str,
+  ) -> Result<Option<(ObjectMeta, Option<String>)>, String> {
+    Ok(self.fetch(bucket, key, false, None).await?.map(|r| {
+      let mark = r
+        .attributes
+        .get(&Attribute::Metadata(Cow::Borrowed(MARK)))
+        .map(|v| v.to_string());
+      (meta_of(key.to_string(), &r.meta, Some(&r.attributes)), mark)
+    }))
   }
 
   pub(super) async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, String> {
@@ -267,12 +302,15 @@ impl S3Objects {
     Ok(GetResult::Body(meta, reader))
   }
 
+  /// Stores the body; `mark` (a token of this write) goes into the object's user metadata, so a
+  /// provisional notification can tell later whether this very write happened.
   pub(super) async fn put(
     &self,
     bucket: &str,
     key: &str,
     options: PutOptions,
     mut chunks: mpsc::Receiver<Bytes>,
+    mark: &str,
   ) -> Result<Option<ObjectMeta>, String> {
     if let Some(conditions) = options.only_if.as_ref().filter(|c| !c.is_empty()) {
       let current = self.head(bucket, key).await?;
@@ -287,6 +325,7 @@ impl S3Objects {
         attributes.insert(attribute, value.clone().into());
       }
     }
+    attributes.insert(Attribute::Metadata(Cow::Borrowed(MARK)), mark.to_string().into());
     for (name, value) in &options.custom_metadata {
       attributes.insert(
         Attribute::Metadata(Cow::Owned(name.to_lowercase())),
@@ -368,19 +407,12 @@ impl S3Objects {
     }))
   }
 
-  /// Deletes `keys`; returns those that existed.
-  pub(super) async fn delete(&self, bucket: &str, keys: Vec<String>) -> Result<Vec<String>, String> {
-    let mut gone = Vec::new();
-    for key in keys {
-      if self.head(bucket, &key).await?.is_none() {
-        continue;
-      }
-      match self.store.delete(&path(bucket, &key)).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => gone.push(key),
-        Err(e) => return Err(s3_error(e)),
-      }
+  /// Deletes `key` (there or not).
+  pub(super) async fn delete(&self, bucket: &str, key: &str) -> Result<(), String> {
+    match self.store.delete(&path(bucket, key)).await {
+      Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+      Err(e) => Err(s3_error(e)),
     }
-    Ok(gone)
   }
 
   /// Lists in S3's own order, which is the order of the encoded keys (`path`): every comparison,

@@ -66,3 +66,73 @@ async fn a_fleet_shares_its_buckets_through_s3_and_its_notifications_through_red
     + b.logs().matches("thumbnails of uploads/fleet.jpg: made").count();
   assert_eq!(made, 1, "a:\n{}\nb:\n{}", a.logs(), b.logs());
 }
+
+/// A node dies between S3 storing a photo and its notification being released (the process aborts
+/// right there): the notification, stored provisionally before the write, comes due after the
+/// grace on another node, which finds the write's mark on the object and makes the thumbnails.
+/// A write that never happened (its upload cut off) notifies nobody.
+#[tokio::test]
+async fn a_node_dying_between_the_s3_write_and_its_notification_loses_nothing() {
+  credentials();
+  let s3 = S3Server::start(BUCKET);
+  let objects = format!("{}&grace=2", s3.objects_url(BUCKET));
+  let redis = Redis::start();
+  let manifest = crate::support::repo_path(pipeline::EXAMPLES);
+  let args = [
+    manifest.to_str().unwrap(),
+    "--store",
+    &redis.url(),
+    "--objects",
+    &objects,
+  ];
+  let doomed = Node::start_with_env(&args, "info", &[("ISLET_TEST_ABORT_AT", "after-object-write")]);
+  let photo = crate::photo(800, 600);
+  let req = crate::support::request("PUT", &doomed.url("/upload/crash.jpg"))
+    .body(http_body_util::Full::new(bytes::Bytes::from(photo)))
+    .unwrap();
+  let answer = crate::support::http1().request(req).await;
+  assert!(answer.is_err(), "the node answered instead of dying: {answer:?}");
+  drop(doomed);
+
+  let survivor = Node::start(&args, "info");
+  let made = crate::eventually(Duration::from_secs(30), || async {
+    crate::support::get(
+      &crate::support::http1(),
+      &survivor.url("/photos/thumbnails/500/crash.jpg"),
+    )
+    .await
+    .status
+      == 200
+  })
+  .await;
+  assert!(made, "the thumbnails never appeared; logs:\n{}", survivor.logs());
+  let thumb = crate::support::get(
+    &crate::support::http1(),
+    &survivor.url("/photos/thumbnails/100/crash.jpg"),
+  )
+  .await;
+  assert_eq!(
+    crate::dimensions(&thumb.body),
+    (image::ImageFormat::Jpeg, 100, 75)
+  );
+
+  // An upload cut off mid-body: its provisional notification comes due and is dropped.
+  {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(survivor.addr).await.unwrap();
+    socket
+      .write_all(b"PUT /upload/ghost.jpg HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n")
+      .await
+      .unwrap();
+    socket.write_all(&[0xFF, 0xD8, 0xFF]).await.unwrap();
+  }
+  assert!(
+    survivor.wait_for_log(
+      "provisional notifications of writes that never happened dropped",
+      Duration::from_secs(20)
+    ),
+    "{}",
+    survivor.logs()
+  );
+  assert!(!survivor.logs().contains("thumbnails of uploads/ghost.jpg"));
+}

@@ -47,8 +47,14 @@ impl Node {
   /// Runs `islet serve` with exactly `args` (plus a free port and two threads unless given); with
   /// `--admin-token` among them, on a free admin port too.
   pub fn start(args: &[&str], filter: &str) -> Node {
+    Self::start_with_env(args, filter, &[])
+  }
+
+  /// Like `start`, with `env` set in the node's environment.
+  pub fn start_with_env(args: &[&str], filter: &str, env: &[(&str, &str)]) -> Node {
     let admin = args.contains(&"--admin-token");
     let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
+      .envs(env.iter().copied())
       .arg("serve")
       .args(["--listen", "127.0.0.1:0"])
       .args(if admin && !args.contains(&"--admin-listen") {
