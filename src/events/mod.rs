@@ -324,9 +324,10 @@ pub struct Events {
 
 /// What a provisional message (`{"isletProvisional": …}`, stored before the write it announces,
 /// for stores whose writes cannot share the queues' transaction) finally says: its body, or `None`
-/// when the write never happened. Given the provisional JSON.
+/// when the write never happened. Given the queue and the provisional JSON.
 pub type ProvisionalResolver = Arc<
   dyn Fn(
+      String,
       serde_json::Value,
     ) -> Pin<Box<dyn std::future::Future<Output = Result<Option<Vec<u8>>, String>> + Send>>
     + Send
@@ -380,7 +381,9 @@ impl Events {
   /// nothing (acknowledged: the write it announced never happened). One the resolver cannot decide
   /// now goes back for 10 s, not an attempt.
   async fn resolve_provisional(&self, queue: &str, batch: Vec<Delivered>) -> Vec<Delivered> {
-    let Some(resolver) = self.provisional.get() else {
+    // Only the node writes to a bucket's queues (no queue a function or an operator can name has a
+    // `:`), so only there can a provisional message be the node's own.
+    let Some(resolver) = self.provisional.get().filter(|_| queue.starts_with("bucket:")) else {
       return batch;
     };
     let marker = format!("{{\"{PROVISIONAL}\"");
@@ -392,7 +395,7 @@ impl Events {
         continue;
       }
       let value = serde_json::from_slice::<serde_json::Value>(&message.body).unwrap_or_default();
-      match resolver(value[PROVISIONAL].clone()).await {
+      match resolver(queue.to_string(), value[PROVISIONAL].clone()).await {
         Ok(Some(body)) => {
           message.body = body;
           kept.push(message);

@@ -94,15 +94,17 @@ impl Objects {
     });
     if provisional {
       let weak = Arc::downgrade(&objects);
-      objects.events.resolve_provisional_with(Arc::new(move |value| {
-        let objects = weak.upgrade();
-        Box::pin(async move {
-          match objects {
-            Some(objects) => objects.resolve_provisional(value).await,
-            None => Err("the node's buckets are closed".into()),
-          }
-        })
-      }));
+      objects
+        .events
+        .resolve_provisional_with(Arc::new(move |queue, value| {
+          let objects = weak.upgrade();
+          Box::pin(async move {
+            match objects {
+              Some(objects) => objects.resolve_provisional(&queue, value).await,
+              None => Err("the node's buckets are closed".into()),
+            }
+          })
+        }));
     }
     Ok(objects)
   }
@@ -329,7 +331,11 @@ impl Objects {
   /// What a provisional notification finally says, now that it is due: the write it announced
   /// happened (the object carries its mark; for a delete, the object is gone) and here is its body,
   /// or it never did (`None`).
-  async fn resolve_provisional(&self, value: serde_json::Value) -> Result<Option<Vec<u8>>, String> {
+  async fn resolve_provisional(
+    &self,
+    queue: &str,
+    value: serde_json::Value,
+  ) -> Result<Option<Vec<u8>>, String> {
     #[derive(serde::Deserialize)]
     struct Provisional {
       bucket: String,
@@ -341,6 +347,10 @@ impl Objects {
     }
     let p: Provisional =
       serde_json::from_value(value).map_err(|e| format!("a provisional notification: {e}"))?;
+    // Only about its own queue's bucket and subscriber: never a probe of another bucket.
+    if bucket_queue(&p.bucket, &p.function) != queue {
+      return Ok(None);
+    }
     let Backend::S3(b, _) = &self.backend else {
       return Ok(None);
     };
