@@ -7,6 +7,7 @@ import { core, primordials } from "ext:core/mod.js";
 import { op_islet_queue_decide, op_islet_queue_max_bytes, op_islet_queue_send } from "ext:core/ops";
 import { base64 } from "ext:islet_runtime/00_web_globals.js";
 import { objectBinding } from "ext:islet_runtime/08_objects.js";
+import { kvBinding } from "ext:islet_runtime/09_kv.js";
 
 const {
   ArrayBufferIsView,
@@ -201,6 +202,8 @@ export function makeEnv(envJson, bindingsJson) {
     const kind = bindings[name].type;
     if (kind === "queue") {
       env[name] = ObjectFreeze(new WorkerQueue(name));
+    } else if (kind === "kv") {
+      env[name] = kvBinding(name);
     } else {
       const binding = objectBinding(kind, name);
       if (binding !== null) env[name] = binding;

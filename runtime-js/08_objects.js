@@ -81,7 +81,7 @@ const HTTP_FIELDS = [
 ];
 
 /** `view` as a Uint8Array over the same bytes, or null if it is no buffer. */
-function asBytes(value) {
+export function asBytes(value) {
   if (ObjectPrototypeIsPrototypeOf(ArrayBufferPrototype, value)) {
     return new Uint8Array(value, 0, ArrayBufferPrototypeGetByteLength(value));
   }
@@ -392,20 +392,24 @@ class R2Bucket {
 }
 
 /** All of `input`'s bytes (a stream, a buffer, a Blob or a Response), at most the image cap. */
-async function readInput(input) {
+/**
+ * The bytes of `input` (a ReadableStream, ArrayBuffer, view, Blob or Response), read whole; at
+ * most `max` of them, else a RangeError naming `what`.
+ */
+export async function collectBytes(input, max, what) {
   if (ObjectPrototypeIsPrototypeOf(BlobPrototype, input)) input = input.stream();
   if (input !== null && typeof input === "object" && ObjectPrototypeIsPrototypeOf(Response.prototype, input)) {
     input = input.body;
   }
   const direct = asBytes(input);
   if (direct !== null) {
-    if (direct.length > MAX_IMAGE_INPUT_BYTES) {
-      throw new RangeError(`an image input is ${direct.length} bytes; the most is ${MAX_IMAGE_INPUT_BYTES}`);
+    if (direct.length > max) {
+      throw new RangeError(`${what} is ${direct.length} bytes; the most is ${max}`);
     }
     return direct;
   }
   if (!ObjectPrototypeIsPrototypeOf(ReadableStreamPrototype, input)) {
-    throw new TypeError("an image input is a ReadableStream, ArrayBuffer, ArrayBufferView, Blob or Response");
+    throw new TypeError(`${what} is a ReadableStream, ArrayBuffer, ArrayBufferView, Blob or Response`);
   }
   const reader = input.getReader();
   const chunks = [];
@@ -414,11 +418,11 @@ async function readInput(input) {
     const { done, value } = await reader.read();
     if (done) break;
     const bytes = asBytes(value);
-    if (bytes === null) throw new TypeError("an image stream must yield bytes");
+    if (bytes === null) throw new TypeError(`${what}: the stream must yield bytes`);
     total += bytes.length;
-    if (total > MAX_IMAGE_INPUT_BYTES) {
+    if (total > max) {
       reader.cancel();
-      throw new RangeError(`an image input is over ${MAX_IMAGE_INPUT_BYTES} bytes, the most there may be`);
+      throw new RangeError(`${what} is over ${max} bytes, the most there may be`);
     }
     ArrayPrototypePush(chunks, bytes);
   }
@@ -429,6 +433,10 @@ async function readInput(input) {
     offset += chunks[i].length;
   }
   return all;
+}
+
+function readInput(input) {
+  return collectBytes(input, MAX_IMAGE_INPUT_BYTES, "an image input");
 }
 
 const FITS = ["scale-down", "contain", "cover", "crop", "pad"];

@@ -18,6 +18,8 @@
 //!   schedules, delivered to the `queue` and `scheduled` handlers as invocations.
 //! - [`objects`]: buckets (files and the node's database on one node, S3-compatible storage on a
 //!   fleet) and the notifications their writes send through the queues.
+//! - [`kv`]: KV namespaces (a table of the node's database on one node, Redis on a fleet),
+//!   strongly consistent, with atomic commits.
 //! - [`bindings`]: what bucket and images bindings reach on the node, image decoding and resizing
 //!   included, run off the isolate threads.
 //! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod isolate;
+pub mod kv;
 pub mod limits;
 pub mod objects;
 pub mod pool;

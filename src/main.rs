@@ -14,6 +14,7 @@ use islet::config::Manifest;
 use islet::error::NodeError;
 use islet::events::{EventStore, Events, EventsConfig};
 use islet::isolate::IsolateConfig;
+use islet::kv::{Kv, KvStore};
 use islet::limits::outbound::OutboundPolicy;
 use islet::limits::Limits;
 use islet::objects::{Objects, ObjectsConfig, S3Config};
@@ -84,6 +85,11 @@ enum Command {
     #[command(flatten)]
     node: NodeArgs,
   },
+  /// KV namespaces: read, write, delete and list keys.
+  Kv {
+    #[command(subcommand)]
+    action: KvAction,
+  },
   /// Cron schedules: fire one by hand.
   Cron {
     #[command(subcommand)]
@@ -126,6 +132,51 @@ enum QueueAction {
   /// Move the messages of a queue's dead-letter queue back into it.
   ReplayDlq {
     queue: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+}
+
+#[derive(Subcommand)]
+enum KvAction {
+  /// Print a key's value (with --json: its metadata, version and expiration too).
+  Get {
+    namespace: String,
+    key: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Write a key.
+  Put {
+    namespace: String,
+    key: String,
+    value: String,
+    /// Seconds until the key expires.
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// Metadata to store with the key, as JSON.
+    #[arg(long)]
+    metadata: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Delete a key.
+  Delete {
+    namespace: String,
+    key: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// List keys in byte order.
+  List {
+    namespace: String,
+    #[arg(long, default_value = "")]
+    prefix: String,
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Where the previous page ended.
+    #[arg(long)]
+    cursor: Option<String>,
     #[command(flatten)]
     node: NodeArgs,
   },
@@ -419,6 +470,7 @@ fn main() -> ExitCode {
       action: Some(QueueAction::ReplayDlq { queue, node }),
       ..
     } => Some(runtime.block_on(commands::replay_dlq(&control(node), queue, node.json))),
+    Command::Kv { action } => Some(runtime.block_on(kv_command(action))),
     Command::Cron {
       action: CronAction::Trigger { function, cron, node },
     } => Some(runtime.block_on(commands::cron_trigger(
@@ -466,6 +518,7 @@ fn main() -> ExitCode {
     | Command::Rollback { .. }
     | Command::Delete { .. }
     | Command::Queues { .. }
+    | Command::Kv { .. }
     | Command::Cron { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen, threads } => {
       let threads = threads.unwrap_or(PoolConfig::default().threads);
@@ -608,6 +661,13 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     .transpose()
     .map_err(|e| NodeError::Config(format!("objects: {e}")))?;
   let node_bindings = NodeBindings::host(objects);
+  // KV: beside the queues, in the node's database, or in the fleet's Redis.
+  let kv = Kv::open(match &args.store {
+    Some(url) => KvStore::Redis(url.clone()),
+    None => KvStore::Embedded(events.clone()),
+  })
+  .map_err(|e| NodeError::Config(format!("kv: {e}")))?;
+  kv.start();
   let config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -630,6 +690,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
         outbound: Arc::new(args.limits.outbound()),
         bindings: Some(events.host()),
         objects: Some(node_bindings),
+        kv: Some(kv.host()),
       },
     },
     admission: AdmissionConfig {
@@ -651,6 +712,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
         &token,
         deployments,
         Some(events.clone()),
+        Some(kv.clone()),
         max_bundle_bytes,
       )
       .await?;
@@ -720,5 +782,48 @@ fn init_logging(format: LogFormat) {
   match format {
     LogFormat::Text => builder.init(),
     LogFormat::Json => builder.json().init(),
+  }
+}
+
+/// `islet kv …`, through the node's admin API.
+async fn kv_command(action: &KvAction) -> Result<String, islet::admin::client::ClientError> {
+  let control = |node: &NodeArgs| islet::admin::client::AdminClient::new(&node.node, &node.token);
+  match action {
+    KvAction::Get { namespace, key, node } => {
+      commands::kv_get(&control(node), namespace, key, node.json).await
+    }
+    KvAction::Put {
+      namespace,
+      key,
+      value,
+      ttl,
+      metadata,
+      node,
+    } => {
+      let put = commands::KvPut {
+        key,
+        value,
+        ttl: *ttl,
+        metadata: metadata.as_deref(),
+      };
+      commands::kv_put(&control(node), namespace, put, node.json).await
+    }
+    KvAction::Delete { namespace, key, node } => {
+      commands::kv_delete(&control(node), namespace, key, node.json).await
+    }
+    KvAction::List {
+      namespace,
+      prefix,
+      limit,
+      cursor,
+      node,
+    } => {
+      let page = commands::KvListPage {
+        prefix,
+        limit: *limit,
+        cursor: cursor.as_deref(),
+      };
+      commands::kv_list(&control(node), namespace, page, node.json).await
+    }
   }
 }

@@ -167,6 +167,16 @@ impl AdminClient {
     self.call(http::Method::POST, path, body, Box::new(|_| {})).await
   }
 
+  /// `POST /v1/kv/{namespace}/{action}` with `body`.
+  pub async fn kv(
+    &self,
+    namespace: &str,
+    action: &str,
+    body: serde_json::Value,
+  ) -> Result<serde_json::Value, ClientError> {
+    self.post(&format!("/v1/kv/{namespace}/{action}"), body).await
+  }
+
   pub async fn queues(&self) -> Result<serde_json::Value, ClientError> {
     self.get("/v1/queues").await
   }

@@ -186,6 +186,119 @@ pub async fn queue_send(
   })
 }
 
+/// `islet kv get NAMESPACE KEY`: the value as it is (UTF-8 text, or base64 for other bytes).
+pub async fn kv_get(
+  client: &AdminClient,
+  namespace: &str,
+  key: &str,
+  json: bool,
+) -> Result<String, ClientError> {
+  let answer = client
+    .kv(namespace, "get", serde_json::json!({ "key": key }))
+    .await?;
+  Ok(if json {
+    answer.to_string()
+  } else {
+    answer["value"].as_str().unwrap_or("").to_string()
+  })
+}
+
+/// What `islet kv put` writes.
+pub struct KvPut<'a> {
+  pub key: &'a str,
+  pub value: &'a str,
+  pub ttl: Option<u64>,
+  /// JSON.
+  pub metadata: Option<&'a str>,
+}
+
+/// `islet kv put NAMESPACE KEY VALUE [--ttl S] [--metadata JSON]`.
+pub async fn kv_put(
+  client: &AdminClient,
+  namespace: &str,
+  put: KvPut<'_>,
+  json: bool,
+) -> Result<String, ClientError> {
+  let mut body = serde_json::json!({ "key": put.key, "value": put.value });
+  if let Some(ttl) = put.ttl {
+    body["expiration_ttl"] = ttl.into();
+  }
+  if let Some(metadata) = put.metadata {
+    body["metadata"] = serde_json::from_str(metadata)
+      .map_err(|e| ClientError::Input(format!("--metadata is not JSON: {e}")))?;
+  }
+  let answer = client.kv(namespace, "put", body).await?;
+  Ok(if json {
+    answer.to_string()
+  } else {
+    format!(
+      "wrote {} (version {})\n",
+      put.key,
+      answer["version"].as_str().unwrap_or("?")
+    )
+  })
+}
+
+/// `islet kv delete NAMESPACE KEY`.
+pub async fn kv_delete(
+  client: &AdminClient,
+  namespace: &str,
+  key: &str,
+  json: bool,
+) -> Result<String, ClientError> {
+  let answer = client
+    .kv(namespace, "delete", serde_json::json!({ "key": key }))
+    .await?;
+  Ok(if json {
+    answer.to_string()
+  } else {
+    format!("deleted {key}\n")
+  })
+}
+
+/// Which page `islet kv list` prints.
+pub struct KvListPage<'a> {
+  pub prefix: &'a str,
+  pub limit: Option<u32>,
+  pub cursor: Option<&'a str>,
+}
+
+/// `islet kv list NAMESPACE [--prefix P] [--limit N] [--cursor C]`: one key per line, and the
+/// cursor of the next page if there is one.
+pub async fn kv_list(
+  client: &AdminClient,
+  namespace: &str,
+  page: KvListPage<'_>,
+  json: bool,
+) -> Result<String, ClientError> {
+  let mut body = serde_json::json!({ "prefix": page.prefix });
+  if let Some(limit) = page.limit {
+    body["limit"] = limit.into();
+  }
+  if let Some(cursor) = page.cursor {
+    body["cursor"] = cursor.into();
+  }
+  let answer = client.kv(namespace, "list", body).await?;
+  if json {
+    return Ok(answer.to_string());
+  }
+  let mut out = String::new();
+  for key in answer["keys"].as_array().into_iter().flatten() {
+    out.push_str(key["name"].as_str().unwrap_or("?"));
+    if let Some(expiration) = key["expiration"].as_i64() {
+      out.push_str(&format!(
+        "  (expires {})",
+        utc(u64::try_from(expiration).unwrap_or(0))
+      ));
+    }
+    out.push('\n');
+  }
+  if let Some(cursor) = answer["cursor"].as_str() {
+    out.push_str(&format!("more: --cursor {cursor}\n"));
+  }
+  Ok(out)
+}
+
 /// `islet queues replay-dlq QUEUE`.
 pub async fn replay_dlq(client: &AdminClient, queue: &str, json: bool) -> Result<String, ClientError> {
   let answer = client.replay_dlq(queue).await?;

@@ -13,6 +13,10 @@
 //! | `GET /v1/queues` | every queue's depth, in flight, oldest age and dead-letter depth |
 //! | `POST /v1/queues/{name}/messages` | `{"body": "…", "content_type": "json"\|"text", "delay_seconds": 0}` |
 //! | `POST /v1/queues/{name}/replay-dlq` | move the queue's dead-letter messages back into it |
+//! | `POST /v1/kv/{namespace}/get` | `{"key": "…"}`: a key's value, metadata, version, expiration |
+//! | `POST /v1/kv/{namespace}/put` | `{"key", "value", "encoding"?, "expiration_ttl"?, "metadata"?}` |
+//! | `POST /v1/kv/{namespace}/delete` | `{"key": "…"}` |
+//! | `POST /v1/kv/{namespace}/list` | `{"prefix"?, "cursor"?, "limit"?}`: keys in byte order |
 //!
 //! Errors are `{"error":{"code","message"}}`: `unauthorized` 401, `not_found` 404,
 //! `invalid_bundle` 400, `bundle_too_large` 413, `bad_request` 400, `store_failed` 500.
@@ -22,6 +26,7 @@
 pub mod client;
 pub mod commands;
 mod deploy;
+mod kv;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,6 +56,8 @@ struct Admin {
   deployments: Arc<Deployments>,
   /// Queues and schedules, when the node runs them.
   events: Option<Arc<crate::events::Events>>,
+  /// KV namespaces, when the node has them.
+  kv: Option<Arc<crate::kv::Kv>>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
   token_digest: [u8; 32],
   max_bundle_bytes: usize,
@@ -63,6 +70,7 @@ impl AdminServer {
     token: &str,
     deployments: Arc<Deployments>,
     events: Option<Arc<crate::events::Events>>,
+    kv: Option<Arc<crate::kv::Kv>>,
     max_bundle_bytes: usize,
   ) -> Result<Self, NodeError> {
     if token.is_empty() {
@@ -77,6 +85,7 @@ impl AdminServer {
       state: Arc::new(Admin {
         deployments,
         events,
+        kv,
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
       }),
@@ -247,6 +256,16 @@ impl Admin {
       }
       (Method::POST, ["v1", "functions", _, "cron"] | ["v1", "queues", ..])
       | (Method::GET, ["v1", "queues"]) => self.events(request, &segments).await,
+      (Method::POST, ["v1", "kv", namespace, action]) => {
+        let Some(kv) = self.kv.clone() else {
+          return error(StatusCode::NOT_FOUND, "not_found", "this node has no KV");
+        };
+        let (namespace, action) = (namespace.to_string(), action.to_string());
+        match self.read_body(request).await {
+          Ok(body) => kv::handle(&kv, &namespace, &action, body).await,
+          Err(reply) => reply,
+        }
+      }
       _ => error(
         StatusCode::NOT_FOUND,
         "not_found",

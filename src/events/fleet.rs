@@ -82,6 +82,50 @@ fn redis_error(e: redis::RedisError) -> String {
   format!("redis: {e}")
 }
 
+/// Runs `f` on the connection in `slot`, off the async threads, connecting (again) first if need
+/// be; a dropped connection (Redis restarted) is replaced and `f` tried once more. Shared with
+/// `kv`, whose Redis namespaces live beside the fleet's queues.
+pub(crate) async fn call<T: Send + 'static>(
+  client: redis::Client,
+  slot: Arc<Mutex<Option<redis::Connection>>>,
+  f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
+) -> Result<T, String> {
+  tokio::task::spawn_blocking(move || {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    for attempt in 0..2 {
+      if slot.is_none() {
+        let mut connection = client
+          .get_connection_with_timeout(Duration::from_secs(2))
+          .map_err(redis_error)?;
+        // A Redis that stops answering (a half-open connection) fails calls instead of holding
+        // the connection, and every send and consumer behind it, for ever.
+        connection
+          .set_read_timeout(Some(Duration::from_secs(5)))
+          .and_then(|()| connection.set_write_timeout(Some(Duration::from_secs(5))))
+          .map_err(redis_error)?;
+        warn_unless_durable(&mut connection);
+        *slot = Some(connection);
+      }
+      // INVARIANT: filled just above.
+      match f(slot.as_mut().expect("connected")) {
+        Ok(value) => return Ok(value),
+        Err(e) => {
+          let dropped = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+          if dropped {
+            *slot = None;
+          }
+          if !dropped || attempt == 1 {
+            return Err(redis_error(e));
+          }
+        }
+      }
+    }
+    unreachable!("the loop returns")
+  })
+  .await
+  .map_err(|e| format!("redis call: {e}"))?
+}
+
 impl FleetQueues {
   pub fn open(url: &str, consumer: String) -> Result<Self, String> {
     let client = redis::Client::open(url).map_err(redis_error)?;
@@ -102,55 +146,14 @@ impl FleetQueues {
     &self,
     f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
   ) -> Result<T, String> {
-    Self::on(self.client.clone(), self.connection.clone(), f).await
-  }
-
-  async fn on<T: Send + 'static>(
-    client: redis::Client,
-    slot: Arc<Mutex<Option<redis::Connection>>>,
-    f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
-  ) -> Result<T, String> {
-    tokio::task::spawn_blocking(move || {
-      let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-      for attempt in 0..2 {
-        if slot.is_none() {
-          let mut connection = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .map_err(redis_error)?;
-          // A Redis that stops answering (a half-open connection) fails calls instead of holding
-          // the connection, and every send and consumer behind it, for ever.
-          connection
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .and_then(|()| connection.set_write_timeout(Some(Duration::from_secs(5))))
-            .map_err(redis_error)?;
-          warn_unless_durable(&mut connection);
-          *slot = Some(connection);
-        }
-        // INVARIANT: filled just above.
-        match f(slot.as_mut().expect("connected")) {
-          Ok(value) => return Ok(value),
-          Err(e) => {
-            let dropped = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
-            if dropped {
-              *slot = None;
-            }
-            if !dropped || attempt == 1 {
-              return Err(redis_error(e));
-            }
-          }
-        }
-      }
-      unreachable!("the loop returns")
-    })
-    .await
-    .map_err(|e| format!("redis call: {e}"))?
+    call(self.client.clone(), self.connection.clone(), f).await
   }
 
   async fn sending_with<T: Send + 'static>(
     &self,
     f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
   ) -> Result<T, String> {
-    Self::on(self.client.clone(), self.sending.clone(), f).await
+    call(self.client.clone(), self.sending.clone(), f).await
   }
 
   /// Makes delayed message `id` due now with `body`; false if it is no longer delayed.

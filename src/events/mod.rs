@@ -13,6 +13,8 @@ mod cron;
 mod fleet;
 mod local;
 
+pub(crate) use fleet::call as redis_call;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -994,6 +996,14 @@ impl Events {
     }
     stats.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(stats)
+  }
+
+  /// The node's own database file, when queues live in one (KV reads it on threads of its own).
+  pub(crate) fn database_path(&self) -> Option<PathBuf> {
+    match &self.backend {
+      Backend::Local(db) => Some(db.dir.join("queues.sqlite3")),
+      Backend::Fleet(_) => None,
+    }
   }
 
   /// Whether queues live in the node's own database (which object metadata then shares).

@@ -87,6 +87,8 @@ pub struct IsolateConfig {
   pub bindings: Option<Arc<dyn BindingHost>>,
   /// What bucket and images bindings reach; `None` on a node without them.
   pub objects: Option<Arc<dyn ext::objects::ObjectHost>>,
+  /// What KV bindings reach; `None` on a node without them.
+  pub kv: Option<Arc<dyn ext::kv::KvHost>>,
 }
 
 impl std::fmt::Debug for IsolateConfig {
@@ -106,6 +108,7 @@ impl Default for IsolateConfig {
       outbound: Arc::new(OutboundPolicy::default()),
       bindings: None,
       objects: None,
+      kv: None,
     }
   }
 }
@@ -196,6 +199,7 @@ impl Isolate {
       state.put(FunctionBindings {
         host: config.bindings.clone(),
         objects: config.objects.clone(),
+        kv_host: config.kv.clone(),
         ..FunctionBindings::default()
       });
       let requests = state.borrow_mut::<PendingResponses>();
@@ -317,6 +321,7 @@ impl Isolate {
       bindings.queues.clear();
       bindings.buckets.clear();
       bindings.images.clear();
+      bindings.kv.clear();
       for (name, binding) in &function.bindings {
         match binding {
           Binding::Queue { queue } => {
@@ -326,6 +331,9 @@ impl Isolate {
             bindings.buckets.insert(name.clone(), bucket.clone());
           }
           Binding::Images {} => bindings.images.push(name.clone()),
+          Binding::Kv { namespace } => {
+            bindings.kv.insert(name.clone(), namespace.clone());
+          }
         }
       }
     }

@@ -4,7 +4,8 @@
 //!
 //! ```toml
 //! bindings = { JOBS = { type = "queue", queue = "jobs" },
-//!              PHOTOS = { type = "bucket", bucket = "photos" }, IMAGES = { type = "images" } }
+//!              PHOTOS = { type = "bucket", bucket = "photos" }, IMAGES = { type = "images" },
+//!              ITEMS = { type = "kv", namespace = "items" } }
 //! triggers = [
 //!   { type = "bucket", bucket = "photos", events = ["object-create"], prefix = "uploads/",
 //!     suffix = ".jpg", event_format = "r2", max_retries = 3, dead_letter_queue = "thumbs-dlq" },
@@ -28,6 +29,9 @@ pub enum Binding {
   Bucket { bucket: String },
   /// Image decoding and resizing in the Images binding's shape: `env.NAME.input(bytes)…`.
   Images {},
+  /// Key-value state in the Workers KV shape, with atomic commits: `env.NAME.get(key)`, `put`,
+  /// `list`, `delete`, `atomic()`.
+  Kv { namespace: String },
 }
 
 impl Binding {
@@ -37,6 +41,7 @@ impl Binding {
       Binding::Queue { .. } => "queue",
       Binding::Bucket { .. } => "bucket",
       Binding::Images {} => "images",
+      Binding::Kv { .. } => "kv",
     }
   }
 }
@@ -268,7 +273,12 @@ pub fn validate(
           "bindings.{name}.bucket: '{bucket}' is not a bucket name (3 to 63 of a-z, 0-9, '-')"
         ))
       }
-      Binding::Bucket { .. } | Binding::Images {} => {}
+      Binding::Kv { namespace } if !is_valid_queue_name(namespace) => {
+        return Err(format!(
+          "bindings.{name}.namespace: '{namespace}' is not a KV namespace (1 to 63 of a-z, 0-9, '-', '_')"
+        ))
+      }
+      Binding::Bucket { .. } | Binding::Images {} | Binding::Kv { .. } => {}
     }
   }
   if triggers.len() > MAX_TRIGGERS {

@@ -59,6 +59,10 @@ pub struct FunctionBindings {
   pub objects: Option<Arc<dyn super::objects::ObjectHost>>,
   /// Object bodies open in this isolate (`objects::MAX_OPEN_OBJECT_STREAMS` at most).
   pub object_streams: Rc<std::cell::Cell<usize>>,
+  /// Binding name → KV namespace.
+  pub kv: BTreeMap<String, String>,
+  /// What KV bindings reach, when the node offers them.
+  pub kv_host: Option<Arc<dyn super::kv::KvHost>>,
   /// Object bodies handed to JS, oldest first, with whether anything has read them.
   pub object_bodies: std::collections::VecDeque<(deno_core::ResourceId, Rc<std::cell::Cell<bool>>)>,
 }

@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod blob;
 pub mod body;
+pub mod kv;
 pub mod objects;
 pub mod ops;
 pub mod reply;
@@ -65,6 +66,10 @@ deno_core::extension!(
     objects::op_islet_bucket_list,
     objects::op_islet_images_info,
     objects::op_islet_images_transform,
+    kv::op_islet_kv_get,
+    kv::op_islet_kv_get_many,
+    kv::op_islet_kv_commit,
+    kv::op_islet_kv_list,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -79,6 +84,7 @@ deno_core::extension!(
     "06_bounded_work.js",
     "07_bindings.js",
     "08_objects.js",
+    "09_kv.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",

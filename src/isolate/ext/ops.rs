@@ -74,6 +74,8 @@ pub struct RequestSlot {
   /// A queue batch's ack/retry decisions, recorded as the handler makes them, so they outlive
   /// the isolate if a limit stops it; `None` for other invocations.
   pub decisions: Option<super::bindings::Decisions>,
+  /// KV operations the invocation has made (`kv::MAX_OPERATIONS` at most).
+  pub kv_operations: u32,
 }
 
 impl RequestSlot {
@@ -96,6 +98,7 @@ impl RequestSlot {
       waiting_until: 0,
       streaming: false,
       decisions: None,
+      kv_operations: 0,
     }
   }
 
@@ -312,6 +315,14 @@ impl PendingResponses {
       Some((_, request)) => request.cpu_used += spent,
       None => self.background_charged += spent,
     }
+  }
+
+  /// Counts one KV operation of invocation `request_id`; how many it has made, or `None` when no
+  /// such invocation is in flight here.
+  pub fn count_kv_operation(&mut self, request_id: &str) -> Option<u32> {
+    let (_, request) = RequestId::parse(request_id).and_then(|id| self.by_id(id))?;
+    request.kv_operations = request.kv_operations.saturating_add(1);
+    Some(request.kv_operations)
   }
 
   fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
