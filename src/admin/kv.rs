@@ -40,47 +40,56 @@ struct ListBody {
   limit: Option<u32>,
 }
 
-fn bad(message: &str) -> Reply {
-  error(StatusCode::BAD_REQUEST, "bad_request", message)
+/// Why a call was not answered, turned into its error reply at the end.
+enum Refusal {
+  Bad(String),
+  Missing(String),
+  Failed(String),
 }
 
-fn failed(message: &str) -> Reply {
-  error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", message)
+fn bad(message: &str) -> Refusal {
+  Refusal::Bad(message.to_string())
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, Reply> {
+fn failed(message: &str) -> Refusal {
+  Refusal::Failed(message.to_string())
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], shape: &str) -> Result<T, Refusal> {
   serde_json::from_slice(body).map_err(|e| bad(&format!("expected {shape}: {e}")))
 }
 
 pub(super) async fn handle(kv: &Kv, namespace: &str, action: &str, body: Bytes) -> Reply {
   if !crate::registry::bindings::is_valid_queue_name(namespace) {
-    return bad(&format!(
-      "'{namespace}' is not a KV namespace (1 to 63 of a-z, 0-9, '-', '_')"
-    ));
+    return error(
+      StatusCode::BAD_REQUEST,
+      "bad_request",
+      &format!("'{namespace}' is not a KV namespace (1 to 63 of a-z, 0-9, '-', '_')"),
+    );
   }
   let answer = match action {
     "get" => get(kv, namespace, &body).await,
     "put" => put(kv, namespace, &body).await,
     "delete" => delete(kv, namespace, &body).await,
     "list" => list(kv, namespace, &body).await,
-    other => Err(error(
-      StatusCode::NOT_FOUND,
-      "not_found",
-      &format!("no KV action '{other}' (get, put, delete, list)"),
-    )),
+    other => Err(Refusal::Missing(format!(
+      "no KV action '{other}' (get, put, delete, list)"
+    ))),
   };
-  answer.unwrap_or_else(|reply| reply)
+  answer.unwrap_or_else(|refusal| match refusal {
+    Refusal::Bad(message) => error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    Refusal::Missing(message) => error(StatusCode::NOT_FOUND, "not_found", &message),
+    Refusal::Failed(message) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &message),
+  })
 }
 
-async fn get(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
+async fn get(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Refusal> {
   let KeyBody { key } = parse(body, "{\"key\": \"…\"}")?;
   check_key(&key).map_err(|e| bad(&e))?;
   let Some(entry) = kv.get(namespace, &key).await.map_err(|e| failed(&e))? else {
-    return Err(error(
-      StatusCode::NOT_FOUND,
-      "not_found",
-      &format!("no key '{key}' in KV namespace '{namespace}'"),
-    ));
+    return Err(Refusal::Missing(format!(
+      "no key '{key}' in KV namespace '{namespace}'"
+    )));
   };
   let (value, encoding) = match String::from_utf8(entry.value) {
     Ok(text) => (text, "utf8"),
@@ -105,7 +114,7 @@ async fn get(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
   ))
 }
 
-async fn put(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
+async fn put(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Refusal> {
   let put: PutBody = parse(
     body,
     "{\"key\": \"…\", \"value\": \"…\", \"encoding\"?: \"utf8\"|\"base64\", \"expiration_ttl\"?: s, \"metadata\"?: …}",
@@ -153,7 +162,7 @@ async fn put(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
   ))
 }
 
-async fn delete(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
+async fn delete(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Refusal> {
   let KeyBody { key } = parse(body, "{\"key\": \"…\"}")?;
   check_key(&key).map_err(|e| bad(&e))?;
   kv.commit(
@@ -166,7 +175,7 @@ async fn delete(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
   Ok(json(StatusCode::OK, &serde_json::json!({ "deleted": key })))
 }
 
-async fn list(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Reply> {
+async fn list(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Refusal> {
   let list: ListBody = if body.is_empty() {
     ListBody::default()
   } else {

@@ -280,7 +280,7 @@ fn expiration(kind: u8, seconds: f64, now: i64) -> Result<Option<i64>, JsErrorBo
       Ok(Some(at))
     }
     _ => {
-      if !(seconds >= 1.0) {
+      if seconds.is_nan() || seconds < 1.0 {
         return Err(JsErrorBox::range_error("expirationTtl must be at least 1 second"));
       }
       Ok(Some(now.saturating_add(ms(seconds)?)))
