@@ -5,7 +5,7 @@
 // Values cross as bytes (strings as UTF-8); reads and writes go straight to the node's store, so a
 // read sees every write acknowledged before it, on any isolate (no cache in between).
 import { core, primordials } from "ext:core/mod.js";
-import { op_islet_kv_commit, op_islet_kv_get, op_islet_kv_get_many, op_islet_kv_list } from "ext:core/ops";
+import { op_islet_kv_commit, op_islet_kv_get, op_islet_kv_list } from "ext:core/ops";
 import { streams } from "ext:islet_runtime/00_web_globals.js";
 import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 import { asBytes, collectBytes } from "ext:islet_runtime/08_objects.js";
@@ -15,6 +15,7 @@ const {
   ArrayPrototypePush,
   Map,
   MapPrototypeSet,
+  Number,
   JSONParse,
   JSONStringify,
   NumberIsFinite,
@@ -26,22 +27,32 @@ const {
   TypedArrayPrototypeGetBuffer,
   TypedArrayPrototypeGetByteLength,
   TypedArrayPrototypeSet,
+  TypedArrayPrototypeSlice,
   Uint8Array,
 } = primordials;
 
 const { ReadableStream, ReadableStreamPrototype } = streams;
 
-// Kept in step with src/isolate/ext/kv.rs.
+// Kept in step with src/isolate/ext/kv.rs. Lengths are checked here first, in UTF-16 units (never
+// more than a string's UTF-8 bytes), so nothing oversized is ever copied out of V8; Rust checks the
+// bytes.
 const MAX_VALUE_BYTES = 25 << 20;
 const MAX_LIST_LIMIT = 1000;
+const MAX_KEY_BYTES = 512;
+const MAX_METADATA_BYTES = 1024;
+const MAX_GET_KEYS = 100;
+const MAX_CHECKS = 100;
+const MAX_MUTATIONS = 1000;
 const EMPTY = new Uint8Array(0);
 
-const decodeUtf8 = core.decode;
 const encodeUtf8 = core.encode;
 
 function checkKey(key) {
   if (typeof key !== "string") key = `${key}`;
   if (key.length === 0) throw new TypeError("a KV key cannot be empty");
+  if (key.length > MAX_KEY_BYTES) {
+    throw new TypeError(`a KV key is over ${MAX_KEY_BYTES} bytes; the most is ${MAX_KEY_BYTES}`);
+  }
   return key;
 }
 
@@ -58,13 +69,17 @@ function readType(options) {
   return type;
 }
 
+/** A value as the op gave it: text for text and json, bytes for arrayBuffer and stream. */
 function decodeValue(bytes, type) {
   switch (type) {
     case "json":
-      return JSONParse(decodeUtf8(bytes));
+      return JSONParse(bytes);
     case "arrayBuffer":
-      return TypedArrayPrototypeGetBuffer(bytes);
+      // A copy made by the isolate's own allocator, so what the function keeps counts against
+      // its memory limit.
+      return TypedArrayPrototypeGetBuffer(TypedArrayPrototypeSlice(bytes));
     case "stream":
+      bytes = TypedArrayPrototypeSlice(bytes);
       return new ReadableStream({
         type: "bytes",
         start(controller) {
@@ -73,7 +88,7 @@ function decodeValue(bytes, type) {
         },
       });
     default:
-      return decodeUtf8(bytes);
+      return bytes;
   }
 }
 
@@ -110,6 +125,9 @@ function readPutOptions(options) {
   if (options.metadata !== undefined && options.metadata !== null) {
     metadata = JSONStringify(options.metadata);
     if (metadata === undefined) throw new TypeError("metadata must be JSON-serializable");
+    if (metadata.length > MAX_METADATA_BYTES) {
+      throw new RangeError(`metadata is over ${MAX_METADATA_BYTES} bytes as JSON; the most is ${MAX_METADATA_BYTES}`);
+    }
   }
   return [kind, seconds, metadata];
 }
@@ -147,8 +165,8 @@ async function commit(binding, checks, mutations) {
 }
 
 function setMutation(key, value, options) {
-  const [kind, seconds, metadata] = readPutOptions(options);
-  return [0, checkKey(key), valueBytes(value), metadata, kind, seconds, 0];
+  const expiration = readPutOptions(options);
+  return [0, checkKey(key), valueBytes(value), expiration[2], expiration[0], expiration[1], 0];
 }
 
 /** A KV namespace: `env.ITEMS`. */
@@ -186,17 +204,21 @@ class KVNamespace {
   }
 
   async #getOne(key, type, withMetadata) {
-    const found = await op_islet_kv_get(this.#binding, key, currentRequestId());
-    return shape(found, type, withMetadata);
+    const text = type === "text" || type === "json";
+    const found = await op_islet_kv_get(this.#binding, [key], currentRequestId(), text);
+    return shape(found[0], type, withMetadata);
   }
 
   async #getMany(keys, type, withMetadata) {
     if (type !== "text" && type !== "json") {
       throw new TypeError("a get() of several keys returns text or json");
     }
+    if (keys.length === 0 || keys.length > MAX_GET_KEYS) {
+      throw new RangeError(`get() takes 1 to ${MAX_GET_KEYS} keys at once; got ${keys.length}`);
+    }
     const checked = [];
     for (let i = 0; i < keys.length; i++) ArrayPrototypePush(checked, checkKey(keys[i]));
-    const found = await op_islet_kv_get_many(this.#binding, checked, currentRequestId());
+    const found = await op_islet_kv_get(this.#binding, checked, currentRequestId(), true);
     // The Map of boot time, filled with its own method: a tenant may replace either.
     const result = new Map();
     for (let i = 0; i < checked.length; i++) {
@@ -226,21 +248,23 @@ class KVNamespace {
   async list(options) {
     const prefix = options?.prefix === undefined || options.prefix === null ? "" : `${options.prefix}`;
     const cursor = options?.cursor === undefined || options.cursor === null ? "" : `${options.cursor}`;
+    if (prefix.length > MAX_KEY_BYTES) throw new TypeError(`a prefix is at most ${MAX_KEY_BYTES} bytes`);
+    if (cursor.length > 2 * MAX_KEY_BYTES) throw new TypeError("not a list() cursor");
     const limit = options?.limit === undefined ? MAX_LIST_LIMIT : +options.limit;
     if (!NumberIsFinite(limit) || limit < 1 || limit > MAX_LIST_LIMIT || limit % 1 !== 0) {
       throw new RangeError(`list() limit must be a whole number from 1 to ${MAX_LIST_LIMIT}`);
     }
-    const [raw, next] = await op_islet_kv_list(this.#binding, currentRequestId(), prefix, cursor, limit);
+    const page = await op_islet_kv_list(this.#binding, currentRequestId(), prefix, cursor, limit);
+    const raw = page[0];
+    const next = page[1];
     const keys = [];
     for (let i = 0; i < raw.length; i++) {
-      const entry = { name: raw[i][0] };
-      if (raw[i][1] !== null) entry.expiration = raw[i][1];
-      if (raw[i][2] !== null) entry.metadata = JSONParse(raw[i][2]);
-      ArrayPrototypePush(keys, entry);
+      ArrayPrototypePush(keys, listedKey(raw[i][0], raw[i][1], raw[i][2]));
     }
-    const result = { keys, list_complete: next === null, cacheStatus: null };
-    if (next !== null) result.cursor = next;
-    return result;
+    // Literals throughout: assignments would run setters a tenant put on Object.prototype.
+    return next === null
+      ? { keys, list_complete: true, cacheStatus: null }
+      : { keys, list_complete: false, cursor: next, cacheStatus: null };
   }
 
   /** Checks and mutations committed together, or not at all. */
@@ -249,18 +273,22 @@ class KVNamespace {
   }
 }
 
+/** A key of a list page: `expiration` and `metadata` only when it has them, as on Workers. */
+function listedKey(name, expiration, metadata) {
+  if (expiration === null) {
+    return metadata === null ? { name } : { name, metadata: JSONParse(metadata) };
+  }
+  return metadata === null ? { name, expiration } : { name, expiration, metadata: JSONParse(metadata) };
+}
+
 function shape(found, type, withMetadata) {
   const value = found === null ? null : decodeValue(found[0], type);
   if (!withMetadata) return value;
   if (found === null) return { value: null, metadata: null, version: null, cacheStatus: null };
-  const result = {
-    value,
-    metadata: found[1] === null ? null : JSONParse(found[1]),
-    version: found[2],
-    cacheStatus: null,
-  };
-  if (found[3] !== null) result.expiration = found[3];
-  return result;
+  const metadata = found[1] === null ? null : JSONParse(found[1]);
+  return found[3] === null
+    ? { value, metadata, version: found[2], cacheStatus: null }
+    : { value, metadata, version: found[2], expiration: found[3], cacheStatus: null };
 }
 
 /** `env.ITEMS.atomic()`: checks, then mutations applied in order, all or none. */
@@ -280,32 +308,42 @@ class AtomicOperation {
    * @param {...{ key: string, version: string | null }} checks
    */
   check(...checks) {
+    if (this.#checks.length + checks.length > MAX_CHECKS) {
+      throw new RangeError(`a commit may carry at most ${MAX_CHECKS} checks`);
+    }
     for (let i = 0; i < checks.length; i++) {
       const check = checks[i];
       if (check === null || typeof check !== "object") {
         throw new TypeError("check() takes { key, version } objects (version null for an absent key)");
       }
       const version = check.version ?? check.versionstamp ?? null;
-      ArrayPrototypePush(this.#checks, [checkKey(check.key), version === null ? null : `${version}`]);
+      const text = version === null ? null : `${version}`;
+      if (text !== null && text.length > 64) throw new TypeError("not a KV version (20 hex digits)");
+      ArrayPrototypePush(this.#checks, [checkKey(check.key), text]);
     }
     return this;
   }
 
-  set(key, value, options) {
-    ArrayPrototypePush(this.#mutations, setMutation(key, value, options));
+  #mutate(mutation) {
+    if (this.#mutations.length >= MAX_MUTATIONS) {
+      throw new RangeError(`a commit may carry at most ${MAX_MUTATIONS} mutations`);
+    }
+    ArrayPrototypePush(this.#mutations, mutation);
     return this;
   }
 
+  set(key, value, options) {
+    return this.#mutate(setMutation(key, value, options));
+  }
+
   delete(key) {
-    ArrayPrototypePush(this.#mutations, [1, checkKey(key), null, null, 0, 0, 0]);
-    return this;
+    return this.#mutate([1, checkKey(key), null, null, 0, 0, 0]);
   }
 
   /** Adds `n` (a safe integer) to the integer the key holds; an absent key holds 0. */
   sum(key, n) {
     if (typeof n === "bigint") n = Number(n);
-    ArrayPrototypePush(this.#mutations, [2, checkKey(key), null, null, 0, 0, +n]);
-    return this;
+    return this.#mutate([2, checkKey(key), null, null, 0, 0, +n]);
   }
 
   /** `{ ok: true, version }`, or `{ ok: false }` when a check failed and nothing was written. */

@@ -68,7 +68,7 @@ function kvStore(kv) {
         if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 2 * attempt));
         const counter = await kv.getWithMetadata("next-id");
         const id = String(Number(counter.value ?? "0") + 1);
-        const item = { id, ...fields };
+        const item = { ...fields, id };
         const { ok } = await kv.atomic()
           .check({ key: "next-id", version: counter.version })
           .set("next-id", id)

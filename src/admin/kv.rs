@@ -181,6 +181,9 @@ async fn list(kv: &Kv, namespace: &str, body: &[u8]) -> Result<Reply, Refusal> {
   } else {
     parse(body, "{\"prefix\"?: \"…\", \"cursor\"?: \"…\", \"limit\"?: n}")?
   };
+  if list.prefix.len() > crate::isolate::ext::kv::MAX_KEY_BYTES {
+    return Err(bad("a prefix is at most 512 bytes"));
+  }
   let limit = list.limit.unwrap_or(MAX_LIST_LIMIT);
   if limit == 0 || limit > MAX_LIST_LIMIT {
     return Err(bad(&format!("limit must be 1 to {MAX_LIST_LIMIT}")));

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{now_ms, prefix_end};
 use crate::events::Events;
-use crate::isolate::ext::kv::{add_to, KvCheck, KvEntry, KvKey, KvMutation, KvPage};
+use crate::isolate::ext::kv::{add_to, KvCheck, KvEntry, KvError, KvKey, KvMutation, KvPage};
 
 const SCHEMA: &str = "
   CREATE TABLE IF NOT EXISTS kv (
@@ -35,8 +35,13 @@ const SCHEMA: &str = "
 
 const UNEXPIRED: &str = "(expires IS NULL OR expires > ?3)";
 
-/// Expired rows one `collect` deletes at most (the rest wait for the next).
+/// Expired rows one `collect` deletes in one transaction; it goes on while batches come back full,
+/// up to [`COLLECT_BATCHES`] of them.
 const COLLECT_BATCH: usize = 10_000;
+const COLLECT_BATCHES: usize = 20;
+
+/// Rows one `list` reads at most.
+const MAX_LIST_SCAN: usize = 4096;
 
 #[derive(Clone)]
 pub(super) struct LocalKv {
@@ -115,24 +120,46 @@ impl LocalKv {
     })
   }
 
-  pub(super) fn get(&self, namespace: &str, key: &str) -> Result<Option<KvEntry>, String> {
-    self.read(|conn| {
-      conn
-        .prepare_cached(&format!(
+  /// The entries of `keys`; refused once their values come to more than `max_bytes`.
+  pub(super) fn get(
+    &self,
+    namespace: &str,
+    keys: &[String],
+    max_bytes: usize,
+  ) -> Result<Vec<Option<KvEntry>>, KvError> {
+    self
+      .read(|conn| {
+        let mut statement = conn.prepare_cached(&format!(
           "SELECT value, metadata, version, expires FROM kv WHERE ns = ?1 AND key = ?2 AND {UNEXPIRED}"
-        ))?
-        .query_row(params![namespace, key.as_bytes(), now_ms()], |row| {
-          Ok(KvEntry {
-            value: row.get(0)?,
-            metadata: row.get(1)?,
-            version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
-            expires_ms: row.get(3)?,
-          })
-        })
-        .optional()
-    })
+        ))?;
+        let now = now_ms();
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut total = 0usize;
+        for key in keys {
+          let entry = statement
+            .query_row(params![namespace, key.as_bytes(), now], |row| {
+              Ok(KvEntry {
+                value: row.get(0)?,
+                metadata: row.get(1)?,
+                version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                expires_ms: row.get(3)?,
+              })
+            })
+            .optional()?;
+          total += entry.as_ref().map_or(0, |e| e.value.len());
+          if total > max_bytes {
+            return Ok(Err(KvError::too_large(total, max_bytes)));
+          }
+          entries.push(entry);
+        }
+        Ok(Ok(entries))
+      })
+      .map_err(KvError::Store)?
   }
 
+  /// Unexpired keys starting with `prefix`, after `after`, at most `limit`. Scans at most
+  /// [`MAX_LIST_SCAN`] rows (expired ones not yet collected included): a page may then hold fewer
+  /// keys, and says where to go on.
   pub(super) fn list(
     &self,
     namespace: &str,
@@ -140,42 +167,55 @@ impl LocalKv {
     after: Option<&str>,
     limit: u32,
   ) -> Result<KvPage, String> {
-    // From the later of the prefix and the cursor, to the end of the prefix's range.
-    let start = match after {
-      Some(after) if after.as_bytes() >= prefix.as_bytes() => after.as_bytes().to_vec(),
-      _ => prefix.as_bytes().to_vec(),
+    // From the later of the prefix and the cursor, to the end of the prefix's range: plain range
+    // conditions, which SQLite answers from the (ns, key) index.
+    let (start, exclusive) = match after {
+      Some(after) if after.as_bytes() >= prefix.as_bytes() => (after.as_bytes().to_vec(), true),
+      _ => (prefix.as_bytes().to_vec(), false),
     };
-    let inclusive = after.is_none_or(|a| a.as_bytes() < prefix.as_bytes());
     let end = prefix_end(prefix.as_bytes());
+    let sql = format!(
+      "SELECT key, expires, metadata FROM kv WHERE ns = ?1 AND key {} ?2 {} ORDER BY key LIMIT ?4",
+      if exclusive { ">" } else { ">=" },
+      if end.is_some() {
+        "AND key < ?3"
+      } else {
+        "AND ?3 IS NULL"
+      },
+    );
     self.read(|conn| {
-      let mut statement = conn.prepare_cached(&format!(
-        "SELECT key, expires, metadata FROM kv
-         WHERE ns = ?1 AND (key > ?2 OR (?4 AND key = ?2)) AND {UNEXPIRED} AND (?5 IS NULL OR key < ?5)
-         ORDER BY key LIMIT ?6"
-      ))?;
-      let mut rows = statement.query(params![
-        namespace,
-        start,
-        now_ms(),
-        inclusive,
-        end,
-        i64::from(limit) + 1
-      ])?;
+      let mut statement = conn.prepare_cached(&sql)?;
+      let mut rows = statement.query(params![namespace, start, end, MAX_LIST_SCAN as i64])?;
+      let now = now_ms();
       let mut keys = Vec::new();
+      let mut last: Option<Vec<u8>> = None;
+      let mut scanned = 0;
       let mut more = false;
       while let Some(row) = rows.next()? {
-        if keys.len() == limit as usize {
-          more = true;
-          break;
-        }
+        scanned += 1;
         let name: Vec<u8> = row.get(0)?;
-        keys.push(KvKey {
-          name: String::from_utf8_lossy(&name).into_owned(),
-          expires_ms: row.get(1)?,
-          metadata: row.get(2)?,
-        });
+        let expires: Option<i64> = row.get(1)?;
+        if expires.is_none_or(|at| at > now) {
+          if keys.len() == limit as usize {
+            more = true;
+            break;
+          }
+          keys.push(KvKey {
+            name: String::from_utf8_lossy(&name).into_owned(),
+            expires_ms: expires,
+            metadata: row.get(2)?,
+          });
+        }
+        last = Some(name);
       }
-      let resume_after = more.then(|| keys.last().map(|k| k.name.clone())).flatten();
+      if scanned == MAX_LIST_SCAN && !more {
+        more = true;
+      }
+      let resume_after = if more {
+        last.map(|k| String::from_utf8_lossy(&k).into_owned())
+      } else {
+        None
+      };
       Ok(KvPage { keys, resume_after })
     })
   }
@@ -194,22 +234,30 @@ impl LocalKv {
       .await?
   }
 
-  /// Deletes expired rows (up to [`COLLECT_BATCH`]).
+  /// Deletes expired rows, a batch per transaction so queue work interleaves.
   pub(super) async fn collect(&self) -> Result<u64, String> {
     if !self.is_ready() {
       return Ok(0);
     }
-    self
-      .events
-      .transact(|conn| {
-        let removed = conn.execute(
-          "DELETE FROM kv WHERE rowid IN
-             (SELECT rowid FROM kv WHERE expires IS NOT NULL AND expires <= ?1 LIMIT ?2)",
-          params![now_ms(), COLLECT_BATCH as i64],
-        )?;
-        Ok((removed as u64, Vec::new()))
-      })
-      .await
+    let mut removed = 0;
+    for _ in 0..COLLECT_BATCHES {
+      let batch = self
+        .events
+        .transact(|conn| {
+          let removed = conn.execute(
+            "DELETE FROM kv WHERE rowid IN
+               (SELECT rowid FROM kv WHERE expires IS NOT NULL AND expires <= ?1 LIMIT ?2)",
+            params![now_ms(), COLLECT_BATCH as i64],
+          )?;
+          Ok((removed, Vec::new()))
+        })
+        .await?;
+      removed += batch as u64;
+      if batch < COLLECT_BATCH {
+        break;
+      }
+    }
+    Ok(removed)
   }
 }
 
@@ -238,16 +286,25 @@ fn apply(
   let mut value_of = conn.prepare_cached(&format!(
     "SELECT value FROM kv WHERE ns = ?1 AND key = ?2 AND {UNEXPIRED}"
   ))?;
+  // Only keys a sum reads are followed (a set's value is copied only if a sum will read it).
+  let summed: std::collections::HashSet<&str> = mutations
+    .iter()
+    .filter_map(|m| match m {
+      KvMutation::Sum { key, .. } => Some(key.as_str()),
+      _ => None,
+    })
+    .collect();
   let mut pending: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
   let mut sums = Vec::new();
   for mutation in mutations {
     match mutation {
-      KvMutation::Set { key, value, .. } => {
+      KvMutation::Set { key, value, .. } if summed.contains(key.as_str()) => {
         pending.insert(key, Some(value.clone()));
       }
-      KvMutation::Delete { key } => {
+      KvMutation::Delete { key } if summed.contains(key.as_str()) => {
         pending.insert(key, None);
       }
+      KvMutation::Set { .. } | KvMutation::Delete { .. } => {}
       KvMutation::Sum { key, n } => {
         let current = match pending.get(key.as_str()) {
           Some(value) => value.clone(),

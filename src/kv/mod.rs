@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::Events;
-use crate::isolate::ext::kv::{KvCheck, KvEntry, KvHost, KvMutation, KvPage};
+use crate::isolate::ext::kv::{KvCheck, KvEntry, KvError, KvHost, KvMutation, KvPage, KvRead};
 use crate::isolate::ext::objects::HostFuture;
 
 pub use crate::isolate::ext::kv::{check_key, decode_cursor, encode_cursor, version_text, MAX_LIST_LIMIT};
@@ -94,15 +94,20 @@ impl Kv {
   }
 
   pub async fn get(&self, namespace: &str, key: &str) -> Result<Option<KvEntry>, String> {
-    match &self.backend {
+    let keys = vec![key.to_string()];
+    let entries = match &self.backend {
       Backend::Local(kv) => {
         kv.ready().await?;
-        let (kv, namespace, key) = (kv.clone(), namespace.to_string(), key.to_string());
-        tokio::task::spawn_blocking(move || kv.get(&namespace, &key))
+        let (kv, namespace) = (kv.clone(), namespace.to_string());
+        tokio::task::spawn_blocking(move || kv.get(&namespace, &keys, usize::MAX))
           .await
           .map_err(|e| format!("kv: {e}"))?
       }
-      Backend::Redis(kv) => kv.get(namespace, key).await,
+      Backend::Redis(kv) => kv.get(namespace, keys, usize::MAX).await,
+    };
+    match entries {
+      Ok(mut entries) => Ok(entries.pop().flatten()),
+      Err(KvError::Store(why) | KvError::TooLarge(why)) => Err(why),
     }
   }
 
@@ -148,22 +153,36 @@ impl Kv {
 }
 
 impl KvHost for Kv {
-  fn get(&self, namespace: &str, key: &str) -> HostFuture<Option<KvEntry>> {
+  fn get(&self, namespace: &str, keys: Vec<String>, max_bytes: usize) -> KvRead {
     match &self.backend {
       // Read here and now, on the isolate's thread (a point lookup takes microseconds, and its
       // CPU time is the invocation's): the future is ready when returned.
-      Backend::Local(kv) if kv.is_ready() => Box::pin(std::future::ready(kv.get(namespace, key))),
+      Backend::Local(kv) if kv.is_ready() => {
+        Box::pin(std::future::ready(kv.get(namespace, &keys, max_bytes)))
+      }
       // The first read of a node's life: the tables are made first, off this thread.
       Backend::Local(kv) => {
-        let (kv, namespace, key) = (kv.clone(), namespace.to_string(), key.to_string());
-        self.on_node(async move {
-          kv.ready().await?;
-          kv.get(&namespace, &key)
+        let (kv, namespace) = (kv.clone(), namespace.to_string());
+        let task = self.runtime.spawn(async move {
+          kv.ready().await.map_err(KvError::Store)?;
+          kv.get(&namespace, &keys, max_bytes)
+        });
+        Box::pin(async move {
+          task
+            .await
+            .map_err(|_| KvError::Store("the KV store stopped".into()))?
         })
       }
       Backend::Redis(kv) => {
-        let (kv, namespace, key) = (kv.clone(), namespace.to_string(), key.to_string());
-        self.on_node(async move { kv.get(&namespace, &key).await })
+        let (kv, namespace) = (kv.clone(), namespace.to_string());
+        let task = self
+          .runtime
+          .spawn(async move { kv.get(&namespace, keys, max_bytes).await });
+        Box::pin(async move {
+          task
+            .await
+            .map_err(|_| KvError::Store("the KV store stopped".into()))?
+        })
       }
     }
   }

@@ -11,12 +11,14 @@
 //! ```
 //!
 //! A commit is one Lua script: checks, then every sum worked out, then the writes — atomic, and
-//! nothing written when a check or a sum fails.
+//! nothing written when a check or a sum fails. The scripts derive their keys from the namespace
+//! (not from KEYS), so KV needs one Redis, not a Redis Cluster. Expiry is decided by Redis's
+//! clock for a key's hash and by the node's for the expiry a put asks for.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::isolate::ext::kv::{KvCheck, KvEntry, KvKey, KvMutation, KvPage};
+use crate::isolate::ext::kv::{KvCheck, KvEntry, KvError, KvKey, KvMutation, KvPage};
 
 /// KEYS: none (the keys derive from the namespace prefix, ARGV[1]); ARGV: the prefix, the number
 /// of checks, each check's key and expected version ('' for absent), the number of mutations,
@@ -96,6 +98,22 @@ end
 return {1, version}
 "#;
 
+/// KEYS: none; ARGV: the namespace prefix, the most bytes the values may come to, the keys.
+/// Returns `{0, total}` when they come to more, else `{1, {v, m, ver, x, …}}` (false for what is
+/// missing).
+const GET: &str = r#"
+local p = ARGV[1]
+local total = 0
+for i = 3, #ARGV do total = total + redis.call('HSTRLEN', p .. 'k:' .. ARGV[i], 'v') end
+if total > tonumber(ARGV[2]) then return {0, total} end
+local out = {}
+for i = 3, #ARGV do
+  local f = redis.call('HMGET', p .. 'k:' .. ARGV[i], 'v', 'm', 'ver', 'x')
+  for j = 1, 4 do out[#out + 1] = f[j] or false end
+end
+return {1, out}
+"#;
+
 /// KEYS: none; ARGV: the namespace prefix, the key prefix, where to start (ZRANGEBYLEX's min:
 /// `(` after a key, `[` from one, `-` from the first), the limit. Returns `{more, last key considered, {key, metadata, expiry, …}}`; keys whose hash
 /// has expired are dropped from the index on the way.
@@ -169,28 +187,54 @@ impl RedisKv {
     crate::events::redis_call(self.client.clone(), self.connections[slot].clone(), f).await
   }
 
-  pub(super) async fn get(&self, namespace: &str, key: &str) -> Result<Option<KvEntry>, String> {
-    let hash = format!("{}k:{key}", prefix(namespace));
-    let fields: (Option<Vec<u8>>, Option<String>, Option<String>, Option<String>) = self
+  /// The entries of `keys`, read in one script; refused (nothing read) when their values come
+  /// to more than `max_bytes`.
+  pub(super) async fn get(
+    &self,
+    namespace: &str,
+    keys: Vec<String>,
+    max_bytes: usize,
+  ) -> Result<Vec<Option<KvEntry>>, KvError> {
+    let prefix = prefix(namespace);
+    let count = keys.len();
+    let answer: Vec<redis::Value> = self
       .with(move |con| {
-        redis::cmd("HMGET")
-          .arg(&hash)
-          .arg("v")
-          .arg("m")
-          .arg("ver")
-          .arg("x")
-          .query(con)
+        let script = redis::Script::new(GET);
+        let mut call = script.prepare_invoke();
+        call.arg(&prefix).arg(max_bytes.min(1 << 52));
+        for key in &keys {
+          call.arg(key);
+        }
+        call.invoke(con)
       })
-      .await?;
-    let (Some(value), metadata, Some(version), expiry) = fields else {
-      return Ok(None);
-    };
-    Ok(Some(KvEntry {
-      value,
-      metadata,
-      version: version.parse().unwrap_or(0),
-      expires_ms: expiry.and_then(|x| x.parse().ok()),
-    }))
+      .await
+      .map_err(KvError::Store)?;
+    match (answer.first().and_then(as_int), answer.get(1)) {
+      (Some(0), total) => {
+        let total = total.and_then(as_int).unwrap_or(0);
+        Err(KvError::too_large(
+          usize::try_from(total).unwrap_or(usize::MAX),
+          max_bytes,
+        ))
+      }
+      (Some(1), Some(redis::Value::Array(fields))) if fields.len() == count * 4 => Ok(
+        fields
+          .chunks_exact(4)
+          .map(|f| {
+            let (redis::Value::BulkString(value), Some(version)) = (&f[0], as_string(&f[2])) else {
+              return None;
+            };
+            Some(KvEntry {
+              value: value.clone(),
+              metadata: as_string(&f[1]),
+              version: version.parse().unwrap_or(0),
+              expires_ms: as_string(&f[3]).and_then(|x| x.parse().ok()),
+            })
+          })
+          .collect(),
+      ),
+      _ => Err(KvError::Store("kv: the read script answered oddly".into())),
+    }
   }
 
   pub(super) async fn commit(
@@ -241,14 +285,11 @@ impl RedisKv {
           .unwrap_or(0),
       )),
       Some(0) => Ok(None),
-      Some(-1) => Err(format!(
-        "sum(): the value of '{}' is not an integer",
-        detail.map(as_text).unwrap_or_default()
+      Some(-1) => Err(crate::isolate::ext::kv::not_an_integer(
+        &detail.map(as_text).unwrap_or_default(),
       )),
-      Some(-2) => Err(format!(
-        "sum(): '{}' would leave the safe integers (±{})",
-        detail.map(as_text).unwrap_or_default(),
-        crate::isolate::ext::kv::MAX_SUM
+      Some(-2) => Err(crate::isolate::ext::kv::past_safe_integers(
+        &detail.map(as_text).unwrap_or_default(),
       )),
       _ => Err("kv: the commit script answered oddly".into()),
     }
@@ -311,6 +352,13 @@ impl RedisKv {
 fn as_int(value: &redis::Value) -> Option<i64> {
   match value {
     redis::Value::Int(n) => Some(*n),
+    _ => None,
+  }
+}
+
+fn as_string(value: &redis::Value) -> Option<String> {
+  match value {
+    redis::Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
     _ => None,
   }
 }

@@ -221,7 +221,13 @@ pub async fn limits(node: &Node) {
     (
       json!({ "op": "put", "key": "k".repeat(513), "value": "x" }),
       "TypeError",
-      "513 bytes",
+      "over 512 bytes",
+    ),
+    (
+      // 300 UTF-16 units, 600 bytes of UTF-8: refused by the byte count.
+      json!({ "op": "put", "key": "\u{e9}".repeat(300), "value": "x" }),
+      "TypeError",
+      "600 bytes",
     ),
     (
       json!({ "op": "put", "key": "", "value": "x" }),
@@ -237,7 +243,7 @@ pub async fn limits(node: &Node) {
     (
       json!({ "op": "put", "key": "m", "value": "x", "options": { "metadata": { "pad": "p".repeat(1100) } } }),
       "RangeError",
-      "metadata of 'm'",
+      "metadata is over 1024 bytes",
     ),
     (
       json!({ "op": "put", "key": "t", "value": "x", "options": { "expirationTtl": 0 } }),
@@ -284,6 +290,15 @@ pub async fn limits(node: &Node) {
     let (name, message) = refused(node, "kv", step.clone()).await;
     assert_eq!(name, class, "{step}: {message}");
     assert!(message.contains(needle), "{step}: {message}");
+  }
+  for (op, class, needle) in [
+    ("huge-get", "RangeError", "1 to 100 keys"),
+    ("huge-checks", "RangeError", "at most 100 checks"),
+    ("huge-key", "TypeError", "over 512 bytes"),
+  ] {
+    let (name, message) = refused(node, "kv", json!({ "op": op })).await;
+    assert_eq!(name, class, "{op}: {message}");
+    assert!(message.contains(needle), "{op}: {message}");
   }
   let keys: Vec<String> = (0..101).map(|i| format!("k{i}")).collect();
   let (name, message) = refused(node, "kv", json!({ "op": "get", "key": keys })).await;
@@ -349,6 +364,26 @@ async fn the_binding_on_an_embedded_node() {
   limits(&node).await;
   failed_sums_write_nothing(&node).await;
   expiry(&node).await;
+}
+
+#[tokio::test]
+async fn reads_never_take_more_memory_than_the_function_has() {
+  let data = TempDir::new("kv-memory");
+  let node = node(&data, &[]);
+  let mut writes = Vec::new();
+  for i in 0..20 {
+    writes.push(json!({ "op": "put", "key": format!("two-mib-{i}"), "size": 2 << 20 }));
+  }
+  for result in steps(&node, "kv", json!(writes)).await {
+    assert!(result.get("error").is_none(), "{result}");
+  }
+  // 40 MiB of values to a function of 32 MiB: refused before any reaches it, and it goes on.
+  let keys: Vec<String> = (0..20).map(|i| format!("two-mib-{i}")).collect();
+  let (name, message) = refused(&node, "small", json!({ "op": "get", "key": keys })).await;
+  assert_eq!(name, "RangeError", "{message}");
+  assert!(message.contains("memory limit"), "{message}");
+  let one = ok(&node, "small", json!({ "op": "length", "key": "two-mib-0" })).await;
+  assert_eq!(one, 2 << 20);
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@
 //! Like the rest of `ext`, it is compiled by `build.rs` too, so the node is reached through a trait.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use base64::Engine as _;
@@ -68,21 +70,35 @@ pub enum KvMutation {
 /// The largest integer a `sum` may reach either way: JavaScript's safe integers.
 pub const MAX_SUM: i64 = (1 << 53) - 1;
 
-/// Adds `n` to what `current` holds for a `sum`; why not, if it cannot.
+/// How a `sum` that cannot be made says why (both stores' errors contain one of these).
+pub const NOT_AN_INTEGER: &str = "is not an integer";
+pub const PAST_SAFE_INTEGERS: &str = "past the safe integers";
+
+/// The error of a sum on `key`, whose value holds no integer.
+pub fn not_an_integer(key: &str) -> String {
+  format!("sum(): the value of '{key}' {NOT_AN_INTEGER}")
+}
+
+/// The error of a sum on `key` that would leave the safe integers.
+pub fn past_safe_integers(key: &str) -> String {
+  format!("sum(): '{key}' would go {PAST_SAFE_INTEGERS} (±{MAX_SUM})")
+}
+
+/// Adds `n` to what `current` holds for a `sum`; why not, if it cannot. A held integer is decimal
+/// digits with an optional leading `-`.
 pub fn add_to(key: &str, current: Option<&[u8]>, n: i64) -> Result<i64, String> {
   let held = match current {
     None => 0,
     Some(bytes) => std::str::from_utf8(bytes)
       .ok()
+      .filter(|text| !text.starts_with('+'))
       .and_then(|text| text.parse::<i64>().ok())
       .filter(|v| v.abs() <= MAX_SUM)
-      .ok_or_else(|| format!("sum(): the value of '{key}' is not an integer"))?,
+      .ok_or_else(|| not_an_integer(key))?,
   };
   let total = held + n;
   if total.abs() > MAX_SUM {
-    return Err(format!(
-      "sum(): '{key}' would hold {total}, past the safe integers (±{MAX_SUM})"
-    ));
+    return Err(past_safe_integers(key));
   }
   Ok(total)
 }
@@ -110,10 +126,40 @@ pub struct KvPage {
   pub resume_after: Option<String>,
 }
 
+/// Why a read gave nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+  /// The values are more than the reader may hold.
+  TooLarge(String),
+  /// The store failed.
+  Store(String),
+}
+
+impl KvError {
+  /// The refusal of values of `total` bytes to a reader with room for `max`.
+  pub fn too_large(total: usize, max: usize) -> Self {
+    KvError::TooLarge(format!(
+      "the values read come to {} MiB, more than the function's memory limit leaves ({} MiB)",
+      total >> 20,
+      max >> 20
+    ))
+  }
+}
+
+/// The entries a `get` found, in the order of its keys, when they are read.
+pub type KvRead = Pin<Box<dyn Future<Output = Result<Vec<Option<KvEntry>>, KvError>> + Send>>;
+
 /// What the node offers KV bindings. Implemented by `kv`; a store that can answer at once (the
 /// embedded one) returns a ready future, which the op hands back without a turn of the event loop.
 pub trait KvHost: Send + Sync + 'static {
-  fn get(&self, namespace: &str, key: &str) -> HostFuture<Option<KvEntry>>;
+  /// The entries of `keys`, in order; [`KvError::TooLarge`] (and nothing more read) once their
+  /// values come to more than `max_bytes`.
+  fn get(
+    &self,
+    namespace: &str,
+    keys: Vec<String>,
+    max_bytes: usize,
+  ) -> KvRead;
   /// Applies `mutations` if every check holds, all or none; the new version, or `None` when a
   /// check failed (nothing written).
   fn commit(
@@ -200,12 +246,31 @@ fn resolve(
   }
 }
 
-/// What `get` and `getWithMetadata` hand JS: `[value, metadata, version, expiration (s)]`.
-type Found = (ToJsBuffer, Option<String>, String, Option<f64>);
+/// A value as JS gets it: text (a V8 string, on the isolate's heap and under its limit) for the
+/// `text` and `json` types, bytes for `arrayBuffer` and `stream` (which JS copies into a buffer of
+/// its own allocator, so what it keeps is counted too).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Value {
+  Text(String),
+  Bytes(ToJsBuffer),
+}
 
-fn found(entry: KvEntry) -> Found {
+/// What `get` and `getWithMetadata` hand JS: `[value, metadata, version, expiration (s)]`.
+type Found = (Value, Option<String>, String, Option<f64>);
+
+fn found(entry: KvEntry, text: bool) -> Found {
+  let value = if text {
+    // As TextDecoder would: invalid UTF-8 becomes U+FFFD.
+    Value::Text(match String::from_utf8(entry.value) {
+      Ok(text) => text,
+      Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+  } else {
+    Value::Bytes(entry.value.into())
+  };
   (
-    entry.value.into(),
+    value,
     entry.metadata,
     version_text(entry.version),
     // Seconds since the epoch, as Workers reports them.
@@ -213,33 +278,23 @@ fn found(entry: KvEntry) -> Found {
   )
 }
 
-/// `env.<binding>.get(key)`; `null` when the key is absent or expired.
+/// Keys one `get` takes at once.
+pub const MAX_GET_KEYS: usize = 100;
+
+/// `env.<binding>.get(key | keys)`: each key's entry, `null` when it is absent or expired. Up to
+/// 100 keys, one operation; the values read may not be more than the isolate's memory has left.
 #[op2]
 #[serde]
 pub async fn op_islet_kv_get(
   state: Rc<RefCell<OpState>>,
   #[string] binding: String,
-  #[string] key: String,
-  #[string] request_id: String,
-) -> Result<Option<Found>, JsErrorBox> {
-  check_key(&key).map_err(JsErrorBox::type_error)?;
-  let (namespace, host) = resolve(&state, &binding, &request_id)?;
-  let entry = host.get(&namespace, &key).await.map_err(JsErrorBox::generic)?;
-  Ok(entry.map(found))
-}
-
-/// `get(keys)`: up to 100 keys, one operation.
-#[op2]
-#[serde]
-pub async fn op_islet_kv_get_many(
-  state: Rc<RefCell<OpState>>,
-  #[string] binding: String,
   #[serde] keys: Vec<String>,
   #[string] request_id: String,
+  text: bool,
 ) -> Result<Vec<Option<Found>>, JsErrorBox> {
-  if keys.is_empty() || keys.len() > 100 {
+  if keys.is_empty() || keys.len() > MAX_GET_KEYS {
     return Err(JsErrorBox::range_error(format!(
-      "get() takes 1 to 100 keys at once; got {}",
+      "get() takes 1 to {MAX_GET_KEYS} keys at once; got {}",
       keys.len()
     )));
   }
@@ -247,13 +302,17 @@ pub async fn op_islet_kv_get_many(
     check_key(key).map_err(JsErrorBox::type_error)?;
   }
   let (namespace, host) = resolve(&state, &binding, &request_id)?;
-  let mut entries = Vec::with_capacity(keys.len());
-  // Started together, so a store that answers later (Redis) answers them side by side.
-  let pending: Vec<_> = keys.iter().map(|key| host.get(&namespace, key)).collect();
-  for entry in pending {
-    entries.push(entry.await.map_err(JsErrorBox::generic)?.map(found));
-  }
-  Ok(entries)
+  let budget = state
+    .borrow()
+    .borrow::<PendingResponses>()
+    .memory
+    .as_ref()
+    .map_or(usize::MAX, |m| m.available());
+  let entries = host.get(&namespace, keys, budget).await.map_err(|e| match e {
+    KvError::TooLarge(why) => JsErrorBox::range_error(why),
+    KvError::Store(why) => JsErrorBox::generic(why),
+  })?;
+  Ok(entries.into_iter().map(|e| e.map(|e| found(e, text))).collect())
 }
 
 /// An expiration as JS gives it: `[kind, seconds]`, kind 0 none, 1 absolute (seconds since the
@@ -372,6 +431,9 @@ pub async fn op_islet_kv_commit(
           expires_ms,
         }
       }
+      _ if len != 0 => {
+        return Err(JsErrorBox::type_error("only a set carries a value"));
+      }
       1 => KvMutation::Delete { key },
       _ => {
         if !(n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_SUM as f64) {
@@ -397,10 +459,15 @@ pub async fn op_islet_kv_commit(
   let _reserved = Reserved(memory, total as usize);
   drop(values);
   let (namespace, host) = resolve(&state, &binding, &request_id)?;
-  let version = host
-    .commit(&namespace, checked, mutations)
-    .await
-    .map_err(JsErrorBox::generic)?;
+  let version = host.commit(&namespace, checked, mutations).await.map_err(|e| {
+    if e.contains(NOT_AN_INTEGER) {
+      JsErrorBox::type_error(e)
+    } else if e.contains(PAST_SAFE_INTEGERS) {
+      JsErrorBox::range_error(e)
+    } else {
+      JsErrorBox::generic(e)
+    }
+  })?;
   Ok(version.map(version_text))
 }
 

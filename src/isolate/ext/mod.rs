@@ -67,7 +67,6 @@ deno_core::extension!(
     objects::op_islet_images_info,
     objects::op_islet_images_transform,
     kv::op_islet_kv_get,
-    kv::op_islet_kv_get_many,
     kv::op_islet_kv_commit,
     kv::op_islet_kv_list,
   ],
