@@ -68,7 +68,8 @@ function kvStore(kv) {
         if (attempt > 0) await new Promise((r) => setTimeout(r, Math.random() * 2 * attempt));
         const counter = await kv.getWithMetadata("next-id");
         const id = String(Number(counter.value ?? "0") + 1);
-        const item = { ...fields, id };
+        const { id: _ignored, ...rest } = fields; // the id is the store's to give
+        const item = { id, ...rest };
         const { ok } = await kv.atomic()
           .check({ key: "next-id", version: counter.version })
           .set("next-id", id)
