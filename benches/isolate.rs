@@ -41,6 +41,7 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
     cold: false,
     precharged: std::time::Duration::ZERO,
     decisions: None,
+    service_depth: 0,
   }]);
   let outcome = runtime.block_on(poll_fn(|cx| loop {
     if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {

@@ -8,6 +8,7 @@ import { op_islet_queue_decide, op_islet_queue_max_bytes, op_islet_queue_send } 
 import { base64 } from "ext:islet_runtime/00_web_globals.js";
 import { objectBinding } from "ext:islet_runtime/08_objects.js";
 import { kvBinding } from "ext:islet_runtime/09_kv.js";
+import { serviceBinding } from "ext:islet_runtime/09_services.js";
 
 const {
   ArrayBufferIsView,
@@ -204,6 +205,8 @@ export function makeEnv(envJson, bindingsJson) {
       env[name] = ObjectFreeze(new WorkerQueue(name));
     } else if (kind === "kv") {
       env[name] = kvBinding(name);
+    } else if (kind === "service") {
+      env[name] = serviceBinding(name);
     } else {
       const binding = objectBinding(kind, name);
       if (binding !== null) env[name] = binding;

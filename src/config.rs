@@ -39,8 +39,10 @@ pub struct Manifest {
 pub struct FunctionSpec {
   /// The entry module, relative to the manifest.
   pub entry: String,
+  /// Host and path patterns besides the function's name; `routes = []`, given explicitly, makes it
+  /// reachable only through service bindings.
   #[serde(default)]
-  pub routes: Vec<String>,
+  pub routes: Option<Vec<String>>,
   #[serde(default)]
   pub vars: BTreeMap<String, String>,
   /// Names of variables whose values are read from the environment when the bundle is built.
@@ -110,7 +112,7 @@ impl Manifest {
       {
         return Err(at(&key("entry"), "the entry must be a .js, .mjs or .ts module"));
       }
-      for (i, route) in spec.routes.iter().enumerate() {
+      for (i, route) in spec.routes.iter().flatten().enumerate() {
         RoutePattern::parse(route).map_err(|e| at(&format!("{}[{i}]", key("routes")), &e))?;
       }
       Limits::default()
@@ -127,6 +129,7 @@ impl Manifest {
       })?;
     }
     check_queues(&file.functions).map_err(|(field, reason)| at(&field, &reason))?;
+    check_services(&file.functions).map_err(|(field, reason)| at(&field, &reason))?;
     Ok(Manifest {
       path: path.to_path_buf(),
       functions: file.functions,
@@ -178,11 +181,30 @@ impl Manifest {
         .collect(),
       vars,
       limits: spec.limits.clone(),
-      routes: spec.routes.clone(),
+      routes: spec.routes.clone().unwrap_or_default(),
+      private: spec.routes.as_ref().is_some_and(Vec::is_empty),
       bindings: spec.bindings.clone(),
       triggers: spec.triggers.clone(),
     })
   }
+}
+
+/// Refuses a service binding to a function the manifest does not have. Returns the key and the
+/// reason.
+fn check_services(functions: &BTreeMap<String, FunctionSpec>) -> Result<(), (String, String)> {
+  for (name, spec) in functions {
+    for (binding, kind) in &spec.bindings {
+      if let Binding::Service { function } = kind {
+        if !functions.contains_key(function) {
+          return Err((
+            format!("functions.{name}.bindings.{binding}.function"),
+            format!("no function '{function}' in this manifest"),
+          ));
+        }
+      }
+    }
+  }
+  Ok(())
 }
 
 /// Refuses a queue bound as a producer that nothing in the manifest consumes or names as a

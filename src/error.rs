@@ -33,6 +33,8 @@ pub enum ErrorCode {
   WallTimeExceeded,
   /// The request body is larger than the function accepts.
   BodyTooLarge,
+  /// A service binding names a function the node does not serve (any more).
+  ServiceNotFound,
 }
 
 impl ErrorCode {
@@ -48,6 +50,7 @@ impl ErrorCode {
       ErrorCode::MemoryLimitExceeded => "memory_limit_exceeded",
       ErrorCode::WallTimeExceeded => "wall_time_exceeded",
       ErrorCode::BodyTooLarge => "body_too_large",
+      ErrorCode::ServiceNotFound => "service_not_found",
     }
   }
 
@@ -58,7 +61,8 @@ impl ErrorCode {
       | ErrorCode::Unavailable
       | ErrorCode::FunctionOverloaded
       | ErrorCode::CpuLimitExceeded
-      | ErrorCode::MemoryLimitExceeded => http::StatusCode::SERVICE_UNAVAILABLE,
+      | ErrorCode::MemoryLimitExceeded
+      | ErrorCode::ServiceNotFound => http::StatusCode::SERVICE_UNAVAILABLE,
       ErrorCode::WallTimeExceeded => http::StatusCode::GATEWAY_TIMEOUT,
       ErrorCode::BodyTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
       ErrorCode::HandlerError | ErrorCode::IsolateFailed => http::StatusCode::INTERNAL_SERVER_ERROR,

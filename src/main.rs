@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use islet::admin::commands;
 use islet::admin::{AdminServer, Deployments};
+use islet::bindings::services::ServiceCalls;
 use islet::bindings::NodeBindings;
 use islet::config::Manifest;
 use islet::error::NodeError;
@@ -668,6 +669,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   })
   .map_err(|e| NodeError::Config(format!("kv: {e}")))?;
   kv.start();
+  let services = ServiceCalls::new(live.clone());
   let config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -691,6 +693,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
         bindings: Some(events.host()),
         objects: Some(node_bindings),
         kv: Some(kv.host()),
+        services: Some(services.host()),
       },
     },
     admission: AdmissionConfig {
@@ -701,6 +704,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   let https = config.tls.is_some();
   let server = Server::bind(config, live).await?;
   events.start(server.invoker());
+  services.start(server.invoker());
   let scheme = if https { "https" } else { "http" };
   // The first line on stdout: scripts and tests read the bound address from it.
   println!("islet listening on {scheme}://{}", server.local_addr());

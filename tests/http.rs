@@ -14,6 +14,8 @@ mod handler_api;
 mod protocols;
 #[path = "http/sandbox.rs"]
 mod sandbox;
+#[path = "http/services.rs"]
+mod services;
 #[path = "http/shutdown.rs"]
 mod shutdown;
 #[path = "http/streaming.rs"]

@@ -14,9 +14,24 @@ use crate::limits::Limits;
 /// progress bar (none with `json`), and reports the versions activated.
 pub async fn deploy(manifest: &Path, client: &AdminClient, json: bool) -> Result<String, ClientError> {
   let manifest = Manifest::load(manifest).map_err(|e| ClientError::Input(e.to_string()))?;
-  let bundles = manifest
+  let mut bundles = manifest
     .bundles(&|key| std::env::var(key).ok())
     .map_err(|e| ClientError::Input(e.to_string()))?;
+  // A function before those that call it through service bindings: the node refuses a binding to
+  // a function it does not serve yet. (A cycle is left in name order, and refused.)
+  let mut ordered: Vec<crate::registry::Bundle> = Vec::with_capacity(bundles.len());
+  while !bundles.is_empty() {
+    let ready = bundles.iter().position(|bundle| {
+      bundle.bindings.values().all(|binding| match binding {
+        crate::registry::bindings::Binding::Service { function } => {
+          *function == bundle.name || ordered.iter().any(|done| done.name == *function)
+        }
+        _ => true,
+      })
+    });
+    ordered.push(bundles.remove(ready.unwrap_or(0)));
+  }
+  let bundles = ordered;
   let mut checker = SyntaxChecker::new().map_err(ClientError::Input)?;
   let mut uploads = Vec::with_capacity(bundles.len());
   for bundle in &bundles {

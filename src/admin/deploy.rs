@@ -158,6 +158,16 @@ impl Deployments {
     check_syntax(&function).map_err(DeployError::Invalid)?;
     let version = function.version.clone();
     let _changing = lock(&self.changes);
+    // A service binding names a function the node serves (or this one).
+    for (binding, kind) in &bundle.bindings {
+      if let crate::registry::bindings::Binding::Service { function } = kind {
+        if *function != bundle.name && self.live.load().get(function).is_none() {
+          return Err(DeployError::Invalid(format!(
+            "bindings.{binding}.function: no function '{function}' is deployed on this node; deploy it first"
+          )));
+        }
+      }
+    }
     // One consumer per queue on the node (or fleet): a second function cannot take over a queue.
     for (i, trigger) in bundle.triggers.iter().enumerate() {
       if let crate::registry::bindings::Trigger::Queue(q) = trigger {

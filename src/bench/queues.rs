@@ -62,6 +62,7 @@ fn bundle(name: &str, source: &str) -> Bundle {
       ..LimitOverrides::default()
     },
     routes: Vec::new(),
+    private: false,
     bindings: BTreeMap::new(),
     triggers: Vec::new(),
   }

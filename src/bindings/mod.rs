@@ -8,6 +8,7 @@
 //! never reaches a bucket on a function's say-so alone.
 
 pub(crate) mod images;
+pub mod services;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -798,6 +798,7 @@ impl Events {
       cold: false,
       precharged: Duration::ZERO,
       decisions,
+      service_depth: 0,
     };
     invoker.invoke(function, request);
     match answer.await {

@@ -89,6 +89,8 @@ pub struct IsolateConfig {
   pub objects: Option<Arc<dyn ext::objects::ObjectHost>>,
   /// What KV bindings reach; `None` on a node without them.
   pub kv: Option<Arc<dyn ext::kv::KvHost>>,
+  /// What service bindings reach; `None` on a node without them.
+  pub services: Option<Arc<dyn ext::services::ServiceHost>>,
 }
 
 impl std::fmt::Debug for IsolateConfig {
@@ -109,6 +111,7 @@ impl Default for IsolateConfig {
       bindings: None,
       objects: None,
       kv: None,
+      services: None,
     }
   }
 }
@@ -200,6 +203,7 @@ impl Isolate {
         host: config.bindings.clone(),
         objects: config.objects.clone(),
         kv_host: config.kv.clone(),
+        service_host: config.services.clone(),
         ..FunctionBindings::default()
       });
       let requests = state.borrow_mut::<PendingResponses>();
@@ -322,6 +326,7 @@ impl Isolate {
       bindings.buckets.clear();
       bindings.images.clear();
       bindings.kv.clear();
+      bindings.services.clear();
       for (name, binding) in &function.bindings {
         match binding {
           Binding::Queue { queue } => {
@@ -333,6 +338,9 @@ impl Isolate {
           Binding::Images {} => bindings.images.push(name.clone()),
           Binding::Kv { namespace } => {
             bindings.kv.insert(name.clone(), namespace.clone());
+          }
+          Binding::Service { function } => {
+            bindings.services.insert(name.clone(), function.clone());
           }
         }
       }
@@ -579,6 +587,7 @@ impl Isolate {
           cold,
           precharged,
           decisions,
+          service_depth,
         } = request;
         let start = StartTiming {
           cold,
@@ -592,6 +601,7 @@ impl Isolate {
         let mut record = RequestSlot::new(responder, start, request_id, arrived, self.limits.wall());
         record.cpu_used = precharged;
         record.decisions = decisions;
+        record.service_depth = service_depth;
         let slot = state.borrow_mut::<PendingResponses>().insert(record);
         let body_rid = body.map_or(-1, |body| {
           state.resource_table.add(RequestBodyResource::new(body)) as i32

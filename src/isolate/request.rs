@@ -33,6 +33,8 @@ pub struct IsolateRequest {
   pub precharged: Duration,
   /// For a queue batch: where its handler's decisions are recorded as they are made.
   pub decisions: Option<super::ext::bindings::Decisions>,
+  /// Service calls before this one in its chain (0 for a request from a client or an event).
+  pub service_depth: u8,
 }
 
 impl IsolateRequest {

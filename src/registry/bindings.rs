@@ -5,7 +5,8 @@
 //! ```toml
 //! bindings = { JOBS = { type = "queue", queue = "jobs" },
 //!              PHOTOS = { type = "bucket", bucket = "photos" }, IMAGES = { type = "images" },
-//!              ITEMS = { type = "kv", namespace = "items" } }
+//!              ITEMS = { type = "kv", namespace = "items" },
+//!              THUMBS = { type = "service", function = "thumbnail" } }
 //! triggers = [
 //!   { type = "bucket", bucket = "photos", events = ["object-create"], prefix = "uploads/",
 //!     suffix = ".jpg", event_format = "r2", max_retries = 3, dead_letter_queue = "thumbs-dlq" },
@@ -32,6 +33,9 @@ pub enum Binding {
   /// Key-value state in the Workers KV shape, with atomic commits: `env.NAME.get(key)`, `put`,
   /// `list`, `delete`, `atomic()`.
   Kv { namespace: String },
+  /// Another function of the node, called directly: `env.NAME.fetch(request)` runs its `fetch`
+  /// handler as an invocation of its own, with no network in between.
+  Service { function: String },
 }
 
 impl Binding {
@@ -42,6 +46,7 @@ impl Binding {
       Binding::Bucket { .. } => "bucket",
       Binding::Images {} => "images",
       Binding::Kv { .. } => "kv",
+      Binding::Service { .. } => "service",
     }
   }
 }
@@ -278,7 +283,12 @@ pub fn validate(
           "bindings.{name}.namespace: '{namespace}' is not a KV namespace (1 to 63 of a-z, 0-9, '-', '_')"
         ))
       }
-      Binding::Bucket { .. } | Binding::Images {} | Binding::Kv { .. } => {}
+      Binding::Service { function } if !super::is_valid_name(function) => {
+        return Err(format!(
+          "bindings.{name}.function: '{function}' is not a function name (a DNS label: lowercase letters, digits and '-')"
+        ))
+      }
+      Binding::Bucket { .. } | Binding::Images {} | Binding::Kv { .. } | Binding::Service { .. } => {}
     }
   }
   if triggers.len() > MAX_TRIGGERS {

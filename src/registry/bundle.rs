@@ -30,6 +30,9 @@ pub struct Bundle {
   /// Host and path patterns routed to the function, besides `<name>.<domain>` and `/<name>/`.
   #[serde(default, skip_serializing_if = "Vec::is_empty")]
   pub routes: Vec<String>,
+  /// Reachable only through service bindings: not by its name, and by no route.
+  #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+  pub private: bool,
   /// What the function's `env` offers besides variables (queues, …), by name.
   #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
   pub bindings: BTreeMap<String, Binding>,
@@ -115,6 +118,7 @@ impl Bundle {
       self.version(),
     );
     function.routes = self.routes.clone();
+    function.private = self.private;
     function.set_bindings(self.bindings.clone(), self.triggers.clone());
     Ok(function)
   }
@@ -132,6 +136,7 @@ mod tests {
       vars: BTreeMap::new(),
       limits: LimitOverrides::default(),
       routes: Vec::new(),
+      private: false,
       bindings: BTreeMap::new(),
       triggers: Vec::new(),
     }

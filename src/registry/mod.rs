@@ -48,6 +48,8 @@ pub struct Function {
   pub limits: Limits,
   /// Host and path patterns routed to this function besides its name (see `routes`).
   pub routes: Vec<String>,
+  /// Reachable only through service bindings: requests never route to it.
+  pub private: bool,
   /// What its `env` offers besides variables, by name.
   pub bindings: BTreeMap<String, bindings::Binding>,
   /// The bindings as JS sees them, `{"JOBS":{"type":"queue"}}`: the objects `env` gets.
@@ -135,6 +137,7 @@ impl Function {
       code_cache: CodeCache::default(),
       limits,
       routes: Vec::new(),
+      private: false,
       bindings: BTreeMap::new(),
       bindings_json: "{}".to_string(),
       triggers: Vec::new(),
@@ -198,7 +201,12 @@ impl Registry {
   /// Adds or replaces a function, with its routes.
   pub fn insert_arc(&mut self, function: Arc<Function>) {
     self.routes.retain(|(_, name)| *name != function.name);
-    for route in &function.routes {
+    let routes = if function.private {
+      &[][..]
+    } else {
+      &function.routes[..]
+    };
+    for route in routes {
       // Patterns are validated when a bundle or manifest is read; a bad one here is skipped.
       if let Ok(pattern) = RoutePattern::parse(route) {
         self.routes.push((pattern, function.name.clone()));
@@ -218,6 +226,11 @@ impl Registry {
 
   pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
     self.functions.get(name)
+  }
+
+  /// The function requests may reach by `name`: none that is private.
+  pub fn public(&self, name: &str) -> Option<&Arc<Function>> {
+    self.functions.get(name).filter(|f| !f.private)
   }
 
   /// The function whose route patterns claim this host (no port, any case) and path.

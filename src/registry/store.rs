@@ -243,6 +243,7 @@ mod tests {
       vars: BTreeMap::new(),
       limits: Default::default(),
       routes: Vec::new(),
+      private: false,
       bindings: Default::default(),
       triggers: Vec::new(),
     };

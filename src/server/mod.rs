@@ -434,9 +434,9 @@ impl Node {
     // The host's name first, then the functions' own route patterns, then the first path segment.
     let routed = by_host
       .as_deref()
-      .and_then(|name| registry.get(name))
+      .and_then(|name| registry.public(name))
       .or_else(|| registry.by_route(host_without_port(host), parts.uri.path()))
-      .or_else(|| by_path.and_then(|name| registry.get(name)))
+      .or_else(|| by_path.and_then(|name| registry.public(name)))
       .cloned();
     drop(registry);
     let Some(function) = routed else {
@@ -495,6 +495,7 @@ impl Node {
       cold: false,
       precharged: Duration::ZERO,
       decisions: None,
+      service_depth: 0,
     };
     let _in_flight = if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);
@@ -513,44 +514,54 @@ impl Node {
       None => unreachable!("set just above"),
     };
     awaited.reply = None;
-    let Ok(HandlerOutcome { start, result }) = outcome else {
-      return error_response(
-        ErrorCode::IsolateFailed,
-        "the isolate running this request stopped before it answered",
-        request_id,
-      );
-    };
-    let mut response = match result {
-      Ok(response) => response,
-      Err(HandlerFailure {
-        message,
-        stack,
-        out_of_memory,
-      }) => {
-        tracing::error!(
-          function = %function.name,
-          request_id = %request_id,
-          stack = stack.as_deref().unwrap_or(""),
-          "handler failed: {message}"
-        );
-        if out_of_memory {
-          // The failure is the memory limit's doing (a refused ArrayBuffer's RangeError, most
-          // likely): say so, as the isolate does when it stops for memory.
-          let reason = StopReason::Memory {
-            limit_bytes: function.limits.memory_bytes(),
-            used_bytes: 0,
-          };
-          limit_response(&reason, request_id)
-        } else {
-          error_response(ErrorCode::HandlerError, &message, request_id)
-        }
-      }
-    };
-    if let Some(start) = start {
-      add_start_headers(response.headers_mut(), start);
-    }
-    response
+    outcome_response(&function, outcome.ok(), request_id)
   }
+}
+
+/// The response for an invocation's outcome (`None`: its isolate stopped before answering): the
+/// handler's own, or the node's JSON error for its failure, with the start headers.
+pub(crate) fn outcome_response(
+  function: &crate::registry::Function,
+  outcome: Option<HandlerOutcome>,
+  request_id: RequestId,
+) -> http::Response<ResponseBody> {
+  let Some(HandlerOutcome { start, result }) = outcome else {
+    return error_response(
+      ErrorCode::IsolateFailed,
+      "the isolate running this request stopped before it answered",
+      request_id,
+    );
+  };
+  let mut response = match result {
+    Ok(response) => response,
+    Err(HandlerFailure {
+      message,
+      stack,
+      out_of_memory,
+    }) => {
+      tracing::error!(
+        function = %function.name,
+        request_id = %request_id,
+        stack = stack.as_deref().unwrap_or(""),
+        "handler failed: {message}"
+      );
+      if out_of_memory {
+        // The failure is the memory limit's doing (a refused ArrayBuffer's RangeError, most
+        // likely): say so, as the isolate does when it stops for memory.
+        let reason = StopReason::Memory {
+          limit_bytes: function.limits.memory_bytes(),
+          used_bytes: 0,
+        };
+        limit_response(&reason, request_id)
+      } else {
+        error_response(ErrorCode::HandlerError, &message, request_id)
+      }
+    }
+  };
+  if let Some(start) = start {
+    add_start_headers(response.headers_mut(), start);
+  }
+  response
 }
 
 /// A request whose outcome is still awaited. If the client goes away first (an HTTP/2 stream

@@ -59,6 +59,10 @@ pub struct FunctionBindings {
   pub objects: Option<Arc<dyn super::objects::ObjectHost>>,
   /// Object bodies open in this isolate (`objects::MAX_OPEN_OBJECT_STREAMS` at most).
   pub object_streams: Rc<std::cell::Cell<usize>>,
+  /// Binding name → the function a service binding calls.
+  pub services: BTreeMap<String, String>,
+  /// What service bindings reach, when the node offers them.
+  pub service_host: Option<Arc<dyn super::services::ServiceHost>>,
   /// Binding name → KV namespace.
   pub kv: BTreeMap<String, String>,
   /// What KV bindings reach, when the node offers them.

@@ -40,6 +40,11 @@ impl RequestBodyResource {
     }
   }
 
+  /// The body itself, for a reader that takes it whole (a service call forwarding it).
+  pub fn into_body(self) -> RequestBody {
+    self.body.into_inner()
+  }
+
   async fn read_chunk(self: Rc<Self>, limit: usize) -> Result<BufView, JsErrorBox> {
     {
       let mut leftover = self.leftover.borrow_mut();

@@ -154,12 +154,7 @@ pub type KvRead = Pin<Box<dyn Future<Output = Result<Vec<Option<KvEntry>>, KvErr
 pub trait KvHost: Send + Sync + 'static {
   /// The entries of `keys`, in order; [`KvError::TooLarge`] (and nothing more read) once their
   /// values come to more than `max_bytes`.
-  fn get(
-    &self,
-    namespace: &str,
-    keys: Vec<String>,
-    max_bytes: usize,
-  ) -> KvRead;
+  fn get(&self, namespace: &str, keys: Vec<String>, max_bytes: usize) -> KvRead;
   /// Applies `mutations` if every check holds, all or none; the new version, or `None` when a
   /// check failed (nothing written).
   fn commit(

@@ -14,6 +14,7 @@ pub mod objects;
 pub mod ops;
 pub mod reply;
 pub mod request_id;
+pub mod services;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ deno_core::extension!(
     kv::op_islet_kv_get,
     kv::op_islet_kv_commit,
     kv::op_islet_kv_list,
+    services::op_islet_service_fetch,
   ],
   esm_entry_point = "ext:islet_runtime/99_main.js",
   esm = [
@@ -84,6 +86,7 @@ deno_core::extension!(
     "07_bindings.js",
     "08_objects.js",
     "09_kv.js",
+    "09_services.js",
     "10_context.js",
     "20_service_worker.js",
     "30_dispatch.js",

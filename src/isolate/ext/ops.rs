@@ -76,6 +76,8 @@ pub struct RequestSlot {
   pub decisions: Option<super::bindings::Decisions>,
   /// KV operations the invocation has made (`kv::MAX_OPERATIONS` at most).
   pub kv_operations: u32,
+  /// Service calls before this invocation in its chain: 0 for a request from a client.
+  pub service_depth: u8,
 }
 
 impl RequestSlot {
@@ -99,6 +101,7 @@ impl RequestSlot {
       streaming: false,
       decisions: None,
       kv_operations: 0,
+      service_depth: 0,
     }
   }
 
@@ -325,7 +328,7 @@ impl PendingResponses {
     Some(request.kv_operations)
   }
 
-  fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
+  pub fn by_id(&mut self, request_id: RequestId) -> Option<(u32, &mut RequestSlot)> {
     self
       .slots
       .iter_mut()

@@ -1,0 +1,104 @@
+//! What service bindings reach: another function of the node, invoked directly. The isolate side
+//! (`isolate::ext::services`) has checked the binding, counted the call and the chain's depth, and
+//! bounds the wait; this module finds the function (public or not: a function with `routes = []`
+//! is reachable only this way), makes the call an invocation of its `fetch` handler on the node's
+//! isolate threads, under its own limits, and turns the outcome into the response the caller gets
+//! (the callee's own, or the node's JSON error for its failure).
+//!
+//! It never runs a handler itself and never routes by the URL the caller chose: the binding names
+//! the function.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http_body_util::BodyExt;
+
+use crate::error::{error_response, ErrorCode};
+use crate::isolate::ext::services::{ServiceHost, ServiceRequest, ServiceResponse};
+use crate::isolate::{reply, IsolateRequest, RequestHead, RequestId};
+use crate::pool::Invoker;
+use crate::registry::Registry;
+
+/// The node's side of service bindings.
+pub struct ServiceCalls {
+  registry: Arc<ArcSwap<Registry>>,
+  /// Set once the isolate threads run.
+  invoker: OnceLock<Invoker>,
+}
+
+impl ServiceCalls {
+  pub fn new(registry: Arc<ArcSwap<Registry>>) -> Arc<Self> {
+    Arc::new(Self {
+      registry,
+      invoker: OnceLock::new(),
+    })
+  }
+
+  /// Calls can be made from now on.
+  pub fn start(&self, invoker: Invoker) {
+    let _ = self.invoker.set(invoker);
+  }
+
+  /// What isolates' service bindings reach.
+  pub fn host(self: &Arc<Self>) -> Arc<dyn ServiceHost> {
+    self.clone()
+  }
+}
+
+impl ServiceHost for ServiceCalls {
+  fn call(&self, name: &str, request: ServiceRequest) -> ServiceResponse {
+    let request_id = RequestId::generate();
+    let ready = |response| -> ServiceResponse { Box::pin(std::future::ready(response)) };
+    let Some(function) = self.registry.load().get(name).cloned() else {
+      let message = format!("service '{name}' is not a function this node serves");
+      return ready(error_response(ErrorCode::ServiceNotFound, &message, request_id));
+    };
+    if let Some(message) = &function.broken {
+      return ready(error_response(ErrorCode::ModuleLoadFailed, message, request_id));
+    }
+    let Some(invoker) = self.invoker.get() else {
+      let message = "the node is not serving yet";
+      return ready(error_response(ErrorCode::Unavailable, message, request_id));
+    };
+    let uri: http::Uri = match request.url.parse() {
+      Ok(uri) => uri,
+      Err(e) => {
+        let message = format!("'{}' is not a URL a service can be called with: {e}", request.url);
+        return ready(error_response(ErrorCode::HandlerError, &message, request_id));
+      }
+    };
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.authority().map_or("localhost", |a| a.as_str());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let head = RequestHead::new(request.method, scheme, host, path, &request.headers);
+    let max_body = usize::try_from(function.limits.max_body_bytes).unwrap_or(usize::MAX);
+    // Cut off where it passes the callee's limit, as a client's would be.
+    let body = request
+      .body
+      .map(|body| http_body_util::Limited::new(body, max_body).boxed());
+    let (responder, answer) = reply::elsewhere();
+    tracing::debug!(function = %function.name, %request_id, caller = %request.caller, depth = request.depth, "service call");
+    invoker.invoke(
+      function.clone(),
+      IsolateRequest {
+        request_id,
+        head,
+        body,
+        responder,
+        arrived: Instant::now(),
+        cold: false,
+        precharged: Duration::ZERO,
+        decisions: None,
+        service_depth: request.depth,
+      },
+    );
+    Box::pin(async move {
+      let mut response = crate::server::outcome_response(&function, answer.await.ok(), request_id);
+      if let Ok(value) = http::HeaderValue::from_str(request_id.text().as_str()) {
+        response.headers_mut().insert("x-islet-request-id", value);
+      }
+      response
+    })
+  }
+}
