@@ -42,6 +42,7 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
     precharged: std::time::Duration::ZERO,
     decisions: None,
     service_depth: 0,
+    service_chain: None,
   }]);
   let outcome = runtime.block_on(poll_fn(|cx| loop {
     if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {

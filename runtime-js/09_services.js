@@ -13,7 +13,9 @@ const {
   ArrayPrototypeIncludes,
   ObjectFreeze,
   ObjectGetOwnPropertyDescriptor,
+  ObjectPrototypeIsPrototypeOf,
   FunctionPrototypeCall,
+  RangeError,
   TypeError,
 } = primordials;
 
@@ -29,7 +31,9 @@ const {
 
 // The body getter as it was at boot: a tenant may replace the one on Request.prototype.
 const requestBody = ObjectGetOwnPropertyDescriptor(RequestPrototype, "body").get;
-const NULL_BODY_STATUSES = [101, 103, 204, 205, 304];
+const NULL_BODY_STATUSES = [204, 205, 304];
+// Kept in step with MAX_HEADERS in src/isolate/ext/ops.rs.
+const MAX_HEADERS = 1000;
 
 /** A service binding: `env.AUTH`. */
 class Fetcher {
@@ -47,8 +51,16 @@ class Fetcher {
    * @param {RequestInit} [init]
    */
   async fetch(input, init = undefined) {
-    const request = new Request(input, init);
+    // A Request passed on as it is keeps its own body stream (a new Request would pipe it through
+    // a TransformStream in JavaScript): an untouched request body then reaches the callee whole.
+    const request = init === undefined && ObjectPrototypeIsPrototypeOf(RequestPrototype, input)
+      ? input
+      : new Request(input, init);
     const inner = toInnerRequest(request);
+    const headerList = inner.headerList;
+    if (headerList.length > MAX_HEADERS) {
+      throw new RangeError(`a service call carries at most ${MAX_HEADERS} headers`);
+    }
     const body = FunctionPrototypeCall(requestBody, request);
     let rid = -1;
     if (body !== null) {
@@ -64,7 +76,7 @@ class Fetcher {
       currentRequestId(),
       inner.method,
       inner.url(),
-      inner.headerList,
+      headerList,
       rid,
     );
     const status = answer[0];

@@ -20,8 +20,8 @@
 //!   fleet) and the notifications their writes send through the queues.
 //! - [`kv`]: KV namespaces (a table of the node's database on one node, Redis on a fleet),
 //!   strongly consistent, with atomic commits.
-//! - [`bindings`]: what bucket and images bindings reach on the node, image decoding and resizing
-//!   included, run off the isolate threads.
+//! - [`bindings`]: what bucket, images and service bindings reach on the node (image decoding and
+//!   resizing run off the isolate threads; calls of other functions as invocations of their own).
 //! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
 //! - [`admin`]: the deploy and control API (bearer-token auth), deployments over a store (the data
 //!   directory, or Redis for a fleet), and the client the `islet deploy` family of commands uses.

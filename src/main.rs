@@ -704,7 +704,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   let https = config.tls.is_some();
   let server = Server::bind(config, live).await?;
   events.start(server.invoker());
-  services.start(server.invoker());
+  services.start(&server);
   let scheme = if https { "https" } else { "http" };
   // The first line on stdout: scripts and tests read the bound address from it.
   println!("islet listening on {scheme}://{}", server.local_addr());

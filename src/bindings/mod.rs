@@ -5,7 +5,7 @@
 //!
 //! It owns the bound on native work (image transforms running at once on the node) and measures
 //! what each took, so the isolate can charge it to its invocation. It never decides a limit and
-//! never reaches a bucket on a function's say-so alone.
+//! never reaches a bucket on a function's say-so alone. Service bindings' side is `services`.
 
 pub(crate) mod images;
 pub mod services;

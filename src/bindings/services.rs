@@ -19,25 +19,27 @@ use crate::isolate::ext::services::{ServiceHost, ServiceRequest, ServiceResponse
 use crate::isolate::{reply, IsolateRequest, RequestHead, RequestId};
 use crate::pool::Invoker;
 use crate::registry::Registry;
+use crate::server::{Admission, Server};
 
 /// The node's side of service bindings.
 pub struct ServiceCalls {
   registry: Arc<ArcSwap<Registry>>,
-  /// Set once the isolate threads run.
-  invoker: OnceLock<Invoker>,
+  /// Set once the isolate threads run: where calls go, and the admission gates they pass, as
+  /// requests do (a caller cannot run more of a function at once than clients could).
+  started: OnceLock<(Invoker, Arc<Admission>)>,
 }
 
 impl ServiceCalls {
   pub fn new(registry: Arc<ArcSwap<Registry>>) -> Arc<Self> {
     Arc::new(Self {
       registry,
-      invoker: OnceLock::new(),
+      started: OnceLock::new(),
     })
   }
 
-  /// Calls can be made from now on.
-  pub fn start(&self, invoker: Invoker) {
-    let _ = self.invoker.set(invoker);
+  /// Calls can be made from now on, to `server`'s isolates.
+  pub fn start(&self, server: &Server) {
+    let _ = self.started.set((server.invoker(), server.admission()));
   }
 
   /// What isolates' service bindings reach.
@@ -57,17 +59,13 @@ impl ServiceHost for ServiceCalls {
     if let Some(message) = &function.broken {
       return ready(error_response(ErrorCode::ModuleLoadFailed, message, request_id));
     }
-    let Some(invoker) = self.invoker.get() else {
+    let Some((invoker, admission)) = self.started.get() else {
       let message = "the node is not serving yet";
       return ready(error_response(ErrorCode::Unavailable, message, request_id));
     };
-    let uri: http::Uri = match request.url.parse() {
-      Ok(uri) => uri,
-      Err(e) => {
-        let message = format!("'{}' is not a URL a service can be called with: {e}", request.url);
-        return ready(error_response(ErrorCode::HandlerError, &message, request_id));
-      }
-    };
+    let (invoker, admission) = (invoker.clone(), admission.clone());
+    // The op has checked the URL: absolute, http or https.
+    let uri: http::Uri = request.url.parse().unwrap_or_default();
     let scheme = uri.scheme_str().unwrap_or("http");
     let host = uri.authority().map_or("localhost", |a| a.as_str());
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -77,26 +75,38 @@ impl ServiceHost for ServiceCalls {
     let body = request
       .body
       .map(|body| http_body_util::Limited::new(body, max_body).boxed());
-    let (responder, answer) = reply::elsewhere();
     tracing::debug!(function = %function.name, %request_id, caller = %request.caller, depth = request.depth, "service call");
-    invoker.invoke(
-      function.clone(),
-      IsolateRequest {
-        request_id,
-        head,
-        body,
-        responder,
-        arrived: Instant::now(),
-        cold: false,
-        precharged: Duration::ZERO,
-        decisions: None,
-        service_depth: request.depth,
-      },
-    );
+    let (depth, chain) = (request.depth, request.chain);
     Box::pin(async move {
-      let mut response = crate::server::outcome_response(&function, answer.await.ok(), request_id);
-      if let Ok(value) = http::HeaderValue::from_str(request_id.text().as_str()) {
-        response.headers_mut().insert("x-islet-request-id", value);
+      let Ok(admitted) = admission.admit(&function.name).await else {
+        let message = format!(
+          "function '{}' is at its concurrency limit and its queue is full",
+          function.name
+        );
+        return error_response(ErrorCode::FunctionOverloaded, &message, request_id);
+      };
+      let (responder, answer) = reply::elsewhere();
+      invoker.invoke(
+        function.clone(),
+        IsolateRequest {
+          request_id,
+          head,
+          body,
+          responder,
+          arrived: Instant::now(),
+          cold: false,
+          precharged: Duration::ZERO,
+          decisions: None,
+          service_depth: depth,
+          service_chain: Some(chain),
+        },
+      );
+      let outcome = answer.await.ok();
+      drop(admitted);
+      let mut response = crate::server::outcome_response(&function, outcome, request_id);
+      // The caller's response gets its own when it is sent on.
+      for header in ["server-timing", "x-islet-start"] {
+        response.headers_mut().remove(header);
       }
       response
     })

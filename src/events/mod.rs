@@ -799,6 +799,7 @@ impl Events {
       precharged: Duration::ZERO,
       decisions,
       service_depth: 0,
+      service_chain: None,
     };
     invoker.invoke(function, request);
     match answer.await {

@@ -588,6 +588,7 @@ impl Isolate {
           precharged,
           decisions,
           service_depth,
+          service_chain,
         } = request;
         let start = StartTiming {
           cold,
@@ -602,6 +603,14 @@ impl Isolate {
         record.cpu_used = precharged;
         record.decisions = decisions;
         record.service_depth = service_depth;
+        if let Some(chain) = &service_chain {
+          // A callee ends with the request that started its chain, at the latest.
+          record.deadline = record.deadline.min(chain.deadline);
+          record.after_response = record
+            .after_response
+            .min(chain.deadline.saturating_duration_since(Instant::now()));
+        }
+        record.service_chain = service_chain;
         let slot = state.borrow_mut::<PendingResponses>().insert(record);
         let body_rid = body.map_or(-1, |body| {
           state.resource_table.add(RequestBodyResource::new(body)) as i32

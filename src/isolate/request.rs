@@ -35,6 +35,8 @@ pub struct IsolateRequest {
   pub decisions: Option<super::ext::bindings::Decisions>,
   /// Service calls before this one in its chain (0 for a request from a client or an event).
   pub service_depth: u8,
+  /// For a service call: the chain it belongs to, whose deadline bounds this invocation's.
+  pub service_chain: Option<std::sync::Arc<super::ext::services::ServiceChain>>,
 }
 
 impl IsolateRequest {

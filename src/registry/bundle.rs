@@ -93,6 +93,9 @@ impl Bundle {
     for route in &self.routes {
       super::routes::RoutePattern::parse(route).map_err(|e| format!("routes: {e}"))?;
     }
+    if self.private && !self.routes.is_empty() {
+      return Err("private: a function reachable only through bindings has no routes".into());
+    }
     defaults.with(&self.limits).map_err(|e| format!("limits.{e}"))?;
     bindings::validate(&self.bindings, &self.triggers, &self.vars)?;
     Ok(())

@@ -35,7 +35,7 @@ use crate::isolate::{reply, IsolateRequest, RequestHead, RequestId};
 use crate::limits::StopReason;
 use crate::pool::{HeavyLane, IsolatePool, LocalIsolates, PoolConfig, PoolControl};
 use crate::registry::Registry;
-use admission::Admission;
+pub(crate) use admission::Admission;
 pub use admission::AdmissionConfig;
 use arc_swap::ArcSwap;
 use graceful::{Shutdown, Watcher};
@@ -84,7 +84,7 @@ struct Node {
   /// The functions served, swapped whole by deploys (see `admin`).
   registry: Arc<ArcSwap<Registry>>,
   router: Router,
-  admission: Admission,
+  admission: Arc<Admission>,
   /// Where demoted functions' requests run instead of the connection's thread.
   heavy_lane: HeavyLane,
 }
@@ -144,7 +144,7 @@ impl Server {
     let node = Node {
       registry,
       router: Router::new(config.base_domains.clone()),
-      admission: Admission::new(config.admission),
+      admission: Arc::new(Admission::new(config.admission)),
       heavy_lane: pool.heavy_lane(),
     };
     Ok(Self {
@@ -166,6 +166,11 @@ impl Server {
   /// Runs invocations that arrive on no connection (queue batches, cron ticks).
   pub fn invoker(&self) -> crate::pool::Invoker {
     self.pool.invoker()
+  }
+
+  /// The per-function admission gates requests pass (service calls pass them too).
+  pub(crate) fn admission(&self) -> Arc<Admission> {
+    self.node.admission.clone()
   }
 
   /// The address actually bound (the port is chosen by the OS for `:0`).
@@ -496,6 +501,7 @@ impl Node {
       precharged: Duration::ZERO,
       decisions: None,
       service_depth: 0,
+      service_chain: None,
     };
     let _in_flight = if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);

@@ -48,6 +48,21 @@ async fn a_64_mib_body_streams_to_the_callee_and_back() {
     Some("https://any-host.invalid/echo?via=binding")
   );
   assert_eq!(reply.header("x-seen-from"), Some("caller"));
+  // The incoming Request itself, passed on: its body reaches the callee whole.
+  let small: Vec<u8> = (0..1u32 << 20).map(|i| (i % 13) as u8).collect();
+  let reply = send(
+    &http1(),
+    request("PUT", &node.url("/caller?to=echo-request"))
+      .body(Full::new(Bytes::from(small.clone())))
+      .unwrap(),
+  )
+  .await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  assert!(reply.body == small);
+  assert!(reply
+    .header("x-seen-url")
+    .unwrap()
+    .ends_with("/caller?to=echo-request"));
   // A body made in JavaScript, pumped to the callee and read back in the caller.
   let generated = call(&node, "echo-generated&mib=64").await;
   assert_eq!(generated["status"], 200, "{generated}");
@@ -86,6 +101,46 @@ async fn failures_of_the_callee_reach_the_caller_as_responses_it_can_handle() {
       "{quick}"
     );
   }
+  let echoed = call(&node, "ECHO").await;
+  assert_eq!(echoed["status"], 200, "{echoed}");
+}
+
+#[tokio::test]
+async fn hostile_calls_are_refused_and_the_node_keeps_serving() {
+  let data = TempDir::new("services-hostile");
+  let node = node(&data);
+  // 1,500 headers (past the cap that keeps a header map from overflowing): refused, in a call and
+  // in a response.
+  let many = call(&node, "many-headers").await;
+  assert!(
+    many["caught"]
+      .as_str()
+      .unwrap()
+      .starts_with("RangeError: a service call carries at most 1000 headers"),
+    "{many}"
+  );
+  let reply = get(&http1(), &node.url("/caller?to=many-response-headers")).await;
+  assert!(
+    reply.error(500, "handler_error").contains("1000"),
+    "{}",
+    reply.text()
+  );
+  // Only http: and https: URLs.
+  let bad = call(&node, "bad-url").await;
+  assert!(
+    bad["caught"]
+      .as_str()
+      .unwrap()
+      .starts_with("TypeError: a service is called with an http: or https: URL"),
+    "{bad}"
+  );
+  // Calls are subrequests: 50 by default, for the whole chain.
+  let fanned = call(&node, "fan-out").await;
+  assert_eq!(fanned["made"], 50, "{fanned}");
+  assert!(
+    fanned["caught"].as_str().unwrap().contains("50 subrequests"),
+    "{fanned}"
+  );
   let echoed = call(&node, "ECHO").await;
   assert_eq!(echoed["status"], 200, "{echoed}");
 }

@@ -78,6 +78,9 @@ pub struct RequestSlot {
   pub kv_operations: u32,
   /// Service calls before this invocation in its chain: 0 for a request from a client.
   pub service_depth: u8,
+  /// The chain of service calls this invocation belongs to (made at its first call, for a request
+  /// that starts one): its budget of calls and its deadline.
+  pub service_chain: Option<std::sync::Arc<super::services::ServiceChain>>,
 }
 
 impl RequestSlot {
@@ -102,6 +105,7 @@ impl RequestSlot {
       decisions: None,
       kv_operations: 0,
       service_depth: 0,
+      service_chain: None,
     }
   }
 
@@ -337,6 +341,10 @@ impl PendingResponses {
   }
 }
 
+/// Headers one response (or one service call's request) may carry: `http`'s header map cannot hold
+/// more than 24,576 (it panics past that), and no real response needs a thousand.
+pub const MAX_HEADERS: usize = 1000;
+
 /// Headers the server adds to every response (`x-islet-start`, `server-timing`,
 /// `x-islet-request-id`): room is made for them up front, so adding them never grows the map.
 const SERVER_HEADERS: usize = 3;
@@ -405,6 +413,11 @@ fn new_response(
     .ok()
     .and_then(|s| http::StatusCode::from_u16(s).ok())
     .ok_or_else(|| JsErrorBox::range_error(format!("invalid response status {status}")))?;
+  if header_count > MAX_HEADERS {
+    return Err(JsErrorBox::range_error(format!(
+      "a response has {header_count} headers; the most is {MAX_HEADERS}"
+    )));
+  }
   let mut response = http::Response::new(body);
   *response.status_mut() = status;
   response.headers_mut().reserve(header_count + SERVER_HEADERS);
