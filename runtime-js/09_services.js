@@ -85,10 +85,10 @@ class Fetcher {
       core.tryClose(responseRid);
       responseRid = -1;
     }
-    return new Response(responseRid >= 0 ? readableStreamForRid(responseRid) : null, {
-      status,
-      headers: answer[1],
-    });
+    // A small body known whole came with the answer; a larger or streamed one is read on demand.
+    let responseBody = responseRid >= 0 ? readableStreamForRid(responseRid) : answer[3];
+    if (ArrayPrototypeIncludes(NULL_BODY_STATUSES, status)) responseBody = null;
+    return new Response(responseBody, { status, headers: answer[1] });
   }
 }
 

@@ -85,23 +85,41 @@ impl ServiceHost for ServiceCalls {
         );
         return error_response(ErrorCode::FunctionOverloaded, &message, request_id);
       };
-      let (responder, answer) = reply::elsewhere();
-      invoker.invoke(
-        function.clone(),
-        IsolateRequest {
-          request_id,
-          head,
-          body,
-          responder,
-          arrived: Instant::now(),
-          cold: false,
-          precharged: Duration::ZERO,
-          decisions: None,
-          service_depth: depth,
-          service_chain: Some(chain),
-        },
-      );
+      // On the caller's own thread when it is an isolate thread (it always is for a call from a
+      // handler): no thread to wake either way.
+      let nearby = invoker.here(&function.name);
+      let (responder, answer) = if nearby.is_some() {
+        reply::here()
+      } else {
+        reply::elsewhere()
+      };
+      let request = IsolateRequest {
+        request_id,
+        head,
+        body,
+        responder,
+        arrived: Instant::now(),
+        cold: false,
+        precharged: Duration::ZERO,
+        decisions: None,
+        service_depth: depth,
+        service_chain: Some(chain),
+      };
+      // Dispatched from a task of its own: this runs inside the caller's JavaScript, while the
+      // thread's isolates may be borrowed.
+      let (done, finished) = tokio::sync::oneshot::channel::<()>();
+      match nearby {
+        Some(isolates) => {
+          let function = function.clone();
+          crate::pool::spawn_here(async move {
+            let _in_flight = isolates.dispatch(function, request);
+            let _ = finished.await;
+          });
+        }
+        None => invoker.invoke(function.clone(), request),
+      }
       let outcome = answer.await.ok();
+      drop(done);
       drop(admitted);
       let mut response = crate::server::outcome_response(&function, outcome, request_id);
       // The caller's response gets its own when it is sent on.

@@ -184,6 +184,16 @@ pub struct Invoker {
 }
 
 impl Invoker {
+  /// The calling thread's isolates, when it is an isolate thread and `function` is not demoted to
+  /// the heavy lane: an invocation made from an isolate (a service call) can run right there, with
+  /// no other thread to wake.
+  pub fn here(&self, function: &str) -> Option<LocalIsolates> {
+    if self.heavy.takes(function) {
+      return None;
+    }
+    worker::here()
+  }
+
   /// Hands `request` to an isolate of `function` on one of the threads.
   pub fn invoke(&self, function: Arc<crate::registry::Function>, request: crate::isolate::IsolateRequest) {
     if self.heavy.takes(&function.name) {

@@ -139,6 +139,16 @@ impl LocalIsolates {
   }
 }
 
+thread_local! {
+  /// The isolates of the isolate thread this is, if it is one.
+  static HERE: RefCell<Option<LocalIsolates>> = const { RefCell::new(None) };
+}
+
+/// The isolates of the calling thread, when it is an isolate thread.
+pub fn here() -> Option<LocalIsolates> {
+  HERE.with(|here| here.borrow().clone())
+}
+
 /// Runs the thread until the pool closes its inbox.
 pub(super) fn run(
   index: usize,
@@ -183,6 +193,7 @@ pub(super) fn run(
       in_flight: Rc::default(),
       dispatched: Rc::default(),
     };
+    HERE.with(|here| *here.borrow_mut() = Some(handle.clone()));
     let warm_taken = handle.isolates.borrow().warm_taken.clone();
     let mut trim = tokio::time::interval(TRIM_EVERY);
     trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

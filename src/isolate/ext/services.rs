@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deno_core::{op2, ByteString, OpState, Resource};
+use deno_core::{op2, ByteString, OpState, Resource, ToJsBuffer};
 use deno_error::JsErrorBox;
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -46,7 +46,8 @@ pub struct ServiceRequest {
   pub chain: std::sync::Arc<ServiceChain>,
 }
 
-pub type ServiceResponse = Pin<Box<dyn Future<Output = http::Response<ResponseBody>> + Send>>;
+/// The callee's response, awaited on the caller's thread (the callee may run on it too).
+pub type ServiceResponse = Pin<Box<dyn Future<Output = http::Response<ResponseBody>>>>;
 
 /// What the node offers service bindings. Implemented by `bindings::services`.
 pub trait ServiceHost: Send + Sync + 'static {
@@ -238,7 +239,12 @@ fn request_headers(
   Ok(map)
 }
 
-/// `env.<binding>.fetch(request)`: `[status, headers, body rid]`, the rid -1 for no body.
+/// A response body known whole and at most this large comes back with the op's answer instead of
+/// as a stream (two turns of the event loop fewer).
+const INLINE_BODY_BYTES: usize = 64 << 10;
+
+/// `env.<binding>.fetch(request)`: `[status, headers, body rid, body bytes]`: the rid -1 when the
+/// body is none, or is the bytes.
 #[op2]
 #[serde]
 pub async fn op_islet_service_fetch(
@@ -249,7 +255,7 @@ pub async fn op_islet_service_fetch(
   #[string] url: String,
   #[serde] headers: Vec<(ByteString, ByteString)>,
   #[smi] rid: i32,
-) -> Result<(u16, Vec<(ByteString, ByteString)>, i32), JsErrorBox> {
+) -> Result<(u16, Vec<(ByteString, ByteString)>, i32, Option<ToJsBuffer>), JsErrorBox> {
   // First: whatever refuses the call from here on closes the body.
   let body = TakenBody::take(&mut state.borrow_mut(), rid)?;
   let method = http::Method::from_bytes(method.as_bytes())
@@ -350,17 +356,22 @@ pub async fn op_islet_service_fetch(
       )
     })
     .collect();
-  let rid = if matches!(body, ResponseBody::Full(None)) {
-    -1
-  } else {
-    let body: RequestBody = body
-      .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
-      .boxed();
-    let rid = state
-      .borrow_mut()
-      .resource_table
-      .add(RequestBodyResource::new(body));
-    i32::try_from(rid).unwrap_or(i32::MAX)
+  let (rid, inline) = match body {
+    ResponseBody::Full(None) => (-1, None),
+    ResponseBody::Full(Some(bytes)) if bytes.len() <= INLINE_BODY_BYTES => (-1, Some(bytes.to_vec().into())),
+    body => (stream_body(&state, body), None),
   };
-  Ok((parts.status.as_u16(), headers, rid))
+  Ok((parts.status.as_u16(), headers, rid, inline))
+}
+
+/// A response body as a resource JS reads on demand.
+fn stream_body(state: &Rc<RefCell<OpState>>, body: ResponseBody) -> i32 {
+  let body: RequestBody = body
+    .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+    .boxed();
+  let rid = state
+    .borrow_mut()
+    .resource_table
+    .add(RequestBodyResource::new(body));
+  i32::try_from(rid).unwrap_or(i32::MAX)
 }
