@@ -64,8 +64,7 @@ impl ServiceHost for ServiceCalls {
       return ready(error_response(ErrorCode::Unavailable, message, request_id));
     };
     let (invoker, admission) = (invoker.clone(), admission.clone());
-    // The op has checked the URL: absolute, http or https.
-    let uri: http::Uri = request.url.parse().unwrap_or_default();
+    let uri = &request.uri;
     let scheme = uri.scheme_str().unwrap_or("http");
     let host = uri.authority().map_or("localhost", |a| a.as_str());
     let path = uri.path_and_query().map_or("/", |p| p.as_str());

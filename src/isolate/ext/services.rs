@@ -34,8 +34,8 @@ pub const MAX_SERVICE_DEPTH: u8 = 16;
 /// A call of another function's `fetch` handler.
 pub struct ServiceRequest {
   pub method: http::Method,
-  /// Absolute; its host is the handler's to read, never used for routing.
-  pub url: String,
+  /// Absolute, http or https; its host is the handler's to read, never used for routing.
+  pub uri: http::Uri,
   pub headers: http::HeaderMap,
   pub body: Option<RequestBody>,
   /// Calls before this one in its chain (1 for a call from a request).
@@ -330,7 +330,7 @@ pub async fn op_islet_service_fetch(
   let wait = left.saturating_sub((left / 10).min(Duration::from_millis(100)));
   let request = ServiceRequest {
     method,
-    url,
+    uri,
     headers,
     body: body.into_body(Instant::now() + wait),
     depth,
