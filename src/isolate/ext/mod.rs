@@ -77,6 +77,7 @@ deno_core::extension!(
     dir "runtime-js",
     "00_ops.js",
     "00_web_globals.js",
+    "00_errors.js",
     "01_request_context.js",
     "02_console.js",
     "03_timers.js",

@@ -1,0 +1,90 @@
+//! Every error a Rust op raises with a class name reaches the handler as that class: the
+//! DOMException family with its name, code and message, and the ECMAScript classes. Before the
+//! error builders were registered, the DOMException ones arrived as `undefined`.
+
+use serde_json::Value;
+
+use crate::support::{get, http1, Node};
+
+async fn thrown() -> Value {
+  let node = Node::serve("tests/fixtures", &[]);
+  let reply = get(&http1(), &node.url("/errors")).await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  reply.json()
+}
+
+/// `case` threw a DOMException named `name` (legacy `code`) with `message`.
+fn dom_exception(results: &Value, case: &str, name: &str, code: u64, message: &str) {
+  let e = &results[case];
+  assert_eq!(e["thrown"], true, "{case}: nothing thrown");
+  assert_eq!(e["domException"], true, "{case}: not a DOMException: {e}");
+  assert_eq!(e["error"], true, "{case}: a DOMException is an Error: {e}");
+  assert_eq!(e["constructor"], "DOMException", "{case}: {e}");
+  assert_eq!(e["name"], name, "{case}: {e}");
+  assert_eq!(e["code"], code, "{case}: {e}");
+  assert_eq!(e["message"], message, "{case}: {e}");
+  assert_eq!(e["stack"], true, "{case}: no stack: {e}");
+}
+
+/// `case` threw an instance of the ECMAScript class `class` whose message contains `message`.
+fn error(results: &Value, case: &str, class: &str, message: &str) {
+  let e = &results[case];
+  assert_eq!(e["thrown"], true, "{case}: nothing thrown");
+  assert_eq!(e["domException"], false, "{case}: {e}");
+  assert_eq!(e["constructor"], class, "{case}: {e}");
+  assert_eq!(e["name"], class, "{case}: {e}");
+  let text = e["message"].as_str().unwrap_or_default();
+  assert!(text.contains(message), "{case}: message {text:?} lacks {message:?}");
+}
+
+#[tokio::test]
+async fn op_errors_reach_javascript_as_their_class_name_and_message() {
+  let results = thrown().await;
+  // deno_web's base64 op (WebError::Base64Decode) and btoa's range check.
+  dom_exception(&results, "atob", "InvalidCharacterError", 5, "Failed to decode base64");
+  dom_exception(
+    &results,
+    "btoa",
+    "InvalidCharacterError",
+    5,
+    "Cannot encode string: string contains characters outside of the Latin1 range",
+  );
+  // deno_crypto's getRandomValues (a cppgc method: CryptoError's classes).
+  for case in ["randomFloat32", "randomDataView"] {
+    dom_exception(
+      &results,
+      case,
+      "TypeMismatchError",
+      17,
+      "The provided value is not an integer-type TypedArray",
+    );
+  }
+  dom_exception(
+    &results,
+    "randomTooLong",
+    "QuotaExceededError",
+    22,
+    "The ArrayBufferView's byte length (65537) exceeds the number of bytes of entropy available via this API (65536)",
+  );
+  dom_exception(
+    &results,
+    "digestNotSupported",
+    "NotSupportedError",
+    9,
+    "Algorithm 'AES-GCM' is not supported",
+  );
+  dom_exception(&results, "decryptTampered", "OperationError", 0, "Decryption failed");
+  dom_exception(&results, "importBadAesLength", "DataError", 0, "Invalid key length");
+  dom_exception(
+    &results,
+    "importBadSpki",
+    "DataError",
+    0,
+    "ASN.1 error: unexpected ASN.1 DER tag: expected SEQUENCE, got BOOLEAN",
+  );
+  dom_exception(&results, "cloneFunction", "DataCloneError", 25, "() => {} could not be cloned.");
+  // The ECMAScript classes keep working as before.
+  error(&results, "fatalDecode", "TypeError", "The encoded data is not valid");
+  error(&results, "badUrl", "TypeError", "Invalid URL: 'http://[::1'");
+  error(&results, "gunzipGarbage", "TypeError", "corrupt gzip stream");
+}
