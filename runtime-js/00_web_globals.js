@@ -28,7 +28,7 @@ internals.__telemetryUtil ??= ObjectFreeze({
 });
 
 export const webidl = core.loadExtScript("ext:deno_webidl/00_webidl.js");
-const url = core.loadExtScript("ext:deno_web/00_url.js");
+export const url = core.loadExtScript("ext:deno_web/00_url.js");
 const urlPattern = core.loadExtScript("ext:deno_web/01_urlpattern.js");
 export const consoleModule = core.loadExtScript("ext:deno_web/01_console.js");
 export const { DOMException } = core.loadExtScript("ext:deno_web/01_dom_exception.js");
@@ -44,12 +44,12 @@ const messagePort = core.loadExtScript("ext:deno_web/13_message_port.js");
 const compression = core.loadExtScript("ext:deno_web/14_compression.js");
 export const performance = core.loadExtScript("ext:deno_web/15_performance.js");
 export const headers = core.loadExtScript("ext:deno_fetch/20_headers.js");
-const formData = core.loadExtScript("ext:deno_fetch/21_formdata.js");
+export const formData = core.loadExtScript("ext:deno_fetch/21_formdata.js");
 export const body = core.loadExtScript("ext:deno_fetch/22_body.js");
 export const request = core.loadExtScript("ext:deno_fetch/23_request.js");
 export const response = core.loadExtScript("ext:deno_fetch/23_response.js");
 export const fetchModule = core.loadExtScript("ext:deno_fetch/26_fetch.js");
-const crypto = core.loadExtScript("ext:deno_crypto/00_crypto.js");
+export const crypto = core.loadExtScript("ext:deno_crypto/00_crypto.js");
 
 const nonEnumerable = core.propNonEnumerable;
 const writable = core.propWritable;

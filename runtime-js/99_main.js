@@ -7,6 +7,7 @@
 import { useFastOps } from "ext:islet_runtime/00_ops.js";
 import { performance } from "ext:islet_runtime/00_web_globals.js";
 import "ext:islet_runtime/00_errors.js";
+import "ext:islet_runtime/00_web_fixes.js";
 import "ext:islet_runtime/01_request_context.js";
 import "ext:islet_runtime/02_console.js";
 import "ext:islet_runtime/03_timers.js";

@@ -34,14 +34,23 @@ fn error(results: &Value, case: &str, class: &str, message: &str) {
   assert_eq!(e["constructor"], class, "{case}: {e}");
   assert_eq!(e["name"], class, "{case}: {e}");
   let text = e["message"].as_str().unwrap_or_default();
-  assert!(text.contains(message), "{case}: message {text:?} lacks {message:?}");
+  assert!(
+    text.contains(message),
+    "{case}: message {text:?} lacks {message:?}"
+  );
 }
 
 #[tokio::test]
 async fn op_errors_reach_javascript_as_their_class_name_and_message() {
   let results = thrown().await;
   // deno_web's base64 op (WebError::Base64Decode) and btoa's range check.
-  dom_exception(&results, "atob", "InvalidCharacterError", 5, "Failed to decode base64");
+  dom_exception(
+    &results,
+    "atob",
+    "InvalidCharacterError",
+    5,
+    "Failed to decode base64",
+  );
   dom_exception(
     &results,
     "btoa",
@@ -73,8 +82,20 @@ async fn op_errors_reach_javascript_as_their_class_name_and_message() {
     9,
     "Algorithm 'AES-GCM' is not supported",
   );
-  dom_exception(&results, "decryptTampered", "OperationError", 0, "Decryption failed");
-  dom_exception(&results, "importBadAesLength", "DataError", 0, "Invalid key length");
+  dom_exception(
+    &results,
+    "decryptTampered",
+    "OperationError",
+    0,
+    "Decryption failed",
+  );
+  dom_exception(
+    &results,
+    "importBadAesLength",
+    "DataError",
+    0,
+    "Invalid key length",
+  );
   dom_exception(
     &results,
     "importBadSpki",
@@ -82,9 +103,20 @@ async fn op_errors_reach_javascript_as_their_class_name_and_message() {
     0,
     "ASN.1 error: unexpected ASN.1 DER tag: expected SEQUENCE, got BOOLEAN",
   );
-  dom_exception(&results, "cloneFunction", "DataCloneError", 25, "() => {} could not be cloned.");
+  dom_exception(
+    &results,
+    "cloneFunction",
+    "DataCloneError",
+    25,
+    "() => {} could not be cloned.",
+  );
   // The ECMAScript classes keep working as before.
-  error(&results, "fatalDecode", "TypeError", "The encoded data is not valid");
+  error(
+    &results,
+    "fatalDecode",
+    "TypeError",
+    "The encoded data is not valid",
+  );
   error(&results, "badUrl", "TypeError", "Invalid URL: 'http://[::1'");
   error(&results, "gunzipGarbage", "TypeError", "corrupt gzip stream");
 }

@@ -78,6 +78,7 @@ deno_core::extension!(
     "00_ops.js",
     "00_web_globals.js",
     "00_errors.js",
+    "00_web_fixes.js",
     "01_request_context.js",
     "02_console.js",
     "03_timers.js",

@@ -1,0 +1,132 @@
+// Islet edge layer, step 0: where Deno's Web APIs part from the standards, brought back to them.
+//
+// Each fix below was found by the conformance suite (tests/conformance/), names the spec step it
+// restores, and is made only where a peer runtime (deno serve or workerd) already behaves as the
+// spec says or the spec is unambiguous. Runs once, while the snapshot is made.
+//
+// Owns: small corrections to the prototypes 00_web_globals.js installs. Never changes what a
+// correct call returns, and never adds API.
+import { core, primordials } from "ext:core/mod.js";
+import { crypto, DOMException, file, formData, url, webidl } from "ext:islet_runtime/00_web_globals.js";
+
+const {
+  ArrayPrototypeIndexOf,
+  FunctionPrototypeCall,
+  ObjectDefineProperty,
+  ObjectGetOwnPropertyDescriptor,
+  ObjectPrototypeIsPrototypeOf,
+  PromisePrototypeThen,
+  PromiseReject,
+  ReflectApply,
+  TypeError,
+} = primordials;
+
+// URL's origin getter for blob: URLs (https://url.spec.whatwg.org/#concept-url-origin, "blob"
+// steps 2-5): the origin of the URL the path parses to, only when that URL's scheme is http or
+// https (its origin is a tuple origin); otherwise an opaque origin, serialized "null". deno_web
+// returns the inner URL's origin for any scheme, so `new URL("blob:ftp://host/x").origin` was
+// "ftp://host".
+{
+  const URLPrototype = url.URL.prototype;
+  const { get: originOf } = ObjectGetOwnPropertyDescriptor(URLPrototype, "origin");
+  const { get: protocolOf } = ObjectGetOwnPropertyDescriptor(URLPrototype, "protocol");
+  const { get: pathnameOf } = ObjectGetOwnPropertyDescriptor(URLPrototype, "pathname");
+  const parse = url.URL.parse;
+  const { get } = ObjectGetOwnPropertyDescriptor(
+    {
+      get origin() {
+        // The protocol getter checks the brand: a non-URL `this` throws the TypeError it did.
+        if (FunctionPrototypeCall(protocolOf, this) !== "blob:") return FunctionPrototypeCall(originOf, this);
+        const inner = FunctionPrototypeCall(parse, url.URL, FunctionPrototypeCall(pathnameOf, this));
+        if (inner === null) return "null";
+        const scheme = FunctionPrototypeCall(protocolOf, inner);
+        return scheme === "http:" || scheme === "https:" ? FunctionPrototypeCall(originOf, inner) : "null";
+      },
+    },
+    "origin",
+  );
+  ObjectDefineProperty(URLPrototype, "origin", { __proto__: null, get, enumerable: true, configurable: true });
+}
+
+// structuredClone's transfer list (https://html.spec.whatwg.org/#structuredserializewithtransfer,
+// step 1): every item must be transferable (an ArrayBuffer or a platform object such as a
+// MessagePort, step 1.1) and listed once (step 1.3), else DataCloneError. deno_web skipped items
+// that were neither and accepted a buffer listed twice. The options are converted here once, so
+// a getter on them runs once, as it did.
+{
+  const clone = globalThis.structuredClone;
+  const structuredClone = {
+    structuredClone(value, options) {
+      if (arguments.length < 2 || options === undefined) return ReflectApply(clone, undefined, arguments);
+      options = webidl.converters.StructuredSerializeOptions(options, "Failed to execute 'structuredClone'", "Argument 2");
+      const transfer = options.transfer;
+      for (let i = 0; i < transfer.length; i++) {
+        const item = transfer[i];
+        if (!core.isArrayBuffer(item) && !item[core.hostObjectBrand]) {
+          throw new DOMException(`Value at index ${i} of the transfer list is not transferable`, "DataCloneError");
+        }
+        if (ArrayPrototypeIndexOf(transfer, item) !== i) {
+          throw new DOMException(`Value at index ${i} of the transfer list is listed twice`, "DataCloneError");
+        }
+      }
+      return clone(value, options);
+    },
+  }.structuredClone;
+  ObjectDefineProperty(globalThis, "structuredClone", core.propWritable(structuredClone));
+}
+
+// SubtleCrypto.importKey of a PBKDF2 or HKDF key (https://w3c.github.io/webcrypto/#pbkdf2-operations-import-key
+// step 3, and HKDF's import key step 3): "If extractable is not false, then throw a SyntaxError."
+// deno_crypto imported such a key (quietly not extractable); workerd refuses it. Checked once the
+// import succeeded, so every earlier step (argument conversion, format, usages) has had its say;
+// `extractable` is a WebIDL boolean, whose conversion has no side effect to repeat.
+{
+  const SubtleCryptoPrototype = crypto.SubtleCrypto.prototype;
+  const importKey = SubtleCryptoPrototype.importKey;
+  const { get: algorithmOf } = ObjectGetOwnPropertyDescriptor(crypto.CryptoKey.prototype, "algorithm");
+  const wrapper = {
+    importKey(format, keyData, algorithm, extractable, keyUsages) {
+      return PromisePrototypeThen(ReflectApply(importKey, this, arguments), (key) => {
+        const name = FunctionPrototypeCall(algorithmOf, key).name;
+        if ((name === "PBKDF2" || name === "HKDF") && extractable) {
+          return PromiseReject(new DOMException(`${name} keys cannot be extractable`, "SyntaxError"));
+        }
+        return key;
+      });
+    },
+  }.importKey;
+  ObjectDefineProperty(SubtleCryptoPrototype, "importKey", {
+    __proto__: null,
+    value: wrapper,
+    writable: true,
+    enumerable: true,
+    configurable: true,
+  });
+}
+
+// FormData.append and set with three arguments (https://xhr.spec.whatwg.org/#interface-formdata):
+// only the (name, Blob, filename) overload takes three, so by WebIDL's overload resolution a third
+// argument with a value that is not a Blob is a TypeError. deno_fetch stored the string and
+// dropped the filename.
+{
+  const FormDataPrototype = formData.FormData.prototype;
+  const BlobPrototype = file.Blob.prototype;
+  for (const method of ["append", "set"]) {
+    const original = FormDataPrototype[method];
+    const wrapper = {
+      [method](name, value) {
+        if (arguments.length >= 3 && !ObjectPrototypeIsPrototypeOf(BlobPrototype, value)) {
+          throw new TypeError(`Failed to execute '${method}' on 'FormData': parameter 2 is not of type 'Blob'`);
+        }
+        return ReflectApply(original, this, arguments);
+      },
+    }[method];
+    ObjectDefineProperty(FormDataPrototype, method, {
+      __proto__: null,
+      value: wrapper,
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
+  }
+}
