@@ -734,3 +734,107 @@ fn boot(runtime: &mut JsRuntime) -> Result<Booted, IsolateError> {
 fn load_error_message(err: &CoreError) -> String {
   err.to_string().replace("islet://", "")
 }
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  /// Every error class name an op of deno_core or of the Deno extensions Islet loads can raise, in
+  /// the versions Cargo.lock pins: their `#[class("…")]` attributes and `JsErrorBox::new` names,
+  /// deno_error's io::ErrorKind names and `class(not_supported)`, and the ECMAScript classes.
+  const OP_ERROR_CLASSES: &[&str] = &[
+    "DOMExceptionDataError",
+    "DOMExceptionIndexSizeError",
+    "DOMExceptionInvalidAccessError",
+    "DOMExceptionInvalidCharacterError",
+    "DOMExceptionInvalidStateError",
+    "DOMExceptionNotSupportedError",
+    "DOMExceptionOperationError",
+    "DOMExceptionQuotaExceededError",
+    "DOMExceptionSyntaxError",
+    "DOMExceptionTypeMismatchError",
+    "BadResource",
+    "Busy",
+    "Interrupted",
+    "InvalidData",
+    "NotCapable",
+    "NotSupported",
+    "AddrInUse",
+    "AddrNotAvailable",
+    "AlreadyExists",
+    "BrokenPipe",
+    "ConnectionAborted",
+    "ConnectionRefused",
+    "ConnectionReset",
+    "FilesystemLoop",
+    "IsADirectory",
+    "NetworkUnreachable",
+    "NotADirectory",
+    "NotConnected",
+    "NotFound",
+    "PermissionDenied",
+    "TimedOut",
+    "UnexpectedEof",
+    "WouldBlock",
+    "WriteZero",
+    "Error",
+    "RangeError",
+    "ReferenceError",
+    "SyntaxError",
+    "TypeError",
+    "URIError",
+  ];
+
+  /// Builds each class's error the way deno_core does when an op fails (its `buildCustomError`,
+  /// reachable before `__isletBoot` removes `Deno`) and checks what JavaScript gets: a
+  /// DOMException of the name after the prefix, or an Error whose class and name are the class
+  /// name. An unregistered name builds `undefined`.
+  #[test]
+  fn every_op_error_class_builds_its_javascript_error() {
+    init_v8();
+    let memory = MemoryBudget::new(64 << 20);
+    let mut runtime = JsRuntime::try_new(RuntimeOptions {
+      startup_snapshot: Some(SNAPSHOT),
+      extensions: ext::extensions(
+        fetch_options(),
+        Arc::new(ext::blob::AccountedBlobStore::new(memory)),
+      ),
+      ..Default::default()
+    })
+    .expect("an isolate from the snapshot");
+    let classes = serde_json::to_string(OP_ERROR_CLASSES).unwrap();
+    let script = format!(
+      r#"JSON.stringify({classes}.map((cls) => {{
+        const e = Deno.core.buildCustomError(cls, "the message");
+        return [cls, e === undefined ? "undefined" : (e instanceof DOMException ? "DOMException" : e.constructor.name),
+          e?.name, e?.message, e instanceof Error];
+      }}))"#
+    );
+    let value = runtime
+      .execute_script("ext:test/errors", script)
+      .expect("the script runs");
+    deno_core::scope!(scope, runtime);
+    let value = v8::Local::new(scope, value);
+    let text = value.to_rust_string_lossy(scope);
+    let built: Vec<(String, String, String, String, bool)> = serde_json::from_str(&text).unwrap();
+    assert_eq!(built.len(), OP_ERROR_CLASSES.len());
+    for (class, kind, name, message, is_error) in built {
+      match class.strip_prefix("DOMException") {
+        Some(dom_name) => {
+          assert_eq!(
+            (kind.as_str(), name.as_str()),
+            ("DOMException", dom_name),
+            "{class}"
+          )
+        }
+        None => assert_eq!(
+          (kind.as_str(), name.as_str()),
+          (class.as_str(), class.as_str()),
+          "{class}"
+        ),
+      }
+      assert_eq!(message, "the message", "{class}");
+      assert!(is_error, "{class}: not an Error");
+    }
+  }
+}
