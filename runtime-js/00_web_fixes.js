@@ -7,7 +7,7 @@
 // Owns: small corrections to the prototypes 00_web_globals.js installs. Never changes what a
 // correct call returns, and never adds API.
 import { core, primordials } from "ext:core/mod.js";
-import { crypto, DOMException, file, formData, url, webidl } from "ext:islet_runtime/00_web_globals.js";
+import { crypto, DOMException, file, formData, response, url, webidl } from "ext:islet_runtime/00_web_globals.js";
 
 const {
   ArrayPrototypeIndexOf,
@@ -56,8 +56,10 @@ const {
 {
   const clone = globalThis.structuredClone;
   const structuredClone = {
-    structuredClone(value, options) {
-      if (arguments.length < 2 || options === undefined) return ReflectApply(clone, undefined, arguments);
+    // One declared parameter: WebIDL gives an operation the length of its required arguments.
+    structuredClone(value) {
+      let options = arguments[1];
+      if (options === undefined) return ReflectApply(clone, undefined, arguments);
       options = webidl.converters.StructuredSerializeOptions(options, "Failed to execute 'structuredClone'", "Argument 2");
       const transfer = options.transfer;
       for (let i = 0; i < transfer.length; i++) {
@@ -115,10 +117,15 @@ const {
     const original = FormDataPrototype[method];
     const wrapper = {
       [method](name, value) {
-        if (arguments.length >= 3 && !ObjectPrototypeIsPrototypeOf(BlobPrototype, value)) {
-          throw new TypeError(`Failed to execute '${method}' on 'FormData': parameter 2 is not of type 'Blob'`);
+        if (arguments.length < 3) return ReflectApply(original, this, arguments);
+        // WebIDL converts the arguments in order: the name first (its toString may throw), then
+        // the value, which only the Blob overload accepts here.
+        const prefix = `Failed to execute '${method}' on 'FormData'`;
+        name = webidl.converters.USVString(name, prefix, "Argument 1");
+        if (!ObjectPrototypeIsPrototypeOf(BlobPrototype, value)) {
+          throw new TypeError(`${prefix}: parameter 2 is not of type 'Blob'`);
         }
-        return ReflectApply(original, this, arguments);
+        return FunctionPrototypeCall(original, this, name, value, arguments[2]);
       },
     }[method];
     ObjectDefineProperty(FormDataPrototype, method, {
@@ -130,3 +137,26 @@ const {
     });
   }
 }
+
+// atob and btoa are operations of the global ([Global] interface, WebIDL "create an operation
+// function" step 2.1.2): a `this` that is neither undefined, null nor the global is a TypeError.
+// deno_web accepted any `this`; workerd refuses.
+{
+  for (const name of ["atob", "btoa"]) {
+    const original = globalThis[name];
+    const wrapper = {
+      [name](data) {
+        if (this !== undefined && this !== null && this !== globalThis) {
+          throw new TypeError(`Failed to execute '${name}': Illegal invocation`);
+        }
+        return ReflectApply(original, undefined, arguments);
+      },
+    }[name];
+    ObjectDefineProperty(globalThis, name, core.propWritable(wrapper));
+  }
+}
+
+// Function lengths are the count of required arguments (WebIDL "create an operation function"
+// step 4, and the interface object's length): FormData's constructor has none, Response.json one.
+ObjectDefineProperty(formData.FormData, "length", { __proto__: null, value: 0, configurable: true });
+ObjectDefineProperty(response.Response.json, "length", { __proto__: null, value: 1, configurable: true });

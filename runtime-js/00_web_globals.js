@@ -27,6 +27,13 @@ internals.__telemetryUtil ??= ObjectFreeze({
   updateSpanFromRequest: noTracing,
 });
 
+// deno_crypto reads `internals.kKeyObject` (a symbol of Deno's node extension) and, when it is a
+// symbol, stores it and webidl's brand in a thread-local to stamp on every CryptoKey. Islet runs
+// many isolates on one thread, so that thread-local would hand one isolate's symbols to another's
+// keys. It stays undefined: deno_crypto then registers nothing, and a CryptoKey cannot be
+// structured-cloned (tests/conformance/expectations.json).
+if (internals.kKeyObject !== undefined) throw new Error("internals.kKeyObject must stay undefined");
+
 export const webidl = core.loadExtScript("ext:deno_webidl/00_webidl.js");
 export const url = core.loadExtScript("ext:deno_web/00_url.js");
 const urlPattern = core.loadExtScript("ext:deno_web/01_urlpattern.js");

@@ -77,4 +77,61 @@ export default area("encoding", (test) => {
     }
     eq(error instanceof TypeError, true, "errored with a TypeError");
   });
+  // The UTF-8 decoder's error handling (https://encoding.spec.whatwg.org/#utf-8-decoder): one U+FFFD
+  // per maximal subpart, and the byte that ends a bad sequence is reprocessed.
+  const utf8 = (list, options) => new TextDecoder("utf-8", options).decode(new Uint8Array(list));
+  test("UTF-8 decoder: an overlong lead byte (C0 80) is two errors", () => eq(utf8([0xc0, 0x80]), "\ufffd\ufffd"));
+  test("UTF-8 decoder: an encoded surrogate (ED A0 80) is three errors", () => eq(utf8([0xed, 0xa0, 0x80]), "\ufffd\ufffd\ufffd"));
+  test("UTF-8 decoder: a truncated four-byte sequence is one error and the next byte is reprocessed", () => eq(utf8([0xf0, 0x90, 0x80, 0x61]), "\ufffda"));
+  test("UTF-8 decoder: a code point above U+10FFFF (F4 90 80 80) is four errors", () => eq(utf8([0xf4, 0x90, 0x80, 0x80]), "\ufffd\ufffd\ufffd\ufffd"));
+  test("TextDecoder fatal: a sequence truncated by the end of input is a TypeError", () => throws(() => utf8([0x61, 0xe2, 0x82], { fatal: true }), TypeError));
+  test("decode step 1: a call without stream resets the decoder, so the next BOM is stripped again", () => {
+    const d = new TextDecoder();
+    eq([d.decode(new Uint8Array([0xef, 0xbb, 0xbf, 0x61])), d.decode(new Uint8Array([0xef, 0xbb, 0xbf, 0x62]))], ["a", "b"]);
+  });
+  test("decode with stream: a BOM split across calls is still stripped", () => {
+    const d = new TextDecoder();
+    eq([d.decode(new Uint8Array([0xef, 0xbb]), { stream: true }), d.decode(new Uint8Array([0xbf, 0x61]))], ["", "a"]);
+  });
+  test("decode: bytes held by a streaming call become U+FFFD when a later call flushes", () => {
+    const d = new TextDecoder();
+    eq([d.decode(new Uint8Array([0xe2]), { stream: true }), d.decode()], ["", "\ufffd"]);
+  });
+  test("UTF-16LE decoder: an odd trailing byte and a lone surrogate are U+FFFD", () => {
+    eq(new TextDecoder("utf-16le").decode(new Uint8Array([0x61, 0x00, 0x62])), "a\ufffd");
+    eq(new TextDecoder("utf-16le").decode(new Uint8Array([0x00, 0xd8, 0x61, 0x00])), "\ufffda");
+  });
+  test("get an encoding step 1: only ASCII whitespace is trimmed, U+00A0 leaves an unknown label (RangeError)", () =>
+    throws(() => new TextDecoder("\u00a0utf-8"), RangeError));
+  test("TextDecoder constructor: a null label is the string \"null\", unknown: RangeError (WebIDL DOMString)", () =>
+    throws(() => new TextDecoder(null), RangeError));
+  test("encodeInto: a surrogate pair that does not fit is not written at all", () => {
+    const r = new TextEncoder().encodeInto("\ud83d\ude00", new Uint8Array(3));
+    eq([r.read, r.written], [0, 0]);
+  });
+  test("encodeInto: a destination that is not a Uint8Array is a TypeError (WebIDL)", () => throws(() => new TextEncoder().encodeInto("a", new Int8Array(4)), TypeError));
+  test("TextEncoderStream: a surrogate pair split across chunks is one code point", async () => {
+    const s = new TextEncoderStream();
+    const w = s.writable.getWriter();
+    w.write("\ud83d");
+    w.write("\ude00");
+    w.close();
+    eq((await readAll(s.readable)).flatMap((c) => Array.from(c)), [0xf0, 0x9f, 0x98, 0x80]);
+  });
+  test("TextEncoderStream: a trailing high surrogate is flushed as U+FFFD on close", async () => {
+    const s = new TextEncoderStream();
+    const w = s.writable.getWriter();
+    w.write("a\ud83d");
+    w.close();
+    eq((await readAll(s.readable)).flatMap((c) => Array.from(c)), [0x61, 0xef, 0xbf, 0xbd]);
+  });
+  test("encodeInto has length 2, encode and decode length 0 (WebIDL: required arguments)", () =>
+    eq([TextEncoder.prototype.encodeInto.length, TextEncoder.prototype.encode.length, TextDecoder.prototype.decode.length], [2, 0, 0]));
+  test("TextEncoder and TextDecoder are writable, non-enumerable, configurable data properties of the global (WebIDL interface objects)", () => {
+    const shape = (d) => d && [d.value === undefined ? "accessor" : typeof d.value, d.writable, d.enumerable, d.configurable];
+    eq([shape(Object.getOwnPropertyDescriptor(globalThis, "TextEncoder")), shape(Object.getOwnPropertyDescriptor(globalThis, "TextDecoder"))], [
+      ["function", true, false, true],
+      ["function", true, false, true],
+    ]);
+  });
 });

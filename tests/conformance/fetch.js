@@ -113,4 +113,70 @@ export default area("fetch", (test) => {
     const { value } = await reader.read();
     ok(value instanceof Uint8Array, "a Uint8Array chunk");
   });
+  // Headers: header names, values and the guard (https://fetch.spec.whatwg.org/#headers-class).
+  test("Headers append step 1: normalization strips leading and trailing CR and LF (HTTP whitespace)", () => eq(new Headers({ a: "\r\n x \r\n" }).get("a"), "x"));
+  test("Headers: a value above U+00FF is a TypeError (WebIDL ByteString), a Latin-1 one is kept", () => {
+    throws(() => new Headers({ a: "\u0100" }), TypeError);
+    eq(new Headers({ a: "\u00e9" }).get("a"), "\u00e9");
+  });
+  test("Headers get, has and delete: an empty or invalid name is a TypeError", () => {
+    const h = new Headers();
+    throws(() => h.get(""), TypeError);
+    throws(() => h.has("a b"), TypeError);
+    throws(() => h.delete("a:b"), TypeError);
+  });
+  test("Headers from a record: a symbol key is a TypeError (WebIDL record<ByteString, ByteString>)", () => throws(() => new Headers({ [Symbol("k")]: "v" }), TypeError));
+  // The Request constructor (https://fetch.spec.whatwg.org/#dom-request).
+  test("Request constructor step 10: a non-null init.window is a TypeError", () => throws(() => new Request("http://a/", { window: {} }), TypeError));
+  test("Request constructor step 17: mode \"navigate\" is a TypeError", () => throws(() => new Request("http://a/", { mode: "navigate" }), TypeError));
+  test("Request constructor step 32.1: no-cors mode with a method that is not CORS-safelisted is a TypeError", () =>
+    throws(() => new Request("http://a/", { mode: "no-cors", method: "PUT" }), TypeError));
+  test("Request constructor step 39.1: a ReadableStream body without duplex is a TypeError", () =>
+    throws(() => new Request("http://a/", { method: "POST", body: new ReadableStream() }), TypeError));
+  test("extract a body: a ReadableStream with keepalive is a TypeError", () =>
+    throws(() => new Request("http://a/", { method: "POST", body: new ReadableStream(), duplex: "half", keepalive: true }), TypeError));
+  test("Request defaults: mode cors, credentials same-origin, referrer about:client, empty destination and integrity", () => {
+    const r = new Request("http://a/");
+    eq([r.mode, r.credentials, r.referrer, r.destination, r.integrity, r.keepalive], ["cors", "same-origin", "about:client", "", "", false]);
+  });
+  test("Request.duplex is \"half\"", () => eq(new Request("http://a/").duplex, "half"));
+  // Response (https://fetch.spec.whatwg.org/#response-class).
+  test("initialize a response: status (step 1) is checked before statusText (step 2)", () => throws(() => new Response(null, { status: 100, statusText: "\n" }), RangeError));
+  test("ResponseInit.status is an unsigned short: 65736 wraps to 200 (WebIDL)", () => eq(new Response(null, { status: 65736 }).status, 200));
+  test("Response.redirect: the URL is parsed (step 2, TypeError) before the status is checked (step 3)", () => throws(() => Response.redirect("http://[", 200), TypeError));
+  // Bodies (https://fetch.spec.whatwg.org/#concept-bodyinit-extract and the Body mixin).
+  test("extract a body: a non-stream body is a byte stream (BYOB reader)", async () => {
+    const reader = new Response("abc").body.getReader({ mode: "byob" });
+    const { value } = await reader.read(new Uint8Array(8));
+    eq(Array.from(value), [97, 98, 99]);
+  });
+  test("Body.formData: a multipart file part without Content-Type is text/plain", async () => {
+    const text = '--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\nhi\r\n--B--\r\n';
+    const fd = await new Response(text, { headers: { "content-type": "multipart/form-data; boundary=B" } }).formData();
+    const f = fd.get("f");
+    eq([f instanceof File, f.name, f.type, await f.text()], [true, "a.txt", "text/plain", "hi"]);
+  });
+  // fetch() of data: URLs (https://fetch.spec.whatwg.org/#scheme-fetch, "data"), which needs no network.
+  test("fetch of a data: URL: 200 OK, type basic, URL without fragment, text/plain;charset=US-ASCII by default", async () => {
+    const r = await fetch("data:,A%20B#frag");
+    eq([r.status, r.statusText, r.type, r.url, r.headers.get("content-type"), await r.text()], [200, "OK", "basic", "data:,A%20B", "text/plain;charset=US-ASCII", "A B"]);
+  });
+  test("data: URL processor step 11.3: a body that is not forgiving-base64 is a network error (TypeError)", () => rejects(() => fetch("data:;base64,!!"), TypeError));
+  test("fetch: the headers of a fetched response are immutable", async () => {
+    const r = await fetch("data:,x");
+    throws(() => r.headers.set("x", "1"), TypeError);
+  });
+  test("fetch step 4: an already aborted signal rejects with its reason, an AbortError", () =>
+    rejects(() => fetch("data:,x", { signal: AbortSignal.abort() }), "AbortError"));
+  test("fetch step 2: an unparsable URL rejects the promise rather than throwing", async () => {
+    let promise;
+    try {
+      promise = fetch("http://[");
+    } catch (e) {
+      throw new Error(`fetch threw synchronously: ${e}`);
+    }
+    await rejects(promise, TypeError);
+  });
+  test("fetch has length 1 (WebIDL: one required argument)", () => eq(fetch.length, 1));
+  test("Response.json and Response.redirect have length 1 (WebIDL: data and url are required)", () => eq([Response.json.length, Response.redirect.length], [1, 1]));
 });

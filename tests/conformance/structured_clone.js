@@ -78,4 +78,79 @@ export default area("structured_clone", (test) => {
     ok(c instanceof DOMException, "a DOMException");
     eq([c.name, c.message], ["NotFoundError", "m"]);
   });
+  test("an Error whose name is a NativeError name is cloned with that prototype (serialize step 17.2)", () => {
+    const e = new Error("m");
+    e.name = "TypeError";
+    const c = structuredClone(e);
+    ok(c instanceof TypeError, `a TypeError, got ${Object.prototype.toString.call(c)} ${c.name}`);
+    eq(c.message, "m");
+  });
+  test("an Error subclass with another name is cloned as a plain Error (serialize step 17.2)", () => {
+    class MyError extends Error {
+      name = "MyError";
+    }
+    const c = structuredClone(new MyError("m"));
+    eq([Object.getPrototypeOf(c) === Error.prototype, c.name, c.message], [true, "Error", "m"]);
+  });
+  test("a Proxy is a DataCloneError (exotic object, serialize step 23)", () => throws(() => structuredClone(new Proxy({}, {})), "DataCloneError"));
+  test("an exception thrown by a getter propagates unchanged (serialize step 26.4.1.1, ? Get)", () =>
+    throws(() => structuredClone({ get x() { throw new RangeError("g"); } }), RangeError));
+  test("a property deleted by an earlier getter is skipped (serialize step 26.4.1: HasOwnProperty)", () => {
+    const c = structuredClone({
+      get a() {
+        delete this.b;
+        return 1;
+      },
+      b: 2,
+    });
+    eq([c.a, "b" in c], [1, false]);
+  });
+  test("an own __proto__ data property stays a data property (deserialize: CreateDataProperty)", () => {
+    const c = structuredClone(JSON.parse('{"__proto__": {"polluted": true}}'));
+    eq([Object.getPrototypeOf(c) === Object.prototype, Object.hasOwn(c, "__proto__"), c.polluted], [true, true, undefined]);
+  });
+  test("a typed array keeps its byteOffset, length and whole buffer (serialize step 14)", () => {
+    const buf = new ArrayBuffer(8);
+    const c = structuredClone(new Uint16Array(buf, 2, 2));
+    eq([c.byteOffset, c.length, c.buffer.byteLength], [2, 2, 8]);
+  });
+  test("a resizable ArrayBuffer stays resizable with its maxByteLength (serialize step 13.2.5)", () => {
+    const buf = new ArrayBuffer(2, { maxByteLength: 16 });
+    const c = structuredClone(buf);
+    eq([c.resizable, c.maxByteLength, c.byteLength], [true, 16, 2]);
+  });
+  test("a view of a detached buffer is a DataCloneError (serialize step 14.1)", () => {
+    const view = new Uint8Array(4);
+    structuredClone(view.buffer, { transfer: [view.buffer] });
+    throws(() => structuredClone(view), "DataCloneError");
+  });
+  test("transfer that is not a sequence (a string) is a TypeError (WebIDL sequence<object>)", () =>
+    throws(() => structuredClone(1, { transfer: "ab" }), TypeError));
+  test("a File keeps its name, lastModified and type", async () => {
+    const c = structuredClone(new File(["x"], "f.txt", { type: "text/plain", lastModified: 42 }));
+    ok(c instanceof File, "a File");
+    eq([c.name, c.lastModified, c.type, await c.text()], ["f.txt", 42, "text/plain", "x"]);
+  });
+  test("a URL (a platform object that is not [Serializable]) is a DataCloneError (serialize step 20)", () => throws(() => structuredClone(new URL("http://a/")), "DataCloneError"));
+  test("an EventTarget, an Event and a TextEncoder (platform objects, not [Serializable]) are DataCloneErrors (serialize step 20)", () => {
+    throws(() => structuredClone(new EventTarget()), "DataCloneError");
+    throws(() => structuredClone(new Event("x")), "DataCloneError");
+    throws(() => structuredClone(new TextEncoder()), "DataCloneError");
+  });
+  test("a Headers object is a DataCloneError (platform object, not [Serializable]: serialize step 20)", () => throws(() => structuredClone(new Headers()), "DataCloneError"));
+  test("a CryptoKey is [Serializable]: the clone keeps its type, algorithm, usages and key (serialize step 19)", async () => {
+    const key = await crypto.subtle.importKey("raw", new Uint8Array(16), "AES-GCM", true, ["encrypt", "decrypt"]);
+    const c = structuredClone(key);
+    ok(c instanceof CryptoKey && c !== key, `a new CryptoKey, got ${Object.prototype.toString.call(c)} with keys [${Object.keys(c)}]`);
+    eq([c.type, c.extractable, c.algorithm.name, c.algorithm.length, c.usages], ["secret", true, "AES-GCM", 128, ["encrypt", "decrypt"]]);
+    const iv = new Uint8Array(12);
+    const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, c, new Uint8Array([1, 2]));
+    eq(Array.from(new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv }, key, ct))), [1, 2], "the clone holds the same key material");
+  });
+  test("structuredClone.length is 1 (WebIDL: one required argument)", () => eq(structuredClone.length, 1));
+  test("a transferred buffer is detached even when the value does not reference it (StructuredSerializeWithTransfer: each listed buffer is detached)", () => {
+    const buf = new ArrayBuffer(4);
+    structuredClone("x", { transfer: [buf] });
+    eq(buf.byteLength, 0);
+  });
 });

@@ -75,4 +75,50 @@ export default area("url", (test) => {
     const p = new URLPattern({ pathname: "/items/:id" });
     eq(p.exec("https://a.com/items/42").pathname.groups.id, "42");
   });
+  // Edge cases of the basic URL parser, its setters and the urlencoded parser
+  // (https://url.spec.whatwg.org/#concept-basic-url-parser).
+  test("URL constructor step 1: an unparsable base is a TypeError even when the input is absolute", () => throws(() => new URL("http://b/", "nope"), TypeError));
+  test("IPv4 number parser: 09 is not octal, so the host fails", () => throws(() => new URL("http://09.0.0.1/"), TypeError));
+  test("IPv6 serializer: an embedded IPv4 part is serialized as two hex pieces", () => eq(new URL("http://[::ffff:1.2.3.4]/").host, "[::ffff:102:304]"));
+  test("port state: leading zeros are dropped, and the scheme's default port is then omitted", () => {
+    eq(new URL("http://a:0080/").href, "http://a/");
+    eq(new URL("http://a:08080/").port, "8080");
+  });
+  test("port setter: parsing stops at the first non-digit; above 65535 leaves the port unchanged", () => {
+    const u = new URL("http://a:1/");
+    u.port = "8080abc";
+    eq(u.port, "8080");
+    u.port = "65536";
+    eq(u.port, "8080");
+  });
+  test("hostname setter: a value with \":\" fails and leaves the host unchanged (host state step 2.2)", () => {
+    const u = new URL("http://a/");
+    u.hostname = "b:99";
+    eq(u.href, "http://a/");
+  });
+  test("URL serializer: a host-less path starting with an empty segment is prefixed with \"/.\"", () => {
+    const u = new URL("web+demo:/.//not-a-host/");
+    eq([u.href, u.pathname], ["web+demo:/.//not-a-host/", "//not-a-host/"]);
+  });
+  test("path state: \"..\" does not pop a normalized Windows drive letter in a file URL", () => eq(new URL("file:///C:/../x").href, "file:///C:/x"));
+  test("path state: a file URL's first segment C| becomes the drive letter C:", () => eq(new URL("file:///C|/x").href, "file:///C:/x"));
+  test("special-query percent-encode set: ' is encoded only in a special URL's query", () =>
+    eq([new URL("http://a/?'").search, new URL("foo://a/?'").search], ["?%27", "?'"]));
+  test("path percent-encode set: {, } and backtick are encoded", () => eq(new URL("http://a/{`}").pathname, "/%7B%60%7D"));
+  test("path percent-encode set: ^ is encoded", () => eq(new URL("http://a/^").pathname, "/%5E"));
+  test("opaque-host parser: a forbidden host code point (\\) in a non-special URL fails", () => throws(() => new URL("foo://a\\b/"), TypeError));
+  test("URLSearchParams update step 3: removing the last pair makes the query null (no \"?\")", () => {
+    const u = new URL("http://a/?x=1");
+    u.searchParams.delete("x");
+    eq(u.href, "http://a/");
+  });
+  test("urlencoded parser: UTF-8 decode without BOM keeps a leading U+FEFF", () => eq([...new URLSearchParams("\ufeffa=1").keys()], ["\ufeffa"]));
+  test("urlencoded parser: a bad percent escape is kept, invalid UTF-8 becomes U+FFFD", () => {
+    const p = new URLSearchParams("a=%zz&b=%e2%82&c=%");
+    eq([p.get("a"), p.get("b"), p.get("c")], ["%zz", "\ufffd", "%"]);
+  });
+  test("opaque path state: a space just before ? or # is encoded as %20", () => {
+    eq(new URL("sc:x #y").href, "sc:x%20#y");
+    eq(new URL("data:text/plain,a b ?c").pathname, "text/plain,a b%20");
+  });
 });

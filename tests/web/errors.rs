@@ -120,3 +120,31 @@ async fn op_errors_reach_javascript_as_their_class_name_and_message() {
   error(&results, "badUrl", "TypeError", "Invalid URL: 'http://[::1'");
   error(&results, "gunzipGarbage", "TypeError", "corrupt gzip stream");
 }
+
+/// A listener that throws does not end the dispatch, the request, or the isolate: the exception is
+/// logged against its request and the next listener runs (DOM's inner invoke, "report an
+/// exception"). Before, the report itself failed and the isolate was discarded.
+#[tokio::test]
+async fn a_throwing_event_listener_is_reported_and_dispatch_goes_on() {
+  let node = Node::serve("tests/fixtures", &["--threads", "1"]);
+  let client = http1();
+  for served in 1..=3 {
+    let reply = get(&client, &node.url("/listener-throws")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["seen"], serde_json::json!(["first", "second", "third"]));
+    assert_eq!(body["notCancelled"], true);
+    assert_eq!(body["aborted"], true);
+    // The same isolate served every request: its globals carried on.
+    assert_eq!(body["served"], served, "the isolate was replaced");
+  }
+  assert!(
+    node.wait_for_log(
+      "Uncaught (in event listener) Error: listener failed on purpose",
+      std::time::Duration::from_secs(5)
+    ),
+    "{}",
+    node.logs()
+  );
+  assert!(node.logs().contains("notAnError"), "{}", node.logs());
+}
