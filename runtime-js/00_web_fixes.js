@@ -7,10 +7,21 @@
 // Owns: small corrections to the prototypes 00_web_globals.js installs. Never changes what a
 // correct call returns, and never adds API.
 import { core, primordials } from "ext:core/mod.js";
-import { crypto, DOMException, file, formData, response, url, webidl } from "ext:islet_runtime/00_web_globals.js";
+import {
+  crypto,
+  DOMException,
+  file,
+  formData,
+  messagePort,
+  response,
+  url,
+  webidl,
+} from "ext:islet_runtime/00_web_globals.js";
 
 const {
+  ArrayBuffer,
   ArrayPrototypeIndexOf,
+  ArrayPrototypePush,
   FunctionPrototypeCall,
   ObjectDefineProperty,
   ObjectGetOwnPropertyDescriptor,
@@ -48,13 +59,21 @@ const {
   ObjectDefineProperty(URLPrototype, "origin", { __proto__: null, get, enumerable: true, configurable: true });
 }
 
-// structuredClone's transfer list (https://html.spec.whatwg.org/#structuredserializewithtransfer,
-// step 1): every item must be transferable (an ArrayBuffer or a platform object such as a
-// MessagePort, step 1.1) and listed once (step 1.3), else DataCloneError. deno_web skipped items
-// that were neither and accepted a buffer listed twice. The options are converted here once, so
-// a getter on them runs once, as it did.
+// structuredClone with a transfer list (https://html.spec.whatwg.org/#structuredserializewithtransfer).
+// Step 1: every item must be transferable, here an ArrayBuffer or a MessagePort (1.1), listed
+// once (1.3), and not detached (1.4), else DataCloneError; deno_web skipped items that were
+// neither and accepted a buffer listed twice. The transfer itself: deno_core moves a buffer only
+// through a SharedArrayBufferStore, whose entries outlive a failed clone and which would make
+// SharedArrayBuffers shareable; Islet gives it none, so deno_core copies the buffers, and the
+// originals are detached here once the clone has succeeded (a failed clone detaches nothing, as
+// HTML serializes before it transfers). The options are converted here, once.
 {
   const clone = globalThis.structuredClone;
+  const ArrayBufferPrototype = ArrayBuffer.prototype;
+  const { get: isDetached } = ObjectGetOwnPropertyDescriptor(ArrayBufferPrototype, "detached");
+  const detach = ArrayBufferPrototype.transfer;
+  const MessagePortPrototype = messagePort.MessagePortPrototype;
+  const refuse = (i, why) => new DOMException(`Value at index ${i} of the transfer list ${why}`, "DataCloneError");
   const structuredClone = {
     // One declared parameter: WebIDL gives an operation the length of its required arguments.
     structuredClone(value) {
@@ -62,16 +81,21 @@ const {
       if (options === undefined) return ReflectApply(clone, undefined, arguments);
       options = webidl.converters.StructuredSerializeOptions(options, "Failed to execute 'structuredClone'", "Argument 2");
       const transfer = options.transfer;
+      const buffers = [];
       for (let i = 0; i < transfer.length; i++) {
         const item = transfer[i];
-        if (!core.isArrayBuffer(item) && !item[core.hostObjectBrand]) {
-          throw new DOMException(`Value at index ${i} of the transfer list is not transferable`, "DataCloneError");
+        if (core.isProxy(item)) throw refuse(i, "is not transferable");
+        if (core.isArrayBuffer(item)) {
+          if (FunctionPrototypeCall(isDetached, item)) throw refuse(i, "is already detached");
+          ArrayPrototypePush(buffers, item);
+        } else if (!ObjectPrototypeIsPrototypeOf(MessagePortPrototype, item)) {
+          throw refuse(i, "is not transferable");
         }
-        if (ArrayPrototypeIndexOf(transfer, item) !== i) {
-          throw new DOMException(`Value at index ${i} of the transfer list is listed twice`, "DataCloneError");
-        }
+        if (ArrayPrototypeIndexOf(transfer, item) !== i) throw refuse(i, "is listed twice");
       }
-      return clone(value, options);
+      const result = clone(value, options);
+      for (let i = 0; i < buffers.length; i++) FunctionPrototypeCall(detach, buffers[i]);
+      return result;
     },
   }.structuredClone;
   ObjectDefineProperty(globalThis, "structuredClone", core.propWritable(structuredClone));
@@ -118,9 +142,10 @@ const {
     const wrapper = {
       [method](name, value) {
         if (arguments.length < 3) return ReflectApply(original, this, arguments);
-        // WebIDL converts the arguments in order: the name first (its toString may throw), then
-        // the value, which only the Blob overload accepts here.
+        // WebIDL checks `this` first, then converts the arguments in order: the name (its
+        // toString may throw), then the value, which only the Blob overload accepts here.
         const prefix = `Failed to execute '${method}' on 'FormData'`;
+        webidl.assertBranded(this, FormDataPrototype);
         name = webidl.converters.USVString(name, prefix, "Argument 1");
         if (!ObjectPrototypeIsPrototypeOf(BlobPrototype, value)) {
           throw new TypeError(`${prefix}: parameter 2 is not of type 'Blob'`);

@@ -6,7 +6,7 @@
 // namespace is removed when an isolate boots (99_main.js).
 import { core, internals, primordials } from "ext:core/mod.js";
 
-const { ObjectDefineProperties, ObjectFreeze, SymbolFor } = primordials;
+const { ObjectDefineProperties, ObjectDefineProperty, ObjectFreeze, SymbolFor } = primordials;
 
 // deno_fetch traces fetch() through Deno's OpenTelemetry extension when it is there. Islet does
 // not ship that extension (tracing is the node's job, not the tenant's), so fetch gets telemetry
@@ -47,7 +47,7 @@ export const streams = core.loadExtScript("ext:deno_web/06_streams.js");
 export const encoding = core.loadExtScript("ext:deno_web/08_text_encoding.js");
 export const file = core.loadExtScript("ext:deno_web/09_file.js");
 const fileReader = core.loadExtScript("ext:deno_web/10_filereader.js");
-const messagePort = core.loadExtScript("ext:deno_web/13_message_port.js");
+export const messagePort = core.loadExtScript("ext:deno_web/13_message_port.js");
 const compression = core.loadExtScript("ext:deno_web/14_compression.js");
 export const performance = core.loadExtScript("ext:deno_web/15_performance.js");
 export const headers = core.loadExtScript("ext:deno_fetch/20_headers.js");
@@ -57,6 +57,20 @@ export const request = core.loadExtScript("ext:deno_fetch/23_request.js");
 export const response = core.loadExtScript("ext:deno_fetch/23_response.js");
 export const fetchModule = core.loadExtScript("ext:deno_fetch/26_fetch.js");
 export const crypto = core.loadExtScript("ext:deno_crypto/00_crypto.js");
+// `Crypto.registerSymbols` is the door to that thread-local, and it is a public static of the
+// global `Crypto`: a tenant calling it with symbols of its own isolate made the next key another
+// isolate on the thread created use them, and V8 aborted the process. deno_crypto calls it once,
+// through the class, with `kKeyObject` undefined (a no-op); it is now a no-op for everyone, and
+// cannot be replaced.
+ObjectDefineProperty(crypto.Crypto, "registerSymbols", {
+  __proto__: null,
+  value: function registerSymbols() {
+    return false;
+  },
+  writable: false,
+  enumerable: false,
+  configurable: false,
+});
 
 const nonEnumerable = core.propNonEnumerable;
 const writable = core.propWritable;

@@ -41,22 +41,28 @@ core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
 // An exception thrown by an event listener (an AbortSignal's "abort" listener, say) is reported
 // and dispatch goes on to the next listener (DOM's "inner invoke", step 10; HTML's "report an
 // exception"). deno_web reports it by firing an ErrorEvent at the global it was given and, unless
-// that is cancelled, handing the error to deno_core as fatal, as Deno does (its process exits).
-// Islet gave it no global, so the report itself threw and the isolate was lost with every request
-// in it. The global it gets now logs the error against its request, like a throwing timer
-// callback, and cancels the event.
+// that is cancelled, handing the error to `core.reportUnhandledException`, which ends the event
+// loop, as Deno does (its process exits). Islet gave it no global, so the report itself threw and
+// the isolate was lost with every request in it. Now the "global" is a bare object (not an
+// EventTarget: `EventTarget.prototype.addEventListener.call(undefined)` still throws) that logs the
+// error against its request and cancels the event. deno_web still ends the loop for a report made
+// inside a report (a listener throwing while the error's own `stack` getter runs, or at the edge of
+// the stack); `core` is frozen, so that stays a way for a function to end its own isolate, and
+// only its own.
 {
-  const reporter = new event.EventTarget();
-  ObjectDefineProperty(reporter, "dispatchEvent", {
+  function report(error) {
+    try {
+      logUncaught(error, "in event listener");
+    } catch {
+      // An error that cannot even be described (a revoked Proxy, a throwing inspect hook).
+      ops.op_islet_log(3, "Uncaught (in event listener) [a value that could not be described]", currentRequestId());
+    }
+  }
+  event.saveGlobalThisReference({
     __proto__: null,
-    value: function dispatchEvent(errorEvent) {
-      try {
-        logUncaught(errorEvent.error, "in event listener");
-      } catch {
-        // An error whose getters throw: there is nothing more to say about it.
-      }
+    dispatchEvent(errorEvent) {
+      report(errorEvent.error);
       return false;
     },
   });
-  event.saveGlobalThisReference(reporter);
 }

@@ -36,9 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use deno_core::error::CoreError;
-use deno_core::{
-  v8, JsRuntime, ModuleId, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions, SharedArrayBufferStore,
-};
+use deno_core::{v8, JsRuntime, ModuleId, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions};
 
 use crate::error::ErrorCode;
 use crate::limits::background::Allowance;
@@ -194,11 +192,6 @@ impl Isolate {
       ),
       module_loader: Some(loader.clone()),
       create_params: Some(create_params),
-      // Where `structuredClone(v, { transfer })` and `postMessage` park a transferred buffer's
-      // memory between serializing and deserializing. Without a store deno_core copies the buffer
-      // and leaves the original attached, against HTML's transfer steps. One per isolate: a buffer
-      // never crosses to another isolate, so another tenant's.
-      shared_array_buffer_store: Some(SharedArrayBufferStore::default()),
       ..Default::default()
     })
     .map_err(|e| IsolateError(format!("creating an isolate: {e}")))?;

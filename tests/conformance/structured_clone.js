@@ -153,4 +153,14 @@ export default area("structured_clone", (test) => {
     structuredClone("x", { transfer: [buf] });
     eq(buf.byteLength, 0);
   });
+  test("a clone that fails detaches nothing (serialization comes before transfer)", () => {
+    const buf = new ArrayBuffer(16);
+    throws(() => structuredClone({ f() {} }, { transfer: [buf] }), "DataCloneError");
+    eq(buf.byteLength, 16);
+  });
+  test("a Blob in the transfer list is a DataCloneError, and nothing is detached (step 1.1)", () => {
+    const buf = new ArrayBuffer(4);
+    throws(() => structuredClone(buf, { transfer: [buf, new Blob(["x"])] }), "DataCloneError");
+    eq(buf.byteLength, 4);
+  });
 });

@@ -133,6 +133,7 @@ async fn a_throwing_event_listener_is_reported_and_dispatch_goes_on() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let body = reply.json();
     assert_eq!(body["seen"], serde_json::json!(["first", "second", "third"]));
+    assert_eq!(body["bare"], "TypeError");
     assert_eq!(body["notCancelled"], true);
     assert_eq!(body["aborted"], true);
     // The same isolate served every request: its globals carried on.
@@ -147,4 +148,24 @@ async fn a_throwing_event_listener_is_reported_and_dispatch_goes_on() {
     node.logs()
   );
   assert!(node.logs().contains("notAnError"), "{}", node.logs());
+}
+
+/// `Crypto.registerSymbols` writes deno_crypto's per-thread key brands; called by one tenant with
+/// its own isolate's symbols, the next key another isolate on the thread made aborted the process.
+/// It is an inert, unreplaceable no-op now: both functions keep working on one thread.
+#[tokio::test]
+async fn a_tenant_cannot_hand_its_crypto_symbols_to_the_thread() {
+  let node = Node::serve("tests/fixtures", &["--threads", "1"]);
+  let client = http1();
+  for _ in 0..2 {
+    let evil = get(&client, &node.url("/crypto-evil")).await;
+    assert_eq!(evil.status, 200, "{}", evil.text());
+    let body = evil.json();
+    assert_eq!(body["registered"], false);
+    assert_eq!(body["replaced"], "refused: TypeError");
+    assert_eq!(body["keyType"], "secret");
+    let victim = get(&client, &node.url("/crypto-victim")).await;
+    assert_eq!(victim.status, 200, "{}", victim.text());
+    assert_eq!(victim.json()["sealed"], 20);
+  }
 }
