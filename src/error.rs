@@ -35,6 +35,8 @@ pub enum ErrorCode {
   BodyTooLarge,
   /// A service binding names a function the node does not serve (any more).
   ServiceNotFound,
+  /// A request to `islet dev`'s `/__islet/` endpoints that does not say what to do.
+  InvalidRequest,
 }
 
 impl ErrorCode {
@@ -51,6 +53,7 @@ impl ErrorCode {
       ErrorCode::WallTimeExceeded => "wall_time_exceeded",
       ErrorCode::BodyTooLarge => "body_too_large",
       ErrorCode::ServiceNotFound => "service_not_found",
+      ErrorCode::InvalidRequest => "invalid_request",
     }
   }
 
@@ -65,6 +68,7 @@ impl ErrorCode {
       | ErrorCode::ServiceNotFound => http::StatusCode::SERVICE_UNAVAILABLE,
       ErrorCode::WallTimeExceeded => http::StatusCode::GATEWAY_TIMEOUT,
       ErrorCode::BodyTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
+      ErrorCode::InvalidRequest => http::StatusCode::BAD_REQUEST,
       ErrorCode::HandlerError | ErrorCode::IsolateFailed => http::StatusCode::INTERNAL_SERVER_ERROR,
     }
   }

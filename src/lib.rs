@@ -25,6 +25,8 @@
 //! - [`config`]: the deploy manifest (`islet.toml`), parsed and validated in one place.
 //! - [`admin`]: the deploy and control API (bearer-token auth), deployments over a store (the data
 //!   directory, or Redis for a fleet), and the client the `islet deploy` family of commands uses.
+//! - [`dev`]: `islet dev` (the project's files watched, its functions reloaded through the
+//!   registry swap, readable logs) and `islet init`'s templates.
 //! - [`error`]: error types, and the JSON every client-visible error takes.
 //! - [`bench`]: `islet bench`, cold and warm starts measured through the real server, and
 //!   `islet bench-queues`.
@@ -36,6 +38,7 @@ pub mod admin;
 pub mod bench;
 pub mod bindings;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod events;
 pub mod isolate;

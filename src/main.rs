@@ -11,7 +11,6 @@ use islet::admin::commands;
 use islet::admin::{AdminServer, Deployments};
 use islet::bindings::services::ServiceCalls;
 use islet::bindings::NodeBindings;
-use islet::config::Manifest;
 use islet::error::NodeError;
 use islet::events::{EventStore, Events, EventsConfig};
 use islet::isolate::IsolateConfig;
@@ -27,9 +26,9 @@ use islet::server::{AdmissionConfig, ConnectionTimeouts, Server, ServerConfig};
 #[derive(Parser)]
 #[command(name = "islet", version, about = "A multi-tenant edge function runtime")]
 struct Cli {
-  /// Log line format on stderr.
-  #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ISLET_LOG_FORMAT")]
-  log_format: LogFormat,
+  /// Log line format on stderr [default: text; `islet dev`: pretty].
+  #[arg(long, global = true, value_enum, env = "ISLET_LOG_FORMAT")]
+  log_format: Option<LogFormat>,
   #[command(subcommand)]
   command: Command,
 }
@@ -38,6 +37,8 @@ struct Cli {
 enum LogFormat {
   Text,
   Json,
+  /// One short line per event for a terminal: time, function, request id, level, message.
+  Pretty,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +46,27 @@ enum Command {
   /// Serve functions: those of a directory (<DIR>/<name>/index.js, <DIR>/<name>.js) or a manifest
   /// (islet.toml), and those deployed to the node's data directory.
   Serve(Box<ServeArgs>),
+  /// Serve a project while developing it: like `serve`, with its data in <project>/.islet, the
+  /// admin API on (token `dev` unless given), and each function reloaded when its files change.
+  /// SOURCE is a manifest, a directory of functions, or a folder holding an islet.toml [default: .].
+  Dev(Box<ServeArgs>),
+  /// Create a project folder from a template, ready for `islet dev` and `islet deploy`.
+  Init {
+    /// The project's (and its function's) name: a lowercase DNS label.
+    name: String,
+    /// fetch: an HTTP handler; queue: a producer and its consumer; cron: a schedule with state in
+    /// KV; thumbnail: uploads to a bucket and thumbnails made by its events.
+    #[arg(long, default_value = "fetch", value_parser = ["fetch", "queue", "cron", "thumbnail"])]
+    template: String,
+    /// Where to create the folder.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+  },
+  /// Buckets: list and read objects.
+  Buckets {
+    #[command(subcommand)]
+    action: BucketAction,
+  },
   /// Deploy every function of a manifest to a node, and activate them.
   Deploy {
     /// The manifest.
@@ -178,6 +200,33 @@ enum KvAction {
     /// Where the previous page ended.
     #[arg(long)]
     cursor: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+}
+
+#[derive(Subcommand)]
+enum BucketAction {
+  /// List objects in key order (a page of at most --limit).
+  List {
+    bucket: String,
+    #[arg(long, default_value = "")]
+    prefix: String,
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Where the previous page ended.
+    #[arg(long)]
+    cursor: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Print an object's body (text), or write it to --output.
+  Get {
+    bucket: String,
+    key: String,
+    /// Write the body to this file instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
     #[command(flatten)]
     node: NodeArgs,
   },
@@ -420,7 +469,12 @@ struct PoolArgs {
 
 fn main() -> ExitCode {
   let cli = Cli::parse();
-  init_logging(cli.log_format);
+  let dev = matches!(cli.command, Command::Dev(_));
+  init_logging(
+    cli
+      .log_format
+      .unwrap_or(if dev { LogFormat::Pretty } else { LogFormat::Text }),
+  );
   // Two TLS backends are in the tree (aws-lc-rs, which Islet and Deno use, and ring, which the S3
   // client's HTTP stack enables), so rustls cannot pick one by itself: the process uses aws-lc-rs.
   let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -472,6 +526,36 @@ fn main() -> ExitCode {
       ..
     } => Some(runtime.block_on(commands::replay_dlq(&control(node), queue, node.json))),
     Command::Kv { action } => Some(runtime.block_on(kv_command(action))),
+    Command::Buckets {
+      action:
+        BucketAction::List {
+          bucket,
+          prefix,
+          limit,
+          cursor,
+          node,
+        },
+    } => Some(runtime.block_on(commands::bucket_list(
+      &control(node),
+      bucket,
+      prefix,
+      *limit,
+      cursor.as_deref(),
+      node.json,
+    ))),
+    Command::Buckets {
+      action: BucketAction::Get {
+        bucket,
+        key,
+        output,
+        node,
+      },
+    } => Some(runtime.block_on(commands::bucket_get(
+      &control(node),
+      bucket,
+      key,
+      output.as_deref(),
+    ))),
     Command::Cron {
       action: CronAction::Trigger { function, cron, node },
     } => Some(runtime.block_on(commands::cron_trigger(
@@ -498,7 +582,19 @@ fn main() -> ExitCode {
     };
   }
   let result = match cli.command {
-    Command::Serve(args) => runtime.block_on(serve(*args)),
+    Command::Serve(args) => runtime.block_on(serve(*args, false)),
+    Command::Dev(args) => runtime.block_on(serve(*args, true)),
+    Command::Init { name, template, dir } => match islet::dev::init(&dir, &name, &template) {
+      Ok(root) => {
+        println!(
+          "created {} from the {template} template; next:\n  cd {} && islet dev\n(see its README.md for a request to try)",
+          root.display(),
+          root.display()
+        );
+        Ok(())
+      }
+      Err(e) => Err(NodeError::Config(e)),
+    },
     Command::Bench(args) => runtime.block_on(bench(args)),
     Command::BenchImages(args) => match args.write_photo {
       Some(path) => std::fs::write(&path, islet::bench::images::synthetic_photo())
@@ -520,6 +616,7 @@ fn main() -> ExitCode {
     | Command::Delete { .. }
     | Command::Queues { .. }
     | Command::Kv { .. }
+    | Command::Buckets { .. }
     | Command::Cron { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen, threads } => {
       let threads = threads.unwrap_or(PoolConfig::default().threads);
@@ -592,8 +689,21 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
   Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), NodeError> {
+/// `islet serve`, or with `dev` `islet dev`: the project's data in `<project>/.islet`, the admin
+/// API on with the token `dev` unless one is given, the functions reloaded as their files change,
+/// and `POST /__islet/scheduled` on the listener.
+async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
   let limits = args.limits.limits()?;
+  if dev {
+    let source = islet::dev::project_source(args.source.take());
+    if args.data.is_none() && args.store.is_none() {
+      args.data = Some(islet::dev::project_root(&source).join(".islet"));
+    }
+    if args.admin_token.is_none() {
+      args.admin_token = Some("dev".to_string());
+    }
+    args.source = Some(source);
+  }
   let mut statics = match &args.source {
     None if args.data.is_none() && args.store.is_none() => {
       return Err(NodeError::Config(
@@ -601,14 +711,15 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
       ))
     }
     None => Registry::default(),
-    Some(path) if path.is_file() => manifest_functions(path, &limits)?,
-    Some(dir) => islet::registry::load_dir(dir, &limits)?,
+    Some(source) => islet::dev::load_source(source, &limits).map_err(NodeError::Config)?,
   };
   if !statics.is_empty() {
     let mut checker = islet::isolate::SyntaxChecker::new().map_err(NodeError::Config)?;
     statics.check_each(|function| checker.check(function));
   }
-  let statics = registry_summary(statics);
+  let statics = registry_summary(statics, dev);
+  let statics_served = statics.clone();
+  let limits_for_reload = limits.clone();
   let max_bundle_bytes = args.max_bundle_mb << 20;
   // The data directory is the default store once there is an admin API to deploy through.
   let data = (args.data.clone()).or_else(|| args.admin_token.as_ref().map(|_| PathBuf::from("islet-data")));
@@ -661,7 +772,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
     .map(|config| Objects::open(config, live.clone(), events.clone()))
     .transpose()
     .map_err(|e| NodeError::Config(format!("objects: {e}")))?;
-  let node_bindings = NodeBindings::host(objects);
+  let node_bindings = NodeBindings::host(objects.clone());
   // KV: beside the queues, in the node's database, or in the fleet's Redis.
   let kv = Kv::open(match &args.store {
     Some(url) => KvStore::Redis(url.clone()),
@@ -670,7 +781,7 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   .map_err(|e| NodeError::Config(format!("kv: {e}")))?;
   kv.start();
   let services = ServiceCalls::new(live.clone());
-  let config = ServerConfig {
+  let mut config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
     base_domains: args.base_domains,
@@ -700,14 +811,41 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
       max_concurrent: args.pool.max_concurrency.max(1),
       max_queued: args.pool.max_queue,
     },
+    scheduled: None,
   };
   let https = config.tls.is_some();
+  if dev {
+    let (events, node) = (events.clone(), tokio::runtime::Handle::current());
+    config.scheduled = Some(islet::server::ScheduledHook(Arc::new(
+      move |function: String, cron: Option<String>| {
+        let events = events.clone();
+        // Fired on the node's runtime, as the admin API fires it; the listener's thread awaits it.
+        let fired = node.spawn(async move {
+          let report = events.trigger_cron(&function, cron.as_deref()).await?;
+          serde_json::to_string(&report).map_err(|e| e.to_string())
+        });
+        Box::pin(async move { fired.await.map_err(|e| e.to_string())? })
+      },
+    )));
+  }
   let server = Server::bind(config, live).await?;
   events.start(server.invoker());
   services.start(&server);
   let scheme = if https { "https" } else { "http" };
   // The first line on stdout: scripts and tests read the bound address from it.
   println!("islet listening on {scheme}://{}", server.local_addr());
+  if dev {
+    if let (Some(deployments), Some(source)) = (&deployments, &args.source) {
+      islet::dev::watch(
+        source.clone(),
+        limits_for_reload,
+        deployments.clone(),
+        &statics_served,
+      )
+      .map_err(NodeError::Config)?;
+      tracing::info!(target: "islet::dev", "watching {} for changes", islet::dev::project_root(source).display());
+    }
+  }
   match (deployments, args.admin_token) {
     (Some(deployments), Some(token)) => {
       deployments.attach_pool(server.pool_control());
@@ -717,11 +855,20 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
         deployments,
         Some(events.clone()),
         Some(kv.clone()),
+        objects,
         max_bundle_bytes,
       )
       .await?;
       // The second line: the admin API's address.
       println!("islet admin on http://{}", admin.local_addr());
+      if dev && token == "dev" {
+        // The default token of `islet dev` is no secret; one given by the developer is not printed.
+        tracing::info!(
+          target: "islet::dev",
+          "the control commands reach this node with ISLET_NODE=http://{} ISLET_ADMIN_TOKEN=dev (islet kv, queues, buckets, cron)",
+          admin.local_addr()
+        );
+      }
       tokio::spawn(admin.run());
     }
     (Some(_), None) => {
@@ -733,26 +880,18 @@ async fn serve(args: ServeArgs) -> Result<(), NodeError> {
   Ok(())
 }
 
-/// The functions of a manifest, served as they are (secrets from this process's environment).
-fn manifest_functions(path: &std::path::Path, limits: &Limits) -> Result<Registry, NodeError> {
-  let mut registry = Registry::default();
-  for bundle in Manifest::load(path)?.bundles(&|key| std::env::var(key).ok())? {
-    let function = bundle
-      .to_function(limits)
-      .map_err(|e| NodeError::Config(format!("{}: functions.{}: {e}", path.display(), bundle.name)))?;
-    registry.insert(function);
-  }
-  Ok(registry)
-}
-
-fn registry_summary(registry: Registry) -> Registry {
+fn registry_summary(registry: Registry, dev: bool) -> Registry {
   for function in registry.iter() {
     match &function.broken {
       None => {
         tracing::info!(function = %function.name, version = %function.version, "loaded")
       }
-      Some(_) => {
-        tracing::warn!(function = %function.name, "loaded, but answers 503 until fixed")
+      Some(message) => {
+        let message = match dev {
+          true => islet::dev::with_source_line(function, message),
+          false => message.clone(),
+        };
+        tracing::error!(function = %function.name, "cannot load, answers 503 until fixed: {message}")
       }
     }
   }
@@ -786,6 +925,11 @@ fn init_logging(format: LogFormat) {
   match format {
     LogFormat::Text => builder.init(),
     LogFormat::Json => builder.json().init(),
+    LogFormat::Pretty => builder
+      .event_format(islet::dev::DevFormat {
+        color: std::io::stderr().is_terminal(),
+      })
+      .init(),
   }
 }
 

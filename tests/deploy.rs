@@ -1,5 +1,6 @@
-//! Deploying to live nodes: the admin API, the `islet deploy` family of commands, and the embedded
-//! store across restarts and crashes. Every test runs real `islet` processes.
+//! Deploying to live nodes: the admin API, the `islet deploy` family of commands, the embedded
+//! store across restarts and crashes, and the developer's loop (`islet dev`, `islet init`), which
+//! reloads through the same registry swap. Every test runs real `islet` processes.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -8,6 +9,8 @@ mod support;
 mod api;
 #[path = "deploy/cli.rs"]
 mod cli;
+#[path = "deploy/dev.rs"]
+mod dev;
 #[path = "deploy/durability.rs"]
 mod durability;
 #[path = "deploy/fleet.rs"]
@@ -74,4 +77,16 @@ pub async fn activate(node: &Node, name: &str, version: &serde_json::Value) -> R
   let body = Bytes::from(serde_json::json!({ "version": version }).to_string());
   let path = format!("/v1/functions/{name}/active");
   admin(node, "POST", &path, Some(TOKEN), body).await
+}
+
+/// A JPEG of `width` × `height` (a gradient), for the thumbnail template.
+pub fn dev_photo(width: u32, height: u32) -> Vec<u8> {
+  let image = image::RgbImage::from_fn(width, height, |x, y| {
+    image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
+  });
+  let mut out = Vec::new();
+  image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+    .encode_image(&image)
+    .unwrap();
+  out
 }

@@ -177,6 +177,15 @@ impl AdminClient {
     self.post(&format!("/v1/kv/{namespace}/{action}"), body).await
   }
 
+  pub async fn bucket(
+    &self,
+    bucket: &str,
+    action: &str,
+    body: serde_json::Value,
+  ) -> Result<serde_json::Value, ClientError> {
+    self.post(&format!("/v1/buckets/{bucket}/{action}"), body).await
+  }
+
   pub async fn queues(&self) -> Result<serde_json::Value, ClientError> {
     self.get("/v1/queues").await
   }

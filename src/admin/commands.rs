@@ -314,6 +314,73 @@ pub async fn kv_list(
   Ok(out)
 }
 
+/// `islet buckets list BUCKET [--prefix P] [--limit N] [--cursor C]`: one line per object.
+pub async fn bucket_list(
+  client: &AdminClient,
+  bucket: &str,
+  prefix: &str,
+  limit: Option<u32>,
+  cursor: Option<&str>,
+  json: bool,
+) -> Result<String, ClientError> {
+  let mut body = serde_json::json!({ "prefix": prefix });
+  if let Some(limit) = limit {
+    body["limit"] = limit.into();
+  }
+  if let Some(cursor) = cursor {
+    body["cursor"] = cursor.into();
+  }
+  let answer = client.bucket(bucket, "list", body).await?;
+  if json {
+    return Ok(answer.to_string());
+  }
+  let mut out = String::new();
+  for object in answer["objects"].as_array().into_iter().flatten() {
+    let uploaded = object["uploaded"].as_u64().unwrap_or(0) / 1000;
+    out.push_str(&format!(
+      "{}  {} bytes  {}\n",
+      object["key"].as_str().unwrap_or("?"),
+      object["size"].as_u64().unwrap_or(0),
+      utc(uploaded)
+    ));
+  }
+  if let Some(cursor) = answer["cursor"].as_str().filter(|_| answer["truncated"] == true) {
+    out.push_str(&format!("more: --cursor {cursor}\n"));
+  }
+  Ok(out)
+}
+
+/// `islet buckets get BUCKET KEY [--output FILE]`: the body, as text on stdout or into a file.
+pub async fn bucket_get(
+  client: &AdminClient,
+  bucket: &str,
+  key: &str,
+  output: Option<&Path>,
+) -> Result<String, ClientError> {
+  use base64::Engine as _;
+  let answer = client
+    .bucket(bucket, "get", serde_json::json!({ "key": key }))
+    .await?;
+  let value = answer["value"].as_str().unwrap_or_default();
+  let bytes = match answer["encoding"].as_str() {
+    Some("base64") => base64::engine::general_purpose::STANDARD
+      .decode(value)
+      .map_err(|e| ClientError::Input(format!("the node sent bad base64: {e}")))?,
+    _ => value.as_bytes().to_vec(),
+  };
+  match output {
+    Some(path) => {
+      std::fs::write(path, &bytes).map_err(|e| ClientError::Input(format!("{}: {e}", path.display())))?;
+      Ok(format!("wrote {} bytes to {}\n", bytes.len(), path.display()))
+    }
+    None if answer["encoding"] == "base64" => Err(ClientError::Input(format!(
+      "'{key}' is binary ({} bytes): write it to a file with --output",
+      bytes.len()
+    ))),
+    None => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+  }
+}
+
 /// `islet queues replay-dlq QUEUE`.
 pub async fn replay_dlq(client: &AdminClient, queue: &str, json: bool) -> Result<String, ClientError> {
   let answer = client.replay_dlq(queue).await?;

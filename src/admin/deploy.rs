@@ -73,8 +73,8 @@ pub struct Deployments {
   changes: Mutex<()>,
   defaults: Limits,
   /// Functions served from the directory or manifest given to `islet serve`; a deployed function
-  /// of the same name takes precedence.
-  statics: Registry,
+  /// of the same name takes precedence. `islet dev` replaces them as their files change.
+  statics: Mutex<Registry>,
   max_bundle_bytes: usize,
   /// Where stale isolates are cleared out; set once the pool runs.
   pool: Mutex<Option<PoolControl>>,
@@ -94,7 +94,7 @@ impl Deployments {
       store,
       changes: Mutex::new(()),
       defaults,
-      statics,
+      statics: Mutex::new(statics),
       max_bundle_bytes,
       pool: Mutex::new(None),
     };
@@ -112,13 +112,28 @@ impl Deployments {
     *lock(&self.pool) = Some(pool);
   }
 
+  /// Serves `statics` in place of the static functions served so far (a deployed function of the
+  /// same name still takes precedence): `islet dev` after a file changed. A function whose version
+  /// is unchanged keeps its isolates; requests in flight finish on the code they started with.
+  pub fn set_statics(&self, statics: Registry) -> Result<(), DeployError> {
+    *lock(&self.statics) = statics;
+    // Swapped even when no version moved: a route or binding of the manifest may have.
+    self.rebuild(true)
+  }
+
   /// Reads the store and serves exactly what it says is active: at start, and whenever another
   /// node of a fleet announces a change (or the connection to the fleet's store comes back).
   pub fn sync(&self) -> Result<(), DeployError> {
+    self.rebuild(false)
+  }
+
+  /// Builds the registry from the static functions and the store's active versions, and swaps it
+  /// in when a version changed (or `always`).
+  fn rebuild(&self, always: bool) -> Result<(), DeployError> {
     let state = self.store.load()?;
     let _changing = lock(&self.changes);
     let current = self.live.load();
-    let mut registry = self.statics.clone();
+    let mut registry = lock(&self.statics).clone();
     for (name, function) in &state.functions {
       match current.get(name).filter(|f| f.version == function.active) {
         Some(same) => registry.insert_arc(same.clone()),
@@ -132,7 +147,8 @@ impl Deployments {
         }
       }
     }
-    let changed = registry.len() != current.len()
+    let changed = always
+      || registry.len() != current.len()
       || registry
         .iter()
         .any(|f| current.get(&f.name).is_none_or(|c| c.version != f.version));
@@ -260,7 +276,7 @@ impl Deployments {
     })?;
     self.publish(|registry| {
       registry.remove(name);
-      if let Some(function) = self.statics.get(name) {
+      if let Some(function) = lock(&self.statics).get(name) {
         registry.insert_arc(function.clone());
       }
     });

@@ -17,12 +17,15 @@
 //! | `POST /v1/kv/{namespace}/put` | `{"key", "value", "encoding"?, "expiration_ttl"?, "metadata"?}` |
 //! | `POST /v1/kv/{namespace}/delete` | `{"key": "…"}` |
 //! | `POST /v1/kv/{namespace}/list` | `{"prefix"?, "cursor"?, "limit"?}`: keys in byte order |
+//! | `POST /v1/buckets/{bucket}/list` | `{"prefix"?, "cursor"?, "limit"?}`: objects in key order |
+//! | `POST /v1/buckets/{bucket}/get` | `{"key": "…"}`: an object's description and body (≤ 32 MiB) |
 //!
 //! Errors are `{"error":{"code","message"}}`: `unauthorized` 401, `not_found` 404,
 //! `invalid_bundle` 400, `bundle_too_large` 413, `bad_request` 400, `store_failed` 500.
 //!
 //! This module never runs tenant code: a deploy only compiles the bundle's modules to check them.
 
+mod buckets;
 pub mod client;
 pub mod commands;
 mod deploy;
@@ -58,6 +61,8 @@ struct Admin {
   events: Option<Arc<crate::events::Events>>,
   /// KV namespaces, when the node has them.
   kv: Option<Arc<crate::kv::Kv>>,
+  /// Buckets, when the node has them.
+  objects: Option<Arc<crate::objects::Objects>>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
   token_digest: [u8; 32],
   max_bundle_bytes: usize,
@@ -71,6 +76,7 @@ impl AdminServer {
     deployments: Arc<Deployments>,
     events: Option<Arc<crate::events::Events>>,
     kv: Option<Arc<crate::kv::Kv>>,
+    objects: Option<Arc<crate::objects::Objects>>,
     max_bundle_bytes: usize,
   ) -> Result<Self, NodeError> {
     if token.is_empty() {
@@ -86,6 +92,7 @@ impl AdminServer {
         deployments,
         events,
         kv,
+        objects,
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
       }),
@@ -263,6 +270,16 @@ impl Admin {
         let (namespace, action) = (namespace.to_string(), action.to_string());
         match self.read_body(request).await {
           Ok(body) => kv::handle(&kv, &namespace, &action, body).await,
+          Err(reply) => reply,
+        }
+      }
+      (Method::POST, ["v1", "buckets", bucket, action]) => {
+        let Some(objects) = self.objects.clone() else {
+          return error(StatusCode::NOT_FOUND, "not_found", "this node has no buckets");
+        };
+        let (bucket, action) = (bucket.to_string(), action.to_string());
+        match self.read_body(request).await {
+          Ok(body) => buckets::handle(&objects, &bucket, &action, body).await,
           Err(reply) => reply,
         }
       }

@@ -254,14 +254,14 @@ impl Registry {
     self.functions.values()
   }
 
-  /// Marks functions whose modules fail `check` as broken, keeping the message for their 503s.
+  /// Marks functions whose modules fail `check` as broken, keeping the message for their 503s (the
+  /// caller says so: `islet serve` once at start, `islet dev` once per change).
   pub fn check_each(&mut self, mut check: impl FnMut(&Function) -> Result<(), String>) {
     for function in self.functions.values_mut() {
       if function.broken.is_some() {
         continue; // already refused (a TypeScript module that could not be stripped)
       }
       if let Err(message) = check(function) {
-        tracing::error!(function = %function.name, "function cannot load: {message}");
         // INVARIANT: nothing else holds these Arcs before the node starts serving.
         if let Some(function) = Arc::get_mut(function) {
           function.broken = Some(message);

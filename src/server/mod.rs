@@ -61,7 +61,27 @@ pub struct ServerConfig {
   pub max_connections: usize,
   pub pool: PoolConfig,
   pub admission: AdmissionConfig,
+  /// `islet dev` only: `POST /__islet/scheduled?function=F&cron=…` fires F's schedule now.
+  pub scheduled: Option<ScheduledHook>,
 }
+
+/// Fires a function's schedule (`function`, `cron` or its first) and answers what ran, as JSON;
+/// an error that starts with "no function" means there is none of that name.
+#[derive(Clone)]
+pub struct ScheduledHook(pub Arc<ScheduledFn>);
+
+pub type ScheduledFn = dyn Fn(String, Option<String>) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+  + Send
+  + Sync;
+
+impl std::fmt::Debug for ScheduledHook {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.write_str("ScheduledHook")
+  }
+}
+
+/// Where `islet dev` answers [`ScheduledHook`] on the serving listener.
+pub const SCHEDULED_PATH: &str = "/__islet/scheduled";
 
 impl Default for ServerConfig {
   fn default() -> Self {
@@ -74,6 +94,7 @@ impl Default for ServerConfig {
       max_connections: 10_000,
       pool: PoolConfig::default(),
       admission: AdmissionConfig::default(),
+      scheduled: None,
     }
   }
 }
@@ -87,6 +108,7 @@ struct Node {
   admission: Arc<Admission>,
   /// Where demoted functions' requests run instead of the connection's thread.
   heavy_lane: HeavyLane,
+  scheduled: Option<ScheduledHook>,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -146,6 +168,7 @@ impl Server {
       router: Router::new(config.base_domains.clone()),
       admission: Arc::new(Admission::new(config.admission)),
       heavy_lane: pool.heavy_lane(),
+      scheduled: config.scheduled.clone(),
     };
     Ok(Self {
       listener,
@@ -396,6 +419,46 @@ where
   idle::watch(activity, watcher.watch(connection)).await
 }
 
+/// `POST /__islet/scheduled?function=F[&cron=…]` on `islet dev`'s listener.
+async fn scheduled(
+  hook: &ScheduledHook,
+  request: &http::Request<Incoming>,
+  request_id: RequestId,
+) -> http::Response<ResponseBody> {
+  if request.method() != http::Method::POST {
+    return error_response(ErrorCode::InvalidRequest, "POST to fire a schedule", request_id);
+  }
+  let query = request.uri().query().unwrap_or_default();
+  let mut function = None;
+  let mut cron = None;
+  for (key, value) in deno_core::url::form_urlencoded::parse(query.as_bytes()) {
+    match &*key {
+      "function" => function = Some(value.into_owned()),
+      "cron" => cron = Some(value.into_owned()),
+      _ => {}
+    }
+  }
+  let Some(function) = function else {
+    return error_response(
+      ErrorCode::InvalidRequest,
+      "name the function: /__islet/scheduled?function=NAME[&cron=EXPR]",
+      request_id,
+    );
+  };
+  match (hook.0)(function, cron).await {
+    Ok(report) => {
+      let mut response = http::Response::new(ResponseBody::full(bytes::Bytes::from(report)));
+      response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+      );
+      response
+    }
+    Err(e) if e.starts_with("no function") => error_response(ErrorCode::FunctionNotFound, &e, request_id),
+    Err(e) => error_response(ErrorCode::InvalidRequest, &e, request_id),
+  }
+}
+
 impl Node {
   async fn handle(
     &self,
@@ -404,7 +467,10 @@ impl Node {
     isolates: &LocalIsolates,
   ) -> http::Response<ResponseBody> {
     let request_id = RequestId::generate();
-    let mut response = self.run_function(request, https, isolates, request_id).await;
+    let mut response = match &self.scheduled {
+      Some(hook) if request.uri().path() == SCHEDULED_PATH => scheduled(hook, &request, request_id).await,
+      _ => self.run_function(request, https, isolates, request_id).await,
+    };
     let value = http::HeaderValue::from_str(request_id.text().as_str());
     // INVARIANT: hex digits are a valid header value.
     let value = value.expect("hex digits are a valid header value");

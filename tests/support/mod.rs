@@ -52,10 +52,21 @@ impl Node {
 
   /// Like `start`, with `env` set in the node's environment.
   pub fn start_with_env(args: &[&str], filter: &str, env: &[(&str, &str)]) -> Node {
-    let admin = args.contains(&"--admin-token");
+    Self::launch("serve", args, filter, env)
+  }
+
+  /// Runs `islet dev PROJECT` (its admin API on a free port, token `dev`) with `extra`.
+  pub fn dev(project: &str, extra: &[&str]) -> Node {
+    let mut args = vec![project];
+    args.extend_from_slice(extra);
+    Self::launch("dev", &args, "info", &[])
+  }
+
+  fn launch(command: &str, args: &[&str], filter: &str, env: &[(&str, &str)]) -> Node {
+    let admin = command == "dev" || args.contains(&"--admin-token");
     let mut child = Command::new(env!("CARGO_BIN_EXE_islet"))
       .envs(env.iter().copied())
-      .arg("serve")
+      .arg(command)
       .args(["--listen", "127.0.0.1:0"])
       .args(if admin && !args.contains(&"--admin-listen") {
         &["--admin-listen", "127.0.0.1:0"][..]

@@ -161,7 +161,7 @@ impl ObjectReader {
     (Self { asks }, reads)
   }
 
-  async fn read(&self, max: usize) -> Result<Bytes, String> {
+  pub(crate) async fn read(&self, max: usize) -> Result<Bytes, String> {
     let (reply, answer) = oneshot::channel();
     self
       .asks
