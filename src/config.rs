@@ -102,9 +102,27 @@ impl Manifest {
           "a function name is a DNS label (lowercase letters, digits and '-')",
         ));
       }
+      let relative = Path::new(&spec.entry);
+      let escapes = relative.components().any(|c| {
+        !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)
+      });
+      if escapes {
+        return Err(at(
+          &key("entry"),
+          "the entry is a path inside the manifest's folder (no '..', not absolute)",
+        ));
+      }
       let entry = root.join(&spec.entry);
       if !entry.is_file() {
         return Err(at(&key("entry"), &format!("{} does not exist", spec.entry)));
+      }
+      // A symbolic link may still lead out: what the entry's folder resolves to must be inside.
+      let inside = match (root.canonicalize(), entry.canonicalize()) {
+        (Ok(root), Ok(entry)) => entry.starts_with(&root),
+        _ => false,
+      };
+      if !inside {
+        return Err(at(&key("entry"), "the entry resolves to a file outside the manifest's folder"));
       }
       if ![".js", ".mjs", ".ts", ".mts"]
         .iter()
@@ -257,6 +275,10 @@ mod tests {
 
   #[test]
   fn errors_name_the_file_the_key_and_the_reason() {
+    let err = parse("[functions.hello]\nentry = \"../hello/index.js\"\n").unwrap_err();
+    assert!(err.ends_with("functions.hello.entry: the entry is a path inside the manifest's folder (no '..', not absolute)"), "{err}");
+    let err = parse("[functions.hello]\nentry = \"/etc/passwd.js\"\n").unwrap_err();
+    assert!(err.contains("no '..', not absolute"), "{err}");
     let err = parse("[functions.hello]\nentry = \"nope/index.js\"\n").unwrap_err();
     assert!(
       err.ends_with("islet.toml: functions.hello.entry: nope/index.js does not exist"),

@@ -233,6 +233,12 @@ impl Deployments {
 
   /// Makes an earlier (or later) version of `name` the one that serves: rollback.
   pub fn activate(&self, name: &str, version: &str) -> Result<Deployed, DeployError> {
+    // Both come from the wire: checked against their grammar before anything is looked up.
+    if !crate::registry::is_valid_name(name) || !crate::registry::is_valid_version(version) {
+      return Err(DeployError::Invalid(format!(
+        "'{name}' and '{version}' must be a function name and a version (16 lowercase hex digits)"
+      )));
+    }
     let _changing = lock(&self.changes);
     let function = self
       .store

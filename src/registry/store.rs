@@ -96,17 +96,27 @@ impl DirStore {
     Ok(())
   }
 
-  fn bundle_path(&self, name: &str, version: &str) -> PathBuf {
-    self
-      .root
-      .join("bundles")
-      .join(name)
-      .join(format!("{version}.json"))
+  /// Where a bundle lives; refused, before any path is built, for a name or version that is not
+  /// one (they may come from the wire: `{"version": "../../etc/x"}`).
+  fn bundle_path(&self, name: &str, version: &str) -> std::io::Result<PathBuf> {
+    if !super::is_valid_name(name) || !super::is_valid_version(version) {
+      return Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("'{name}@{version}' is not a function name and version"),
+      ));
+    }
+    Ok(
+      self
+        .root
+        .join("bundles")
+        .join(name)
+        .join(format!("{version}.json")),
+    )
   }
 
   /// Stores a bundle under its version, unless that version is stored already.
   pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
-    let path = self.bundle_path(&bundle.name, version);
+    let path = self.bundle_path(&bundle.name, version)?;
     if path.is_file() {
       return Ok(());
     }
@@ -117,7 +127,7 @@ impl DirStore {
 
   /// Reads a stored bundle.
   pub fn bundle(&self, name: &str, version: &str) -> std::io::Result<Bundle> {
-    let path = self.bundle_path(name, version);
+    let path = self.bundle_path(name, version)?;
     let bytes = std::fs::read(&path).map_err(io_context(&path))?;
     serde_json::from_slice(&bytes).map_err(|e| {
       std::io::Error::new(
@@ -140,7 +150,14 @@ impl DirStore {
 /// directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
   let dir = path.parent().unwrap_or(Path::new("."));
-  std::fs::create_dir_all(dir).map_err(io_context(dir))?;
+  if !dir.is_dir() {
+    std::fs::create_dir_all(dir).map_err(io_context(dir))?;
+    // A new directory (`bundles/<name>/`) survives a crash only once its parent records it.
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
+      .and_then(|d| d.sync_all())
+      .map_err(io_context(parent))?;
+  }
   let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
   let mut file = std::fs::File::create(&temporary).map_err(io_context(&temporary))?;
   file.write_all(bytes).map_err(io_context(&temporary))?;

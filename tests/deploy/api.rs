@@ -166,6 +166,16 @@ async fn bad_requests_are_refused_and_change_nothing() {
   assert!(message.starts_with("hello/index.js:2:"), "{message}");
   assert!(message.contains("SyntaxError"), "{message}");
 
+  // A version from the wire is checked against its grammar before any path is built: the answer
+  // is the same whether or not such a file exists.
+  for version in ["../../../../etc/passwd", "../state", "0123456789ABCDEF", "x"] {
+    let body = Bytes::from(serde_json::json!({ "version": version }).to_string());
+    let refused = admin(&node, "POST", "/v1/functions/hello/active", Some(TOKEN), body).await;
+    assert_eq!((refused.status, code(&refused).as_str()), (400, "invalid_bundle"), "{version}");
+    let message = refused.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("must be a function name and a version"), "{message}");
+  }
+
   // Too large, malformed, mismatched, unknown.
   let mut huge = bundle("hello", "v3");
   // Past the 1 MiB limit, though not so far that the node hangs up before reading it all.
