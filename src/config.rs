@@ -137,6 +137,14 @@ impl Manifest {
         .with(&spec.limits)
         .map_err(|e| at(&key("limits"), &e))?;
       for secret in &spec.secrets {
+        // The deployer's own configuration (ISLET_ADMIN_TOKEN, ISLET_NODE) is never a secret a
+        // function may be handed.
+        if secret.to_ascii_uppercase().starts_with("ISLET_") {
+          return Err(at(
+            &key("secrets"),
+            &format!("{secret}: names starting with ISLET_ are Islet's own settings, never a function's secret"),
+          ));
+        }
         if spec.vars.contains_key(secret) {
           return Err(at(&key("secrets"), &format!("{secret} is also in vars")));
         }
@@ -161,6 +169,11 @@ impl Manifest {
       .keys()
       .map(|name| self.bundle(name, secret))
       .collect()
+  }
+
+  /// The names of the secrets function `name` is deployed with (none for an unknown name).
+  pub fn secret_names(&self, name: &str) -> Vec<String> {
+    self.functions.get(name).map(|spec| spec.secrets.clone()).unwrap_or_default()
   }
 
   /// The bundle of function `name`: every module in its entry's folder, its vars, and its secrets
@@ -275,6 +288,10 @@ mod tests {
 
   #[test]
   fn errors_name_the_file_the_key_and_the_reason() {
+    let err = parse("[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"ISLET_ADMIN_TOKEN\"]\n").unwrap_err();
+    assert!(err.contains("functions.hello.secrets: ISLET_ADMIN_TOKEN: names starting with ISLET_"), "{err}");
+    let err = parse("[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"islet_node\"]\n").unwrap_err();
+    assert!(err.contains("names starting with ISLET_"), "{err}");
     let err = parse("[functions.hello]\nentry = \"../hello/index.js\"\n").unwrap_err();
     assert!(err.ends_with("functions.hello.entry: the entry is a path inside the manifest's folder (no '..', not absolute)"), "{err}");
     let err = parse("[functions.hello]\nentry = \"/etc/passwd.js\"\n").unwrap_err();

@@ -43,6 +43,12 @@ pub async fn deploy(manifest: &Path, client: &AdminClient, json: bool) -> Result
     let body = Bytes::from(serde_json::to_vec(bundle).expect("bundle serializes"));
     uploads.push((bundle.name.as_str(), body));
   }
+  // Which secrets leave this machine, by name (never their values), per function.
+  let secrets: Vec<(String, Vec<String>)> = bundles
+    .iter()
+    .map(|bundle| (bundle.name.clone(), manifest.secret_names(&bundle.name)))
+    .filter(|(_, names)| !names.is_empty())
+    .collect();
   drop(checker);
   let total = uploads.iter().map(|(_, body)| body.len() as u64).sum();
   let bar = indicatif::ProgressBar::new(total);
@@ -74,6 +80,9 @@ pub async fn deploy(manifest: &Path, client: &AdminClient, json: bool) -> Result
     return Ok(serde_json::Value::Array(results).to_string());
   }
   let mut out = String::new();
+  for (function, names) in &secrets {
+    out.push_str(&format!("{function:<20} secrets sent: {}\n", names.join(", ")));
+  }
   for answer in &results {
     let status = if answer["created"] == true {
       "deployed"

@@ -11,7 +11,7 @@ fn islet(args: &[&str]) -> Output {
   Command::new(env!("CARGO_BIN_EXE_islet"))
     .args(args)
     .env_remove("ISLET_ADMIN_TOKEN")
-    .env("ISLET_SECRET_TOKEN", "s3cret")
+    .env("SHOUT_SECRET_TOKEN", "s3cret")
     .output()
     .expect("run islet")
 }
@@ -31,7 +31,7 @@ fn project(dir: &Path, hello: &str) {
   std::fs::write(dir.join("hello/index.js"), hello).unwrap();
   std::fs::write(
     dir.join("shout/index.js"),
-    "import { loud } from \"./lib/loud.js\";\nexport default { fetch(r, env) { return new Response(loud(env.WORD + env.ISLET_SECRET_TOKEN)); } };\n",
+    "import { loud } from \"./lib/loud.js\";\nexport default { fetch(r, env) { return new Response(loud(env.WORD + env.SHOUT_SECRET_TOKEN)); } };\n",
   )
   .unwrap();
   std::fs::write(
@@ -49,7 +49,7 @@ routes = ["api.example.com/greet/*"]
 [functions.shout]
 entry = "shout/index.js"
 vars = { WORD = "hey-" }
-secrets = ["ISLET_SECRET_TOKEN"]
+secrets = ["SHOUT_SECRET_TOKEN"]
 limits = { cpu_ms = 100 }
 "#,
   )
@@ -77,6 +77,9 @@ async fn deploy_from_a_manifest_then_list_roll_back_and_delete() {
     printed.contains("hello") && printed.contains("shout") && printed.contains("deployed"),
     "{printed}"
   );
+  // Which secrets left this machine: names, never values.
+  assert!(printed.contains("shout                secrets sent: SHOUT_SECRET_TOKEN"), "{printed}");
+  assert!(!printed.contains("s3cret"), "{printed}");
   assert_eq!(served(&node, "hello").await, (200, "hello v1".to_string()));
   assert_eq!(served(&node, "shout").await, (200, "HEY-S3CRET".to_string()));
   let routed = get_with_host(&http1(), &node.url("/greet/you"), "api.example.com").await;
@@ -138,6 +141,24 @@ async fn exit_codes_tell_local_mistakes_from_node_refusals() {
     text(&out)
   );
 
+  // A secret named like Islet's own settings (the token this very command reads): exit 2, and
+  // nothing leaves the machine.
+  std::fs::create_dir_all(work.0.join("hello")).unwrap();
+  std::fs::write(work.0.join("hello/index.js"), HELLO_V1).unwrap();
+  std::fs::write(
+    work.0.join("islet.toml"),
+    "[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"ISLET_ADMIN_TOKEN\"]\n",
+  )
+  .unwrap();
+  let out = islet(&[&["deploy", "--manifest", manifest][..], &common].concat());
+  assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+  assert!(
+    text(&out).contains("functions.hello.secrets: ISLET_ADMIN_TOKEN: names starting with ISLET_"),
+    "{}",
+    text(&out)
+  );
+  assert_eq!(served(&node, "hello").await.0, 404, "nothing was deployed");
+
   // A module that does not parse is caught before uploading; exit 2 with its position.
   project(
     &work.0,
@@ -161,7 +182,7 @@ async fn exit_codes_tell_local_mistakes_from_node_refusals() {
 async fn serve_runs_a_manifest_with_its_routes() {
   let work = TempDir::new("cli-serve");
   project(&work.0, HELLO_V1);
-  std::env::set_var("ISLET_SECRET_TOKEN", "s3cret");
+  std::env::set_var("SHOUT_SECRET_TOKEN", "s3cret");
   let node = Node::serve(work.0.join("islet.toml").to_str().unwrap(), &[]);
   assert_eq!(served(&node, "shout").await, (200, "HEY-S3CRET".to_string()));
   let routed = get_with_host(&http1(), &node.url("/greet/x"), "api.example.com").await;
