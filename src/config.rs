@@ -103,9 +103,9 @@ impl Manifest {
         ));
       }
       let relative = Path::new(&spec.entry);
-      let escapes = relative.components().any(|c| {
-        !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)
-      });
+      let escapes = relative
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
       if escapes {
         return Err(at(
           &key("entry"),
@@ -122,7 +122,10 @@ impl Manifest {
         _ => false,
       };
       if !inside {
-        return Err(at(&key("entry"), "the entry resolves to a file outside the manifest's folder"));
+        return Err(at(
+          &key("entry"),
+          "the entry resolves to a file outside the manifest's folder",
+        ));
       }
       if ![".js", ".mjs", ".ts", ".mts"]
         .iter()
@@ -142,7 +145,9 @@ impl Manifest {
         if secret.to_ascii_uppercase().starts_with("ISLET_") {
           return Err(at(
             &key("secrets"),
-            &format!("{secret}: names starting with ISLET_ are Islet's own settings, never a function's secret"),
+            &format!(
+              "{secret}: names starting with ISLET_ are Islet's own settings, never a function's secret"
+            ),
           ));
         }
         if spec.vars.contains_key(secret) {
@@ -173,7 +178,11 @@ impl Manifest {
 
   /// The names of the secrets function `name` is deployed with (none for an unknown name).
   pub fn secret_names(&self, name: &str) -> Vec<String> {
-    self.functions.get(name).map(|spec| spec.secrets.clone()).unwrap_or_default()
+    self
+      .functions
+      .get(name)
+      .map(|spec| spec.secrets.clone())
+      .unwrap_or_default()
   }
 
   /// The bundle of function `name`: every module in its entry's folder, its vars, and its secrets
@@ -288,12 +297,22 @@ mod tests {
 
   #[test]
   fn errors_name_the_file_the_key_and_the_reason() {
-    let err = parse("[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"ISLET_ADMIN_TOKEN\"]\n").unwrap_err();
-    assert!(err.contains("functions.hello.secrets: ISLET_ADMIN_TOKEN: names starting with ISLET_"), "{err}");
-    let err = parse("[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"islet_node\"]\n").unwrap_err();
+    let err = parse("[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"ISLET_ADMIN_TOKEN\"]\n")
+      .unwrap_err();
+    assert!(
+      err.contains("functions.hello.secrets: ISLET_ADMIN_TOKEN: names starting with ISLET_"),
+      "{err}"
+    );
+    let err =
+      parse("[functions.hello]\nentry = \"hello/index.js\"\nsecrets = [\"islet_node\"]\n").unwrap_err();
     assert!(err.contains("names starting with ISLET_"), "{err}");
     let err = parse("[functions.hello]\nentry = \"../hello/index.js\"\n").unwrap_err();
-    assert!(err.ends_with("functions.hello.entry: the entry is a path inside the manifest's folder (no '..', not absolute)"), "{err}");
+    assert!(
+      err.ends_with(
+        "functions.hello.entry: the entry is a path inside the manifest's folder (no '..', not absolute)"
+      ),
+      "{err}"
+    );
     let err = parse("[functions.hello]\nentry = \"/etc/passwd.js\"\n").unwrap_err();
     assert!(err.contains("no '..', not absolute"), "{err}");
     let err = parse("[functions.hello]\nentry = \"nope/index.js\"\n").unwrap_err();

@@ -35,7 +35,8 @@ pub enum ErrorCode {
   BodyTooLarge,
   /// A service binding names a function the node does not serve (any more).
   ServiceNotFound,
-  /// A request to `islet dev`'s `/__islet/` endpoints that does not say what to do.
+  /// A request whose host is not a host, or one to `islet dev`'s `/__islet/` endpoints that does
+  /// not say what to do.
   InvalidRequest,
 }
 

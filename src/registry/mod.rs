@@ -174,7 +174,10 @@ pub(crate) fn short_hex(digest: &[u8]) -> String {
 
 /// Whether `version` can be a version: 16 lowercase hex digits (see [`short_hex`]).
 pub fn is_valid_version(version: &str) -> bool {
-  version.len() == 16 && version.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+  version.len() == 16
+    && version
+      .bytes()
+      .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether `name` can be a function name: a DNS label, so it can also be a host's first label.

@@ -498,6 +498,14 @@ impl Node {
           .and_then(|h| h.to_str().ok())
       })
       .unwrap_or_default();
+    let Some(host) = router::checked_host(host) else {
+      return error_response(
+        ErrorCode::InvalidRequest,
+        "the request's host is not a host name or address",
+        request_id,
+      );
+    };
+    let host = &*host;
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let registry = self.registry.load();
     let by_host = self.router.name_from_host(host).map(str::to_ascii_lowercase);

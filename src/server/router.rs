@@ -45,6 +45,54 @@ pub fn name_from_path(path: &str) -> Option<&str> {
   (!name.is_empty()).then_some(name)
 }
 
+/// The request's host as Islet uses it (to route, and in `request.url`), or `None` when it is not a
+/// host: a registered name of letters, digits, `-`, `.`, `_` and `~`, or an IPv4 or bracketed IPv6
+/// address, with an optional port of up to 5 digits. A trailing dot is dropped (`example.com.` is
+/// `example.com`). Anything else (`x/#`, `a b`, `a@b`) would change the URL a handler parses, so it
+/// is refused.
+pub fn checked_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
+  let (name, port) = match host.strip_prefix('[') {
+    Some(rest) => {
+      let (address, after) = rest.split_once(']')?;
+      address.parse::<std::net::Ipv6Addr>().ok()?;
+      let port = match after {
+        "" => None,
+        _ => Some(after.strip_prefix(':')?),
+      };
+      return port
+        .is_none_or(valid_port)
+        .then_some(std::borrow::Cow::Borrowed(host));
+    }
+    None => match host.rsplit_once(':') {
+      Some((name, port)) => (name, Some(port)),
+      None => (host, None),
+    },
+  };
+  let name_ok = name
+    .bytes()
+    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+  if !name_ok || !port.is_none_or(valid_port) {
+    return None;
+  }
+  match name.strip_suffix('.') {
+    Some(stripped) if !stripped.is_empty() && !stripped.ends_with('.') => {
+      Some(std::borrow::Cow::Owned(match port {
+        Some(port) => format!("{stripped}:{port}"),
+        None => stripped.to_string(),
+      }))
+    }
+    Some(_) => None,
+    None => Some(std::borrow::Cow::Borrowed(host)),
+  }
+}
+
+fn valid_port(port: &str) -> bool {
+  !port.is_empty()
+    && port.len() <= 5
+    && port.bytes().all(|b| b.is_ascii_digit())
+    && port.parse::<u16>().is_ok()
+}
+
 /// `example.com:8080` → `example.com`, `[::1]:80` → `::1`.
 /// Byte by byte from the end: it runs twice on every request.
 pub fn host_without_port(host: &str) -> &str {
@@ -75,6 +123,23 @@ mod tests {
     assert_eq!(router.name_from_host("127.0.0.1:8080"), None);
     assert_eq!(router.name_from_host("[::1]:8080"), None);
     assert_eq!(router.name_from_host("xlocalhost"), None);
+  }
+
+  #[test]
+  fn only_hosts_are_hosts() {
+    let ok = |h: &str| checked_host(h).map(|c| c.into_owned());
+    assert_eq!(ok("example.com"), Some("example.com".into()));
+    assert_eq!(ok("Hello.localhost:8080"), Some("Hello.localhost:8080".into()));
+    assert_eq!(ok("hello.localhost."), Some("hello.localhost".into()));
+    assert_eq!(ok("hello.localhost.:80"), Some("hello.localhost:80".into()));
+    assert_eq!(ok("127.0.0.1:80"), Some("127.0.0.1:80".into()));
+    assert_eq!(ok("[::1]:8080"), Some("[::1]:8080".into()));
+    assert_eq!(ok("[::1]"), Some("[::1]".into()));
+    for bad in [
+      "x/#", "a b", "a@b", "a?b", "[::1", "[zz]", "[::1]x", "a:b", "a:99999", "a:", ".", "a..", "%41", "a\\b",
+    ] {
+      assert_eq!(ok(bad), None, "{bad}");
+    }
   }
 
   #[test]

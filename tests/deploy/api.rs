@@ -171,9 +171,16 @@ async fn bad_requests_are_refused_and_change_nothing() {
   for version in ["../../../../etc/passwd", "../state", "0123456789ABCDEF", "x"] {
     let body = Bytes::from(serde_json::json!({ "version": version }).to_string());
     let refused = admin(&node, "POST", "/v1/functions/hello/active", Some(TOKEN), body).await;
-    assert_eq!((refused.status, code(&refused).as_str()), (400, "invalid_bundle"), "{version}");
+    assert_eq!(
+      (refused.status, code(&refused).as_str()),
+      (400, "invalid_bundle"),
+      "{version}"
+    );
     let message = refused.json()["error"]["message"].as_str().unwrap().to_string();
-    assert!(message.contains("must be a function name and a version"), "{message}");
+    assert!(
+      message.contains("must be a function name and a version"),
+      "{message}"
+    );
   }
 
   // Too large, malformed, mismatched, unknown.

@@ -78,7 +78,10 @@ async fn deploy_from_a_manifest_then_list_roll_back_and_delete() {
     "{printed}"
   );
   // Which secrets left this machine: names, never values.
-  assert!(printed.contains("shout                secrets sent: SHOUT_SECRET_TOKEN"), "{printed}");
+  assert!(
+    printed.contains("shout                secrets sent: SHOUT_SECRET_TOKEN"),
+    "{printed}"
+  );
   assert!(!printed.contains("s3cret"), "{printed}");
   assert_eq!(served(&node, "hello").await, (200, "hello v1".to_string()));
   assert_eq!(served(&node, "shout").await, (200, "HEY-S3CRET".to_string()));

@@ -49,3 +49,45 @@ async fn base_domain_routes_by_first_label() {
   assert_eq!(reply.status, 200);
   assert_eq!(reply.text(), "Hello from Islet!\n");
 }
+
+/// What a client sends on the wire as its Host, and the status line it gets back.
+async fn raw_host(node: &Node, path: &str, host: &str) -> (String, String) {
+  use tokio::io::{AsyncReadExt, AsyncWriteExt};
+  let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+  let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+  stream.write_all(head.as_bytes()).await.unwrap();
+  let mut answer = Vec::new();
+  stream.read_to_end(&mut answer).await.unwrap();
+  let answer = String::from_utf8_lossy(&answer).to_string();
+  let status = answer.lines().next().unwrap_or_default().to_string();
+  let body = answer
+    .split_once("\r\n\r\n")
+    .map(|(_, b)| b.to_string())
+    .unwrap_or_default();
+  (status, body)
+}
+
+/// A Host that is not a host never reaches a handler (it would change the URL the handler parses,
+/// or make `new URL(request.url)` throw); a trailing dot is the same host without it.
+#[tokio::test]
+async fn only_a_valid_host_reaches_a_handler() {
+  let node = Node::serve("tests/fixtures", &[]);
+  for host in ["x/#", "a b", "a@b", "a?b", "[::1", "a:99999", "exa%6dple.com"] {
+    let (status, body) = raw_host(&node, "/inspect/path?q=1", host).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{host}: {status}");
+    assert!(body.contains("\"code\":\"invalid_request\""), "{host}: {body}");
+  }
+  let (status, body) = raw_host(&node, "/inspect/path?q=1", "example.com:8080").await;
+  assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+  assert!(
+    body.contains("\"url\":\"http://example.com:8080/inspect/path?q=1\""),
+    "{body}"
+  );
+  // Host routing ignores a trailing dot, and the URL carries the host without it.
+  let (status, body) = raw_host(&node, "/path", "inspect.localhost.").await;
+  assert!(status.starts_with("HTTP/1.1 200"), "{status}: {body}");
+  assert!(
+    body.contains("\"url\":\"http://inspect.localhost/path\""),
+    "{body}"
+  );
+}
