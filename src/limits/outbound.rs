@@ -29,9 +29,10 @@ const PRIVATE_RANGES: &[&str] = &[
   "203.0.113.0/24",  // documentation
   "224.0.0.0/4",     // multicast
   "240.0.0.0/4",     // reserved, and broadcast
-  "::/128",          // unspecified
-  "::1/128",         // loopback
+  "::/96",           // unspecified, loopback, and the deprecated IPv4-compatible addresses (::a.b.c.d)
+  "64:ff9b::/96",    // NAT64 (RFC 6052): a gateway would forward 64:ff9b::7f00:1 to 127.0.0.1
   "64:ff9b:1::/48",  // local-use NAT64
+  "2002::/16",       // 6to4: embeds an IPv4 address, private ones included
   "100::/64",        // discard
   "2001:db8::/32",   // documentation
   "fc00::/7",        // unique local (AWS's fd00:ec2::254 metadata endpoint among them)
@@ -103,6 +104,12 @@ mod tests {
       "::1",
       "fd00:ec2::254",
       "0.0.0.0",
+      "::",
+      "::7f00:1",
+      "64:ff9b::7f00:1",
+      "64:ff9b::a9fe:a9fe",
+      "2002:7f00:1::",
+      "2002:c0a8:101::1",
     ] {
       assert!(denied(&list, ip), "{ip} should be denied");
     }
