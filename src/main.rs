@@ -857,6 +857,10 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         Some(kv.clone()),
         objects,
         max_bundle_bytes,
+        islet::admin::AdminLimits {
+          head_timeout: Duration::from_secs(args.head_timeout),
+          ..Default::default()
+        },
       )
       .await?;
       // The second line: the admin API's address.

@@ -53,6 +53,29 @@ use crate::registry::Bundle;
 pub struct AdminServer {
   listener: TcpListener,
   state: Arc<Admin>,
+  limits: AdminLimits,
+}
+
+/// What one client of the admin listener may hold, before it has shown a token: the listener is
+/// reachable by anyone who can reach its port.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+  /// Connections open at once; past it, a new connection is closed as it is accepted.
+  pub max_connections: usize,
+  /// How long a request head may take to arrive (a client trickling headers to hold a slot).
+  pub head_timeout: std::time::Duration,
+  /// The longest a connection lives, requests and uploads included.
+  pub max_connection_time: std::time::Duration,
+}
+
+impl Default for AdminLimits {
+  fn default() -> Self {
+    Self {
+      max_connections: 64,
+      head_timeout: std::time::Duration::from_secs(10),
+      max_connection_time: std::time::Duration::from_secs(600),
+    }
+  }
 }
 
 struct Admin {
@@ -78,6 +101,7 @@ impl AdminServer {
     kv: Option<Arc<crate::kv::Kv>>,
     objects: Option<Arc<crate::objects::Objects>>,
     max_bundle_bytes: usize,
+    limits: AdminLimits,
   ) -> Result<Self, NodeError> {
     if token.is_empty() {
       return Err(NodeError::Config("the admin token is empty".into()));
@@ -96,6 +120,7 @@ impl AdminServer {
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
       }),
+      limits,
     })
   }
 
@@ -106,20 +131,40 @@ impl AdminServer {
 
   /// Serves until the process ends.
   pub async fn run(self) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+    let limits = self.limits;
     loop {
       let Ok((stream, _)) = self.listener.accept().await else {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         continue;
       };
+      let Ok(slot) = slots.clone().try_acquire_owned() else {
+        drop(stream); // at the cap: closed at once, holding nothing
+        continue;
+      };
       let state = self.state.clone();
       tokio::spawn(async move {
+        let _slot = slot;
+        // Nothing sent within the head timeout: closed. (hyper's header timer starts only once
+        // bytes arrive, after its HTTP/1-or-2 detection has read some.)
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(limits.head_timeout, stream.peek(&mut first)).await {
+          Ok(Ok(n)) if n > 0 => {}
+          _ => return,
+        }
         let service = hyper::service::service_fn(move |request| {
           let state = state.clone();
           async move { Ok::<_, Infallible>(state.handle(request).await) }
         });
-        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-          .serve_connection(TokioIo::new(stream), service)
-          .await;
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // One request per HTTP/1 connection: an idle keep-alive connection would hold a slot.
+        builder
+          .http1()
+          .keep_alive(false)
+          .timer(hyper_util::rt::TokioTimer::new())
+          .header_read_timeout(limits.head_timeout);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let _ = tokio::time::timeout(limits.max_connection_time, connection).await;
       });
     }
   }

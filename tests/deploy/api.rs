@@ -240,3 +240,39 @@ async fn a_typescript_function_deploys_and_a_type_error_reports_its_ts_position(
   );
   assert_eq!(served(&node, "typed").await, (200, "typed v1".to_string()));
 }
+
+/// The admin listener, reachable by anyone who reaches its port, holds nothing for a client that
+/// has not shown a token: a silent connection is closed after the head timeout, and past 64 open
+/// connections a new one is closed at once; it serves again when they are gone.
+#[tokio::test]
+async fn the_admin_listener_sheds_silent_and_surplus_connections() {
+  use tokio::io::AsyncReadExt;
+  async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+      tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf)).await,
+      Ok(Ok(0)) | Ok(Err(_))
+    )
+  }
+  let data = TempDir::new("api-admin-slow");
+  let node = node_with_store(&data, &["--head-timeout", "1"]);
+  let admin_addr = node.admin.unwrap();
+  let mut silent = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+  assert!(closed(&mut silent).await, "a silent connection was kept");
+
+  let data = TempDir::new("api-admin-cap");
+  let node = node_with_store(&data, &[]);
+  let admin_addr = node.admin.unwrap();
+  let mut held = Vec::new();
+  for _ in 0..64 {
+    held.push(tokio::net::TcpStream::connect(admin_addr).await.unwrap());
+  }
+  // Let the listener accept them all before the surplus one arrives.
+  tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+  let mut surplus = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+  assert!(closed(&mut surplus).await, "the 65th connection was kept");
+  drop(held);
+  tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+  let listing = admin(&node, "GET", "/v1/functions", Some(TOKEN), Bytes::new()).await;
+  assert_eq!(listing.status, 200, "{}", listing.text());
+}

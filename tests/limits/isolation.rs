@@ -74,10 +74,18 @@ async fn fetch_to_private_addresses_is_refused() {
   );
   // IPv6 spellings that embed an IPv4 address a gateway or relay would reach: NAT64, 6to4 and
   // the deprecated IPv4-compatible form.
-  for literal in ["[64:ff9b::7f00:1]", "[64:ff9b::a9fe:a9fe]", "[2002:7f00:1::1]", "[::7f00:1]"] {
+  for literal in [
+    "[64:ff9b::7f00:1]",
+    "[64:ff9b::a9fe:a9fe]",
+    "[2002:7f00:1::1]",
+    "[::7f00:1]",
+  ] {
     let (status, text) = fetch_through(&node, &format!("http://{literal}:{port}/")).await;
     assert_eq!(status, 502, "{literal}: {text}");
-    assert!(text.starts_with("TypeError: fetch() refused: "), "{literal}: {text}");
+    assert!(
+      text.starts_with("TypeError: fetch() refused: "),
+      "{literal}: {text}"
+    );
     assert!(text.contains("may not reach"), "{literal}: {text}");
   }
   assert!(
