@@ -36,6 +36,9 @@ pub enum DeployError {
   /// The data directory could not be written or read.
   #[error("the store failed: {0}")]
   Store(#[from] std::io::Error),
+  /// Other nodes of the fleet kept changing the function: nothing was written; try again.
+  #[error("function '{0}' was being changed by other nodes; nothing was written, try again")]
+  Conflict(String),
 }
 
 /// What a deploy did.
@@ -78,6 +81,8 @@ pub struct Deployments {
   max_bundle_bytes: usize,
   /// Where stale isolates are cleared out; set once the pool runs.
   pool: Mutex<Option<PoolControl>>,
+  /// Deployed functions the last sync could not serve, and why (for `/v1/health`).
+  problems: Mutex<Vec<String>>,
 }
 
 impl Deployments {
@@ -97,6 +102,7 @@ impl Deployments {
       statics: Mutex::new(statics),
       max_bundle_bytes,
       pool: Mutex::new(None),
+      problems: Mutex::new(Vec::new()),
     };
     deployments.sync()?;
     Ok(deployments)
@@ -134,19 +140,47 @@ impl Deployments {
     let _changing = lock(&self.changes);
     let current = self.live.load();
     let mut registry = lock(&self.statics).clone();
+    let mut problems = Vec::new();
     for (name, function) in &state.functions {
       match current.get(name).filter(|f| f.version == function.active) {
         Some(same) => registry.insert_arc(same.clone()),
         None => {
-          let bundle = self.store.bundle(name, &function.active)?;
-          let function = bundle
-            .to_function(&self.defaults)
-            .map_err(|e| DeployError::Invalid(format!("{name}@{}: {e}", function.active)))?;
-          tracing::info!(function = name, version = %function.version, "serving the deployed version");
-          registry.insert(function);
+          // One function's missing or unreadable bundle (a store edited by hand, a lost key) is
+          // that function's problem: logged, reported on /v1/health, and the rest is served.
+          let loaded = self
+            .store
+            .bundle(name, &function.active)
+            .map_err(|e| e.to_string())
+            .and_then(|bundle| {
+              bundle
+                .to_function(&self.defaults)
+                .map_err(|e| format!("{name}@{}: {e}", function.active))
+            });
+          match loaded {
+            Ok(function) => {
+              tracing::info!(function = name, version = %function.version, "serving the deployed version");
+              registry.insert(function);
+            }
+            Err(e) => {
+              tracing::error!(function = name, "cannot serve the deployed version: {e}");
+              problems.push(format!("{name}: {e}"));
+              // What it served before, if anything, it keeps serving.
+              if let Some(before) = current.get(name) {
+                registry.insert_arc(before.clone());
+              }
+            }
+          }
         }
       }
     }
+    for (name, why) in &state.unreadable {
+      tracing::error!(function = name, "cannot read the deployed state: {why}");
+      problems.push(format!("{name}: {why}"));
+      if let Some(before) = current.get(name) {
+        registry.insert_arc(before.clone());
+      }
+    }
+    *lock(&self.problems) = problems;
     let changed = always
       || registry.len() != current.len()
       || registry
@@ -298,6 +332,7 @@ impl Deployments {
     self.store.update(name, change).map_err(|e| match e {
       UpdateError::Refused(e) => e,
       UpdateError::Store(e) => DeployError::Store(e),
+      UpdateError::Conflict => DeployError::Conflict(name.to_string()),
     })
   }
 
@@ -359,6 +394,11 @@ impl Deployments {
   /// Functions served, deployed or static.
   pub fn serving(&self) -> usize {
     self.live.load().len()
+  }
+
+  /// Deployed functions the store holds but this node cannot serve, and why.
+  pub fn problems(&self) -> Vec<String> {
+    lock(&self.problems).clone()
   }
 
   /// For a fleet: follows the other nodes' changes in the background (see `registry::redis_store`).

@@ -3,7 +3,7 @@
 //!
 //! | method and path | does |
 //! |---|---|
-//! | `GET /v1/health` | node health: status and the number of functions served |
+//! | `GET /v1/health` | node health: status (`ok`, or `degraded` with the deployed functions it cannot serve and why) and the number of functions served |
 //! | `GET /v1/functions` | deployed functions, their active version and routes |
 //! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
 //! | `GET /v1/functions/{name}/versions` | a function's versions, oldest first |
@@ -198,6 +198,7 @@ fn deploy_error(err: DeployError) -> Reply {
     DeployError::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid_bundle", &message),
     DeployError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", &message),
     DeployError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &message),
+    DeployError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", &message),
     DeployError::Store(_) => {
       tracing::error!("admin: {message}");
       error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &message)
@@ -230,10 +231,14 @@ impl Admin {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let deployments = self.deployments.clone();
     match (request.method().clone(), segments.as_slice()) {
-      (Method::GET, ["v1", "health"]) => json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": "ok", "functions": deployments.serving() }),
-      ),
+      (Method::GET, ["v1", "health"]) => {
+        let problems = deployments.problems();
+        let status = if problems.is_empty() { "ok" } else { "degraded" };
+        json(
+          StatusCode::OK,
+          &serde_json::json!({ "status": status, "functions": deployments.serving(), "problems": problems }),
+        )
+      }
       (Method::GET, ["v1", "functions"]) => match deployments.functions() {
         Ok(functions) => json(StatusCode::OK, &serde_json::json!({ "functions": functions })),
         Err(err) => deploy_error(err),

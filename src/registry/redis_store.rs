@@ -97,8 +97,18 @@ impl RedisStore {
       let mut state = State::default();
       for name in names {
         let json: Option<String> = con.get(function_key(&name))?;
-        if let Some(function) = json.and_then(|j| serde_json::from_str::<FunctionState>(&j).ok()) {
-          state.functions.insert(name, function);
+        let parsed = match json {
+          None => Err(format!("{} is missing", function_key(&name))),
+          Some(json) => serde_json::from_str::<FunctionState>(&json)
+            .map_err(|e| format!("{} is not a function's state: {e}", function_key(&name))),
+        };
+        match parsed {
+          Ok(function) => {
+            state.functions.insert(name, function);
+          }
+          Err(why) => {
+            state.unreadable.insert(name, why);
+          }
         }
       }
       Ok(state)
@@ -129,7 +139,10 @@ impl RedisStore {
   }
 
   /// Changes function `name` with `change` (given its current state; `None` deletes it) in one
-  /// transaction, retried while other nodes change it concurrently, then announces the change.
+  /// optimistic transaction: WATCH the key, read it, MULTI … EXEC. An EXEC that Redis aborts
+  /// (another node changed the key meanwhile) answers nil, and the change is tried again with what
+  /// that node wrote, at most [`MAX_ATTEMPTS`] times; then it is reported as a conflict, never as
+  /// done. A committed change is then announced.
   pub fn update<E>(
     &self,
     name: &str,
@@ -138,17 +151,20 @@ impl RedisStore {
     let key = function_key(name);
     let mut refused = None;
     let result = self.with(|con| {
-      redis::transaction(con, &[&key], |con, pipe| {
+      for _ in 0..MAX_ATTEMPTS {
+        redis::cmd("WATCH").arg(&key).query::<()>(con)?;
         let current: Option<String> = con.get(&key)?;
         let current = current.and_then(|j| serde_json::from_str(&j).ok());
         let next = match change(current) {
           Ok(next) => next,
           Err(e) => {
             refused = Some(e);
-            // Nothing to write: an empty transaction ends the WATCH.
-            return pipe.query::<()>(con).map(|()| Some(None));
+            redis::cmd("UNWATCH").query::<()>(con)?;
+            return Ok(Some(None));
           }
         };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
         match &next {
           // INVARIANT: the state is plain data.
           Some(state) => pipe
@@ -158,13 +174,20 @@ impl RedisStore {
             .ignore(),
           None => pipe.del(&key).ignore().srem(FUNCTIONS, name).ignore(),
         };
-        pipe.query::<()>(con).map(|()| Some(next.clone()))
-      })
+        // EXEC answers nil when the watched key changed: nothing was written.
+        let committed: Option<()> = pipe.query(con)?;
+        if committed.is_some() {
+          return Ok(Some(next));
+        }
+      }
+      Ok(None)
     });
     if let Some(e) = refused {
       return Err(UpdateError::Refused(e));
     }
-    let next = result.map_err(UpdateError::Store)?;
+    let Some(next) = result.map_err(UpdateError::Store)? else {
+      return Err(UpdateError::Conflict);
+    };
     // Announced after the commit: a node that hears of it reads the committed state.
     self
       .with(|con| con.publish::<_, _, ()>(CHANGES, name))
@@ -173,6 +196,9 @@ impl RedisStore {
   }
 }
 
+/// Times a change is tried against other nodes' concurrent changes before it is a conflict.
+pub const MAX_ATTEMPTS: usize = 8;
+
 /// Why an update did not happen.
 #[derive(Debug)]
 pub enum UpdateError<E> {
@@ -180,4 +206,6 @@ pub enum UpdateError<E> {
   Refused(E),
   /// Redis failed.
   Store(std::io::Error),
+  /// Other nodes kept changing the function for [`MAX_ATTEMPTS`] tries: nothing was written.
+  Conflict,
 }

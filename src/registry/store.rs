@@ -25,6 +25,10 @@ use super::Bundle;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
   pub functions: BTreeMap<String, FunctionState>,
+  /// Functions the store names but whose state could not be read (a fleet's Redis key missing or
+  /// edited by hand), and why: never written, only reported.
+  #[serde(skip)]
+  pub unreadable: BTreeMap<String, String>,
 }
 
 /// One function's versions and the one that serves.

@@ -96,3 +96,88 @@ async fn nodes_reconnect_and_catch_up_after_redis_restarts() {
     b.logs()
   );
 }
+
+/// Deploys racing on two nodes: every one answered as done is recorded (no EXEC aborted by a
+/// concurrent change is taken for success), and one that kept losing is told so with 409.
+#[tokio::test]
+async fn concurrent_deploys_are_all_recorded_or_told_they_conflicted() {
+  let redis = Redis::start();
+  let (a, b) = (fleet_node(&redis), fleet_node(&redis));
+  deploy(&a, &bundle("hello", "base")).await;
+  let bundles: Vec<_> = (0..16).map(|i| bundle("hello", &format!("racer {i}"))).collect();
+  let racing = bundles
+    .iter()
+    .enumerate()
+    .map(|(i, racer)| deploy(if i % 2 == 0 { &a } else { &b }, racer));
+  let answers = futures::future::join_all(racing).await;
+  let versions = list_versions(&a, "hello").await.json();
+  let recorded: Vec<&str> = versions["versions"]
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|v| v["version"].as_str().unwrap())
+    .collect();
+  let mut done = 0;
+  for answer in &answers {
+    match answer.status {
+      201 | 200 => {
+        done += 1;
+        let version = answer.json()["version"].as_str().unwrap().to_string();
+        assert!(
+          recorded.contains(&version.as_str()),
+          "{version} answered done but not recorded: {versions}"
+        );
+      }
+      409 => assert_eq!(answer.json()["error"]["code"], "conflict", "{}", answer.text()),
+      other => panic!("unexpected {other}: {}", answer.text()),
+    }
+  }
+  assert!(done > 0, "no deploy got through");
+  eprintln!(
+    "{done} of {} racing deploys done, the rest told they conflicted",
+    answers.len()
+  );
+}
+
+/// A function key edited by hand or a lost bundle is that function's problem: a node still starts,
+/// serves the rest, says what is wrong on /v1/health, and applies later changes.
+#[tokio::test]
+async fn a_bad_or_missing_key_is_reported_and_never_stops_a_node() {
+  let redis = Redis::start();
+  let a = fleet_node(&redis);
+  let hello = deploy(&a, &bundle("hello", "hello v1")).await.json()["version"]
+    .as_str()
+    .unwrap()
+    .to_string();
+  deploy(&a, &bundle("other", "other v1")).await;
+  let client = redis::Client::open(redis.url()).unwrap();
+  let mut con = client.get_connection().unwrap();
+  redis::cmd("DEL")
+    .arg(format!("islet:bundle:hello:{hello}"))
+    .query::<()>(&mut con)
+    .unwrap();
+  redis::cmd("SET")
+    .arg("islet:fn:other")
+    .arg("{")
+    .query::<()>(&mut con)
+    .unwrap();
+
+  let late = fleet_node(&redis);
+  assert_eq!(served(&late, "hello").await.0, 404);
+  let health = crate::admin(&late, "GET", "/v1/health", Some(TOKEN), bytes::Bytes::new())
+    .await
+    .json();
+  assert_eq!(health["status"], "degraded", "{health}");
+  let problems = health["problems"].to_string();
+  assert!(
+    problems.contains("hello") && problems.contains("other"),
+    "{health}"
+  );
+  // The running node keeps serving what it served.
+  assert_eq!(served(&a, "hello").await, (200, "hello v1".to_string()));
+  // Later changes still apply everywhere.
+  deploy(&a, &bundle("third", "third v1")).await;
+  until_served(&late, "third", "third v1").await;
+  assert_eq!(deploy(&late, &bundle("hello", "hello v2")).await.status, 201);
+  until_served(&a, "hello", "hello v2").await;
+}
