@@ -93,7 +93,11 @@ impl Manifest {
     if file.functions.is_empty() {
       return Err(at("functions", "the manifest declares no function"));
     }
-    let root = path.parent().unwrap_or(Path::new("."));
+    // `islet.toml` has the parent "", which is the current folder.
+    let root = path
+      .parent()
+      .filter(|p| !p.as_os_str().is_empty())
+      .unwrap_or(Path::new("."));
     for (name, spec) in &file.functions {
       let key = |field: &str| format!("functions.{name}.{field}");
       if !is_valid_name(name) {
@@ -192,7 +196,11 @@ impl Manifest {
       .functions
       .get(name)
       .ok_or_else(|| NodeError::Config(format!("{}: no function '{name}'", self.path.display())))?;
-    let root = self.path.parent().unwrap_or(Path::new("."));
+    let root = self
+      .path
+      .parent()
+      .filter(|p| !p.as_os_str().is_empty())
+      .unwrap_or(Path::new("."));
     let entry = root.join(&spec.entry);
     let folder = entry.parent().unwrap_or(root);
     let mut modules = BTreeMap::new();

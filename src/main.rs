@@ -700,6 +700,13 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
       args.data = Some(islet::dev::project_root(&source).join(".islet"));
     }
     if args.admin_token.is_none() {
+      // `dev` is a token everyone knows: only for an admin API no other machine can reach.
+      if !args.admin_listen.ip().is_loopback() {
+        return Err(NodeError::Config(format!(
+          "islet dev: the admin API would listen on {}, which other machines can reach; give it a token of your own (--admin-token or ISLET_ADMIN_TOKEN)",
+          args.admin_listen
+        )));
+      }
       args.admin_token = Some("dev".to_string());
     }
     args.source = Some(source);
@@ -711,7 +718,17 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
       ))
     }
     None => Registry::default(),
-    Some(source) => islet::dev::load_source(source, &limits).map_err(NodeError::Config)?,
+    Some(source) => {
+      let loaded = islet::dev::load_source(source, &limits).map_err(NodeError::Config)?;
+      for (name, error) in loaded.failed {
+        // `islet serve` refuses to start without every function; `islet dev` starts without it.
+        if !dev {
+          return Err(NodeError::Config(error));
+        }
+        tracing::error!(target: "islet::dev", function = %name, "cannot load: {error}");
+      }
+      loaded.registry
+    }
   };
   if !statics.is_empty() {
     let mut checker = islet::isolate::SyntaxChecker::new().map_err(NodeError::Config)?;
@@ -822,7 +839,8 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         // Fired on the node's runtime, as the admin API fires it; the listener's thread awaits it.
         let fired = node.spawn(async move {
           let report = events.trigger_cron(&function, cron.as_deref()).await?;
-          serde_json::to_string(&report).map_err(|e| e.to_string())
+          let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+          Ok((report.ok, json))
         });
         Box::pin(async move { fired.await.map_err(|e| e.to_string())? })
       },
@@ -841,6 +859,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         limits_for_reload,
         deployments.clone(),
         &statics_served,
+        tokio::runtime::Handle::current(),
       )
       .map_err(NodeError::Config)?;
       tracing::info!(target: "islet::dev", "watching {} for changes", islet::dev::project_root(source).display());
@@ -853,9 +872,11 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         args.admin_listen,
         &token,
         deployments,
-        Some(events.clone()),
-        Some(kv.clone()),
-        objects,
+        islet::admin::AdminBackends {
+          events: Some(events.clone()),
+          kv: Some(kv.clone()),
+          objects,
+        },
         max_bundle_bytes,
         islet::admin::AdminLimits {
           head_timeout: Duration::from_secs(args.head_timeout),
@@ -931,7 +952,7 @@ fn init_logging(format: LogFormat) {
     LogFormat::Json => builder.json().init(),
     LogFormat::Pretty => builder
       .event_format(islet::dev::DevFormat {
-        color: std::io::stderr().is_terminal(),
+        color: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
       })
       .init(),
   }

@@ -31,11 +31,11 @@ struct ListBody {
 }
 
 pub(super) async fn handle(objects: &Objects, bucket: &str, action: &str, body: Bytes) -> Reply {
-  if !crate::registry::bindings::is_valid_queue_name(bucket) {
+  if !crate::registry::bindings::is_valid_bucket_name(bucket) {
     return error(
       StatusCode::BAD_REQUEST,
       "bad_request",
-      &format!("'{bucket}' is not a bucket name (1 to 63 of a-z, 0-9, '-', '_')"),
+      &format!("'{bucket}' is not a bucket name (3 to 63 of a-z, 0-9 and '-')"),
     );
   }
   match action {

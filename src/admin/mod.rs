@@ -56,6 +56,17 @@ pub struct AdminServer {
   limits: AdminLimits,
 }
 
+/// What the admin API reaches besides deployments, when the node has it.
+#[derive(Default)]
+pub struct AdminBackends {
+  /// Queues and schedules.
+  pub events: Option<Arc<crate::events::Events>>,
+  /// KV namespaces.
+  pub kv: Option<Arc<crate::kv::Kv>>,
+  /// Buckets.
+  pub objects: Option<Arc<crate::objects::Objects>>,
+}
+
 /// What one client of the admin listener may hold, before it has shown a token: the listener is
 /// reachable by anyone who can reach its port.
 #[derive(Debug, Clone, Copy)]
@@ -97,12 +108,11 @@ impl AdminServer {
     listen: SocketAddr,
     token: &str,
     deployments: Arc<Deployments>,
-    events: Option<Arc<crate::events::Events>>,
-    kv: Option<Arc<crate::kv::Kv>>,
-    objects: Option<Arc<crate::objects::Objects>>,
+    backends: AdminBackends,
     max_bundle_bytes: usize,
     limits: AdminLimits,
   ) -> Result<Self, NodeError> {
+    let AdminBackends { events, kv, objects } = backends;
     if token.is_empty() {
       return Err(NodeError::Config("the admin token is empty".into()));
     }

@@ -34,6 +34,9 @@ macro_rules! template {
   };
 }
 
+/// The longest project name: 63 (a DNS label) less the longest suffix a template adds (`-photos`).
+const MAX_NAME: usize = 56;
+
 pub const TEMPLATES: [Template; 4] = [
   template!("fetch", "an HTTP handler"),
   template!("queue", "a queue producer and its batch consumer, with KV"),
@@ -47,8 +50,10 @@ pub const TEMPLATES: [Template; 4] = [
 /// Creates `parent/name/` from `template`; refuses a name that is not a function name (a lowercase
 /// DNS label) and a folder that already exists. Returns the folder.
 pub fn init(parent: &Path, name: &str, template: &str) -> Result<PathBuf, String> {
+  // The templates name queues, namespaces and buckets `<name>-photos` and the like, which must
+  // stay within 63 bytes too.
   let valid = !name.is_empty()
-    && name.len() <= 63
+    && name.len() <= MAX_NAME
     && name
       .bytes()
       .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -56,7 +61,7 @@ pub fn init(parent: &Path, name: &str, template: &str) -> Result<PathBuf, String
     && !name.ends_with('-');
   if !valid {
     return Err(format!(
-      "'{name}' is not a function name: lowercase letters, digits and '-', at most 63, not starting or ending with '-'"
+      "'{name}' is not a project name: lowercase letters, digits and '-', at most {MAX_NAME}, not starting or ending with '-'"
     ));
   }
   let Some(template) = TEMPLATES.iter().find(|t| t.name == template) else {
@@ -74,6 +79,9 @@ pub fn init(parent: &Path, name: &str, template: &str) -> Result<PathBuf, String
     }
     std::fs::write(&path, text.replace("{{name}}", name)).map_err(|e| format!("{}: {e}", path.display()))?;
   }
+  // `islet dev` keeps the project's queues, KV and buckets in .islet/: data, not source.
+  let ignore = root.join(".gitignore");
+  std::fs::write(&ignore, ".islet/\n").map_err(|e| format!("{}: {e}", ignore.display()))?;
   Ok(root)
 }
 
@@ -87,11 +95,18 @@ mod tests {
     std::fs::create_dir_all(&parent).unwrap();
     assert!(init(&parent, "Bad_Name", "fetch")
       .unwrap_err()
-      .contains("not a function name"));
+      .contains("not a project name"));
+    assert!(init(&parent, &"a".repeat(57), "fetch")
+      .unwrap_err()
+      .contains("at most 56"));
     assert!(init(&parent, "ok", "nope").unwrap_err().contains("no template"));
     let made = init(&parent, "ok", "fetch").unwrap();
     let manifest = std::fs::read_to_string(made.join("islet.toml")).unwrap();
     assert!(manifest.contains("[functions.ok]") && !manifest.contains("{{name}}"));
+    assert_eq!(
+      std::fs::read_to_string(made.join(".gitignore")).unwrap(),
+      ".islet/\n"
+    );
     assert!(init(&parent, "ok", "fetch")
       .unwrap_err()
       .contains("already exists"));

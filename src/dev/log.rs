@@ -1,7 +1,8 @@
 //! The log format of `islet dev`: one line per event for a person at a terminal, console lines
-//! first among them: `12:04:05 hello 3f2a91c0 log  the message`. Colour when stderr is a terminal,
-//! plain text otherwise. Tenant text is printed as it came, with control characters escaped, so a
-//! message cannot forge a line or move the cursor.
+//! first among them: `12:04:05 hello 3f2a91c0 log  the message`. Colour when stderr is a terminal
+//! (and `NO_COLOR` is unset), plain text otherwise. Every message and field is printed with control
+//! characters escaped and line breaks indented, so tenant text cannot forge a line or move the
+//! cursor.
 
 use std::fmt::{self, Write as _};
 
@@ -104,14 +105,12 @@ where
     if let Some(function) = &fields.function {
       write!(writer, "{} ", paint("1;36", &printable(function)))?;
     }
-    if let Some(id) = &fields.request_id {
+    if let Some(id) = fields.request_id.as_ref().filter(|id| !id.is_empty()) {
       write!(writer, "{} ", paint("2", &printable(id)))?;
     }
-    let message = if console {
-      printable(&fields.message)
-    } else {
-      fields.message.clone()
-    };
+    // Every message may carry tenant text (a console line, a handler's error): escaped, so it
+    // cannot colour the terminal or start a line of its own.
+    let message = printable(&fields.message);
     write!(writer, "{} {message}", paint(colour, label))?;
     if !fields.rest.is_empty() {
       write!(writer, "{}", paint("2", &printable(&fields.rest)))?;

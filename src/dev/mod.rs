@@ -32,25 +32,47 @@ pub use log::DevFormat;
 /// write, a rename and a chmod in a row.
 const QUIET: Duration = Duration::from_millis(30);
 
+/// The functions of a source, and those of its functions that failed to load (by name, why).
+pub struct Loaded {
+  pub registry: Registry,
+  pub failed: Vec<(String, String)>,
+}
+
 /// The functions of `source`: a manifest (`islet.toml`), or a directory of functions
 /// (`<DIR>/<name>/index.js`, `<DIR>/<name>.js`). A manifest's secrets come from this process's
-/// environment, as `islet serve` reads them.
-pub fn load_source(source: &Path, limits: &Limits) -> Result<Registry, String> {
+/// environment, as `islet serve` reads them. `Err` when the source as a whole cannot be read (a
+/// manifest that does not parse); a function that cannot be built (a missing secret, a module that
+/// is not UTF-8) is set apart in `failed`, so the others still load.
+pub fn load_source(source: &Path, limits: &Limits) -> Result<Loaded, String> {
   if !source.is_file() {
-    return crate::registry::load_dir(source, limits).map_err(|e| e.to_string());
+    let (registry, failed) = crate::registry::load_dir_each(source, limits).map_err(|e| e.to_string())?;
+    let failed = failed
+      .into_iter()
+      .map(|(name, e)| (name, e.to_string()))
+      .collect();
+    return Ok(Loaded { registry, failed });
   }
-  let mut registry = Registry::default();
+  let mut loaded = Loaded {
+    registry: Registry::default(),
+    failed: Vec::new(),
+  };
   let manifest = Manifest::load(source).map_err(|e| e.to_string())?;
-  for bundle in manifest
-    .bundles(&|key| std::env::var(key).ok())
-    .map_err(|e| e.to_string())?
-  {
-    let function = bundle
-      .to_function(limits)
-      .map_err(|e| format!("{}: functions.{}: {e}", source.display(), bundle.name))?;
-    registry.insert(function);
+  let secret = |key: &str| std::env::var(key).ok();
+  for name in manifest.functions.keys() {
+    let built = manifest
+      .bundle(name, &secret)
+      .map_err(|e| e.to_string())
+      .and_then(|bundle| {
+        bundle
+          .to_function(limits)
+          .map_err(|e| format!("{}: functions.{name}: {e}", source.display()))
+      });
+    match built {
+      Ok(function) => loaded.registry.insert(function),
+      Err(e) => loaded.failed.push((name.clone(), e)),
+    }
   }
-  Ok(registry)
+  Ok(loaded)
 }
 
 /// The project `islet dev` was given: `DIR` holding an `islet.toml` means that manifest.
@@ -83,6 +105,7 @@ pub fn watch(
   limits: Limits,
   deployments: Arc<Deployments>,
   served: &Registry,
+  runtime: tokio::runtime::Handle,
 ) -> Result<(), String> {
   let root = project_root(&source);
   let root = root
@@ -90,10 +113,13 @@ pub fn watch(
     .map_err(|e| format!("{}: {e}", root.display()))?;
   let (changed, changes) = mpsc::channel();
   let watched = root.clone();
-  let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-    if event.is_ok_and(|event| matters(&event, &watched)) {
+  let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+    Ok(event) if matters(&event, &watched) => {
       let _ = changed.send(());
     }
+    Ok(_) => {}
+    // Out of inotify watches, say: the developer must know saves may go unseen.
+    Err(e) => tracing::error!(target: "islet::dev", "watching files: {e}"),
   })
   .map_err(|e| format!("cannot watch {}: {e}", root.display()))?;
   watcher
@@ -103,6 +129,9 @@ pub fn watch(
     source,
     limits,
     deployments,
+    statics: served.clone(),
+    shadowed: BTreeMap::new(),
+    load_errors: BTreeMap::new(),
     versions: served
       .iter()
       .map(|f| (f.name.clone(), f.version.clone()))
@@ -116,6 +145,9 @@ pub fn watch(
     .name("islet-dev-watch".into())
     .spawn(move || {
       let _watching = watcher;
+      // V8 posts delayed tasks (its memory reducer) for the checker's isolate through deno_core,
+      // which needs a tokio runtime to run them on: this thread is in the node's.
+      let _runtime = runtime.enter();
       // Parses on this thread only: the checker's isolate never meets the serving threads'.
       let mut checker = match SyntaxChecker::new() {
         Ok(checker) => checker,
@@ -137,21 +169,21 @@ pub fn watch(
 }
 
 /// Whether a file event can change what is served: writes, creations, removals and renames of
-/// files under `root` that are not hidden (`.islet/`, `.git/`, an editor's `.index.js.swp`) nor
-/// backups.
+/// files under `root` that are not hidden (`.islet/`, `.git/`, an editor's `.index.js.swp`), nor
+/// backups, nor under `node_modules`; and notify's rescans, after which anything may have changed.
 fn matters(event: &notify::Event, root: &Path) -> bool {
-  if matches!(
-    event.kind,
-    EventKind::Access(_) | EventKind::Other | EventKind::Any
-  ) {
-    return false;
+  match event.kind {
+    EventKind::Access(_) => return false,
+    // notify's rescan (the kernel's event queue overflowed): anything may have changed.
+    EventKind::Other | EventKind::Any => return event.need_rescan(),
+    _ => {}
   }
   event.paths.iter().any(|path| {
     let inside = path.strip_prefix(root).unwrap_or(path);
     let hidden = inside.components().any(|c| {
       c.as_os_str()
         .to_str()
-        .is_some_and(|s| s.starts_with('.') && s != "." && s != "..")
+        .is_some_and(|s| (s.starts_with('.') && s != "." && s != "..") || s == "node_modules")
     });
     let backup = path.to_str().is_some_and(|s| s.ends_with('~'));
     !hidden && !backup
@@ -162,6 +194,12 @@ struct Reloads {
   source: PathBuf,
   limits: Limits,
   deployments: Arc<Deployments>,
+  /// The static functions last served.
+  statics: Registry,
+  /// Functions a deployed version serves instead of the files, and that version (said once).
+  shadowed: BTreeMap<String, String>,
+  /// Functions that could not be built from their files, and why (said once per reason).
+  load_errors: BTreeMap<String, String>,
   /// The version of each function last served.
   versions: BTreeMap<String, String>,
   /// The error last printed for each broken function: printed again only when it changes.
@@ -170,12 +208,24 @@ struct Reloads {
 
 impl Reloads {
   fn reload(&mut self, checker: &mut SyntaxChecker) {
-    let mut registry = match load_source(&self.source, &self.limits) {
-      Ok(registry) => registry,
+    let Loaded { mut registry, failed } = match load_source(&self.source, &self.limits) {
+      Ok(loaded) => loaded,
       // A manifest that does not parse: keep serving what was there, say why once per save.
       Err(e) => return tracing::error!(target: "islet::dev", "not reloaded: {e}"),
     };
     registry.check_each(|function| checker.check(function));
+    // A function whose files cannot be built keeps its last good version, and says why once.
+    let mut errors = BTreeMap::new();
+    for (name, error) in failed {
+      if self.load_errors.get(&name) != Some(&error) {
+        tracing::error!(target: "islet::dev", function = %name, "not reloaded: {error}");
+      }
+      if let Some(before) = self.statics.get(&name) {
+        registry.insert_arc(before.clone());
+      }
+      errors.insert(name, error);
+    }
+    self.load_errors = errors;
     let mut changed = Vec::new();
     for function in registry.iter() {
       if self.versions.get(&function.name) == Some(&function.version) {
@@ -191,7 +241,12 @@ impl Reloads {
         }
         None => {
           self.reported.remove(&function.name);
-          tracing::info!(target: "islet::dev", function = %function.name, version = %function.version, "reloaded");
+          let what = if self.versions.contains_key(&function.name) {
+            "reloaded"
+          } else {
+            "added"
+          };
+          tracing::info!(target: "islet::dev", function = %function.name, version = %function.version, "{what}");
         }
       }
     }
@@ -203,10 +258,35 @@ impl Reloads {
       .map(|f| (f.name.clone(), f.version.clone()))
       .collect();
     self.reported.retain(|name, _| registry.get(name).is_some());
+    self.statics = registry.clone();
     if let Err(e) = self.deployments.set_statics(registry) {
-      tracing::error!(target: "islet::dev", "not reloaded: {e}");
-    } else if !changed.is_empty() {
+      return tracing::error!(target: "islet::dev", "not reloaded: {e}");
+    }
+    if !changed.is_empty() {
       tracing::debug!(target: "islet::dev", functions = ?changed, "serving the new versions");
+    }
+    // A version deployed to this node (`islet deploy` against it) takes precedence over the files.
+    let live = self.deployments.live().load();
+    for function in self.statics.iter() {
+      match live.get(&function.name) {
+        Some(served) if served.version != function.version => {
+          if self.shadowed.get(&function.name) != Some(&served.version) {
+            tracing::warn!(
+              target: "islet::dev",
+              function = %function.name,
+              "the deployed version {} serves instead of the files; `islet delete {}` serves the files again",
+              served.version,
+              function.name
+            );
+            self
+              .shadowed
+              .insert(function.name.clone(), served.version.clone());
+          }
+        }
+        _ => {
+          self.shadowed.remove(&function.name);
+        }
+      }
     }
   }
 }
@@ -214,27 +294,10 @@ impl Reloads {
 /// `message` (`name/path:line:column: text`) followed by the line it points at and a caret under
 /// the column, when the module is the function's.
 pub fn with_source_line(function: &Function, message: &str) -> String {
-  let Some(rest) = message.strip_prefix(&format!("{}/", function.name)) else {
-    return message.to_string();
-  };
-  let mut parts = rest.splitn(4, ':');
-  let (Some(path), Some(line), Some(column)) = (parts.next(), parts.next(), parts.next()) else {
-    return message.to_string();
-  };
-  let (Ok(line), Ok(column)) = (line.parse::<usize>(), column.parse::<usize>()) else {
-    return message.to_string();
-  };
-  let Some(text) = function
-    .modules
-    .get(path)
-    .and_then(|source| source.lines().nth(line.saturating_sub(1)))
-  else {
-    return message.to_string();
-  };
-  let gutter = line.to_string();
-  let pad = " ".repeat(gutter.len());
-  let caret = " ".repeat(column.saturating_sub(1));
-  format!("{message}\n {gutter} | {text}\n {pad} | {caret}^")
+  match function.excerpt(message) {
+    Some(excerpt) => format!("{message}\n{excerpt}"),
+    None => message.to_string(),
+  }
 }
 
 #[cfg(test)]
@@ -251,6 +314,7 @@ mod tests {
     assert!(!matters(&event("/home/.me/p/.islet/queues.sqlite3"), root));
     assert!(!matters(&event("/home/.me/p/hello/.index.js.swp"), root));
     assert!(!matters(&event("/home/.me/p/hello/index.js~"), root));
+    assert!(!matters(&event("/home/.me/p/node_modules/x/index.js"), root));
     let access = notify::Event::new(EventKind::Access(notify::event::AccessKind::Any))
       .add_path("/home/.me/p/a.js".into());
     assert!(!matters(&access, root));

@@ -564,7 +564,24 @@ impl Isolate {
 
   fn failed(&self, message: String) -> Phase {
     let name = self.function.as_ref().map_or("?", |f| f.name.as_str());
-    tracing::error!(function = name, "function failed to load: {message}");
+    // Said once per version with the line it points at (every isolate that loads the version
+    // fails the same way, and each request gets the message in its 503); then only at debug.
+    let version = self.function.as_ref().map_or("", |f| f.version.as_str());
+    if first_failure(name, version) {
+      let excerpt = self.function.as_ref().and_then(|f| f.excerpt(&message));
+      let excerpt = excerpt.map(|e| format!("\n{e}")).unwrap_or_default();
+      tracing::error!(
+        function = name,
+        version,
+        "function failed to load: {message}{excerpt}"
+      );
+    } else {
+      tracing::debug!(
+        function = name,
+        version,
+        "function failed to load again: {message}"
+      );
+    }
     Phase::Failed(Arc::from(message))
   }
 
@@ -664,6 +681,18 @@ impl Isolate {
       next += ran;
     }
   }
+}
+
+/// Whether this is the first load failure of `name@version` the process reports. Remembers up to
+/// 4,096 versions, then starts afresh (a version reported twice is better than unbounded memory).
+fn first_failure(name: &str, version: &str) -> bool {
+  static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
+  let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+  let seen = seen.get_or_insert_with(Default::default);
+  if seen.len() >= 4096 {
+    seen.clear();
+  }
+  seen.insert(format!("{name}@{version}"))
 }
 
 thread_local! {

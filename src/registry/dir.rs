@@ -27,9 +27,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 }
 
 /// Reads every function in `dir`, under the node's default `limits`. Entries that are not functions
-/// are skipped with a warning.
+/// are skipped with a warning; one that fails to load fails the whole.
 pub fn load_dir(dir: &Path, limits: &Limits) -> Result<Registry, NodeError> {
+  let (registry, failed) = load_dir_each(dir, limits)?;
+  match failed.into_iter().next() {
+    Some((_, error)) => Err(error),
+    None => Ok(registry),
+  }
+}
+
+/// Like [`load_dir`], with the functions that failed to load (a bad `vars.json`, an unreadable
+/// module) set apart, by name, instead of failing the whole: `islet dev` keeps serving the
+/// others.
+pub fn load_dir_each(dir: &Path, limits: &Limits) -> Result<(Registry, Vec<(String, NodeError)>), NodeError> {
   let mut registry = Registry::default();
+  let mut failed = Vec::new();
   let mut entries: Vec<_> = std::fs::read_dir(dir)
     .map_err(io_err(dir))?
     .collect::<Result<_, _>>()
@@ -38,23 +50,37 @@ pub fn load_dir(dir: &Path, limits: &Limits) -> Result<Registry, NodeError> {
   for entry in entries {
     let path = entry.path();
     let file_name = entry.file_name().to_string_lossy().into_owned();
-    let (name, function) = if path.is_dir() {
+    let loaded = if path.is_dir() {
       if folder_entry(&path).is_none() {
         continue;
       }
-      (file_name.clone(), load_folder(&file_name, &path, limits)?)
+      load_folder(&file_name, &path, limits).map(|f| (file_name.clone(), f))
     } else if let Some(stem) = file_name
       .strip_suffix(".js")
       .or_else(|| file_name.strip_suffix(".ts"))
     {
-      let source = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-      let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
-      (
-        stem.to_string(),
-        runnable(stem, file_name.clone(), modules, BTreeMap::new(), limits.clone()),
-      )
+      std::fs::read_to_string(&path)
+        .map_err(io_err(&path))
+        .map(|source| {
+          let modules = BTreeMap::from([(file_name.clone(), Arc::<str>::from(source))]);
+          (
+            stem.to_string(),
+            runnable(stem, file_name.clone(), modules, BTreeMap::new(), limits.clone()),
+          )
+        })
     } else {
       continue;
+    };
+    let (name, function) = match loaded {
+      Ok(loaded) => loaded,
+      Err(error) => {
+        let name = file_name
+          .trim_end_matches(".js")
+          .trim_end_matches(".ts")
+          .to_string();
+        failed.push((name, error));
+        continue;
+      }
     };
     if !is_valid_name(&name) {
       tracing::warn!(path = %path.display(), "skipped: '{name}' is not a valid function name (lowercase letters, digits and '-')");
@@ -68,7 +94,7 @@ pub fn load_dir(dir: &Path, limits: &Limits) -> Result<Registry, NodeError> {
     }
     registry.insert(function);
   }
-  Ok(registry)
+  Ok((registry, failed))
 }
 
 /// Reads one function named `name` from a folder with an `index.js` or from a single `.js` file;

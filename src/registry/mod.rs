@@ -21,7 +21,7 @@ use crate::limits::Limits;
 
 pub use bundle::Bundle;
 pub(crate) use dir::collect_modules;
-pub use dir::{load_dir, load_function};
+pub use dir::{load_dir, load_dir_each, load_function};
 pub use redis_store::CHANGES;
 pub use routes::RoutePattern;
 pub use typescript::to_javascript;
@@ -158,6 +158,33 @@ impl Function {
     self.bindings_json = serde_json::to_string(&kinds).expect("bindings serialize");
     self.bindings = bindings;
     self.triggers = triggers;
+  }
+}
+
+impl Function {
+  /// The source line `message` points at in one of this function's modules, with a caret under
+  /// the column: the first `<name>/<path>:<line>:<column>` in it that names a module (a syntax
+  /// error's position, or a stack frame of an evaluation error).
+  pub fn excerpt(&self, message: &str) -> Option<String> {
+    let prefix = format!("{}/", self.name);
+    message.match_indices(&prefix).find_map(|(at, _)| {
+      let rest = &message[at + prefix.len()..];
+      let mut parts = rest.splitn(3, ':');
+      let path = parts.next()?;
+      let line: usize = parts.next()?.parse().ok()?;
+      let column: usize = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+      let text = self.modules.get(path)?.lines().nth(line.checked_sub(1)?)?;
+      let gutter = line.to_string();
+      let pad = " ".repeat(gutter.len());
+      let caret = " ".repeat(column.saturating_sub(1));
+      Some(format!(" {gutter} | {text}\n {pad} | {caret}^"))
+    })
   }
 }
 

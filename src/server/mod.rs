@@ -65,12 +65,13 @@ pub struct ServerConfig {
   pub scheduled: Option<ScheduledHook>,
 }
 
-/// Fires a function's schedule (`function`, `cron` or its first) and answers what ran, as JSON;
-/// an error that starts with "no function" means there is none of that name.
+/// Fires a function's schedule (`function`, `cron` or its first) and answers whether the handler
+/// succeeded and what ran, as JSON; an error that starts with "no function" means there is none
+/// of that name.
 #[derive(Clone)]
 pub struct ScheduledHook(pub Arc<ScheduledFn>);
 
-pub type ScheduledFn = dyn Fn(String, Option<String>) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+pub type ScheduledFn = dyn Fn(String, Option<String>) -> std::pin::Pin<Box<dyn Future<Output = Result<(bool, String), String>> + Send>>
   + Send
   + Sync;
 
@@ -428,6 +429,27 @@ async fn scheduled(
   if request.method() != http::Method::POST {
     return error_response(ErrorCode::InvalidRequest, "POST to fire a schedule", request_id);
   }
+  // A page open in the developer's browser must not fire schedules: a browser says where a
+  // request comes from (Sec-Fetch-Site; Origin, whose host must be the one asked).
+  let headers = request.headers();
+  let cross_site = headers
+    .get("sec-fetch-site")
+    .is_some_and(|v| v.as_bytes() == b"cross-site")
+    || headers.get(http::header::ORIGIN).is_some_and(|origin| {
+      let origin = origin.to_str().unwrap_or_default();
+      let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+      origin.split_once("://").map(|(_, rest)| rest) != Some(host)
+    });
+  if cross_site {
+    return error_response(
+      ErrorCode::InvalidRequest,
+      "a schedule is not fired for another site's page",
+      request_id,
+    );
+  }
   let query = request.uri().query().unwrap_or_default();
   let mut function = None;
   let mut cron = None;
@@ -446,8 +468,12 @@ async fn scheduled(
     );
   };
   match (hook.0)(function, cron).await {
-    Ok(report) => {
+    Ok((ok, report)) => {
       let mut response = http::Response::new(ResponseBody::full(bytes::Bytes::from(report)));
+      // The handler threw or was stopped: the report says how, with a status that says so too.
+      if !ok {
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+      }
       response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

@@ -301,3 +301,97 @@ async fn every_template_serves_the_request_its_readme_shows() {
     }
   }
 }
+
+/// A watcher that lives through a working session: 25 saves in a row, each one served, then the
+/// process still up (an isolate made off the node's runtime once aborted it after a few reloads).
+#[tokio::test]
+async fn twenty_five_saves_in_a_row_are_each_served() {
+  let parent = TempDir::new("dev-saves");
+  let root = init(&parent, "app", "fetch");
+  let node = Node::dev(root.to_str().unwrap(), &[]);
+  let entry = root.join("src/index.js");
+  let template = std::fs::read_to_string(&entry).unwrap();
+  let url = node.url("/app/?name=x");
+  for save in 0..25 {
+    let greeting = format!("${{env.GREETING}} {save}, ${{name}}");
+    std::fs::write(&entry, template.replace("${env.GREETING}, ${name}", &greeting)).unwrap();
+    let expected = format!("hello {save}, x");
+    eventually(Duration::from_secs(10), || {
+      let (url, expected) = (url.clone(), expected.clone());
+      async move { (get(&http1(), &url).await.json()["message"] == expected.as_str()).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+  }
+  assert_eq!(get(&http1(), &url).await.json()["message"], "hello 24, x");
+}
+
+/// A function deployed to the dev node (the template's `islet deploy --manifest islet.toml`, run in
+/// the project) serves instead of the files, and the next save says so.
+#[tokio::test]
+async fn a_deployed_version_shadows_the_files_and_a_save_says_so() {
+  let parent = TempDir::new("dev-shadow");
+  let root = init(&parent, "app", "fetch");
+  let node = Node::dev(root.to_str().unwrap(), &[]);
+  let deployed = Command::new(env!("CARGO_BIN_EXE_islet"))
+    .current_dir(&root)
+    .args([
+      "deploy",
+      "--manifest",
+      "islet.toml",
+      "--node",
+      &node.admin_url(),
+      "--token",
+      "dev",
+    ])
+    .output()
+    .unwrap();
+  assert!(
+    deployed.status.success(),
+    "{}",
+    String::from_utf8_lossy(&deployed.stderr)
+  );
+  edit(
+    &root.join("src/index.js"),
+    "${env.GREETING}, ${name}",
+    "${env.GREETING}; ${name}",
+  );
+  assert!(
+    node.wait_for_log(
+      "serves instead of the files; `islet delete app` serves the files again",
+      Duration::from_secs(10)
+    ),
+    "{}",
+    node.logs()
+  );
+  assert_eq!(
+    get(&http1(), &node.url("/app/")).await.json()["message"],
+    "hello, world"
+  );
+}
+
+/// `dev` is a token anyone knows: `islet dev` refuses an admin API other machines can reach
+/// unless it is given a token of its own.
+#[test]
+fn dev_refuses_a_reachable_admin_api_with_its_well_known_token() {
+  let parent = TempDir::new("dev-reachable");
+  let root = init(&parent, "app", "fetch");
+  let out = Command::new(env!("CARGO_BIN_EXE_islet"))
+    .args([
+      "dev",
+      root.to_str().unwrap(),
+      "--listen",
+      "127.0.0.1:0",
+      "--admin-listen",
+      "0.0.0.0:0",
+    ])
+    .env_remove("ISLET_ADMIN_TOKEN")
+    .output()
+    .unwrap();
+  assert!(!out.status.success());
+  let stderr = String::from_utf8_lossy(&out.stderr);
+  assert!(
+    stderr.contains("which other machines can reach; give it a token of your own"),
+    "{stderr}"
+  );
+}
