@@ -16,7 +16,7 @@ use islet::events::{EventStore, Events, EventsConfig};
 use islet::isolate::IsolateConfig;
 use islet::kv::{Kv, KvStore};
 use islet::limits::outbound::OutboundPolicy;
-use islet::limits::Limits;
+use islet::limits::{Ceilings, Limits};
 use islet::objects::{Objects, ObjectsConfig, S3Config};
 use islet::pool::PoolConfig;
 use islet::registry::store::Store;
@@ -417,6 +417,24 @@ struct LimitArgs {
   /// A private address fetch() may reach all the same (repeatable), e.g. an internal API's.
   #[arg(long = "allow-fetch-to")]
   allow_fetch_to: Vec<std::net::IpAddr>,
+  /// The most CPU a deployed function may give itself, in milliseconds per request.
+  #[arg(long, default_value_t = Ceilings::default().cpu_ms)]
+  max_cpu_ms: u64,
+  /// The most memory a deployed function may give itself, in MiB.
+  #[arg(long, default_value_t = Ceilings::default().memory_mb)]
+  max_memory_mb: u64,
+  /// The longest wall time a deployed function may give itself, in milliseconds.
+  #[arg(long, default_value_t = Ceilings::default().wall_ms)]
+  max_wall_ms: u64,
+  /// The largest request body a deployed function may accept, in bytes.
+  #[arg(long, default_value_t = Ceilings::default().max_body_bytes)]
+  ceiling_max_body_bytes: u64,
+  /// The most outbound fetches a deployed function may allow itself per request.
+  #[arg(long, default_value_t = Ceilings::default().max_fetches)]
+  ceiling_max_fetches: u32,
+  /// Let deployed functions turn eval() and new Function() on for themselves (limits.allow_eval).
+  #[arg(long)]
+  allow_eval_in_deploys: bool,
 }
 
 impl LimitArgs {
@@ -433,6 +451,17 @@ impl LimitArgs {
       .validate()
       .map_err(|e| NodeError::Config(format!("--{}", e.replacen('_', "-", 1))))?;
     Ok(limits)
+  }
+
+  fn ceilings(&self) -> Ceilings {
+    Ceilings {
+      cpu_ms: self.max_cpu_ms,
+      memory_mb: self.max_memory_mb,
+      wall_ms: self.max_wall_ms,
+      max_body_bytes: self.ceiling_max_body_bytes,
+      max_fetches: self.ceiling_max_fetches,
+      allow_eval: self.allow_eval_in_deploys,
+    }
   }
 
   fn outbound(&self) -> OutboundPolicy {
@@ -748,7 +777,15 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
     (None, None) => None,
   };
   let deployments = store
-    .map(|store| Deployments::open(store, limits.clone(), statics.clone(), max_bundle_bytes))
+    .map(|store| {
+      Deployments::open(
+        store,
+        limits.clone(),
+        args.limits.ceilings(),
+        statics.clone(),
+        max_bundle_bytes,
+      )
+    })
     .transpose()
     .map_err(|e| NodeError::Config(format!("deployed functions: {e}")))?
     .map(Arc::new);

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::isolate::check_syntax;
-use crate::limits::Limits;
+use crate::limits::{Ceilings, Limits};
 use crate::pool::PoolControl;
 use crate::registry::store::{FunctionState, Store, UpdateError, VersionInfo};
 use crate::registry::CHANGES;
@@ -36,6 +36,9 @@ pub enum DeployError {
   /// The data directory could not be written or read.
   #[error("the store failed: {0}")]
   Store(#[from] std::io::Error),
+  /// A route the bundle claims is another function's (`routes[i]: '…' overlaps …`).
+  #[error("{0}")]
+  RouteConflict(String),
   /// Other nodes of the fleet kept changing the function: nothing was written; try again.
   #[error("function '{0}' was being changed by other nodes; nothing was written, try again")]
   Conflict(String),
@@ -75,6 +78,8 @@ pub struct Deployments {
   /// Serializes this node's changes to the live registry.
   changes: Mutex<()>,
   defaults: Limits,
+  /// What a deployed bundle's own limits may reach.
+  ceilings: Ceilings,
   /// Functions served from the directory or manifest given to `islet serve`; a deployed function
   /// of the same name takes precedence. `islet dev` replaces them as their files change.
   statics: Mutex<Registry>,
@@ -91,6 +96,7 @@ impl Deployments {
   pub fn open(
     store: Store,
     defaults: Limits,
+    ceilings: Ceilings,
     statics: Registry,
     max_bundle_bytes: usize,
   ) -> Result<Self, DeployError> {
@@ -99,6 +105,7 @@ impl Deployments {
       store,
       changes: Mutex::new(()),
       defaults,
+      ceilings,
       statics: Mutex::new(statics),
       max_bundle_bytes,
       pool: Mutex::new(None),
@@ -204,10 +211,22 @@ impl Deployments {
       });
     }
     bundle.validate(&self.defaults).map_err(DeployError::Invalid)?;
+    self
+      .ceilings
+      .check(&bundle.limits)
+      .map_err(DeployError::Invalid)?;
     let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
     check_syntax(&function).map_err(DeployError::Invalid)?;
     let version = function.version.clone();
     let _changing = lock(&self.changes);
+    // A route is one function's: none may take part of another's routes or path prefix.
+    if let Some((route, owner)) =
+      crate::registry::route_conflict(&function.name, &function.routes, &self.live.load())
+    {
+      return Err(DeployError::RouteConflict(format!(
+        "routes: '{route}' overlaps {owner}"
+      )));
+    }
     // A service binding names a function the node serves (or this one).
     for (binding, kind) in &bundle.bindings {
       if let crate::registry::bindings::Binding::Service { function } = kind {

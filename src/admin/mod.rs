@@ -209,6 +209,7 @@ fn deploy_error(err: DeployError) -> Reply {
     DeployError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", &message),
     DeployError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &message),
     DeployError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", &message),
+    DeployError::RouteConflict(_) => error(StatusCode::CONFLICT, "route_conflict", &message),
     DeployError::Store(_) => {
       tracing::error!("admin: {message}");
       error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &message)

@@ -138,6 +138,77 @@ impl Limits {
   }
 }
 
+/// The most a deployed function may ask for, set by the node's operator (`--max-cpu-ms`, …): a
+/// bundle's own limits above them are refused at deploy. Functions the operator serves from a
+/// directory or manifest are not deployed and not held to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceilings {
+  pub cpu_ms: u64,
+  pub memory_mb: u64,
+  pub wall_ms: u64,
+  pub max_body_bytes: u64,
+  pub max_fetches: u32,
+  /// Whether a deployed function may turn `eval` on for itself.
+  pub allow_eval: bool,
+}
+
+impl Default for Ceilings {
+  fn default() -> Self {
+    Self {
+      cpu_ms: 30_000,
+      memory_mb: 1024,
+      wall_ms: 900_000,
+      max_body_bytes: 5 << 30,
+      max_fetches: 1000,
+      allow_eval: false,
+    }
+  }
+}
+
+impl Ceilings {
+  /// Refuses the first of `asked` over its ceiling, naming the key, the value and the ceiling.
+  pub fn check(&self, asked: &LimitOverrides) -> Result<(), String> {
+    let over = |key: &str, value: u64, ceiling: u64, flag: &str| {
+      (value > ceiling)
+        .then(|| format!("limits.{key} = {value} is over this node's ceiling of {ceiling} ({flag})"))
+    };
+    let refused = [
+      asked
+        .cpu_ms
+        .and_then(|v| over("cpu_ms", v, self.cpu_ms, "--max-cpu-ms")),
+      asked
+        .memory_mb
+        .and_then(|v| over("memory_mb", v, self.memory_mb, "--max-memory-mb")),
+      asked
+        .wall_ms
+        .and_then(|v| over("wall_ms", v, self.wall_ms, "--max-wall-ms")),
+      asked.max_body_bytes.and_then(|v| {
+        over(
+          "max_body_bytes",
+          v,
+          self.max_body_bytes,
+          "--ceiling-max-body-bytes",
+        )
+      }),
+      asked.max_fetches.and_then(|v| {
+        over(
+          "max_fetches",
+          u64::from(v),
+          u64::from(self.max_fetches),
+          "--ceiling-max-fetches",
+        )
+      }),
+      (asked.allow_eval == Some(true) && !self.allow_eval).then(|| {
+        "limits.allow_eval = true is not allowed on this node (--allow-eval-in-deploys)".to_string()
+      }),
+    ];
+    match refused.into_iter().flatten().next() {
+      Some(reason) => Err(reason),
+      None => Ok(()),
+    }
+  }
+}
+
 /// Why an isolate was stopped in the middle of its work. The one list of limits a request can hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -230,6 +301,36 @@ impl StopReason {
         ("used_ms", used.as_millis() as u64),
       ],
     }
+  }
+}
+
+#[cfg(test)]
+mod ceiling_tests {
+  use super::*;
+
+  #[test]
+  fn a_limit_over_its_ceiling_is_named_with_both_figures() {
+    let ceilings = Ceilings::default();
+    assert!(ceilings.check(&LimitOverrides::default()).is_ok());
+    let asked = LimitOverrides {
+      cpu_ms: Some(30_001),
+      ..Default::default()
+    };
+    assert_eq!(
+      ceilings.check(&asked).unwrap_err(),
+      "limits.cpu_ms = 30001 is over this node's ceiling of 30000 (--max-cpu-ms)"
+    );
+    let eval = LimitOverrides {
+      allow_eval: Some(true),
+      ..Default::default()
+    };
+    assert!(ceilings.check(&eval).unwrap_err().contains("allow_eval"));
+    assert!(Ceilings {
+      allow_eval: true,
+      ..Default::default()
+    }
+    .check(&eval)
+    .is_ok());
   }
 }
 

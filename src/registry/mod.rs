@@ -23,7 +23,7 @@ pub use bundle::Bundle;
 pub(crate) use dir::collect_modules;
 pub use dir::{load_dir, load_dir_each, load_function};
 pub use redis_store::CHANGES;
-pub use routes::RoutePattern;
+pub use routes::{route_conflict, RoutePattern};
 pub use typescript::to_javascript;
 
 /// One version of one function's code.

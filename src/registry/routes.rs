@@ -77,6 +77,27 @@ impl RoutePattern {
       }
   }
 
+  /// Whether some request could match both patterns: their hosts and their paths overlap.
+  pub fn overlaps(&self, other: &RoutePattern) -> bool {
+    hosts_overlap(&self.host, &other.host) && paths_overlap(&self.path, &other.path)
+  }
+
+  /// Whether a request routed by path to function `name` (`/name` or `/name/…`, on any host)
+  /// could match this pattern instead. Only a pattern without a host can: one with a host claims
+  /// that host, which path routing on the node's own names never uses.
+  pub fn overlaps_path_of(&self, name: &str) -> bool {
+    if self.host.is_some() {
+      return false;
+    }
+    let exact = format!("/{name}");
+    let under = format!("/{name}/");
+    match &self.path {
+      None => true,
+      Some(PathPattern::Exact(p)) => *p == exact || p.starts_with(&under),
+      Some(PathPattern::Prefix(p)) => under.starts_with(p.as_str()) || p.starts_with(&under),
+    }
+  }
+
   /// How specific the pattern is, to try the most specific first: an exact host beats a wildcard,
   /// a host beats none, and a longer path beats a shorter one.
   pub fn specificity(&self) -> (u8, usize) {
@@ -94,9 +115,93 @@ impl RoutePattern {
   }
 }
 
+fn hosts_overlap(a: &Option<HostPattern>, b: &Option<HostPattern>) -> bool {
+  use HostPattern::{Exact, Subdomains};
+  let under = |host: &str, domain: &str| {
+    host.len() > domain.len() + 1
+      && host.ends_with(domain)
+      && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+  };
+  match (a, b) {
+    (None, _) | (_, None) => true,
+    (Some(Exact(x)), Some(Exact(y))) => x == y,
+    (Some(Exact(h)), Some(Subdomains(d))) | (Some(Subdomains(d)), Some(Exact(h))) => under(h, d),
+    (Some(Subdomains(d)), Some(Subdomains(e))) => d == e || under(d, e) || under(e, d),
+  }
+}
+
+fn paths_overlap(a: &Option<PathPattern>, b: &Option<PathPattern>) -> bool {
+  use PathPattern::{Exact, Prefix};
+  match (a, b) {
+    (None, _) | (_, None) => true,
+    (Some(Exact(x)), Some(Exact(y))) => x == y,
+    (Some(Exact(x)), Some(Prefix(p))) | (Some(Prefix(p)), Some(Exact(x))) => x.starts_with(p.as_str()),
+    (Some(Prefix(p)), Some(Prefix(q))) => p.starts_with(q.as_str()) || q.starts_with(p.as_str()),
+  }
+}
+
+/// The first route of `routes` (function `name`'s) that another function of `registry` owns part
+/// of: `(route, owner)`. A route overlaps another function's route, or a host-less route the path
+/// prefix of another function (`/*` would answer for every path-routed function); and another
+/// function's host-less route may not overlap `name`'s own path prefix.
+pub fn route_conflict(name: &str, routes: &[String], registry: &super::Registry) -> Option<(String, String)> {
+  let mine: Vec<(String, RoutePattern)> = routes
+    .iter()
+    .filter_map(|r| RoutePattern::parse(r).ok().map(|p| (r.clone(), p)))
+    .collect();
+  for other in registry.iter().filter(|f| f.name != name) {
+    let theirs: Vec<(String, RoutePattern)> = other
+      .routes
+      .iter()
+      .filter_map(|r| RoutePattern::parse(r).ok().map(|p| (r.clone(), p)))
+      .collect();
+    for (route, pattern) in &mine {
+      if pattern.overlaps_path_of(&other.name) {
+        return Some((
+          route.clone(),
+          format!("the path prefix /{}/ of function '{}'", other.name, other.name),
+        ));
+      }
+      if let Some((their_route, _)) = theirs.iter().find(|(_, theirs)| pattern.overlaps(theirs)) {
+        return Some((
+          route.clone(),
+          format!("route '{their_route}' of function '{}'", other.name),
+        ));
+      }
+    }
+    if let Some((their_route, _)) = theirs.iter().find(|(_, theirs)| theirs.overlaps_path_of(name)) {
+      return Some((
+        format!("/{name}/"),
+        format!("route '{their_route}' of function '{}'", other.name),
+      ));
+    }
+  }
+  None
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn overlapping_routes() {
+    let p = |s: &str| RoutePattern::parse(s).unwrap();
+    assert!(p("/*").overlaps_path_of("hello"));
+    assert!(p("/hello").overlaps_path_of("hello"));
+    assert!(p("/hello/x*").overlaps_path_of("hello"));
+    assert!(p("/hel*").overlaps_path_of("hello"));
+    assert!(!p("/hello2/*").overlaps_path_of("hello"));
+    assert!(!p("/v1/*").overlaps_path_of("hello"));
+    assert!(!p("hello.example.com").overlaps_path_of("hello"));
+    assert!(p("api.example.com/items*").overlaps(&p("api.example.com/items/1")));
+    assert!(!p("api.example.com/items*").overlaps(&p("api.example.com/users*")));
+    assert!(!p("a.example.com").overlaps(&p("b.example.com")));
+    assert!(p("*.example.com").overlaps(&p("a.example.com/x")));
+    assert!(!p("*.example.com").overlaps(&p("example.com")));
+    assert!(p("*.example.com").overlaps(&p("*.a.example.com")));
+    assert!(p("/v1/*").overlaps(&p("api.example.com/v1/x")));
+    assert!(!p("/v1/*").overlaps(&p("api.example.com/v2/x")));
+  }
 
   #[test]
   fn patterns_match_hosts_and_paths() {

@@ -276,3 +276,82 @@ async fn the_admin_listener_sheds_silent_and_surplus_connections() {
   let listing = admin(&node, "GET", "/v1/functions", Some(TOKEN), Bytes::new()).await;
   assert_eq!(listing.status, 200, "{}", listing.text());
 }
+
+/// A bundle may not give itself more than the node's ceilings, nor take another function's routes:
+/// each refusal names what it refused, and every other function keeps serving.
+#[tokio::test]
+async fn ceilings_and_route_ownership_hold_at_deploy() {
+  let data = TempDir::new("api-ceilings");
+  let node = node_with_store(&data, &["--max-cpu-ms", "1000"]);
+  let code = |reply: &crate::support::Reply| reply.json()["error"]["code"].as_str().unwrap().to_string();
+  let message =
+    |reply: &crate::support::Reply| reply.json()["error"]["message"].as_str().unwrap().to_string();
+
+  let mut greedy = bundle("greedy", "x");
+  greedy["limits"] = serde_json::json!({ "cpu_ms": 2000 });
+  let refused = deploy(&node, &greedy).await;
+  assert_eq!((refused.status, code(&refused).as_str()), (400, "invalid_bundle"));
+  assert_eq!(
+    message(&refused),
+    "limits.cpu_ms = 2000 is over this node's ceiling of 1000 (--max-cpu-ms)"
+  );
+  greedy["limits"] = serde_json::json!({ "allow_eval": true });
+  let refused = deploy(&node, &greedy).await;
+  assert_eq!(refused.status, 400);
+  assert!(
+    message(&refused).contains("limits.allow_eval = true is not allowed on this node"),
+    "{}",
+    refused.text()
+  );
+  greedy["limits"] = serde_json::json!({ "cpu_ms": 1000 });
+  assert_eq!(deploy(&node, &greedy).await.status, 201);
+
+  assert_eq!(deploy(&node, &bundle("hello", "hello")).await.status, 201);
+  // `/*` would answer for every path-routed function.
+  let mut intruder = bundle("intruder", "mine now");
+  intruder["routes"] = serde_json::json!(["/*"]);
+  let refused = deploy(&node, &intruder).await;
+  assert_eq!((refused.status, code(&refused).as_str()), (409, "route_conflict"));
+  assert!(
+    message(&refused).contains("routes: '/*' overlaps the path prefix /"),
+    "{}",
+    refused.text()
+  );
+  assert_eq!(served(&node, "hello").await, (200, "hello".to_string()));
+
+  let mut api = bundle("api", "api");
+  api["routes"] = serde_json::json!(["api.example.com/items*"]);
+  assert_eq!(deploy(&node, &api).await.status, 201);
+  let mut thief = bundle("thief", "thief");
+  thief["routes"] = serde_json::json!(["api.example.com/items/special"]);
+  let refused = deploy(&node, &thief).await;
+  assert_eq!((refused.status, code(&refused).as_str()), (409, "route_conflict"));
+  assert_eq!(
+    message(&refused),
+    "routes: 'api.example.com/items/special' overlaps route 'api.example.com/items*' of function 'api'"
+  );
+  // Another path on the same host is free; and a host-less route may not take a function's prefix.
+  thief["routes"] = serde_json::json!(["api.example.com/users*"]);
+  assert_eq!(deploy(&node, &thief).await.status, 201);
+  let mut versioned = bundle("v2", "v2");
+  versioned["routes"] = serde_json::json!(["/hello/v2/*"]);
+  let refused = deploy(&node, &versioned).await;
+  assert_eq!(refused.status, 409, "{}", refused.text());
+  assert!(
+    message(&refused).contains("function 'hello'"),
+    "{}",
+    refused.text()
+  );
+  // A function whose name a host-less route already covers is refused too, naming the route.
+  let mut catch = bundle("catch", "catch");
+  catch["routes"] = serde_json::json!(["/shop/*"]);
+  assert_eq!(deploy(&node, &catch).await.status, 201);
+  let refused = deploy(&node, &bundle("shop", "shop")).await;
+  assert_eq!((refused.status, code(&refused).as_str()), (409, "route_conflict"));
+  assert!(
+    message(&refused).contains("route '/shop/*' of function 'catch'"),
+    "{}",
+    refused.text()
+  );
+  assert_eq!(served(&node, "hello").await, (200, "hello".to_string()));
+}

@@ -91,3 +91,47 @@ async fn only_a_valid_host_reaches_a_handler() {
     "{body}"
   );
 }
+
+/// The routing order, with routes that overlap (an operator's own manifest may have them; deploys
+/// may not): host name first, then the routes most specific first, then the path's first segment.
+#[tokio::test]
+async fn routing_precedence_host_name_then_routes_by_specificity_then_path() {
+  let work = crate::support::TempDir::new("precedence");
+  let root = std::path::Path::new(work.path());
+  let mut manifest = String::new();
+  for (name, routes) in [
+    ("p-host", r#"["host.test"]"#),
+    ("p-hostpath", r#"["host.test/api/*"]"#),
+    ("p-wild", r#"["*.host.test"]"#),
+    ("p-path", r#"["/api/*"]"#),
+  ] {
+    std::fs::create_dir_all(root.join(name)).unwrap();
+    std::fs::write(
+      root.join(name).join("index.js"),
+      format!("export default {{ fetch() {{ return new Response({name:?}); }} }};\n"),
+    )
+    .unwrap();
+    manifest.push_str(&format!(
+      "[functions.{name}]\nentry = \"{name}/index.js\"\nroutes = {routes}\n"
+    ));
+  }
+  std::fs::write(root.join("islet.toml"), manifest).unwrap();
+  let node = Node::serve(root.join("islet.toml").to_str().unwrap(), &[]);
+  let client = http1();
+  for (host, path, expected) in [
+    ("host.test", "/api/x", "p-hostpath"),
+    ("host.test", "/other", "p-host"),
+    ("a.host.test", "/api/x", "p-wild"),
+    ("other.test", "/api/x", "p-path"),
+    ("other.test", "/p-host/x", "p-host"),
+    ("p-path.localhost", "/anything", "p-path"),
+    ("p-hostpath.localhost", "/api/x", "p-hostpath"),
+  ] {
+    let reply = get_with_host(&client, &node.url(path), host).await;
+    assert_eq!(
+      (reply.status, reply.text().as_str()),
+      (200, expected),
+      "{host}{path}"
+    );
+  }
+}
