@@ -41,6 +41,18 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
   }
 }
 
+/// Polls `url` until it answers `status`, for at most 20 s: that answer.
+async fn until_status(url: &str, status: u16) -> Reply {
+  eventually(Duration::from_secs(20), || {
+    let url = url.to_string();
+    async move {
+      let reply = get(&http1(), &url).await;
+      (reply.status == status).then_some(reply)
+    }
+  })
+  .await
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
   let text = std::fs::read_to_string(path).unwrap();
   assert!(text.contains(from), "{from:?} not in {}", path.display());
@@ -143,14 +155,7 @@ async fn a_syntax_error_answers_503_with_its_position_until_the_next_save_fixes_
     "export default {\n  fetch() { return new Response(\"x\") }}\n}\n",
   )
   .unwrap();
-  let reply = eventually(Duration::from_secs(10), || {
-    let url = url.clone();
-    async move {
-      let reply = get(&http1(), &url).await;
-      (reply.status == 503).then_some(reply)
-    }
-  })
-  .await;
+  let reply = until_status(&url, 503).await;
   let message = reply.error(503, "module_load_failed");
   assert!(message.starts_with("app/index.js:3:1: SyntaxError"), "{message}");
   // Printed once with the line it points at; a save elsewhere in the project does not repeat it.
@@ -165,14 +170,7 @@ async fn a_syntax_error_answers_503_with_its_position_until_the_next_save_fixes_
   assert_eq!(node.logs().matches(" 3 | }").count(), 1, "{}", node.logs());
   // The next save fixes it.
   std::fs::write(&entry, good).unwrap();
-  let fixed = eventually(Duration::from_secs(10), || {
-    let url = url.clone();
-    async move {
-      let reply = get(&http1(), &url).await;
-      (reply.status == 200).then_some(reply)
-    }
-  })
-  .await;
+  let fixed = until_status(&url, 200).await;
   assert_eq!(fixed.json()["message"], "hello, world");
 }
 
@@ -249,14 +247,7 @@ async fn every_template_serves_the_request_its_readme_shows() {
         )
         .await;
         assert_eq!(put.status, 201, "{}", put.text());
-        let thumbnail = eventually(Duration::from_secs(20), || {
-          let url = node.url(&format!("/{name}/photo.jpg"));
-          async move {
-            let reply = get(&http1(), &url).await;
-            (reply.status == 200).then_some(reply)
-          }
-        })
-        .await;
+        let thumbnail = until_status(&node.url(&format!("/{name}/photo.jpg")), 200).await;
         assert_eq!(thumbnail.header("content-type"), Some("image/jpeg"));
         let image = image::load_from_memory(&thumbnail.body).expect("a JPEG");
         assert_eq!((image.width(), image.height()), (100, 75));
