@@ -782,6 +782,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         store,
         limits.clone(),
         args.limits.ceilings(),
+        args.base_domains.clone(),
         statics.clone(),
         max_bundle_bytes,
       )

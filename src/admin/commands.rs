@@ -49,6 +49,10 @@ pub async fn deploy(manifest: &Path, client: &AdminClient, json: bool) -> Result
     .map(|bundle| (bundle.name.clone(), manifest.secret_names(&bundle.name)))
     .filter(|(_, names)| !names.is_empty())
     .collect();
+  // Said before anything leaves, so that a deploy failing part way has still said it.
+  for (function, names) in &secrets {
+    eprintln!("{function}: sending the secrets {}", names.join(", "));
+  }
   drop(checker);
   let total = uploads.iter().map(|(_, body)| body.len() as u64).sum();
   let bar = indicatif::ProgressBar::new(total);

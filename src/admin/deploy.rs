@@ -80,6 +80,8 @@ pub struct Deployments {
   defaults: Limits,
   /// What a deployed bundle's own limits may reach.
   ceilings: Ceilings,
+  /// The node's `--base-domain`s: hosts it routes by function name, which no route may claim.
+  base_domains: Vec<String>,
   /// Functions served from the directory or manifest given to `islet serve`; a deployed function
   /// of the same name takes precedence. `islet dev` replaces them as their files change.
   statics: Mutex<Registry>,
@@ -97,6 +99,7 @@ impl Deployments {
     store: Store,
     defaults: Limits,
     ceilings: Ceilings,
+    base_domains: Vec<String>,
     statics: Registry,
     max_bundle_bytes: usize,
   ) -> Result<Self, DeployError> {
@@ -106,6 +109,10 @@ impl Deployments {
       changes: Mutex::new(()),
       defaults,
       ceilings,
+      base_domains: base_domains
+        .iter()
+        .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
+        .collect(),
       statics: Mutex::new(statics),
       max_bundle_bytes,
       pool: Mutex::new(None),
@@ -211,22 +218,11 @@ impl Deployments {
       });
     }
     bundle.validate(&self.defaults).map_err(DeployError::Invalid)?;
-    self
-      .ceilings
-      .check(&bundle.limits)
-      .map_err(DeployError::Invalid)?;
     let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
     check_syntax(&function).map_err(DeployError::Invalid)?;
     let version = function.version.clone();
     let _changing = lock(&self.changes);
-    // A route is one function's: none may take part of another's routes or path prefix.
-    if let Some((route, owner)) =
-      crate::registry::route_conflict(&function.name, &function.routes, &self.live.load())
-    {
-      return Err(DeployError::RouteConflict(format!(
-        "routes: '{route}' overlaps {owner}"
-      )));
-    }
+    self.admit(&bundle.limits, &function)?;
     // A service binding names a function the node serves (or this one).
     for (binding, kind) in &bundle.bindings {
       if let crate::registry::bindings::Binding::Service { function } = kind {
@@ -293,17 +289,15 @@ impl Deployments {
       )));
     }
     let _changing = lock(&self.changes);
-    let function = self
-      .store
-      .bundle(name, version)
-      .map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-          DeployError::NotFound(format!("function '{name}' has no version '{version}'"))
-        }
-        _ => DeployError::Store(e),
-      })?
-      .to_function(&self.defaults)
-      .map_err(DeployError::Invalid)?;
+    let bundle = self.store.bundle(name, version).map_err(|e| match e.kind() {
+      std::io::ErrorKind::NotFound => {
+        DeployError::NotFound(format!("function '{name}' has no version '{version}'"))
+      }
+      _ => DeployError::Store(e),
+    })?;
+    // An older version is held to today's ceilings and routes, as a deploy of it would be.
+    let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
+    self.admit(&bundle.limits, &function)?;
     self.update(name, &mut |current| {
       let mut state =
         current.ok_or_else(|| DeployError::NotFound(format!("no function named '{name}' is deployed")))?;
@@ -322,6 +316,48 @@ impl Deployments {
       version: version.to_string(),
       created: false,
     })
+  }
+
+  /// What a version must meet to serve, at deploy and at activation alike: its own limits within
+  /// the node's ceilings; no route on a host the node routes by name or path (an IP address,
+  /// `localhost`, a base domain), where it would take every path-routed function's traffic; and
+  /// no route that overlaps another function's routes or path prefix.
+  fn admit(
+    &self,
+    limits: &crate::limits::LimitOverrides,
+    function: &crate::registry::Function,
+  ) -> Result<(), DeployError> {
+    self.ceilings.check(limits).map_err(DeployError::Invalid)?;
+    for (i, route) in function.routes.iter().enumerate() {
+      let Ok(pattern) = crate::registry::RoutePattern::parse(route) else {
+        continue; // refused by validation already
+      };
+      let Some(host) = pattern.host_domain() else {
+        continue;
+      };
+      let bare = host.trim_start_matches('[').trim_end_matches(']');
+      let reserved = bare.parse::<std::net::IpAddr>().is_ok()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || self
+          .base_domains
+          .iter()
+          .any(|d| host == d || host.ends_with(&format!(".{d}")));
+      if reserved {
+        return Err(DeployError::Invalid(format!(
+          "routes[{i}]: '{route}' names a host this node routes by function name or path; a route may not claim it"
+        )));
+      }
+    }
+    // A route is one function's: none may take part of another's routes or path prefix.
+    if let Some((route, owner)) =
+      crate::registry::route_conflict(&function.name, &function.routes, &self.live.load())
+    {
+      return Err(DeployError::RouteConflict(format!(
+        "routes: '{route}' overlaps {owner}"
+      )));
+    }
+    Ok(())
   }
 
   /// Stops serving `name` and forgets its versions.

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -73,6 +73,8 @@ pub struct AdminBackends {
 pub struct AdminLimits {
   /// Connections open at once; past it, a new connection is closed as it is accepted.
   pub max_connections: usize,
+  /// Connections open at once from one address.
+  pub max_connections_per_peer: usize,
   /// How long a request head may take to arrive (a client trickling headers to hold a slot).
   pub head_timeout: std::time::Duration,
   /// The longest a connection lives, requests and uploads included.
@@ -83,6 +85,7 @@ impl Default for AdminLimits {
   fn default() -> Self {
     Self {
       max_connections: 64,
+      max_connections_per_peer: 8,
       head_timeout: std::time::Duration::from_secs(10),
       max_connection_time: std::time::Duration::from_secs(600),
     }
@@ -142,9 +145,10 @@ impl AdminServer {
   /// Serves until the process ends.
   pub async fn run(self) {
     let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let limits = self.limits;
     loop {
-      let Ok((stream, _)) = self.listener.accept().await else {
+      let Ok((stream, peer)) = self.listener.accept().await else {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         continue;
       };
@@ -152,11 +156,15 @@ impl AdminServer {
         drop(stream); // at the cap: closed at once, holding nothing
         continue;
       };
+      // One address may not take every slot and lock the operator out.
+      let Some(per_peer) = PeerSlot::take(&peers, peer.ip(), limits.max_connections_per_peer) else {
+        drop(stream);
+        continue;
+      };
       let state = self.state.clone();
       tokio::spawn(async move {
-        let _slot = slot;
-        // Nothing sent within the head timeout: closed. (hyper's header timer starts only once
-        // bytes arrive, after its HTTP/1-or-2 detection has read some.)
+        let _slots = (slot, per_peer);
+        // Nothing sent within the head timeout: closed.
         let mut first = [0u8; 1];
         match tokio::time::timeout(limits.head_timeout, stream.peek(&mut first)).await {
           Ok(Ok(n)) if n > 0 => {}
@@ -166,16 +174,55 @@ impl AdminServer {
           let state = state.clone();
           async move { Ok::<_, Infallible>(state.handle(request).await) }
         });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // One request per HTTP/1 connection: an idle keep-alive connection would hold a slot.
+        // HTTP/1 only (the CLI speaks it): a head that does not arrive whole within the head
+        // timeout ends the connection, and one request per connection, since an idle keep-alive
+        // connection would hold a slot. (With HTTP/2 detection, a client sending part of the
+        // preface held its slot with no timer running.)
+        let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-          .http1()
           .keep_alive(false)
           .timer(hyper_util::rt::TokioTimer::new())
           .header_read_timeout(limits.head_timeout);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let _ = tokio::time::timeout(limits.max_connection_time, connection).await;
       });
+    }
+  }
+}
+
+/// One connection's place in its address's count, given back when the connection ends.
+struct PeerSlot {
+  peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+  ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+  fn take(
+    peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+    max: usize,
+  ) -> Option<PeerSlot> {
+    let mut counts = peers.lock().unwrap_or_else(|e| e.into_inner());
+    let count = counts.entry(ip).or_insert(0);
+    if *count >= max {
+      return None;
+    }
+    *count += 1;
+    Some(PeerSlot {
+      peers: peers.clone(),
+      ip,
+    })
+  }
+}
+
+impl Drop for PeerSlot {
+  fn drop(&mut self) {
+    let mut counts = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = counts.get_mut(&self.ip) {
+      *count -= 1;
+      if *count == 0 {
+        counts.remove(&self.ip);
+      }
     }
   }
 }

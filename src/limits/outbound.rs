@@ -33,6 +33,7 @@ const PRIVATE_RANGES: &[&str] = &[
   "64:ff9b::/96",    // NAT64 (RFC 6052): a gateway would forward 64:ff9b::7f00:1 to 127.0.0.1
   "64:ff9b:1::/48",  // local-use NAT64
   "2002::/16",       // 6to4: embeds an IPv4 address, private ones included
+  "2001::/32",       // Teredo: embeds the server's and the client's IPv4 addresses
   "100::/64",        // discard
   "2001:db8::/32",   // documentation
   "fc00::/7",        // unique local (AWS's fd00:ec2::254 metadata endpoint among them)

@@ -151,6 +151,8 @@ impl RedisStore {
     let key = function_key(name);
     let mut refused = None;
     let result = self.with(|con| {
+      // `with` runs this again on a fresh connection after an I/O error: start clean.
+      refused = None;
       for _ in 0..MAX_ATTEMPTS {
         redis::cmd("WATCH").arg(&key).query::<()>(con)?;
         let current: Option<String> = con.get(&key)?;
@@ -188,10 +190,11 @@ impl RedisStore {
     let Some(next) = result.map_err(UpdateError::Store)? else {
       return Err(UpdateError::Conflict);
     };
-    // Announced after the commit: a node that hears of it reads the committed state.
-    self
-      .with(|con| con.publish::<_, _, ()>(CHANGES, name))
-      .map_err(UpdateError::Store)?;
+    // Announced after the commit: a node that hears of it reads the committed state. The change
+    // is done either way; a node that missed the announcement catches up when it reconnects.
+    if let Err(e) = self.with(|con| con.publish::<_, _, ()>(CHANGES, name)) {
+      tracing::warn!(function = name, "committed, but not announced to the fleet: {e}");
+    }
     Ok(next)
   }
 }

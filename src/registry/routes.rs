@@ -77,6 +77,14 @@ impl RoutePattern {
       }
   }
 
+  /// The domain the host part names (`a.example.com`, or `example.com` for `*.example.com`).
+  pub fn host_domain(&self) -> Option<&str> {
+    match &self.host {
+      Some(HostPattern::Exact(h)) | Some(HostPattern::Subdomains(h)) => Some(h),
+      None => None,
+    }
+  }
+
   /// Whether some request could match both patterns: their hosts and their paths overlap.
   pub fn overlaps(&self, other: &RoutePattern) -> bool {
     hosts_overlap(&self.host, &other.host) && paths_overlap(&self.path, &other.path)

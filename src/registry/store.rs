@@ -154,10 +154,28 @@ impl DirStore {
 /// directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
   let dir = path.parent().unwrap_or(Path::new("."));
-  if !dir.is_dir() {
-    std::fs::create_dir_all(dir).map_err(io_context(dir))?;
-    // A new directory (`bundles/<name>/`) survives a crash only once its parent records it.
-    let parent = dir.parent().unwrap_or(Path::new("."));
+  // A new directory (`bundles/`, `bundles/<name>/`) survives a crash only once its parent records
+  // it: each one missing is made and its parent fsynced, from the top down.
+  let mut missing = Vec::new();
+  let mut at = dir;
+  while !at.is_dir() {
+    missing.push(at);
+    match at.parent() {
+      Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+      _ => break,
+    }
+  }
+  for created in missing.into_iter().rev() {
+    std::fs::create_dir(created)
+      .or_else(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Ok(()),
+        _ => Err(e),
+      })
+      .map_err(io_context(created))?;
+    let parent = created
+      .parent()
+      .filter(|p| !p.as_os_str().is_empty())
+      .unwrap_or(Path::new("."));
     std::fs::File::open(parent)
       .and_then(|d| d.sync_all())
       .map_err(io_context(parent))?;

@@ -242,35 +242,50 @@ async fn a_typescript_function_deploys_and_a_type_error_reports_its_ts_position(
 }
 
 /// The admin listener, reachable by anyone who reaches its port, holds nothing for a client that
-/// has not shown a token: a silent connection is closed after the head timeout, and past 64 open
-/// connections a new one is closed at once; it serves again when they are gone.
+/// has not shown a token: a connection that sends nothing, or part of a head (an HTTP/1 head, or
+/// the start of an HTTP/2 preface), is closed after the head timeout; one address holds at most 8
+/// connections, past which a new one is closed at once; it serves again when they are gone.
 #[tokio::test]
 async fn the_admin_listener_sheds_silent_and_surplus_connections() {
-  use tokio::io::AsyncReadExt;
+  use tokio::io::{AsyncReadExt, AsyncWriteExt};
   async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 64];
-    matches!(
-      tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf)).await,
-      Ok(Ok(0)) | Ok(Err(_))
-    )
+    loop {
+      match tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return true,
+        Ok(Ok(_)) => continue, // an error response before the close
+        Err(_) => return false,
+      }
+    }
   }
   let data = TempDir::new("api-admin-slow");
   let node = node_with_store(&data, &["--head-timeout", "1"]);
   let admin_addr = node.admin.unwrap();
   let mut silent = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
   assert!(closed(&mut silent).await, "a silent connection was kept");
+  for partial in [
+    &b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"[..],
+    b"PRI * HTTP/2.0\r\n",
+  ] {
+    let mut trickle = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+    trickle.write_all(partial).await.unwrap();
+    assert!(closed(&mut trickle).await, "a partial head was kept: {partial:?}");
+  }
 
   let data = TempDir::new("api-admin-cap");
   let node = node_with_store(&data, &[]);
   let admin_addr = node.admin.unwrap();
   let mut held = Vec::new();
-  for _ in 0..64 {
+  for _ in 0..8 {
     held.push(tokio::net::TcpStream::connect(admin_addr).await.unwrap());
   }
   // Let the listener accept them all before the surplus one arrives.
   tokio::time::sleep(std::time::Duration::from_millis(300)).await;
   let mut surplus = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
-  assert!(closed(&mut surplus).await, "the 65th connection was kept");
+  assert!(
+    closed(&mut surplus).await,
+    "a 9th connection from one address was kept"
+  );
   drop(held);
   tokio::time::sleep(std::time::Duration::from_millis(300)).await;
   let listing = admin(&node, "GET", "/v1/functions", Some(TOKEN), Bytes::new()).await;
@@ -354,4 +369,38 @@ async fn ceilings_and_route_ownership_hold_at_deploy() {
     refused.text()
   );
   assert_eq!(served(&node, "hello").await, (200, "hello".to_string()));
+
+  // A route may not claim a host the node routes by name or path: there it would take every
+  // path-routed function's traffic (`localhost/hello` would go to it).
+  for route in ["localhost", "127.0.0.1/hello/*", "*.localhost", "app.localhost/x"] {
+    let mut squatter = bundle("squatter", "squatter");
+    squatter["routes"] = serde_json::json!([route]);
+    let refused = deploy(&node, &squatter).await;
+    assert_eq!(
+      (refused.status, code(&refused).as_str()),
+      (400, "invalid_bundle"),
+      "{route}"
+    );
+    assert!(
+      message(&refused).contains("names a host this node routes by function name or path"),
+      "{}",
+      refused.text()
+    );
+  }
+
+  // Activating an older version is held to the same rules: its routes are rechecked.
+  let mut first = bundle("mover", "mover v1");
+  first["routes"] = serde_json::json!(["/moving/*"]);
+  let v1 = deploy(&node, &first).await.json()["version"]
+    .as_str()
+    .unwrap()
+    .to_string();
+  let mut second = bundle("mover", "mover v2");
+  second["routes"] = serde_json::json!(["/moved/*"]);
+  assert_eq!(deploy(&node, &second).await.status, 201);
+  let mut taker = bundle("taker", "taker");
+  taker["routes"] = serde_json::json!(["/moving/*"]);
+  assert_eq!(deploy(&node, &taker).await.status, 201);
+  let refused = activate(&node, "mover", &serde_json::Value::String(v1)).await;
+  assert_eq!((refused.status, code(&refused).as_str()), (409, "route_conflict"));
 }
