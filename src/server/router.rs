@@ -74,6 +74,17 @@ pub fn checked_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
   if !name_ok || !port.is_none_or(valid_port) {
     return None;
   }
+  // Where the URL standard's host parser could still refuse what passed: a last label that starts
+  // with a digit is parsed as an IPv4 address (`foo.123`, `999.1.1.1` fail), and `xn--` labels as
+  // punycode. Only those hosts pay for the full parse, the one `new URL(request.url)` will make.
+  let bare = name.strip_suffix('.').unwrap_or(name);
+  let numeric = bare
+    .rsplit('.')
+    .next()
+    .is_some_and(|l| l.bytes().next().is_some_and(|b| b.is_ascii_digit()));
+  if (numeric || bare.to_ascii_lowercase().contains("xn--")) && deno_core::url::Host::parse(bare).is_err() {
+    return None;
+  }
   match name.strip_suffix('.') {
     Some(stripped) if !stripped.is_empty() && !stripped.ends_with('.') => {
       Some(std::borrow::Cow::Owned(match port {
@@ -135,8 +146,28 @@ mod tests {
     assert_eq!(ok("127.0.0.1:80"), Some("127.0.0.1:80".into()));
     assert_eq!(ok("[::1]:8080"), Some("[::1]:8080".into()));
     assert_eq!(ok("[::1]"), Some("[::1]".into()));
+    assert_eq!(ok("10.0.0.1"), Some("10.0.0.1".into()));
+    assert_eq!(ok("xn--mnchen-3ya.de"), Some("xn--mnchen-3ya.de".into()));
     for bad in [
-      "x/#", "a b", "a@b", "a?b", "[::1", "[zz]", "[::1]x", "a:b", "a:99999", "a:", ".", "a..", "%41", "a\\b",
+      "x/#",
+      "a b",
+      "a@b",
+      "a?b",
+      "[::1",
+      "[zz]",
+      "[::1]x",
+      "a:b",
+      "a:99999",
+      "a:",
+      ".",
+      "a..",
+      "%41",
+      "a\\b",
+      "999.999.999.999",
+      "foo.123",
+      "1.2.3.4.5",
+      "xn--",
+      "xn--a.com",
     ] {
       assert_eq!(ok(bad), None, "{bad}");
     }

@@ -72,7 +72,17 @@ async fn raw_host(node: &Node, path: &str, host: &str) -> (String, String) {
 #[tokio::test]
 async fn only_a_valid_host_reaches_a_handler() {
   let node = Node::serve("tests/fixtures", &[]);
-  for host in ["x/#", "a b", "a@b", "a?b", "[::1", "a:99999", "exa%6dple.com"] {
+  for host in [
+    "x/#",
+    "a b",
+    "a@b",
+    "a?b",
+    "[::1",
+    "a:99999",
+    "exa%6dple.com",
+    "foo.123",
+    "xn--a.com",
+  ] {
     let (status, body) = raw_host(&node, "/inspect/path?q=1", host).await;
     assert!(status.starts_with("HTTP/1.1 400"), "{host}: {status}");
     assert!(body.contains("\"code\":\"invalid_request\""), "{host}: {body}");
