@@ -82,7 +82,12 @@ pub fn checked_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
     .rsplit('.')
     .next()
     .is_some_and(|l| l.bytes().next().is_some_and(|b| b.is_ascii_digit()));
-  if (numeric || bare.to_ascii_lowercase().contains("xn--")) && deno_core::url::Host::parse(bare).is_err() {
+  // Looked for in place: this runs on every request, and lowercasing a copy would allocate.
+  let punycode = bare
+    .as_bytes()
+    .windows(4)
+    .any(|w| w.eq_ignore_ascii_case(b"xn--"));
+  if (numeric || punycode) && deno_core::url::Host::parse(bare).is_err() {
     return None;
   }
   match name.strip_suffix('.') {
@@ -148,6 +153,7 @@ mod tests {
     assert_eq!(ok("[::1]"), Some("[::1]".into()));
     assert_eq!(ok("10.0.0.1"), Some("10.0.0.1".into()));
     assert_eq!(ok("xn--mnchen-3ya.de"), Some("xn--mnchen-3ya.de".into()));
+    assert_eq!(ok("XN--a.com"), None);
     for bad in [
       "x/#",
       "a b",
