@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{error, json, Reply};
+use super::{error, json, ListBody, Reply};
 use crate::isolate::ext::objects::{GetOptions, GetResult, ListOptions};
 use crate::objects::{Objects, MAX_KEY_BYTES};
 
@@ -20,14 +20,6 @@ const MAX_GET_BYTES: u64 = 32 << 20;
 #[serde(deny_unknown_fields)]
 struct KeyBody {
   key: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct ListBody {
-  prefix: String,
-  cursor: Option<String>,
-  limit: Option<u32>,
 }
 
 pub(super) async fn handle(objects: &Objects, bucket: &str, action: &str, body: Bytes) -> Reply {

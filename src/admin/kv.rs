@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{error, json, Reply};
+use super::{error, json, ListBody, Reply};
 use crate::isolate::ext::kv::{KvMutation, MAX_METADATA_BYTES, MAX_VALUE_BYTES};
 use crate::kv::{check_key, decode_cursor, encode_cursor, version_text, Kv, MAX_LIST_LIMIT};
 
@@ -30,14 +30,6 @@ struct PutBody {
   expiration_ttl: Option<u64>,
   #[serde(default)]
   metadata: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct ListBody {
-  prefix: String,
-  cursor: Option<String>,
-  limit: Option<u32>,
 }
 
 /// Why a call was not answered, turned into its error reply at the end.

@@ -229,6 +229,15 @@ impl Drop for PeerSlot {
 
 type Reply = http::Response<Full<Bytes>>;
 
+/// A page of keys asked of KV or of a bucket: `{"prefix"?, "cursor"?, "limit"?}`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ListBody {
+  prefix: String,
+  cursor: Option<String>,
+  limit: Option<u32>,
+}
+
 fn json(status: http::StatusCode, body: &impl Serialize) -> Reply {
   // INVARIANT: the bodies are plain data.
   let bytes = serde_json::to_vec(body).expect("admin body serializes");

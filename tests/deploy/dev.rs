@@ -53,6 +53,16 @@ async fn until_status(url: &str, status: u16) -> Reply {
   .await
 }
 
+/// Runs `islet ARGS` against `node`'s admin API with the dev token.
+fn islet_against(node: &Node, args: &[&str]) -> std::process::Output {
+  let admin = node.admin_url();
+  Command::new(env!("CARGO_BIN_EXE_islet"))
+    .args(args)
+    .args(["--node", &admin, "--token", "dev"])
+    .output()
+    .expect("run islet")
+}
+
 fn edit(path: &Path, from: &str, to: &str) {
   let text = std::fs::read_to_string(path).unwrap();
   assert!(text.contains(from), "{from:?} not in {}", path.display());
@@ -231,6 +241,22 @@ async fn every_template_serves_the_request_its_readme_shows() {
         )
         .await;
         bad_cron.error(400, "invalid_request");
+        // A page open in the developer's browser cannot fire it, and nothing ran.
+        for (header, value) in [
+          ("sec-fetch-site", "cross-site"),
+          ("origin", "https://evil.example"),
+        ] {
+          let cross = send(
+            &http1(),
+            request("POST", &node.url(&format!("/__islet/scheduled?function={name}")))
+              .header(header, value)
+              .body(Full::default())
+              .unwrap(),
+          )
+          .await;
+          cross.error(400, "invalid_request");
+        }
+        assert_eq!(get(&http1(), &base).await.json()["runs"], 1);
       }
       "thumbnail" => {
         assert!(
@@ -252,36 +278,14 @@ async fn every_template_serves_the_request_its_readme_shows() {
         let image = image::load_from_memory(&thumbnail.body).expect("a JPEG");
         assert_eq!((image.width(), image.height()), (100, 75));
         // `islet buckets` reads what the function stored, through the dev node's admin API.
-        let listed = Command::new(env!("CARGO_BIN_EXE_islet"))
-          .args([
-            "buckets",
-            "list",
-            &format!("{name}-photos"),
-            "--node",
-            &node.admin_url(),
-            "--token",
-            "dev",
-          ])
-          .output()
-          .unwrap();
+        let bucket = format!("{name}-photos");
+        let listed = islet_against(&node, &["buckets", "list", &bucket]);
         let listed = String::from_utf8_lossy(&listed.stdout);
         assert!(
           listed.contains("uploads/photo.jpg") && listed.contains("thumbnails/photo.jpg"),
           "{listed}"
         );
-        let binary = Command::new(env!("CARGO_BIN_EXE_islet"))
-          .args([
-            "buckets",
-            "get",
-            &format!("{name}-photos"),
-            "thumbnails/photo.jpg",
-            "--node",
-            &node.admin_url(),
-            "--token",
-            "dev",
-          ])
-          .output()
-          .unwrap();
+        let binary = islet_against(&node, &["buckets", "get", &bucket, "thumbnails/photo.jpg"]);
         assert!(!binary.status.success());
         assert!(
           String::from_utf8_lossy(&binary.stderr).contains("is binary"),
