@@ -113,6 +113,12 @@ enum Command {
     #[command(subcommand)]
     action: KvAction,
   },
+  /// Deploy tokens (with the node's admin token): make one for a tenant's namespace, list them,
+  /// revoke one.
+  Tokens {
+    #[command(subcommand)]
+    action: TokenAction,
+  },
   /// Cron schedules: fire one by hand.
   Cron {
     #[command(subcommand)]
@@ -227,6 +233,37 @@ enum BucketAction {
     /// Write the body to this file instead of stdout.
     #[arg(long)]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+  /// Make a deploy token for one namespace and print it (shown once; the node keeps its hash).
+  Create {
+    /// Whom it is for (shown in `islet tokens list`).
+    label: String,
+    /// Functions, KV namespaces, queues and buckets whose names start with this (say `acme-`).
+    #[arg(long)]
+    prefix: String,
+    /// A domain whose hosts (it and its subdomains) the namespace's routes may claim; repeatable.
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// A path prefix (`/acme-site/`) the namespace's host-less routes may claim; repeatable.
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// List the deploy tokens: id, label, namespace, routes.
+  List {
+    #[command(flatten)]
+    node: NodeArgs,
+  },
+  /// Revoke a deploy token by id: it stops working at once, on every node of a fleet.
+  Revoke {
+    id: String,
     #[command(flatten)]
     node: NodeArgs,
   },
@@ -585,6 +622,29 @@ fn main() -> ExitCode {
       key,
       output.as_deref(),
     ))),
+    Command::Tokens {
+      action:
+        TokenAction::Create {
+          label,
+          prefix,
+          hosts,
+          paths,
+          node,
+        },
+    } => Some(runtime.block_on(commands::token_create(
+      &control(node),
+      label,
+      prefix,
+      hosts,
+      paths,
+      node.json,
+    ))),
+    Command::Tokens {
+      action: TokenAction::List { node },
+    } => Some(runtime.block_on(commands::token_list(&control(node), node.json))),
+    Command::Tokens {
+      action: TokenAction::Revoke { id, node },
+    } => Some(runtime.block_on(commands::token_revoke(&control(node), id, node.json))),
     Command::Cron {
       action: CronAction::Trigger { function, cron, node },
     } => Some(runtime.block_on(commands::cron_trigger(
@@ -646,6 +706,7 @@ fn main() -> ExitCode {
     | Command::Queues { .. }
     | Command::Kv { .. }
     | Command::Buckets { .. }
+    | Command::Tokens { .. }
     | Command::Cron { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen, threads } => {
       let threads = threads.unwrap_or(PoolConfig::default().threads);

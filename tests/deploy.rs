@@ -15,6 +15,8 @@ mod dev;
 mod durability;
 #[path = "deploy/fleet.rs"]
 mod fleet;
+#[path = "deploy/tokens.rs"]
+mod tokens;
 
 use bytes::Bytes;
 use http_body_util::Full;

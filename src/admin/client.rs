@@ -209,6 +209,22 @@ impl AdminClient {
       .await
   }
 
+  /// `POST /v1/tokens`: a new deploy token and its grant.
+  pub async fn token_create(&self, grant: serde_json::Value) -> Result<serde_json::Value, ClientError> {
+    self.post("/v1/tokens", grant).await
+  }
+
+  pub async fn tokens(&self) -> Result<serde_json::Value, ClientError> {
+    self.get("/v1/tokens").await
+  }
+
+  pub async fn token_revoke(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+    let path = format!("/v1/tokens/{id}");
+    self
+      .call(http::Method::DELETE, &path, Bytes::new(), Box::new(|_| {}))
+      .await
+  }
+
   pub async fn cron_trigger(
     &self,
     function: &str,

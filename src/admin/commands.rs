@@ -430,6 +430,75 @@ fn utc(seconds: u64) -> String {
   httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
 }
 
+/// `islet tokens create`: the token, printed once, and what it may do.
+pub async fn token_create(
+  client: &AdminClient,
+  label: &str,
+  prefix: &str,
+  hosts: &[String],
+  paths: &[String],
+  json: bool,
+) -> Result<String, ClientError> {
+  let asked = serde_json::json!({ "label": label, "prefix": prefix, "hosts": hosts, "paths": paths });
+  let answer = client.token_create(asked).await?;
+  if json {
+    return Ok(answer.to_string());
+  }
+  Ok(format!(
+    "{}\n(deploy token {} for {label}: functions, KV, queues and buckets named {prefix}*; routes {}; \
+     it is shown only now)\n",
+    answer["token"].as_str().unwrap_or("?"),
+    answer["id"].as_str().unwrap_or("?"),
+    grant_routes(&answer)
+  ))
+}
+
+/// `islet tokens list`: one line per deploy token.
+pub async fn token_list(client: &AdminClient, json: bool) -> Result<String, ClientError> {
+  let answer = client.tokens().await?;
+  if json {
+    return Ok(answer["tokens"].to_string());
+  }
+  let mut out = format!(
+    "{:<12} {:<20} {:<12} {:<20} routes\n",
+    "id", "label", "prefix", "created"
+  );
+  for t in answer["tokens"].as_array().into_iter().flatten() {
+    out.push_str(&format!(
+      "{:<12} {:<20} {:<12} {:<20} {}\n",
+      t["id"].as_str().unwrap_or("?"),
+      t["label"].as_str().unwrap_or("?"),
+      t["prefix"].as_str().unwrap_or("?"),
+      utc(t["created_at"].as_u64().unwrap_or(0)),
+      grant_routes(t)
+    ));
+  }
+  Ok(out)
+}
+
+pub async fn token_revoke(client: &AdminClient, id: &str, json: bool) -> Result<String, ClientError> {
+  let answer = client.token_revoke(id).await?;
+  Ok(if json {
+    answer.to_string()
+  } else {
+    format!("revoked {id}\n")
+  })
+}
+
+/// A grant's hosts and paths, for a line of text.
+fn grant_routes(grant: &serde_json::Value) -> String {
+  let items: Vec<String> = ["hosts", "paths"]
+    .iter()
+    .flat_map(|k| grant[*k].as_array().cloned().unwrap_or_default())
+    .filter_map(|v| v.as_str().map(str::to_string))
+    .collect();
+  if items.is_empty() {
+    "none".into()
+  } else {
+    items.join(", ")
+  }
+}
+
 #[cfg(test)]
 mod tests {
   #[test]

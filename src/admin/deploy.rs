@@ -30,6 +30,10 @@ pub enum DeployError {
   /// The bundle is larger than the node accepts.
   #[error("the bundle is {size} bytes; this node accepts at most {max}")]
   TooLarge { size: usize, max: usize },
+  /// The caller's deploy token does not reach this (a name, route or binding outside its
+  /// namespace).
+  #[error("{0}")]
+  Forbidden(String),
   /// No such function, or no such version of it.
   #[error("{0}")]
   NotFound(String),
@@ -120,6 +124,16 @@ impl Deployments {
     };
     deployments.sync()?;
     Ok(deployments)
+  }
+
+  /// Where deployments (and deploy tokens) are stored.
+  pub(crate) fn store(&self) -> &Store {
+    &self.store
+  }
+
+  /// The node's base domains, lowercase, without a leading dot.
+  pub(crate) fn base_domains(&self) -> &[String] {
+    &self.base_domains
   }
 
   /// The registry requests read.

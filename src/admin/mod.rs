@@ -3,6 +3,9 @@
 //!
 //! | method and path | does |
 //! |---|---|
+//! | `GET /v1/tokens` | deploy tokens (operator only): id, label, prefix, hosts, paths |
+//! | `POST /v1/tokens` | `{"label", "prefix", "hosts"?, "paths"?}`: make a deploy token (operator only), shown once |
+//! | `DELETE /v1/tokens/{id}` | revoke a deploy token (operator only) |
 //! | `GET /v1/health` | node health: status (`ok`, or `degraded` with the deployed functions it cannot serve and why) and the number of functions served |
 //! | `GET /v1/functions` | deployed functions, their active version and routes |
 //! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
@@ -20,7 +23,11 @@
 //! | `POST /v1/buckets/{bucket}/list` | `{"prefix"?, "cursor"?, "limit"?}`: objects in key order |
 //! | `POST /v1/buckets/{bucket}/get` | `{"key": "…"}`: an object's description and body (≤ 32 MiB) |
 //!
-//! Errors are `{"error":{"code","message"}}`: `unauthorized` 401, `not_found` 404,
+//! The node's admin token may call everything. A deploy token (see `tokens`) may call the rest for
+//! the functions, queues, KV namespaces and buckets of its namespace only, and its listings show
+//! only those; anything else answers 403 `forbidden`.
+//!
+//! Errors are `{"error":{"code","message"}}`: `unauthorized` 401, `forbidden` 403, `not_found` 404,
 //! `invalid_bundle` 400, `bundle_too_large` 413, `bad_request` 400, `store_failed` 500.
 //!
 //! This module never runs tenant code: a deploy only compiles the bundle's modules to check them.
@@ -30,6 +37,7 @@ pub mod client;
 pub mod commands;
 mod deploy;
 mod kv;
+mod tokens;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -229,6 +237,26 @@ impl Drop for PeerSlot {
 
 type Reply = http::Response<Full<Bytes>>;
 
+use tokens::Principal;
+
+/// Whether a deploy token may call the endpoint at `segments` at all: the token endpoints are the
+/// operator's, and a function, queue, KV namespace or bucket named in the path must be in its
+/// namespace. (Listings are filtered, and bundles checked, by the endpoints themselves.)
+fn deployer_may(grant: &tokens::Grant, segments: &[&str]) -> Result<(), String> {
+  let named = match segments {
+    ["v1", "tokens", ..] => return Err("only the node's admin token manages deploy tokens".into()),
+    ["v1", "functions", name, ..] => ("function", name),
+    ["v1", "queues", queue, ..] => ("queue", queue),
+    ["v1", "kv", namespace, ..] => ("KV namespace", namespace),
+    ["v1", "buckets", bucket, ..] => ("bucket", bucket),
+    _ => return Ok(()),
+  };
+  match grant.owns(named.1) {
+    true => Ok(()),
+    false => Err(grant.foreign(named.0, named.1)),
+  }
+}
+
 /// A page of keys asked of KV or of a bucket: `{"prefix"?, "cursor"?, "limit"?}`.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -262,6 +290,7 @@ fn deploy_error(err: DeployError) -> Reply {
   let message = err.to_string();
   match err {
     DeployError::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid_bundle", &message),
+    DeployError::Forbidden(_) => error(StatusCode::FORBIDDEN, "forbidden", &message),
     DeployError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large", &message),
     DeployError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", &message),
     DeployError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", &message),
@@ -274,7 +303,8 @@ fn deploy_error(err: DeployError) -> Reply {
 }
 
 impl Admin {
-  fn authorized(&self, request: &http::Request<Incoming>) -> bool {
+  /// Who sent the request: the operator, the holder of a live deploy token, or nobody (401).
+  async fn principal(&self, request: &http::Request<Incoming>) -> Result<Principal, Reply> {
     let given = request
       .headers()
       .get(http::header::AUTHORIZATION)
@@ -282,32 +312,92 @@ impl Admin {
       .and_then(|v| v.strip_prefix("Bearer "))
       .unwrap_or("");
     let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    bool::from(digest.ct_eq(&self.token_digest)) && !given.is_empty()
+    if bool::from(digest.ct_eq(&self.token_digest)) && !given.is_empty() {
+      return Ok(Principal::Operator);
+    }
+    let unauthorized = || {
+      error(
+        http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid admin or deploy token is needed: Authorization: Bearer <token>",
+      )
+    };
+    let Some(id) = tokens::id_of(given).map(str::to_string) else {
+      return Err(unauthorized());
+    };
+    // The fleet's store is Redis, read with blocking calls: off the async threads.
+    let deployments = self.deployments.clone();
+    let stored = tokio::task::spawn_blocking(move || deployments.store().grant(&id)).await;
+    let stored = match stored {
+      Ok(Ok(stored)) => stored,
+      Ok(Err(e)) => {
+        tracing::error!("admin: reading a deploy token failed: {e}");
+        let message = format!("the store failed: {e}");
+        return Err(error(
+          http::StatusCode::INTERNAL_SERVER_ERROR,
+          "store_failed",
+          &message,
+        ));
+      }
+      Err(e) => {
+        return Err(error(
+          http::StatusCode::INTERNAL_SERVER_ERROR,
+          "store_failed",
+          &e.to_string(),
+        ))
+      }
+    };
+    match stored.and_then(|value| serde_json::from_value::<tokens::Grant>(value).ok()) {
+      Some(grant) if tokens::matches(&grant, given) => Ok(Principal::Deployer(grant)),
+      _ => Err(unauthorized()),
+    }
   }
 
   async fn handle(&self, request: http::Request<Incoming>) -> Reply {
     use http::{Method, StatusCode};
-    if !self.authorized(&request) {
-      return error(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "a valid admin token is needed: Authorization: Bearer <token>",
-      );
-    }
+    let principal = match self.principal(&request).await {
+      Ok(principal) => principal,
+      Err(reply) => return reply,
+    };
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let grant = match &principal {
+      Principal::Operator => None,
+      Principal::Deployer(grant) => {
+        if let Err(message) = deployer_may(grant, &segments) {
+          return error(StatusCode::FORBIDDEN, "forbidden", &message);
+        }
+        Some(grant.clone())
+      }
+    };
     let deployments = self.deployments.clone();
     match (request.method().clone(), segments.as_slice()) {
+      (_, ["v1", "tokens", ..]) => self.tokens(request, &segments).await,
       (Method::GET, ["v1", "health"]) => {
-        let problems = deployments.problems();
+        let mut problems = deployments.problems();
+        let mut serving = deployments.serving();
+        if let Some(grant) = &grant {
+          problems.retain(|p| grant.owns(p.split(':').next().unwrap_or("")));
+          serving = deployments
+            .live()
+            .load()
+            .iter()
+            .filter(|f| grant.owns(&f.name))
+            .count();
+        }
         let status = if problems.is_empty() { "ok" } else { "degraded" };
         json(
           StatusCode::OK,
-          &serde_json::json!({ "status": status, "functions": deployments.serving(), "problems": problems }),
+          &serde_json::json!({ "status": status, "functions": serving, "problems": problems }),
         )
       }
       (Method::GET, ["v1", "functions"]) => match deployments.functions() {
-        Ok(functions) => json(StatusCode::OK, &serde_json::json!({ "functions": functions })),
+        Ok(mut functions) => {
+          if let Some(grant) = &grant {
+            functions.retain(|f| grant.owns(&f.name));
+          }
+          json(StatusCode::OK, &serde_json::json!({ "functions": functions }))
+        }
         Err(err) => deploy_error(err),
       },
       (Method::GET, ["v1", "functions", name, "versions"]) => match deployments.versions(name) {
@@ -330,6 +420,9 @@ impl Admin {
         if bundle.name != name {
           let message = format!("the bundle is for '{}', not '{name}'", bundle.name);
           return error(StatusCode::BAD_REQUEST, "invalid_bundle", &message);
+        }
+        if let Some(Err(message)) = grant.as_ref().map(|g| g.admit(&bundle)) {
+          return error(StatusCode::FORBIDDEN, "forbidden", &message);
         }
         // Compiling the modules (the syntax check) and writing files block: off the async threads.
         match tokio::task::spawn_blocking(move || deployments.deploy(bundle)).await {
@@ -363,7 +456,19 @@ impl Admin {
             "expected {\"version\": \"…\"}",
           );
         };
-        match tokio::task::spawn_blocking(move || deployments.activate(&name, &version)).await {
+        let activated = tokio::task::spawn_blocking(move || {
+          // A deploy token activates only a version it could deploy today: an older one may
+          // claim routes or bindings outside its namespace (deployed by the operator).
+          if let Some(grant) = &grant {
+            if crate::registry::is_valid_name(&name) && crate::registry::is_valid_version(&version) {
+              if let Ok(bundle) = deployments.store().bundle(&name, &version) {
+                grant.admit(&bundle).map_err(DeployError::Forbidden)?;
+              }
+            }
+          }
+          deployments.activate(&name, &version)
+        });
+        match activated.await {
           Ok(Ok(deployed)) => json(StatusCode::OK, &deployed),
           Ok(Err(err)) => deploy_error(err),
           Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e.to_string()),
@@ -379,7 +484,7 @@ impl Admin {
         }
       }
       (Method::POST, ["v1", "functions", _, "cron"] | ["v1", "queues", ..])
-      | (Method::GET, ["v1", "queues"]) => self.events(request, &segments).await,
+      | (Method::GET, ["v1", "queues"]) => self.events(request, &segments, grant.as_ref()).await,
       (Method::POST, ["v1", "kv", namespace, action]) => {
         let Some(kv) = self.kv.clone() else {
           return error(StatusCode::NOT_FOUND, "not_found", "this node has no KV");
@@ -409,7 +514,121 @@ impl Admin {
   }
 
   /// The queue and cron endpoints.
-  async fn events(&self, request: http::Request<Incoming>, segments: &[&str]) -> Reply {
+  /// The token endpoints: the operator's only (checked by `deployer_may`).
+  async fn tokens(&self, request: http::Request<Incoming>, segments: &[&str]) -> Reply {
+    use crate::registry::store::UpdateError;
+    use http::{Method, StatusCode};
+    let method = request.method().clone();
+    let id = match segments {
+      ["v1", "tokens"] => None,
+      ["v1", "tokens", id] => Some(id.to_string()),
+      _ => return error(StatusCode::NOT_FOUND, "not_found", "no such token endpoint"),
+    };
+    let deployments = self.deployments.clone();
+    let store_failed = |e: String| {
+      tracing::error!("admin: tokens: {e}");
+      error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e)
+    };
+    let conflict = || {
+      error(
+        StatusCode::CONFLICT,
+        "conflict",
+        "tokens were being changed by other nodes; nothing was written, try again",
+      )
+    };
+    match (method, id) {
+      (Method::GET, None) => match tokio::task::spawn_blocking(move || deployments.store().grants()).await {
+        Ok(Ok(grants)) => {
+          let tokens: Vec<serde_json::Value> = grants
+            .into_values()
+            .filter_map(|g| serde_json::from_value::<tokens::Grant>(g).ok())
+            .map(|g| g.listed())
+            .collect();
+          json(StatusCode::OK, &serde_json::json!({ "tokens": tokens }))
+        }
+        Ok(Err(e)) => store_failed(e.to_string()),
+        Err(e) => store_failed(e.to_string()),
+      },
+      (Method::POST, None) => {
+        let body = match self.read_body(request).await {
+          Ok(body) => body,
+          Err(reply) => return reply,
+        };
+        let asked: tokens::Request = match serde_json::from_slice(&body) {
+          Ok(asked) => asked,
+          Err(e) => {
+            let message = format!("expected {{\"label\", \"prefix\", \"hosts\"?, \"paths\"?}}: {e}");
+            return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+          }
+        };
+        let made = tokio::task::spawn_blocking(move || {
+          let base_domains = deployments.base_domains().to_vec();
+          let mut made = None;
+          let result = deployments
+            .store()
+            .update_grants(&mut |grants| -> Result<(), String> {
+              let existing: Vec<tokens::Grant> = grants
+                .values()
+                .filter_map(|g| serde_json::from_value(g.clone()).ok())
+                .collect();
+              let (token, grant) = tokens::issue(&asked, &existing, &base_domains)?;
+              // INVARIANT: a grant is plain data.
+              let value = serde_json::to_value(&grant).expect("grant serializes");
+              grants.insert(grant.id.clone(), value);
+              made = Some((token, grant));
+              Ok(())
+            });
+          result.map(|()| made)
+        });
+        match made.await {
+          Ok(Ok(Some((token, grant)))) => {
+            tracing::info!(id = %grant.id, prefix = %grant.prefix, "deploy token made");
+            let mut answer = grant.listed();
+            answer["token"] = serde_json::Value::String(token);
+            json(StatusCode::CREATED, &answer)
+          }
+          Ok(Err(UpdateError::Refused(message))) => error(StatusCode::BAD_REQUEST, "bad_request", &message),
+          Ok(Err(UpdateError::Conflict)) => conflict(),
+          Ok(Err(UpdateError::Store(e))) => store_failed(e.to_string()),
+          Ok(Ok(None)) => store_failed("the token was not made".into()),
+          Err(e) => store_failed(e.to_string()),
+        }
+      }
+      (Method::DELETE, Some(id)) => {
+        let revoking = id.clone();
+        let revoked = tokio::task::spawn_blocking(move || {
+          deployments
+            .store()
+            .update_grants(&mut |grants| match grants.remove(&revoking) {
+              Some(_) => Ok(()),
+              None => Err(format!("no deploy token '{revoking}'")),
+            })
+        });
+        match revoked.await {
+          Ok(Ok(())) => {
+            tracing::info!(%id, "deploy token revoked");
+            json(StatusCode::OK, &serde_json::json!({ "revoked": id }))
+          }
+          Ok(Err(UpdateError::Refused(message))) => error(StatusCode::NOT_FOUND, "not_found", &message),
+          Ok(Err(UpdateError::Conflict)) => conflict(),
+          Ok(Err(UpdateError::Store(e))) => store_failed(e.to_string()),
+          Err(e) => store_failed(e.to_string()),
+        }
+      }
+      (method, _) => error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no admin endpoint {method} /{}", segments.join("/")),
+      ),
+    }
+  }
+
+  async fn events(
+    &self,
+    request: http::Request<Incoming>,
+    segments: &[&str],
+    grant: Option<&tokens::Grant>,
+  ) -> Reply {
     use http::StatusCode;
     let Some(events) = self.events.clone() else {
       return error(
@@ -432,7 +651,12 @@ impl Admin {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
       ["v1", "queues"] => match events.stats().await {
-        Ok(queues) => json(StatusCode::OK, &serde_json::json!({ "queues": queues })),
+        Ok(mut queues) => {
+          if let Some(grant) = grant {
+            queues.retain(|q| grant.owns(&q.queue));
+          }
+          json(StatusCode::OK, &serde_json::json!({ "queues": queues }))
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e),
       },
       ["v1", "queues", queue, "messages"] => {

@@ -5,6 +5,7 @@
 //! islet:bundle:<name>:<version>   a bundle's JSON, written once (SET NX): versions are immutable
 //! islet:fn:<name>                 a function's versions and the active one (JSON FunctionState)
 //! islet:functions                 the set of deployed function names
+//! islet:tokens                    deploy tokens' grants by id (JSON; their SHA-256, never the token)
 //! islet:changes                   the channel a node publishes a function's name on after a change
 //! ```
 //!
@@ -19,12 +20,14 @@ use std::time::Duration;
 
 use redis::Commands;
 
-use super::store::{FunctionState, State};
+use super::store::{FunctionState, Grants, State};
 use super::Bundle;
 
 /// The channel nodes announce changes on.
 pub const CHANGES: &str = "islet:changes";
 const FUNCTIONS: &str = "islet:functions";
+/// Deploy tokens' grants, a hash by token id.
+const GRANTS: &str = "islet:tokens";
 
 fn function_key(name: &str) -> String {
   format!("islet:fn:{name}")
@@ -196,6 +199,81 @@ impl RedisStore {
       tracing::warn!(function = name, "committed, but not announced to the fleet: {e}");
     }
     Ok(next)
+  }
+}
+
+impl RedisStore {
+  pub fn grant(&self, id: &str) -> std::io::Result<Option<serde_json::Value>> {
+    let json: Option<String> = self.with(|con| con.hget(GRANTS, id))?;
+    Ok(json.and_then(|json| parse_grant(id, &json)))
+  }
+
+  pub fn grants(&self) -> std::io::Result<Grants> {
+    let all: std::collections::HashMap<String, String> = self.with(|con| con.hgetall(GRANTS))?;
+    Ok(
+      all
+        .into_iter()
+        .filter_map(|(id, json)| parse_grant(&id, &json).map(|grant| (id, grant)))
+        .collect(),
+    )
+  }
+
+  /// Changes the grants in one optimistic transaction on their hash, as [`RedisStore::update`]
+  /// does a function's state.
+  pub fn update_grants<E>(
+    &self,
+    change: &mut dyn FnMut(&mut Grants) -> Result<(), E>,
+  ) -> Result<(), UpdateError<E>> {
+    let mut refused = None;
+    let committed = self.with(|con| {
+      refused = None;
+      for _ in 0..MAX_ATTEMPTS {
+        redis::cmd("WATCH").arg(GRANTS).query::<()>(con)?;
+        let all: std::collections::HashMap<String, String> = con.hgetall(GRANTS)?;
+        let mut grants: Grants = all
+          .iter()
+          .filter_map(|(id, json)| parse_grant(id, json).map(|grant| (id.clone(), grant)))
+          .collect();
+        let before = grants.clone();
+        if let Err(e) = change(&mut grants) {
+          refused = Some(e);
+          redis::cmd("UNWATCH").query::<()>(con)?;
+          return Ok(true);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in before.keys().filter(|id| !grants.contains_key(*id)) {
+          pipe.hdel(GRANTS, id).ignore();
+        }
+        for (id, grant) in grants.iter().filter(|(id, g)| before.get(*id) != Some(g)) {
+          pipe.hset(GRANTS, id, grant.to_string()).ignore();
+        }
+        let done: Option<()> = pipe.query(con)?;
+        if done.is_some() {
+          return Ok(true);
+        }
+      }
+      Ok(false)
+    });
+    if let Some(e) = refused {
+      return Err(UpdateError::Refused(e));
+    }
+    match committed {
+      Ok(true) => Ok(()),
+      Ok(false) => Err(UpdateError::Conflict),
+      Err(e) => Err(UpdateError::Store(e)),
+    }
+  }
+}
+
+/// A stored grant, or `None` (logged) for one that is not JSON: edited by hand, it grants nothing.
+fn parse_grant(id: &str, json: &str) -> Option<serde_json::Value> {
+  match serde_json::from_str(json) {
+    Ok(value) => Some(value),
+    Err(e) => {
+      tracing::error!("{GRANTS} {id} is not a token's grant, ignored: {e}");
+      None
+    }
   }
 }
 

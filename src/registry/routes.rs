@@ -85,6 +85,14 @@ impl RoutePattern {
     }
   }
 
+  /// The path part: an exact path, or the prefix before a trailing `*`.
+  pub fn path_prefix(&self) -> Option<&str> {
+    match &self.path {
+      Some(PathPattern::Exact(p)) | Some(PathPattern::Prefix(p)) => Some(p),
+      None => None,
+    }
+  }
+
   /// Whether some request could match both patterns: their hosts and their paths overlap.
   pub fn overlaps(&self, other: &RoutePattern) -> bool {
     hosts_overlap(&self.host, &other.host) && paths_overlap(&self.path, &other.path)

@@ -4,6 +4,7 @@
 //! ```text
 //! <data>/bundles/<name>/<version>.json   one immutable bundle per version
 //! <data>/state.json                      every function's versions, in deploy order, and the active one
+//! <data>/tokens.json                     deploy tokens' grants by id (each token's SHA-256, never the token)
 //! ```
 //!
 //! Every file is written to a temporary name in the same directory, flushed to disk (`fsync`),
@@ -191,6 +192,36 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     .map_err(io_context(dir))
 }
 
+/// The deploy tokens' grants, by id (their JSON, which `admin::tokens` reads): `<data>/tokens.json`.
+pub type Grants = BTreeMap<String, serde_json::Value>;
+
+impl DirStore {
+  fn grants_path(&self) -> PathBuf {
+    self.root.join("tokens.json")
+  }
+
+  /// The grants stored, none if there is no file yet.
+  pub fn load_grants(&self) -> std::io::Result<Grants> {
+    let path = self.grants_path();
+    match std::fs::read(&path) {
+      Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+          std::io::ErrorKind::InvalidData,
+          format!("{}: {e}", path.display()),
+        )
+      }),
+      Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Grants::new()),
+      Err(e) => Err(io_context(&path)(e)),
+    }
+  }
+
+  pub fn save_grants(&self, grants: &Grants) -> std::io::Result<()> {
+    // INVARIANT: JSON values serialize.
+    let json = serde_json::to_vec_pretty(grants).expect("grants serialize");
+    write_atomically(&self.grants_path(), &json)
+  }
+}
+
 /// Where a node keeps its deployed functions: its own data directory (the default), or a Redis
 /// shared by a fleet of nodes.
 pub enum Store {
@@ -198,6 +229,8 @@ pub enum Store {
     dir: DirStore,
     /// The state as last written; the lock serializes changes.
     state: std::sync::Mutex<State>,
+    /// The deploy tokens' grants as last written.
+    grants: std::sync::Mutex<Grants>,
   },
   Redis(super::redis_store::RedisStore),
 }
@@ -206,9 +239,11 @@ impl Store {
   /// The data directory at `path`.
   pub fn dir(path: &Path) -> std::io::Result<Store> {
     let (dir, state) = DirStore::open(path)?;
+    let grants = dir.load_grants()?;
     Ok(Store::Dir {
       dir,
       state: std::sync::Mutex::new(state),
+      grants: std::sync::Mutex::new(grants),
     })
   }
 
@@ -241,6 +276,40 @@ impl Store {
     }
   }
 
+  /// One deploy token's grant.
+  pub fn grant(&self, id: &str) -> std::io::Result<Option<serde_json::Value>> {
+    match self {
+      Store::Dir { grants, .. } => Ok(grants.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()),
+      Store::Redis(redis) => redis.grant(id),
+    }
+  }
+
+  /// Every deploy token's grant.
+  pub fn grants(&self) -> std::io::Result<Grants> {
+    match self {
+      Store::Dir { grants, .. } => Ok(grants.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+      Store::Redis(redis) => redis.grants(),
+    }
+  }
+
+  /// Changes the grants with `change`, atomically (made or revoked against what is stored now).
+  pub fn update_grants<E>(
+    &self,
+    change: &mut dyn FnMut(&mut Grants) -> Result<(), E>,
+  ) -> Result<(), UpdateError<E>> {
+    match self {
+      Store::Dir { dir, grants, .. } => {
+        let mut grants = grants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = grants.clone();
+        change(&mut changed).map_err(UpdateError::Refused)?;
+        dir.save_grants(&changed).map_err(UpdateError::Store)?;
+        *grants = changed;
+        Ok(())
+      }
+      Store::Redis(redis) => redis.update_grants(change),
+    }
+  }
+
   /// Changes one function's state with `change` (`None` deletes it), atomically.
   pub fn update<E>(
     &self,
@@ -248,7 +317,7 @@ impl Store {
     change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, E>,
   ) -> Result<Option<FunctionState>, UpdateError<E>> {
     match self {
-      Store::Dir { dir, state } => {
+      Store::Dir { dir, state, .. } => {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         let next = change(state.functions.get(name).cloned()).map_err(UpdateError::Refused)?;
         let mut changed = state.clone();

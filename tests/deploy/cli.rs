@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use crate::support::{get_with_host, http1, Node};
 use crate::{node_with_store, served, TempDir, TOKEN};
 
-fn islet(args: &[&str]) -> Output {
+pub fn islet(args: &[&str]) -> Output {
   Command::new(env!("CARGO_BIN_EXE_islet"))
     .args(args)
     .env_remove("ISLET_ADMIN_TOKEN")
@@ -16,7 +16,7 @@ fn islet(args: &[&str]) -> Output {
     .expect("run islet")
 }
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
   format!(
     "{}{}",
     String::from_utf8_lossy(&output.stdout),
