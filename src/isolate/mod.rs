@@ -187,7 +187,7 @@ impl Isolate {
     let mut runtime = JsRuntime::try_new(RuntimeOptions {
       startup_snapshot: Some(SNAPSHOT),
       extensions: ext::extensions(
-        fetch_options(),
+        fetch_options(&config.outbound),
         Arc::new(ext::blob::AccountedBlobStore::new(memory.clone())),
       ),
       module_loader: Some(loader.clone()),
@@ -818,7 +818,7 @@ mod tests {
     let mut runtime = JsRuntime::try_new(RuntimeOptions {
       startup_snapshot: Some(SNAPSHOT),
       extensions: ext::extensions(
-        fetch_options(),
+        fetch_options(&OutboundPolicy::default()),
         Arc::new(ext::blob::AccountedBlobStore::new(memory)),
       ),
       ..Default::default()
