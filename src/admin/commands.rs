@@ -460,12 +460,12 @@ pub async fn token_list(client: &AdminClient, json: bool) -> Result<String, Clie
     return Ok(answer["tokens"].to_string());
   }
   let mut out = format!(
-    "{:<12} {:<20} {:<12} {:<20} routes\n",
+    "{:<12} {:<20} {:<12} {:<29} routes\n",
     "id", "label", "prefix", "created"
   );
   for t in answer["tokens"].as_array().into_iter().flatten() {
     out.push_str(&format!(
-      "{:<12} {:<20} {:<12} {:<20} {}\n",
+      "{:<12} {:<20} {:<12} {:<29} {}\n",
       t["id"].as_str().unwrap_or("?"),
       t["label"].as_str().unwrap_or("?"),
       t["prefix"].as_str().unwrap_or("?"),
