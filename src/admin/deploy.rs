@@ -272,7 +272,8 @@ impl Deployments {
     }
     self.store.put_bundle(&bundle, &version)?;
     let mut created = false;
-    self.update(&bundle.name, &mut |current| {
+    let routes = function.routes.clone();
+    self.update_claiming(&bundle.name, &routes, &mut |current| {
       let mut state = current.unwrap_or_default();
       created = !state.versions.iter().any(|v| v.version == version);
       if created {
@@ -283,6 +284,7 @@ impl Deployments {
         });
       }
       state.active = version.clone();
+      state.routes = routes.clone();
       Ok(Some(state))
     })?;
     self.publish(|registry| registry.insert(function));
@@ -294,8 +296,15 @@ impl Deployments {
     })
   }
 
-  /// Makes an earlier (or later) version of `name` the one that serves: rollback.
-  pub fn activate(&self, name: &str, version: &str) -> Result<Deployed, DeployError> {
+  /// Makes an earlier (or later) version of `name` the one that serves: rollback. `allowed` is
+  /// the caller's own check of the version's bundle (a deploy token's namespace), refused as
+  /// [`DeployError::Forbidden`].
+  pub fn activate(
+    &self,
+    name: &str,
+    version: &str,
+    allowed: &dyn Fn(&Bundle) -> Result<(), String>,
+  ) -> Result<Deployed, DeployError> {
     // Both come from the wire: checked against their grammar before anything is looked up.
     if !crate::registry::is_valid_name(name) || !crate::registry::is_valid_version(version) {
       return Err(DeployError::Invalid(format!(
@@ -309,10 +318,12 @@ impl Deployments {
       }
       _ => DeployError::Store(e),
     })?;
+    allowed(&bundle).map_err(DeployError::Forbidden)?;
     // An older version is held to today's ceilings and routes, as a deploy of it would be.
     let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
     self.admit(&bundle.limits, &function)?;
-    self.update(name, &mut |current| {
+    let routes = function.routes.clone();
+    self.update_claiming(name, &routes, &mut |current| {
       let mut state =
         current.ok_or_else(|| DeployError::NotFound(format!("no function named '{name}' is deployed")))?;
       if !state.versions.iter().any(|v| v.version == version) {
@@ -321,6 +332,7 @@ impl Deployments {
         )));
       }
       state.active = version.to_string();
+      state.routes = routes.clone();
       Ok(Some(state))
     })?;
     self.publish(|registry| registry.insert(function));
@@ -398,7 +410,39 @@ impl Deployments {
     name: &str,
     change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, DeployError>,
   ) -> Result<Option<FunctionState>, DeployError> {
-    self.store.update(name, change).map_err(|e| match e {
+    self.store_update(name, false, &mut |current, _| change(current))
+  }
+
+  /// Like `update`, for a change that makes `routes` serve for `name`: in the same transaction,
+  /// none may overlap a route (or the path prefix) of any function the store holds, whichever
+  /// node of a fleet deployed it. Two nodes claiming overlapping routes at once cannot both win.
+  fn update_claiming(
+    &self,
+    name: &str,
+    routes: &[String],
+    change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, DeployError>,
+  ) -> Result<Option<FunctionState>, DeployError> {
+    self.store_update(name, true, &mut |current, everyone| {
+      let others = everyone
+        .functions
+        .iter()
+        .map(|(other, state)| (other.as_str(), state.routes.as_slice()));
+      if let Some((route, owner)) = crate::registry::route_conflict_among(name, routes, others) {
+        return Err(DeployError::RouteConflict(format!(
+          "routes: '{route}' overlaps {owner}"
+        )));
+      }
+      change(current)
+    })
+  }
+
+  fn store_update(
+    &self,
+    name: &str,
+    fleet_wide: bool,
+    change: &mut crate::registry::store::Change<'_, DeployError>,
+  ) -> Result<Option<FunctionState>, DeployError> {
+    self.store.update(name, fleet_wide, change).map_err(|e| match e {
       UpdateError::Refused(e) => e,
       UpdateError::Store(e) => DeployError::Store(e),
       UpdateError::Conflict => DeployError::Conflict(name.to_string()),
@@ -443,7 +487,7 @@ impl Deployments {
 
   pub fn versions(&self, name: &str) -> Result<Vec<VersionSummary>, DeployError> {
     let state = self.store.load()?;
-    let FunctionState { active, versions } = state
+    let FunctionState { active, versions, .. } = state
       .functions
       .get(name)
       .ok_or_else(|| DeployError::NotFound(format!("no function named '{name}' is deployed")))?;

@@ -246,6 +246,7 @@ fn deployer_may(grant: &tokens::Grant, segments: &[&str]) -> Result<(), String> 
   let named = match segments {
     ["v1", "tokens", ..] => return Err("only the node's admin token manages deploy tokens".into()),
     ["v1", "functions", name, ..] => ("function", name),
+    ["v1", "queues", queue, ..] if grant.owns_queue(queue) => return Ok(()),
     ["v1", "queues", queue, ..] => ("queue", queue),
     ["v1", "kv", namespace, ..] => ("KV namespace", namespace),
     ["v1", "buckets", bucket, ..] => ("bucket", bucket),
@@ -330,21 +331,20 @@ impl Admin {
     let stored = tokio::task::spawn_blocking(move || deployments.store().grant(&id)).await;
     let stored = match stored {
       Ok(Ok(stored)) => stored,
-      Ok(Err(e)) => {
-        tracing::error!("admin: reading a deploy token failed: {e}");
-        let message = format!("the store failed: {e}");
+      // Not authenticated yet: what the store said stays in the log.
+      failed => {
+        let why = match failed {
+          Ok(Err(e)) => e.to_string(),
+          Err(e) => e.to_string(),
+          Ok(Ok(_)) => String::new(),
+        };
+        tracing::error!("admin: reading a deploy token failed: {why}");
+        let message = "the store failed; the node's log says why";
         return Err(error(
           http::StatusCode::INTERNAL_SERVER_ERROR,
           "store_failed",
-          &message,
+          message,
         ));
-      }
-      Err(e) => {
-        return Err(error(
-          http::StatusCode::INTERNAL_SERVER_ERROR,
-          "store_failed",
-          &e.to_string(),
-        ))
       }
     };
     match stored.and_then(|value| serde_json::from_value::<tokens::Grant>(value).ok()) {
@@ -459,14 +459,10 @@ impl Admin {
         let activated = tokio::task::spawn_blocking(move || {
           // A deploy token activates only a version it could deploy today: an older one may
           // claim routes or bindings outside its namespace (deployed by the operator).
-          if let Some(grant) = &grant {
-            if crate::registry::is_valid_name(&name) && crate::registry::is_valid_version(&version) {
-              if let Ok(bundle) = deployments.store().bundle(&name, &version) {
-                grant.admit(&bundle).map_err(DeployError::Forbidden)?;
-              }
-            }
-          }
-          deployments.activate(&name, &version)
+          deployments.activate(&name, &version, &|bundle| match &grant {
+            Some(grant) => grant.admit(bundle),
+            None => Ok(()),
+          })
         });
         match activated.await {
           Ok(Ok(deployed)) => json(StatusCode::OK, &deployed),
@@ -562,29 +558,51 @@ impl Admin {
           }
         };
         let made = tokio::task::spawn_blocking(move || {
-          let base_domains = deployments.base_domains().to_vec();
-          let mut made = None;
-          let result = deployments
+          // Minted once, outside the transaction: a change Redis committed and then re-run
+          // after a lost connection finds its own grant and is done, not a second token.
+          let (token, grant) =
+            tokens::issue(&asked, deployments.base_domains()).map_err(UpdateError::Refused)?;
+          // INVARIANT: a grant is plain data.
+          let value = serde_json::to_value(&grant).expect("grant serializes");
+          let functions = deployments
+            .functions()
+            .map(|f| f.into_iter().map(|f| f.name).collect::<Vec<_>>());
+          deployments
             .store()
             .update_grants(&mut |grants| -> Result<(), String> {
-              let existing: Vec<tokens::Grant> = grants
-                .values()
-                .filter_map(|g| serde_json::from_value(g.clone()).ok())
-                .collect();
-              let (token, grant) = tokens::issue(&asked, &existing, &base_domains)?;
-              // INVARIANT: a grant is plain data.
-              let value = serde_json::to_value(&grant).expect("grant serializes");
-              grants.insert(grant.id.clone(), value);
-              made = Some((token, grant));
+              match grants.get(&grant.id) {
+                Some(stored) if *stored == value => return Ok(()),
+                Some(_) => return Err("a token id came up twice; try again".into()),
+                None => {}
+              }
+              let mut existing = Vec::with_capacity(grants.len());
+              for (id, stored) in grants.iter() {
+                // One the node cannot read might overlap: nothing is made until it is fixed.
+                let parsed = serde_json::from_value::<tokens::Grant>(stored.clone()).map_err(|e| {
+                  format!("the stored grant of token {id} is unreadable ({e}); revoke it first")
+                })?;
+                existing.push(parsed);
+              }
+              tokens::overlap(&grant, &existing)?;
+              grants.insert(grant.id.clone(), value.clone());
               Ok(())
-            });
-          result.map(|()| made)
+            })
+            .map(|()| {
+              let covers: Vec<String> = functions
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|name| grant.owns(name))
+                .collect();
+              Some((token, grant, covers))
+            })
         });
         match made.await {
-          Ok(Ok(Some((token, grant)))) => {
+          Ok(Ok(Some((token, grant, covers)))) => {
             tracing::info!(id = %grant.id, prefix = %grant.prefix, "deploy token made");
             let mut answer = grant.listed();
             answer["token"] = serde_json::Value::String(token);
+            // Functions deployed before that the token now reaches: the operator should know.
+            answer["covers"] = serde_json::json!(covers);
             json(StatusCode::CREATED, &answer)
           }
           Ok(Err(UpdateError::Refused(message))) => error(StatusCode::BAD_REQUEST, "bad_request", &message),
@@ -597,11 +615,18 @@ impl Admin {
       (Method::DELETE, Some(id)) => {
         let revoking = id.clone();
         let revoked = tokio::task::spawn_blocking(move || {
+          // Looked up first, then removed whether or not it is still there: a removal Redis
+          // committed and then re-ran after a lost connection is done, not "no such token".
+          match deployments.store().grant(&revoking) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(UpdateError::Refused(format!("no deploy token '{revoking}'"))),
+            Err(e) => return Err(UpdateError::Store(e)),
+          }
           deployments
             .store()
-            .update_grants(&mut |grants| match grants.remove(&revoking) {
-              Some(_) => Ok(()),
-              None => Err(format!("no deploy token '{revoking}'")),
+            .update_grants(&mut |grants| -> Result<(), String> {
+              grants.remove(&revoking);
+              Ok(())
             })
         });
         match revoked.await {
@@ -653,7 +678,7 @@ impl Admin {
       ["v1", "queues"] => match events.stats().await {
         Ok(mut queues) => {
           if let Some(grant) = grant {
-            queues.retain(|q| grant.owns(&q.queue));
+            queues.retain(|q| grant.owns_queue(&q.queue));
           }
           json(StatusCode::OK, &serde_json::json!({ "queues": queues }))
         }

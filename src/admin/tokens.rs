@@ -76,13 +76,10 @@ pub(crate) enum Principal {
 /// Where the id ends and the secret starts, in a token.
 const PREFIX: &str = "islet_";
 
-/// A new token for `request`, checked against the grants already made and the node's base
-/// domains, and the grant to store for it. The token itself is returned once and kept nowhere.
-pub(crate) fn issue(
-  request: &Request,
-  existing: &[Grant],
-  base_domains: &[String],
-) -> Result<(String, Grant), String> {
+/// A new token for `request`, checked against the node's base domains, and the grant to store
+/// for it once [`overlap`] finds it clear of the grants made already. The token itself is
+/// returned once and kept nowhere.
+pub(crate) fn issue(request: &Request, base_domains: &[String]) -> Result<(String, Grant), String> {
   let Request {
     label,
     prefix,
@@ -97,9 +94,11 @@ pub(crate) fn issue(
     s.bytes()
       .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
   };
-  if prefix.len() < 2 || prefix.len() > 40 || !name_chars(&prefix) || prefix.starts_with('-') {
+  // Ending in '-' keeps a namespace's names apart from the node's own (`bucket:<b>:<fn>` queues).
+  let starts_ok = prefix.bytes().next().is_some_and(|b| b != b'-');
+  if prefix.len() < 3 || prefix.len() > 40 || !name_chars(&prefix) || !starts_ok || !prefix.ends_with('-') {
     return Err(format!(
-      "prefix: '{prefix}' must be 2 to 40 lowercase letters, digits or '-', not starting with '-' (say 'acme-')"
+      "prefix: '{prefix}' must be 3 to 40 lowercase letters, digits or '-', not starting with '-' and ending with '-' (say 'acme-')"
     ));
   }
   let mut domains = Vec::new();
@@ -153,8 +152,30 @@ pub(crate) fn issue(
     }
     prefixes.push(path.clone());
   }
-  for other in existing.iter().filter(|g| g.prefix != prefix) {
-    if other.prefix.starts_with(&prefix) || prefix.starts_with(&other.prefix) {
+  let mut random = [0u8; 54];
+  getrandom::fill(&mut random).map_err(|e| format!("no randomness for a token: {e}"))?;
+  let id = hex(&random[..6]);
+  let token = format!("{PREFIX}{id}_{}", hex(&random[6..]));
+  let grant = Grant {
+    id,
+    label,
+    prefix,
+    hosts: domains,
+    paths: prefixes,
+    created_at: std::time::SystemTime::now()
+      .duration_since(std::time::UNIX_EPOCH)
+      .map_or(0, |d| d.as_secs()),
+    digest: hex(&Sha256::digest(token.as_bytes())),
+  };
+  Ok((token, grant))
+}
+
+/// Refused when `grant`'s namespace overlaps another's: a prefix that starts the other, a domain
+/// that is the other's or below it. (Tokens of one prefix are one namespace's: rotation.)
+pub(crate) fn overlap(grant: &Grant, existing: &[Grant]) -> Result<(), String> {
+  let (prefix, domains) = (&grant.prefix, &grant.hosts);
+  for other in existing.iter().filter(|g| g.prefix != *prefix) {
+    if other.prefix.starts_with(prefix.as_str()) || prefix.starts_with(&other.prefix) {
       return Err(format!(
         "prefix: '{prefix}' overlaps the prefix '{}' of token {} ({})",
         other.prefix, other.id, other.label
@@ -173,22 +194,7 @@ pub(crate) fn issue(
       ));
     }
   }
-  let mut random = [0u8; 54];
-  getrandom::fill(&mut random).map_err(|e| format!("no randomness for a token: {e}"))?;
-  let id = hex(&random[..6]);
-  let token = format!("{PREFIX}{id}_{}", hex(&random[6..]));
-  let grant = Grant {
-    id,
-    label,
-    prefix,
-    hosts: domains,
-    paths: prefixes,
-    created_at: std::time::SystemTime::now()
-      .duration_since(std::time::UNIX_EPOCH)
-      .map_or(0, |d| d.as_secs()),
-    digest: hex(&Sha256::digest(token.as_bytes())),
-  };
-  Ok((token, grant))
+  Ok(())
 }
 
 /// The id a presented token names, if it has a deploy token's shape.
@@ -209,6 +215,18 @@ impl Grant {
   /// Whether a function, KV namespace, queue or bucket of this name is in the namespace.
   pub fn owns(&self, name: &str) -> bool {
     name.starts_with(&self.prefix)
+  }
+
+  /// Whether a queue is the namespace's: one named with its prefix, or the queue of a bucket
+  /// trigger (`bucket:<bucket>:<function>`) whose bucket and function both are.
+  pub fn owns_queue(&self, queue: &str) -> bool {
+    match queue
+      .strip_prefix("bucket:")
+      .and_then(|rest| rest.split_once(':'))
+    {
+      Some((bucket, function)) => self.owns(bucket) && self.owns(function),
+      None => self.owns(queue),
+    }
   }
 
   /// Refused, naming the first thing outside the namespace: the name, a route, a binding or a
@@ -313,7 +331,7 @@ mod tests {
 
   #[test]
   fn a_token_matches_only_its_grant() {
-    let (token, grant) = issue(&request("acme-", &["acme.example"], &["/acme-site/"]), &[], &[]).unwrap();
+    let (token, grant) = issue(&request("acme-", &["acme.example"], &["/acme-site/"]), &[]).unwrap();
     assert_eq!(id_of(&token), Some(grant.id.as_str()));
     assert!(matches(&grant, &token));
     let mut forged = token.clone();
@@ -326,16 +344,14 @@ mod tests {
 
   #[test]
   fn namespaces_never_overlap() {
-    let (_, acme) = issue(
-      &request("acme-", &["acme.example"], &[]),
-      &[],
-      &["islet.dev".into()],
-    )
-    .unwrap();
+    let base = ["islet.dev".to_string()];
+    let (_, acme) = issue(&request("acme-", &["acme.example"], &[]), &base).unwrap();
     let existing = [acme];
     for (prefix, hosts, paths, why) in [
       ("acme-x-", vec![], vec![], "overlaps the prefix"),
-      ("ac", vec![], vec![], "overlaps the prefix"),
+      ("acme", vec![], vec![], "ending with '-'"),
+      ("bucket", vec![], vec![], "ending with '-'"),
+      ("-x-", vec![], vec![], "not starting with '-'"),
       (
         "bob-",
         vec!["api.acme.example"],
@@ -350,10 +366,17 @@ mod tests {
       ("bob-", vec![], vec!["/bob-x/*"], "without '*'"),
       ("", vec![], vec![], "prefix"),
     ] {
-      let err = issue(&request(prefix, &hosts, &paths), &existing, &["islet.dev".into()]).unwrap_err();
+      let err = issue(&request(prefix, &hosts, &paths), &base)
+        .and_then(|(_, grant)| overlap(&grant, &existing))
+        .unwrap_err();
       assert!(err.contains(why), "{prefix} {hosts:?} {paths:?}: {err}");
     }
     // The same namespace may have several tokens (rotation).
-    issue(&request("acme-", &["acme.example"], &[]), &existing, &[]).unwrap();
+    let (_, again) = issue(&request("acme-", &["acme.example"], &[]), &base).unwrap();
+    overlap(&again, &existing).unwrap();
+    // A bucket trigger's queue is the namespace's only if its bucket and function both are.
+    assert!(existing[0].owns_queue("bucket:acme-photos:acme-thumbs"));
+    assert!(!existing[0].owns_queue("bucket:bob-photos:acme-thumbs"));
+    assert!(!existing[0].owns_queue("bucket:acme-photos:bob-thumbs"));
   }
 }

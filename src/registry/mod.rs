@@ -23,7 +23,7 @@ pub use bundle::Bundle;
 pub(crate) use dir::collect_modules;
 pub use dir::{load_dir, load_dir_each, load_function};
 pub use redis_store::CHANGES;
-pub use routes::{route_conflict, RoutePattern};
+pub use routes::{route_conflict, route_conflict_among, RoutePattern};
 pub use typescript::to_javascript;
 
 /// One version of one function's code.
@@ -218,6 +218,16 @@ pub fn is_valid_name(name: &str) -> bool {
     && !name.ends_with('-')
 }
 
+/// What the route patterns say of a request.
+pub enum Routed<'a> {
+  /// This function's route matches.
+  To(&'a Arc<Function>),
+  /// Routes name the host, and none of them matches the path: not found, whatever the path says.
+  HostOwned,
+  /// No route names the host or matches: path routing decides.
+  Elsewhere,
+}
+
 /// The functions a node serves, by name, and the routes they claim. Immutable once serving: a
 /// deploy builds a new one and swaps it in whole.
 #[derive(Debug, Default, Clone)]
@@ -268,13 +278,30 @@ impl Registry {
     self.functions.get(name).filter(|f| !f.private)
   }
 
-  /// The function whose route patterns claim this host (no port, any case) and path.
-  pub fn by_route(&self, host: &str, path: &str) -> Option<&Arc<Function>> {
-    let (_, name) = self
-      .routes
-      .iter()
-      .find(|(pattern, _)| pattern.matches(host, path))?;
-    self.functions.get(name)
+  /// Where the route patterns send a request to this host (no port, any case) and path. A host
+  /// that some route names belongs to its routes: there no host-less route and no `/<name>/` path
+  /// routing serves (one tenant's code never answers on another's domain).
+  pub fn by_route(&self, host: &str, path: &str) -> Routed<'_> {
+    let mut named = false;
+    // Most specific first: every pattern with a host comes before every one without.
+    for (pattern, name) in &self.routes {
+      if pattern.names_host(host) {
+        named = true;
+      }
+      if pattern.host_domain().is_none() && named {
+        return Routed::HostOwned;
+      }
+      if pattern.matches(host, path) {
+        if let Some(function) = self.functions.get(name) {
+          return Routed::To(function);
+        }
+      }
+    }
+    if named {
+      Routed::HostOwned
+    } else {
+      Routed::Elsewhere
+    }
   }
 
   pub fn len(&self) -> usize {

@@ -5,6 +5,7 @@
 //! islet:bundle:<name>:<version>   a bundle's JSON, written once (SET NX): versions are immutable
 //! islet:fn:<name>                 a function's versions and the active one (JSON FunctionState)
 //! islet:functions                 the set of deployed function names
+//! islet:generation                bumped by every change to a function (fleet-wide checks WATCH it)
 //! islet:tokens                    deploy tokens' grants by id (JSON; their SHA-256, never the token)
 //! islet:changes                   the channel a node publishes a function's name on after a change
 //! ```
@@ -26,6 +27,8 @@ use super::Bundle;
 /// The channel nodes announce changes on.
 pub const CHANGES: &str = "islet:changes";
 const FUNCTIONS: &str = "islet:functions";
+/// Bumped by every committed change to a function: what a fleet-wide change WATCHes.
+const GENERATION: &str = "islet:generation";
 /// Deploy tokens' grants, a hash by token id.
 const GRANTS: &str = "islet:tokens";
 
@@ -95,27 +98,7 @@ impl RedisStore {
 
   /// Every function's state.
   pub fn load(&self) -> std::io::Result<State> {
-    self.with(|con| {
-      let names: Vec<String> = con.smembers(FUNCTIONS)?;
-      let mut state = State::default();
-      for name in names {
-        let json: Option<String> = con.get(function_key(&name))?;
-        let parsed = match json {
-          None => Err(format!("{} is missing", function_key(&name))),
-          Some(json) => serde_json::from_str::<FunctionState>(&json)
-            .map_err(|e| format!("{} is not a function's state: {e}", function_key(&name))),
-        };
-        match parsed {
-          Ok(function) => {
-            state.functions.insert(name, function);
-          }
-          Err(why) => {
-            state.unreadable.insert(name, why);
-          }
-        }
-      }
-      Ok(state)
-    })
+    self.with(read_state)
   }
 
   pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
@@ -146,21 +129,43 @@ impl RedisStore {
   /// (another node changed the key meanwhile) answers nil, and the change is tried again with what
   /// that node wrote, at most [`MAX_ATTEMPTS`] times; then it is reported as a conflict, never as
   /// done. A committed change is then announced.
+  ///
+  /// Every committed change bumps `islet:generation`. A `fleet_wide` change also WATCHes it and
+  /// is given every function's state: any change another node commits meanwhile aborts it, and it
+  /// is tried again against what that node wrote.
   pub fn update<E>(
     &self,
     name: &str,
-    change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, E>,
+    fleet_wide: bool,
+    change: &mut super::store::Change<'_, E>,
   ) -> Result<Option<FunctionState>, UpdateError<E>> {
     let key = function_key(name);
     let mut refused = None;
     let result = self.with(|con| {
       // `with` runs this again on a fresh connection after an I/O error: start clean.
       refused = None;
-      for _ in 0..MAX_ATTEMPTS {
-        redis::cmd("WATCH").arg(&key).query::<()>(con)?;
+      for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+          // Apart a little, so that racing nodes do not abort each other in lockstep.
+          let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+          std::thread::sleep(Duration::from_micros(u64::from(nanos % 2000) * attempt as u64));
+        }
+        let mut watch = redis::cmd("WATCH");
+        watch.arg(&key);
+        if fleet_wide {
+          watch.arg(GENERATION);
+        }
+        watch.query::<()>(con)?;
         let current: Option<String> = con.get(&key)?;
         let current = current.and_then(|j| serde_json::from_str(&j).ok());
-        let next = match change(current) {
+        let everyone = if fleet_wide {
+          read_state(con)?
+        } else {
+          State::default()
+        };
+        let next = match change(current, &everyone) {
           Ok(next) => next,
           Err(e) => {
             refused = Some(e);
@@ -179,6 +184,7 @@ impl RedisStore {
             .ignore(),
           None => pipe.del(&key).ignore().srem(FUNCTIONS, name).ignore(),
         };
+        pipe.incr(GENERATION, 1).ignore();
         // EXEC answers nil when the watched key changed: nothing was written.
         let committed: Option<()> = pipe.query(con)?;
         if committed.is_some() {
@@ -266,15 +272,44 @@ impl RedisStore {
   }
 }
 
-/// A stored grant, or `None` (logged) for one that is not JSON: edited by hand, it grants nothing.
+/// A stored grant's JSON. One that is not JSON (edited by hand) is kept as the JSON string of its
+/// text, logged: it grants nothing, blocks new tokens until revoked, and can be revoked.
 fn parse_grant(id: &str, json: &str) -> Option<serde_json::Value> {
   match serde_json::from_str(json) {
     Ok(value) => Some(value),
     Err(e) => {
-      tracing::error!("{GRANTS} {id} is not a token's grant, ignored: {e}");
-      None
+      tracing::error!("{GRANTS} {id} is not a token's grant: {e}");
+      Some(serde_json::Value::String(json.to_string()))
     }
   }
+}
+
+/// Every function's state, read on `con` (inside a transaction's WATCH, or not).
+fn read_state(con: &mut redis::Connection) -> redis::RedisResult<State> {
+  let names: Vec<String> = con.smembers(FUNCTIONS)?;
+  let mut state = State::default();
+  if names.is_empty() {
+    return Ok(state);
+  }
+  let keys: Vec<String> = names.iter().map(|n| function_key(n)).collect();
+  // One round trip for every function (a fleet-wide change reads them all on each attempt).
+  let jsons: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con)?;
+  for (name, json) in names.into_iter().zip(jsons) {
+    let parsed = match json {
+      None => Err(format!("{} is missing", function_key(&name))),
+      Some(json) => serde_json::from_str::<FunctionState>(&json)
+        .map_err(|e| format!("{} is not a function's state: {e}", function_key(&name))),
+    };
+    match parsed {
+      Ok(function) => {
+        state.functions.insert(name, function);
+      }
+      Err(why) => {
+        state.unreadable.insert(name, why);
+      }
+    }
+  }
+  Ok(state)
 }
 
 /// Times a change is tried against other nodes' concurrent changes before it is a conflict.

@@ -60,7 +60,21 @@ impl RoutePattern {
 
   /// Whether a request to `host` (without port, any case) and `path` is routed here.
   pub fn matches(&self, host: &str, path: &str) -> bool {
-    let host_ok = match &self.host {
+    self.claims_host(host)
+      && match &self.path {
+        None => true,
+        Some(PathPattern::Exact(p)) => p == path,
+        Some(PathPattern::Prefix(p)) => path.starts_with(p.as_str()),
+      }
+  }
+
+  /// Whether the pattern names a host and `host` is it (or under it, for `*.`).
+  pub fn names_host(&self, host: &str) -> bool {
+    self.host.is_some() && self.claims_host(host)
+  }
+
+  fn claims_host(&self, host: &str) -> bool {
+    match &self.host {
       None => true,
       Some(HostPattern::Exact(h)) => h.eq_ignore_ascii_case(host),
       Some(HostPattern::Subdomains(domain)) => host
@@ -68,13 +82,7 @@ impl RoutePattern {
         .checked_sub(domain.len() + 1)
         .filter(|&dot| dot > 0 && host.as_bytes()[dot] == b'.')
         .is_some_and(|dot| host[dot + 1..].eq_ignore_ascii_case(domain)),
-    };
-    host_ok
-      && match &self.path {
-        None => true,
-        Some(PathPattern::Exact(p)) => p == path,
-        Some(PathPattern::Prefix(p)) => path.starts_with(p.as_str()),
-      }
+    }
   }
 
   /// The domain the host part names (`a.example.com`, or `example.com` for `*.example.com`).
@@ -139,7 +147,9 @@ fn hosts_overlap(a: &Option<HostPattern>, b: &Option<HostPattern>) -> bool {
       && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
   };
   match (a, b) {
-    (None, _) | (_, None) => true,
+    (None, None) => true,
+    // A host a route names is that route's host: there host-less routes do not serve.
+    (None, Some(_)) | (Some(_), None) => false,
     (Some(Exact(x)), Some(Exact(y))) => x == y,
     (Some(Exact(h)), Some(Subdomains(d))) | (Some(Subdomains(d)), Some(Exact(h))) => under(h, d),
     (Some(Subdomains(d)), Some(Subdomains(e))) => d == e || under(d, e) || under(e, d),
@@ -161,34 +171,46 @@ fn paths_overlap(a: &Option<PathPattern>, b: &Option<PathPattern>) -> bool {
 /// prefix of another function (`/*` would answer for every path-routed function); and another
 /// function's host-less route may not overlap `name`'s own path prefix.
 pub fn route_conflict(name: &str, routes: &[String], registry: &super::Registry) -> Option<(String, String)> {
+  route_conflict_among(
+    name,
+    routes,
+    registry.iter().map(|f| (f.name.as_str(), f.routes.as_slice())),
+  )
+}
+
+/// [`route_conflict`] against `others`, each a function's name and routes (a fleet's stored state).
+pub fn route_conflict_among<'a>(
+  name: &str,
+  routes: &[String],
+  others: impl Iterator<Item = (&'a str, &'a [String])>,
+) -> Option<(String, String)> {
   let mine: Vec<(String, RoutePattern)> = routes
     .iter()
     .filter_map(|r| RoutePattern::parse(r).ok().map(|p| (r.clone(), p)))
     .collect();
-  for other in registry.iter().filter(|f| f.name != name) {
-    let theirs: Vec<(String, RoutePattern)> = other
-      .routes
+  for (other_name, other_routes) in others.filter(|(n, _)| *n != name) {
+    let theirs: Vec<(String, RoutePattern)> = other_routes
       .iter()
       .filter_map(|r| RoutePattern::parse(r).ok().map(|p| (r.clone(), p)))
       .collect();
     for (route, pattern) in &mine {
-      if pattern.overlaps_path_of(&other.name) {
+      if pattern.overlaps_path_of(other_name) {
         return Some((
           route.clone(),
-          format!("the path prefix /{}/ of function '{}'", other.name, other.name),
+          format!("the path prefix /{}/ of function '{}'", other_name, other_name),
         ));
       }
       if let Some((their_route, _)) = theirs.iter().find(|(_, theirs)| pattern.overlaps(theirs)) {
         return Some((
           route.clone(),
-          format!("route '{their_route}' of function '{}'", other.name),
+          format!("route '{their_route}' of function '{}'", other_name),
         ));
       }
     }
     if let Some((their_route, _)) = theirs.iter().find(|(_, theirs)| theirs.overlaps_path_of(name)) {
       return Some((
         format!("/{name}/"),
-        format!("route '{their_route}' of function '{}'", other.name),
+        format!("route '{their_route}' of function '{}'", other_name),
       ));
     }
   }
@@ -215,7 +237,9 @@ mod tests {
     assert!(p("*.example.com").overlaps(&p("a.example.com/x")));
     assert!(!p("*.example.com").overlaps(&p("example.com")));
     assert!(p("*.example.com").overlaps(&p("*.a.example.com")));
-    assert!(p("/v1/*").overlaps(&p("api.example.com/v1/x")));
+    // A host route owns its host: a host-less route never serves there, so they cannot overlap.
+    assert!(!p("/v1/*").overlaps(&p("api.example.com/v1/x")));
+    assert!(p("/v1/*").overlaps(&p("/v1/x")));
     assert!(!p("/v1/*").overlaps(&p("api.example.com/v2/x")));
   }
 

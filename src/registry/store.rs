@@ -39,6 +39,10 @@ pub struct FunctionState {
   pub active: String,
   /// Every version deployed, oldest first.
   pub versions: Vec<VersionInfo>,
+  /// The active version's routes, recorded with it: a fleet checks route ownership against every
+  /// node's functions in the same transaction that claims them.
+  #[serde(default, skip_serializing_if = "Vec::is_empty")]
+  pub routes: Vec<String>,
 }
 
 /// One deployed version, as listed.
@@ -222,6 +226,10 @@ impl DirStore {
   }
 }
 
+/// A change to one function's state: given its state and (for a fleet-wide change) everyone's,
+/// the state to write (`None` deletes it), or why not.
+pub type Change<'a, E> = dyn FnMut(Option<FunctionState>, &State) -> Result<Option<FunctionState>, E> + 'a;
+
 /// Where a node keeps its deployed functions: its own data directory (the default), or a Redis
 /// shared by a fleet of nodes.
 pub enum Store {
@@ -310,16 +318,19 @@ impl Store {
     }
   }
 
-  /// Changes one function's state with `change` (`None` deletes it), atomically.
+  /// Changes one function's state with `change` (`None` deletes it), atomically. `change` is
+  /// given the function's state and, when `fleet_wide`, every function's, which no change
+  /// committed by another node can alter before this one commits (a fleet's route ownership).
   pub fn update<E>(
     &self,
     name: &str,
-    change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, E>,
+    fleet_wide: bool,
+    change: &mut Change<'_, E>,
   ) -> Result<Option<FunctionState>, UpdateError<E>> {
     match self {
       Store::Dir { dir, state, .. } => {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-        let next = change(state.functions.get(name).cloned()).map_err(UpdateError::Refused)?;
+        let next = change(state.functions.get(name).cloned(), &state).map_err(UpdateError::Refused)?;
         let mut changed = state.clone();
         match &next {
           Some(function) => changed.functions.insert(name.to_string(), function.clone()),
@@ -329,7 +340,7 @@ impl Store {
         *state = changed;
         Ok(next)
       }
-      Store::Redis(redis) => redis.update(name, change),
+      Store::Redis(redis) => redis.update(name, fleet_wide, change),
     }
   }
 }
@@ -366,6 +377,7 @@ mod tests {
           deployed_at: 1,
           size: bundle.size(),
         }],
+        routes: Vec::new(),
       },
     );
     store.save_state(&state).unwrap();

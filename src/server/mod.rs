@@ -536,16 +536,27 @@ impl Node {
     let registry = self.registry.load();
     let by_host = self.router.name_from_host(host).map(str::to_ascii_lowercase);
     let by_path = name_from_path(parts.uri.path());
-    // The host's name first, then the functions' own route patterns, then the first path segment.
+    // The host's name first, then the functions' own route patterns, then the first path segment
+    // (not on a host that routes name: that host is theirs).
+    let mut host_owned = false;
     let routed = by_host
       .as_deref()
       .and_then(|name| registry.public(name))
-      .or_else(|| registry.by_route(host_without_port(host), parts.uri.path()))
-      .or_else(|| by_path.and_then(|name| registry.public(name)))
+      .or_else(
+        || match registry.by_route(host_without_port(host), parts.uri.path()) {
+          crate::registry::Routed::To(function) => Some(function),
+          crate::registry::Routed::HostOwned => {
+            host_owned = true;
+            None
+          }
+          crate::registry::Routed::Elsewhere => by_path.and_then(|name| registry.public(name)),
+        },
+      )
       .cloned();
     drop(registry);
     let Some(function) = routed else {
       let message = match by_host.as_deref().or(by_path) {
+        _ if host_owned => format!("no route of host '{}' matches this path", host_without_port(host)),
         Some(name) => format!("no function named '{name}' is deployed on this node"),
         None => "no function named in the request's host or path".to_string(),
       };

@@ -181,3 +181,25 @@ async fn a_bad_or_missing_key_is_reported_and_never_stops_a_node() {
   assert_eq!(deploy(&late, &bundle("hello", "hello v2")).await.status, 201);
   until_served(&a, "hello", "hello v2").await;
 }
+
+/// Two nodes asked at once to give overlapping routes to two functions: never both. Route
+/// ownership is checked in the same Redis transaction that claims the routes.
+#[tokio::test]
+async fn overlapping_routes_deployed_at_once_on_two_nodes_are_never_both_taken() {
+  let redis = Redis::start();
+  let (a, b) = (fleet_node(&redis), fleet_node(&redis));
+  for round in 0..12 {
+    let mut left = bundle(&format!("left{round}"), "left");
+    left["routes"] = serde_json::json!([format!("race{round}.example")]);
+    let mut right = bundle(&format!("right{round}"), "right");
+    right["routes"] = serde_json::json!([format!("race{round}.example/x/*")]);
+    let (l, r) = futures::join!(deploy(&a, &left), deploy(&b, &right));
+    let won: Vec<u16> = [l.status, r.status].into_iter().filter(|s| *s == 201).collect();
+    assert_eq!(won.len(), 1, "round {round}: {} / {}", l.text(), r.text());
+    for lost in [&l, &r].into_iter().filter(|reply| reply.status != 201) {
+      assert_eq!(lost.status, 409, "{}", lost.text());
+      let code = lost.json()["error"]["code"].as_str().unwrap().to_string();
+      assert!(code == "route_conflict" || code == "conflict", "{}", lost.text());
+    }
+  }
+}

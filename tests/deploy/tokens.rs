@@ -43,8 +43,11 @@ fn refused(reply: &Reply, status: u16, code: &str, message: &str) {
 async fn a_deploy_token_reaches_only_its_namespace() {
   let data = TempDir::new("tokens-scope");
   let node = node_with_store(&data, &["--max-cpu-ms", "500"]);
+  // The operator's own function, which a later namespace happens to cover: the answer says so.
+  assert_eq!(crate::deploy(&node, &bundle("acme-old", "old")).await.status, 201);
   let acme = make_token(&node, "acme-", &["acme.example"], &["/acme-site/"]).await;
   assert_eq!(acme.status, 201, "{}", acme.text());
+  assert_eq!(acme.json()["covers"], serde_json::json!(["acme-old"]));
   let acme = acme.json()["token"].as_str().unwrap().to_string();
   let bob = make_token(&node, "bob-", &["bob.example"], &[]).await.json()["token"]
     .as_str()
@@ -104,6 +107,9 @@ async fn a_deploy_token_reaches_only_its_namespace() {
     ("POST", "/v1/kv/bob-data/get", r#"{"key":"k"}"#),
     ("POST", "/v1/queues/bob-jobs/messages", r#"{"body":"1"}"#),
     ("POST", "/v1/buckets/bob-photos/list", "{}"),
+    // A bucket trigger's queue is its bucket's and function's: both must be the namespace's.
+    ("POST", "/v1/queues/bucket:bob-photos:bob-thumbs/replay-dlq", "{}"),
+    ("POST", "/v1/queues/bucket:acme-photos:bob-thumbs/replay-dlq", "{}"),
   ] {
     let reply = admin(&node, method, path, Some(&acme), Bytes::from(body)).await;
     refused(&reply, 403, "forbidden", "is outside this token's namespace");
@@ -117,7 +123,7 @@ async fn a_deploy_token_reaches_only_its_namespace() {
     .iter()
     .map(|f| f["name"].as_str().unwrap())
     .collect();
-  assert_eq!(names, ["acme-app"]);
+  assert_eq!(names, ["acme-app", "acme-old"]);
   assert_eq!(served(&node, "bob-app").await, (200, "bob's".to_string()));
 
   // Routes: only under its domains and path prefixes; `/*` and another tenant's host are refused.
@@ -136,6 +142,24 @@ async fn a_deploy_token_reaches_only_its_namespace() {
   site["routes"] = serde_json::json!(["/acme-site/*", "acme.example", "*.acme.example/api/*"]);
   assert_eq!(deploy_as(&node, &acme, &site).await.status, 201);
   let reply = get_with_host(&http1(), &node.url("/"), "acme.example").await;
+  assert_eq!((reply.status, reply.text()), (200, "acme site".to_string()));
+
+  // A host a route names is that route's: another tenant's host-less route and path-routed
+  // functions never answer there (their code would share its cookies), and a host route does
+  // not conflict with a host-less one.
+  let mut bobs = bundle("bob-site", "bob site");
+  bobs["routes"] = serde_json::json!(["bob.example/shop/*"]);
+  assert_eq!(deploy_as(&node, &bob, &bobs).await.status, 201);
+  for path in ["/acme-site/login", "/acme-app/", "/bob-app/"] {
+    let reply = get_with_host(&http1(), &node.url(path), "bob.example").await;
+    assert_eq!(reply.status, 404, "{path} on bob.example: {}", reply.text());
+    assert!(reply.text().contains("no route of host 'bob.example' matches this path"), "{}", reply.text());
+  }
+  let reply = get_with_host(&http1(), &node.url("/shop/cart"), "bob.example").await;
+  assert_eq!((reply.status, reply.text()), (200, "bob site".to_string()));
+  // On the node's own hosts, path routing and host-less routes serve as before.
+  assert_eq!(served(&node, "acme-app").await, (200, "acme's".to_string()));
+  let reply = crate::support::get(&http1(), &node.url("/acme-site/login")).await;
   assert_eq!((reply.status, reply.text()), (200, "acme site".to_string()));
 
   // Bindings and triggers: another tenant's KV, queue, bucket, dead-letter queue or function.
