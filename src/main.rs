@@ -379,6 +379,9 @@ struct ServeArgs {
   /// Largest bundle (code and variables) a deploy may upload, in MiB.
   #[arg(long, default_value_t = 32)]
   max_bundle_mb: usize,
+  /// Functions one deploy token's namespace may hold.
+  #[arg(long, default_value_t = 100)]
+  max_functions_per_token: usize,
   /// Address to listen on; port 0 picks a free port (the bound address is printed on stdout).
   #[arg(long, default_value = "127.0.0.1:8080", env = "ISLET_LISTEN")]
   listen: SocketAddr,
@@ -995,6 +998,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         max_bundle_bytes,
         islet::admin::AdminLimits {
           head_timeout: Duration::from_secs(args.head_timeout),
+          max_functions_per_token: args.max_functions_per_token,
           ..Default::default()
         },
       )

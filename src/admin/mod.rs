@@ -87,6 +87,8 @@ pub struct AdminLimits {
   pub head_timeout: std::time::Duration,
   /// The longest a connection lives, requests and uploads included.
   pub max_connection_time: std::time::Duration,
+  /// Functions one deploy token's namespace may hold (the operator's token has no such quota).
+  pub max_functions_per_token: usize,
 }
 
 impl Default for AdminLimits {
@@ -96,6 +98,7 @@ impl Default for AdminLimits {
       max_connections_per_peer: 8,
       head_timeout: std::time::Duration::from_secs(10),
       max_connection_time: std::time::Duration::from_secs(600),
+      max_functions_per_token: 100,
     }
   }
 }
@@ -111,6 +114,8 @@ struct Admin {
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
   token_digest: [u8; 32],
   max_bundle_bytes: usize,
+  /// See [`AdminLimits::max_functions_per_token`].
+  max_functions_per_token: usize,
 }
 
 impl AdminServer {
@@ -140,6 +145,7 @@ impl AdminServer {
         objects,
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
+        max_functions_per_token: limits.max_functions_per_token,
       }),
       limits,
     })
@@ -425,7 +431,26 @@ impl Admin {
           return error(StatusCode::FORBIDDEN, "forbidden", &message);
         }
         // Compiling the modules (the syntax check) and writing files block: off the async threads.
-        match tokio::task::spawn_blocking(move || deployments.deploy(bundle)).await {
+        let quota = self.max_functions_per_token;
+        let deployed = tokio::task::spawn_blocking(move || {
+          // A namespace holds at most its quota of functions: one tenant cannot fill the node.
+          if let Some(grant) = &grant {
+            let owned: Vec<String> = deployments
+              .functions()?
+              .into_iter()
+              .map(|f| f.name)
+              .filter(|name| grant.owns(name))
+              .collect();
+            if !owned.contains(&bundle.name) && owned.len() >= quota {
+              return Err(DeployError::Forbidden(format!(
+                "this token's namespace holds {} functions, its quota (--max-functions-per-token); delete one first",
+                owned.len()
+              )));
+            }
+          }
+          deployments.deploy(bundle)
+        });
+        match deployed.await {
           Ok(Ok(deployed)) => {
             let status = if deployed.created {
               StatusCode::CREATED

@@ -42,7 +42,7 @@ fn refused(reply: &Reply, status: u16, code: &str, message: &str) {
 #[tokio::test]
 async fn a_deploy_token_reaches_only_its_namespace() {
   let data = TempDir::new("tokens-scope");
-  let node = node_with_store(&data, &["--max-cpu-ms", "500"]);
+  let node = node_with_store(&data, &["--max-cpu-ms", "500", "--max-functions-per-token", "9"]);
   // The operator's own function, which a later namespace happens to cover: the answer says so.
   assert_eq!(crate::deploy(&node, &bundle("acme-old", "old")).await.status, 201);
   let acme = make_token(&node, "acme-", &["acme.example"], &["/acme-site/"]).await;
@@ -109,7 +109,11 @@ async fn a_deploy_token_reaches_only_its_namespace() {
     ("POST", "/v1/buckets/bob-photos/list", "{}"),
     // A bucket trigger's queue is its bucket's and function's: both must be the namespace's.
     ("POST", "/v1/queues/bucket:bob-photos:bob-thumbs/replay-dlq", "{}"),
-    ("POST", "/v1/queues/bucket:acme-photos:bob-thumbs/replay-dlq", "{}"),
+    (
+      "POST",
+      "/v1/queues/bucket:acme-photos:bob-thumbs/replay-dlq",
+      "{}",
+    ),
   ] {
     let reply = admin(&node, method, path, Some(&acme), Bytes::from(body)).await;
     refused(&reply, 403, "forbidden", "is outside this token's namespace");
@@ -153,7 +157,13 @@ async fn a_deploy_token_reaches_only_its_namespace() {
   for path in ["/acme-site/login", "/acme-app/", "/bob-app/"] {
     let reply = get_with_host(&http1(), &node.url(path), "bob.example").await;
     assert_eq!(reply.status, 404, "{path} on bob.example: {}", reply.text());
-    assert!(reply.text().contains("no route of host 'bob.example' matches this path"), "{}", reply.text());
+    assert!(
+      reply
+        .text()
+        .contains("no route of host 'bob.example' matches this path"),
+      "{}",
+      reply.text()
+    );
   }
   let reply = get_with_host(&http1(), &node.url("/shop/cart"), "bob.example").await;
   assert_eq!((reply.status, reply.text()), (200, "bob site".to_string()));
@@ -240,6 +250,41 @@ async fn a_deploy_token_reaches_only_its_namespace() {
     403,
     "forbidden",
     "'legacy.example/old/*' is outside this token's routes",
+  );
+
+  // A namespace holds at most its quota of functions (9 here); a redeploy of one it has is fine.
+  let owned = admin(&node, "GET", "/v1/functions", Some(&acme), Bytes::new())
+    .await
+    .json()["functions"]
+    .as_array()
+    .unwrap()
+    .len();
+  for i in owned..9 {
+    assert_eq!(
+      deploy_as(&node, &acme, &bundle(&format!("acme-fill{i}"), "f"))
+        .await
+        .status,
+      201
+    );
+  }
+  let over = deploy_as(&node, &acme, &bundle("acme-one-more", "x")).await;
+  refused(
+    &over,
+    403,
+    "forbidden",
+    "holds 9 functions, its quota (--max-functions-per-token)",
+  );
+  assert_eq!(
+    deploy_as(&node, &acme, &bundle("acme-app", "acme's"))
+      .await
+      .status,
+    200
+  );
+  assert_eq!(
+    crate::deploy(&node, &bundle("acme-by-operator", "op"))
+      .await
+      .status,
+    201
   );
 
   // Tokens are the operator's business.
