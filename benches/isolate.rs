@@ -43,6 +43,7 @@ fn request(runtime: &tokio::runtime::Runtime, isolate: &mut Isolate) {
     decisions: None,
     service_depth: 0,
     service_chain: None,
+    trigger: "http",
   }]);
   let outcome = runtime.block_on(poll_fn(|cx| loop {
     if let Poll::Ready(outcome) = Pin::new(&mut outcome).poll(cx) {

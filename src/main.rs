@@ -379,6 +379,9 @@ struct ServeArgs {
   /// Largest bundle (code and variables) a deploy may upload, in MiB.
   #[arg(long, default_value_t = 32)]
   max_bundle_mb: usize,
+  /// The bearer token `GET /metrics` (on the admin listener) needs; without it, scrapes need none.
+  #[arg(long, env = "ISLET_METRICS_TOKEN", hide_env_values = true)]
+  metrics_token: Option<String>,
   /// Functions one deploy token's namespace may hold.
   #[arg(long, default_value_t = 100)]
   max_functions_per_token: usize,
@@ -916,6 +919,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
   .map_err(|e| NodeError::Config(format!("kv: {e}")))?;
   kv.start();
   let services = ServiceCalls::new(live.clone());
+  let metrics = islet::metrics::Metrics::new();
   let mut config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -940,6 +944,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         objects: Some(node_bindings),
         kv: Some(kv.host()),
         services: Some(services.host()),
+        invocations: Some(metrics.clone()),
       },
     },
     admission: AdmissionConfig {
@@ -994,6 +999,8 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
           events: Some(events.clone()),
           kv: Some(kv.clone()),
           objects,
+          metrics: Some((metrics.clone(), server.gauges())),
+          metrics_token: args.metrics_token.clone(),
         },
         max_bundle_bytes,
         islet::admin::AdminLimits {

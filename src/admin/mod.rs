@@ -6,6 +6,7 @@
 //! | `GET /v1/tokens` | deploy tokens (operator only): id, label, prefix, hosts, paths |
 //! | `POST /v1/tokens` | `{"label", "prefix", "hosts"?, "paths"?}`: make a deploy token (operator only), shown once |
 //! | `DELETE /v1/tokens/{id}` | revoke a deploy token (operator only) |
+//! | `GET /metrics` | Prometheus text (no token unless the node set `--metrics-token`) |
 //! | `GET /v1/health` | node health: status (`ok`, or `degraded` with the deployed functions it cannot serve and why) and the number of functions served |
 //! | `GET /v1/functions` | deployed functions, their active version and routes |
 //! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
@@ -73,6 +74,10 @@ pub struct AdminBackends {
   pub kv: Option<Arc<crate::kv::Kv>>,
   /// Buckets.
   pub objects: Option<Arc<crate::objects::Objects>>,
+  /// The node's metrics and how to gather its gauges, for `GET /metrics`.
+  pub metrics: Option<(Arc<crate::metrics::Metrics>, crate::metrics::GaugeProbe)>,
+  /// The bearer token `GET /metrics` needs; `None`: it needs none.
+  pub metrics_token: Option<String>,
 }
 
 /// What one client of the admin listener may hold, before it has shown a token: the listener is
@@ -111,6 +116,10 @@ struct Admin {
   kv: Option<Arc<crate::kv::Kv>>,
   /// Buckets, when the node has them.
   objects: Option<Arc<crate::objects::Objects>>,
+  /// The node's metrics and gauges, for `GET /metrics`.
+  metrics: Option<(Arc<crate::metrics::Metrics>, crate::metrics::GaugeProbe)>,
+  /// SHA-256 of the token `GET /metrics` needs, if it needs one.
+  metrics_token_digest: Option<[u8; 32]>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
   token_digest: [u8; 32],
   max_bundle_bytes: usize,
@@ -128,7 +137,13 @@ impl AdminServer {
     max_bundle_bytes: usize,
     limits: AdminLimits,
   ) -> Result<Self, NodeError> {
-    let AdminBackends { events, kv, objects } = backends;
+    let AdminBackends {
+      events,
+      kv,
+      objects,
+      metrics,
+      metrics_token,
+    } = backends;
     if token.is_empty() {
       return Err(NodeError::Config("the admin token is empty".into()));
     }
@@ -143,6 +158,8 @@ impl AdminServer {
         events,
         kv,
         objects,
+        metrics,
+        metrics_token_digest: metrics_token.map(|t| Sha256::digest(t.as_bytes()).into()),
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
         max_functions_per_token: limits.max_functions_per_token,
@@ -361,6 +378,9 @@ impl Admin {
 
   async fn handle(&self, request: http::Request<Incoming>) -> Reply {
     use http::{Method, StatusCode};
+    if request.uri().path() == "/metrics" && request.method() == Method::GET {
+      return self.metrics(&request).await;
+    }
     let principal = match self.principal(&request).await {
       Ok(principal) => principal,
       Err(reply) => return reply,
@@ -499,7 +519,12 @@ impl Admin {
         let name = name.to_string();
         let deleting = name.clone();
         match tokio::task::spawn_blocking(move || deployments.delete(&deleting)).await {
-          Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "deleted": name })),
+          Ok(Ok(())) => {
+            if let Some((metrics, _)) = &self.metrics {
+              metrics.forget(&name);
+            }
+            json(StatusCode::OK, &serde_json::json!({ "deleted": name }))
+          }
           Ok(Err(err)) => deploy_error(err),
           Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e.to_string()),
         }
@@ -535,6 +560,52 @@ impl Admin {
   }
 
   /// The queue and cron endpoints.
+  /// `GET /metrics`: Prometheus text, open unless the node set `--metrics-token`.
+  async fn metrics(&self, request: &http::Request<Incoming>) -> Reply {
+    use http::StatusCode;
+    let Some((metrics, gauges)) = &self.metrics else {
+      return error(StatusCode::NOT_FOUND, "not_found", "this node keeps no metrics");
+    };
+    if let Some(expected) = &self.metrics_token_digest {
+      let given = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+      let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+      if !bool::from(digest.ct_eq(expected)) {
+        return error(
+          StatusCode::UNAUTHORIZED,
+          "unauthorized",
+          "this node's metrics need its metrics token: Authorization: Bearer <token>",
+        );
+      }
+    }
+    let mut node = gauges().await;
+    if let Some(events) = &self.events {
+      if let Ok(queues) = events.stats().await {
+        node.queues = queues
+          .into_iter()
+          .map(|q| crate::metrics::QueueGauge {
+            queue: q.queue,
+            depth: q.depth,
+            in_flight: q.in_flight,
+            lag_seconds: q.oldest_age_ms as f64 / 1000.0,
+            dead_letters: q.dead_letter_depth,
+          })
+          .collect();
+      }
+    }
+    let text = metrics.encode(node);
+    let mut response = http::Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+      http::header::CONTENT_TYPE,
+      http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+  }
+
   /// The token endpoints: the operator's only (checked by `deployer_may`).
   async fn tokens(&self, request: http::Request<Incoming>, segments: &[&str]) -> Reply {
     use crate::registry::store::UpdateError;

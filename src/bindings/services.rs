@@ -103,6 +103,7 @@ impl ServiceHost for ServiceCalls {
         decisions: None,
         service_depth: depth,
         service_chain: Some(chain),
+        trigger: "service",
       };
       // Dispatched from a task of its own: this runs inside the caller's JavaScript, while the
       // thread's isolates may be borrowed.

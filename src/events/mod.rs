@@ -658,7 +658,17 @@ impl Events {
     }
     let recorded = crate::isolate::ext::bindings::Decisions::default();
     let outcome = self
-      .invoke(function.clone(), EventKind::Queue, json, Some(recorded.clone()))
+      .invoke(
+        function.clone(),
+        EventKind::Queue,
+        json,
+        Some(recorded.clone()),
+        if trigger.queue.starts_with("bucket:") {
+          "bucket"
+        } else {
+          "queue"
+        },
+      )
       .await;
     let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
     if let Err(Invocation::NotRun(why)) = &outcome {
@@ -784,6 +794,7 @@ impl Events {
     kind: EventKind,
     json: String,
     decisions: Option<crate::isolate::ext::bindings::Decisions>,
+    trigger: &'static str,
   ) -> Result<Vec<u8>, Invocation> {
     let Some(invoker) = self.invoker.get() else {
       return Err(Invocation::NotRun("events have not started".into()));
@@ -800,6 +811,7 @@ impl Events {
       decisions,
       service_depth: 0,
       service_chain: None,
+      trigger,
     };
     invoker.invoke(function, request);
     match answer.await {
@@ -909,7 +921,7 @@ impl Events {
       let json = serde_json::json!({ "cron": schedule, "scheduledTime": tick }).to_string();
       let started = Instant::now();
       let outcome = self
-        .invoke(function, EventKind::Scheduled, json, None)
+        .invoke(function, EventKind::Scheduled, json, None, "cron")
         .await
         .map_err(|(Invocation::Failed(e) | Invocation::NotRun(e))| e)
         .and_then(|body| {

@@ -109,20 +109,30 @@ impl Isolate {
       let wall = StopReason::WallTime {
         limit: self.limits.wall(),
       };
-      for request in expired {
-        match request.responder {
+      for mut request in expired {
+        match request.responder.take() {
           Some(responder) => {
-            answer_limit(responder, Some(request.start), &wall, request.request_id);
-            self.retire(request.request_id);
+            let (start, request_id) = (request.start, request.request_id);
+            request.status = Some(wall.code().status().as_u16());
+            state
+              .borrow()
+              .borrow::<PendingResponses>()
+              .end(request, Some(wall.code().as_str()));
+            answer_limit(responder, Some(start), &wall, request_id);
+            self.retire(request_id);
           }
-          None => tracing::warn!(
-            function = %self.function_name(),
-            request_id = %request.request_id,
-            limit = "wall_time",
-            "the request's waitUntil work did not settle within {} ms of its response; the \
-             invocation is ended, and what it still runs counts as background work",
-            request.after_response.as_millis()
-          ),
+          None => {
+            tracing::warn!(
+              function = %self.function_name(),
+              request_id = %request.request_id,
+              limit = "wall_time",
+              "the request's waitUntil work did not settle within {} ms of its response; the \
+               invocation is ended, and what it still runs counts as background work",
+              request.after_response.as_millis()
+            );
+            // It answered: its outcome is its answer.
+            state.borrow().borrow::<PendingResponses>().end(request, None);
+          }
         }
       }
       if let Phase::Evaluating { queued, .. } = &mut self.phase {
@@ -335,18 +345,25 @@ impl Isolate {
     let mut state = state.borrow_mut();
     let requests = state.borrow_mut::<PendingResponses>();
     let offthread = std::mem::take(&mut requests.background_charged);
-    let count = requests.len() as u32;
+    // Those that finished in this slice get their share too, for their records.
+    let count = (requests.len() + requests.finished_len()) as u32;
     let most = match charge {
       Charge::Startup => cpu,
-      Charge::InFlight => requests
-        .slots_mut()
-        .map(|request| {
+      Charge::InFlight => {
+        for (_, request) in requests.finished_mut() {
           request.cpu_used += cpu / count.max(1);
-          request.cpu_used
-        })
-        .max()
-        .unwrap_or(cpu),
-      // A request may be gone already: a synchronous handler answers within its own slice.
+        }
+        requests
+          .slots_mut()
+          .map(|request| {
+            request.cpu_used += cpu / count.max(1);
+            request.cpu_used
+          })
+          .max()
+          .unwrap_or(cpu)
+      }
+      // A request may be gone already: a synchronous handler answers within its own slice (it
+      // is among the finished, and charged there).
       Charge::Requests(calls) => {
         let share = cpu / (calls.len() as u32).max(1);
         let mut most = share;
@@ -354,11 +371,14 @@ impl Isolate {
           if let Some(request) = requests.get_mut(call.slot) {
             request.cpu_used += share;
             most = most.max(request.cpu_used);
+          } else if let Some((_, request)) = requests.finished_mut().find(|(slot, _)| *slot == call.slot) {
+            request.cpu_used += share;
           }
         }
         most
       }
     };
+    requests.flush_finished();
     (most, offthread)
   }
 
@@ -375,6 +395,7 @@ impl Isolate {
     }
     let state = self.runtime.op_state();
     let mut state = state.borrow_mut();
+    state.borrow_mut::<PendingResponses>().flush_finished();
     let requests: Vec<RequestSlot> = state.borrow_mut::<PendingResponses>().drain().collect();
     drop(state);
     let held: Vec<String> = requests
@@ -389,7 +410,8 @@ impl Isolate {
       "{}; the isolate is discarded",
       reason.message()
     );
-    for request in requests {
+    let state = self.runtime.op_state();
+    for mut request in requests {
       let reason = match reason {
         StopReason::Cpu { limit, used } => StopReason::Cpu {
           limit,
@@ -397,8 +419,18 @@ impl Isolate {
         },
         other => other,
       };
-      if let Some(responder) = request.responder {
-        answer_limit(responder, Some(request.start), &reason, request.request_id);
+      // Recorded before it is answered: whoever sees the answer can see the record.
+      let responder = request.responder.take();
+      let (start, request_id) = (request.start, request.request_id);
+      if responder.is_some() {
+        request.status = Some(reason.code().status().as_u16());
+      }
+      state
+        .borrow()
+        .borrow::<PendingResponses>()
+        .end(request, Some(reason.code().as_str()));
+      if let Some(responder) = responder {
+        answer_limit(responder, Some(start), &reason, request_id);
       }
     }
   }

@@ -91,6 +91,8 @@ pub struct IsolateConfig {
   pub kv: Option<Arc<dyn ext::kv::KvHost>>,
   /// What service bindings reach; `None` on a node without them.
   pub services: Option<Arc<dyn ext::services::ServiceHost>>,
+  /// Where ended invocations are reported (metrics, usage, logs); `None` when nothing listens.
+  pub invocations: Option<Arc<dyn ext::InvocationSink + Send + Sync>>,
 }
 
 impl std::fmt::Debug for IsolateConfig {
@@ -112,6 +114,7 @@ impl Default for IsolateConfig {
       objects: None,
       kv: None,
       services: None,
+      invocations: None,
     }
   }
 }
@@ -209,6 +212,7 @@ impl Isolate {
       let requests = state.borrow_mut::<PendingResponses>();
       requests.memory = Some(memory.clone());
       requests.max_fetches = config.limits.max_fetches;
+      requests.sink = config.invocations.clone();
     }
     let handle = runtime.v8_isolate().thread_safe_handle();
     memory.set_isolate(handle.clone());
@@ -318,6 +322,7 @@ impl Isolate {
       let mut state = state.borrow_mut();
       let requests = state.borrow_mut::<PendingResponses>();
       requests.function = Arc::from(function.name.as_str());
+      requests.version = Arc::from(function.version.as_str());
       requests.max_fetches = function.limits.max_fetches;
       let bindings = state.borrow_mut::<FunctionBindings>();
       bindings.function = function.name.clone();
@@ -606,6 +611,7 @@ impl Isolate {
           decisions,
           service_depth,
           service_chain,
+          trigger,
         } = request;
         let start = StartTiming {
           cold,
@@ -620,6 +626,7 @@ impl Isolate {
         record.cpu_used = precharged;
         record.decisions = decisions;
         record.service_depth = service_depth;
+        record.trigger = trigger;
         if let Some(chain) = &service_chain {
           // A callee ends with the request that started its chain, at the latest.
           record.deadline = record.deadline.min(chain.deadline);

@@ -37,6 +37,8 @@ pub struct IsolateRequest {
   pub service_depth: u8,
   /// For a service call: the chain it belongs to, whose deadline bounds this invocation's.
   pub service_chain: Option<std::sync::Arc<super::ext::services::ServiceChain>>,
+  /// What started it: `http`, `queue`, `bucket`, `cron` or `service` (metrics, usage, logs).
+  pub trigger: &'static str,
 }
 
 impl IsolateRequest {

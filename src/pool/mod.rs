@@ -173,6 +173,37 @@ impl PoolControl {
   }
 }
 
+impl PoolControl {
+  /// Loaded isolates, warm (blank) isolates and the loaded isolates' heap bytes, summed over
+  /// every thread (each answers between its tasks; a thread that does not answer within a second
+  /// is left out).
+  pub async fn isolate_counts(&self) -> (u64, u64, u64) {
+    let mut answers = Vec::with_capacity(self.inboxes.len());
+    for inbox in &self.inboxes {
+      let (tx, rx) = tokio::sync::oneshot::channel();
+      let sent = inbox.send(Box::new(move |isolates| {
+        Box::pin(async move {
+          let _ = tx.send(isolates.counts());
+        })
+      }));
+      if sent.is_ok() {
+        answers.push(rx);
+      }
+    }
+    let mut total = (0, 0, 0);
+    for answer in answers {
+      if let Ok(Ok((loaded, warm, heap))) =
+        tokio::time::timeout(std::time::Duration::from_secs(1), answer).await
+      {
+        total.0 += loaded;
+        total.1 += warm;
+        total.2 += heap;
+      }
+    }
+    total
+  }
+}
+
 /// Runs invocations that arrive on no connection (queue batches, cron ticks) on the isolate threads,
 /// in turn, or on the heavy lane for a demoted function. Their outcome comes back through the
 /// request's responder ([`crate::isolate::reply::elsewhere`]).

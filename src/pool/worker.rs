@@ -121,6 +121,16 @@ impl LocalIsolates {
     InFlight(self.in_flight.clone())
   }
 
+  /// Loaded isolates, blank ones, and the loaded ones' heap bytes as last measured.
+  pub fn counts(&self) -> (u64, u64, u64) {
+    let isolates = self.isolates.borrow();
+    (
+      isolates.loaded.len() as u64,
+      isolates.warm.len() as u64,
+      isolates.heap_bytes.get() as u64,
+    )
+  }
+
   /// Evicts the loaded isolates whose (function, version) `keep` refuses.
   pub fn retain_loaded(&self, keep: &dyn Fn(&str, &str) -> bool) {
     let mut isolates = self.isolates.borrow_mut();

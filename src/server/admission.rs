@@ -49,6 +49,25 @@ impl Admission {
     }
   }
 
+  /// Per function: requests running and requests waiting, for the metrics.
+  pub fn snapshot(&self) -> Vec<(String, u64, u64)> {
+    let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all: Vec<(String, u64, u64)> = gates
+      .iter()
+      .map(|(name, gate)| {
+        let running =
+          self.config.max_concurrent - gate.running.available_permits().min(self.config.max_concurrent);
+        (
+          name.clone(),
+          running as u64,
+          gate.queued.load(Ordering::Acquire) as u64,
+        )
+      })
+      .collect();
+    all.sort();
+    all
+  }
+
   /// Waits for a turn to run a request of `function`, or refuses if too many are already waiting.
   pub async fn admit(&self, function: &str) -> Result<Admitted, Refused> {
     let gate = {

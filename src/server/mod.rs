@@ -122,6 +122,8 @@ pub struct Server {
   shutdown_grace: Duration,
   connection_timeouts: ConnectionTimeouts,
   max_connections: usize,
+  /// Connections open now (the metrics read it).
+  open: Arc<AtomicUsize>,
 }
 
 /// Runs hyper's per-stream tasks on the current isolate thread: requests are handled where their
@@ -179,6 +181,35 @@ impl Server {
       shutdown_grace: config.shutdown_grace,
       connection_timeouts: config.connection_timeouts,
       max_connections: config.max_connections,
+      open: Arc::new(AtomicUsize::new(0)),
+    })
+  }
+
+  /// The node's gauges as the metrics show them: isolates on every thread, open connections,
+  /// admission. (Queues are the admin listener's to add.)
+  pub fn gauges(&self) -> crate::metrics::GaugeProbe {
+    let (pool, open, admission) = (
+      self.pool.control(),
+      self.open.clone(),
+      self.node.admission.clone(),
+    );
+    Arc::new(move || {
+      let (pool, open, admission) = (pool.clone(), open.clone(), admission.clone());
+      Box::pin(async move {
+        let (loaded, warm, heap) = pool.isolate_counts().await;
+        let mut gauges = crate::metrics::NodeGauges {
+          loaded_isolates: loaded,
+          warm_isolates: warm,
+          isolate_heap_bytes: heap,
+          connections: open.load(std::sync::atomic::Ordering::Relaxed) as u64,
+          ..Default::default()
+        };
+        for (function, running, queued) in admission.snapshot() {
+          gauges.admission_running.push((function.clone(), running));
+          gauges.admission_queued.push((function, queued));
+        }
+        gauges
+      })
     })
   }
 
@@ -214,9 +245,9 @@ impl Server {
       shutdown_grace,
       connection_timeouts,
       max_connections,
+      open,
     } = self;
     let graceful = Shutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
     let (mut refused, mut last_warned) = (0u64, None);
     let builder = Arc::new(http_builder(LocalExec));
     tokio::pin!(shutdown);
@@ -613,6 +644,7 @@ impl Node {
       decisions: None,
       service_depth: 0,
       service_chain: None,
+      trigger: "http",
     };
     let _in_flight = if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);

@@ -29,7 +29,10 @@ pub use body::{RequestBody, RequestBodyResource, ResponseBody};
   unused_imports,
   reason = "build.rs compiles this module but uses only `extensions`"
 )]
-pub use ops::{HandlerFailure, HandlerOutcome, MemoryAccount, PendingResponses, RequestSlot, StartTiming};
+pub use ops::{
+  HandlerFailure, HandlerOutcome, InvocationEnd, InvocationSink, MemoryAccount, PendingResponses,
+  RequestSlot, StartTiming,
+};
 #[allow(
   unused_imports,
   reason = "build.rs compiles this module but uses only `extensions`"

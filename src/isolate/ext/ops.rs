@@ -46,6 +46,38 @@ pub struct HandlerFailure {
   pub out_of_memory: bool,
 }
 
+/// What one invocation did, told to the [`InvocationSink`] once it has ended, however it ended.
+#[derive(Debug, Clone)]
+pub struct InvocationEnd {
+  pub request_id: RequestId,
+  /// What started it: `http`, `queue`, `bucket`, `cron` or `service`.
+  pub trigger: &'static str,
+  /// Whether it loaded its function into an isolate (a cold start).
+  pub cold: bool,
+  /// From arrival to its handler being called (restore and load included when cold).
+  pub start: Duration,
+  /// From arrival to its end: the response sent in full and its `waitUntil` work settled.
+  pub wall: Duration,
+  /// CPU charged to it, off-thread work (WebCrypto, images) included.
+  pub cpu: Duration,
+  pub fetches: u32,
+  pub kv_operations: u32,
+  /// The status it answered with; `None` if it never answered (the isolate went first).
+  pub status: Option<u16>,
+  /// The limit that stopped it (`cpu_limit_exceeded`, `memory_limit_exceeded`,
+  /// `wall_time_exceeded`, `isolate_failed`), if one did.
+  pub stopped: Option<&'static str>,
+  /// Response body bytes handed to the connection (or to the caller of an event).
+  pub bytes_out: u64,
+}
+
+/// Where ended invocations are reported: the node's metrics, usage records and log rings.
+/// Implemented outside this module (build.rs compiles it alone); called on the isolate thread,
+/// so it must be cheap and never block.
+pub trait InvocationSink {
+  fn ended(&self, function: &str, version: &str, end: &InvocationEnd);
+}
+
 /// One request in flight inside an isolate: from dispatch until its response has been sent in full
 /// and the work it handed to `waitUntil` has settled. Its CPU time is counted all that while.
 pub struct RequestSlot {
@@ -81,6 +113,14 @@ pub struct RequestSlot {
   /// The chain of service calls this invocation belongs to (made at its first call, for a request
   /// that starts one): its budget of calls and its deadline.
   pub service_chain: Option<std::sync::Arc<super::services::ServiceChain>>,
+  /// When the node received it.
+  pub arrived: Instant,
+  /// What started it (see [`InvocationEnd::trigger`]).
+  pub trigger: &'static str,
+  /// The status it answered with, once it has.
+  pub status: Option<u16>,
+  /// Response body bytes sent so far.
+  pub bytes_out: u64,
 }
 
 impl RequestSlot {
@@ -106,6 +146,10 @@ impl RequestSlot {
       kv_operations: 0,
       service_depth: 0,
       service_chain: None,
+      arrived,
+      trigger: "http",
+      status: None,
+      bytes_out: 0,
     }
   }
 
@@ -133,6 +177,10 @@ impl RequestSlot {
 pub struct PendingResponses {
   /// The function this isolate runs, for log lines.
   pub function: Arc<str>,
+  /// Its version, for the invocation records.
+  pub version: Arc<str>,
+  /// Where ended invocations are reported; `None` when nothing listens.
+  pub sink: Option<Arc<dyn InvocationSink + Send + Sync>>,
   /// Outbound fetches one request may make.
   pub max_fetches: u32,
   /// The isolate's memory budget (`limits::memory`), for WebAssembly reservations and to tell a
@@ -151,12 +199,22 @@ pub struct PendingResponses {
   pub next_deadline: Option<Instant>,
   /// This isolate's share of [`OUTBOUND_IN_FLIGHT`], given back if the isolate goes first.
   outbound_in_flight: usize,
+  /// Invocations that finished during the slice now running, by slot: the isolate layer charges
+  /// them their share of the slice (a synchronous handler answers within its own), then
+  /// [`PendingResponses::flush_finished`] reports them.
+  finished: Vec<(u32, RequestSlot)>,
   slots: HashMap<u32, RequestSlot, BuildHasherDefault<SlotHasher>>,
   next_slot: u32,
 }
 
 impl Drop for PendingResponses {
   fn drop(&mut self) {
+    self.flush_finished();
+    // The isolate went with invocations in it (it failed, or its thread stopped): they end here.
+    let left: Vec<RequestSlot> = self.slots.drain().map(|(_, slot)| slot).collect();
+    for slot in left {
+      self.end(slot, Some("isolate_failed"));
+    }
     // The isolate went with fetches still under way: their sockets close with it.
     OUTBOUND_IN_FLIGHT.fetch_sub(self.outbound_in_flight, Ordering::AcqRel);
   }
@@ -243,7 +301,47 @@ impl PendingResponses {
         fetches = request.fetches,
         "request finished"
       );
+      self.finished.push((slot, request));
     }
+  }
+
+  /// Invocations finished in the slice now running, for the isolate layer to charge.
+  pub fn finished_mut(&mut self) -> impl Iterator<Item = (u32, &mut RequestSlot)> {
+    self.finished.iter_mut().map(|(slot, request)| (*slot, request))
+  }
+
+  /// How many finished in the slice now running.
+  pub fn finished_len(&self) -> usize {
+    self.finished.len()
+  }
+
+  /// Reports the invocations finished in the slice that just ended, now charged in full.
+  pub fn flush_finished(&mut self) {
+    for (_, request) in std::mem::take(&mut self.finished) {
+      self.end(request, None);
+    }
+  }
+
+  /// Reports an invocation taken out for good: `stopped` names the limit that ended it, if one did.
+  /// Every way out of this table (finished, cut off, expired, stopped, dropped) comes here once.
+  pub fn end(&self, slot: RequestSlot, stopped: Option<&'static str>) {
+    let Some(sink) = &self.sink else {
+      return;
+    };
+    let end = InvocationEnd {
+      request_id: slot.request_id,
+      trigger: slot.trigger,
+      cold: slot.start.cold,
+      start: slot.start.duration,
+      wall: slot.arrived.elapsed(),
+      cpu: slot.cpu_used,
+      fetches: slot.fetches,
+      kv_operations: slot.kv_operations,
+      status: slot.status,
+      stopped,
+      bytes_out: slot.bytes_out,
+    };
+    sink.ended(&self.function, &self.version, &end);
   }
 
   /// Takes a request back, for the isolate layer to answer or forget.
@@ -451,6 +549,13 @@ fn answer(
   let requests = state.borrow_mut::<PendingResponses>();
   let (responder, request) = requests.take_responder(slot)?;
   let start = request.start;
+  match &result {
+    Ok(response) => {
+      request.status = Some(response.status().as_u16());
+      request.bytes_out += http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
+    }
+    Err(_) => request.status = Some(500),
+  }
   requests.finish_if_done(slot);
   send(responder, start, result);
   Ok(())
@@ -574,12 +679,14 @@ pub async fn op_islet_respond_stream(
     let (responder, request) = state.borrow_mut::<PendingResponses>().take_responder(slot)?;
     // In flight until the body has been pumped.
     request.streaming = true;
+    request.status = Some(status as u16);
     let (start, deadline, request_id) = (request.start, request.deadline, request.request_id);
     (responder, start, resource, deadline, request_id)
   };
   send(responder, start, Ok(response));
   let deadline = tokio::time::sleep_until(deadline.into());
   tokio::pin!(deadline);
+  let mut pumped = 0u64;
   let outcome = loop {
     let read = tokio::select! {
       read = resource.clone().read(STREAM_CHUNK) => read,
@@ -601,14 +708,23 @@ pub async fn op_islet_respond_stream(
     if sent.is_err() {
       break Ok(()); // the client went away: stop pulling from the stream
     }
+    pumped += chunk.len() as u64;
   };
   resource.close();
   let mut state = state.borrow_mut();
   let requests = state.borrow_mut::<PendingResponses>();
   if let Some(request) = requests.slots.get_mut(&slot) {
     request.streaming = false;
+    request.bytes_out += pumped;
   }
-  requests.finish_if_done(slot);
+  if matches!(outcome, Err(StreamEnd::Overdue)) {
+    // Cut off by the wall clock: it ends so, whatever else it was waiting for.
+    if let Some(cut) = requests.remove(slot) {
+      requests.end(cut, Some("wall_time_exceeded"));
+    }
+  } else {
+    requests.finish_if_done(slot);
+  }
   match outcome {
     Ok(()) => Ok(()),
     Err(StreamEnd::Failed(message)) => {
@@ -619,7 +735,6 @@ pub async fn op_islet_respond_stream(
       let _ = tx.try_send(Err(std::io::Error::other(
         "the wall-clock limit cut the body off",
       )));
-      requests.remove(slot);
       requests.overdue = Some(request_id);
       Ok(())
     }

@@ -1,0 +1,468 @@
+//! Metrics: what the node counts, and `/metrics` in the Prometheus text format.
+//!
+//! Owns the per-function counters and histograms every ended invocation adds to (it is the
+//! isolates' [`InvocationSink`]), and the encoding of them and of the node's gauges, which the
+//! admin listener gathers at each scrape. Labels are function names, trigger kinds, outcomes and
+//! queue names: bounded by what is deployed, never a path, a host or an id.
+//!
+//! It must never slow the request path: an ended invocation costs one map lookup under a read
+//! lock and a few relaxed atomic adds on the isolate thread; everything else (text, labels,
+//! sorting) happens at scrape time, on the admin listener.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::isolate::ext::{InvocationEnd, InvocationSink};
+
+/// What starts an invocation, in the order of the per-trigger arrays.
+const TRIGGERS: [&str; 5] = ["http", "queue", "bucket", "cron", "service"];
+
+/// How an invocation ended, in the order of the per-outcome counters: its answer's status class,
+/// or the limit that stopped it, or `failed` (its isolate went before it answered).
+const OUTCOMES: [&str; 8] = [
+  "2xx",
+  "3xx",
+  "4xx",
+  "5xx",
+  "cpu_limit",
+  "memory_limit",
+  "wall_limit",
+  "failed",
+];
+
+/// Bucket bounds, in seconds, of the duration, CPU and start-latency histograms.
+const BOUNDS: [f64; 15] = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A histogram of durations, updated with relaxed atomics (a scrape may see one invocation's
+/// count before its sum: Prometheus tolerates that).
+#[derive(Debug, Default)]
+struct Histogram {
+  /// Observations at or under each bound (not cumulative; summed at scrape time).
+  buckets: [AtomicU64; BOUNDS.len()],
+  count: AtomicU64,
+  sum_ns: AtomicU64,
+}
+
+impl Histogram {
+  fn observe(&self, value: Duration) {
+    let seconds = value.as_secs_f64();
+    if let Some(i) = BOUNDS.iter().position(|bound| seconds <= *bound) {
+      self.buckets[i].fetch_add(1, Relaxed);
+    }
+    self.count.fetch_add(1, Relaxed);
+    self
+      .sum_ns
+      .fetch_add(value.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+  }
+}
+
+impl EncodeMetric for Histogram {
+  fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    // Per bucket, as the encoder wants them (it makes them cumulative).
+    let mut buckets: Vec<(f64, u64)> = BOUNDS
+      .iter()
+      .zip(&self.buckets)
+      .map(|(bound, n)| (*bound, n.load(Relaxed)))
+      .collect();
+    let bounded: u64 = buckets.iter().map(|(_, n)| n).sum();
+    let count = self.count.load(Relaxed).max(bounded);
+    buckets.push((f64::INFINITY, count - bounded));
+    let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+    encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+  }
+
+  fn metric_type(&self) -> MetricType {
+    MetricType::Histogram
+  }
+}
+
+/// One function's figures for one trigger kind.
+#[derive(Debug, Default)]
+struct ByTrigger {
+  outcomes: [AtomicU64; OUTCOMES.len()],
+  duration: Histogram,
+  cpu: Histogram,
+}
+
+/// One function's figures.
+#[derive(Debug, Default)]
+struct FunctionStats {
+  triggers: [ByTrigger; TRIGGERS.len()],
+  cold: AtomicU64,
+  warm: AtomicU64,
+  cold_start: Histogram,
+  warm_start: Histogram,
+  fetches: AtomicU64,
+  kv_operations: AtomicU64,
+  bytes_out: AtomicU64,
+}
+
+/// The node's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+  functions: RwLock<HashMap<Arc<str>, Arc<FunctionStats>, foldhash::fast::RandomState>>,
+}
+
+impl Metrics {
+  pub fn new() -> Arc<Self> {
+    Arc::new(Self::default())
+  }
+
+  /// `function`'s figures, made on its first invocation.
+  fn function(&self, function: &str) -> Arc<FunctionStats> {
+    if let Some(stats) = self
+      .functions
+      .read()
+      .unwrap_or_else(|e| e.into_inner())
+      .get(function)
+    {
+      return stats.clone();
+    }
+    let mut functions = self.functions.write().unwrap_or_else(|e| e.into_inner());
+    functions.entry(Arc::from(function)).or_default().clone()
+  }
+
+  /// Forgets a function that is no longer served (deleted): its series leave `/metrics`.
+  pub fn forget(&self, function: &str) {
+    self
+      .functions
+      .write()
+      .unwrap_or_else(|e| e.into_inner())
+      .remove(function);
+  }
+
+  /// The text of `/metrics`: every function's figures and the node's `gauges`.
+  pub fn encode(&self, gauges: NodeGauges) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let functions: Vec<(Arc<str>, Arc<FunctionStats>)> = {
+      let map = self.functions.read().unwrap_or_else(|e| e.into_inner());
+      let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+      all.sort_by(|a, b| a.0.cmp(&b.0));
+      all
+    };
+    registry.register_collector(Box::new(Scrape { functions, gauges }));
+    let mut out = String::new();
+    // INVARIANT: writing to a String does not fail.
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("metrics encode");
+    out
+  }
+}
+
+impl InvocationSink for Metrics {
+  fn ended(&self, function: &str, _version: &str, end: &InvocationEnd) {
+    let stats = self.function(function);
+    let trigger = TRIGGERS.iter().position(|t| *t == end.trigger).unwrap_or(0);
+    let outcome = match (end.stopped, end.status) {
+      (Some("cpu_limit_exceeded"), _) => 4,
+      (Some("memory_limit_exceeded"), _) => 5,
+      (Some("wall_time_exceeded"), _) => 6,
+      (Some(_), _) | (None, None) => 7,
+      (None, Some(status)) => match status {
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+      },
+    };
+    let by = &stats.triggers[trigger];
+    by.outcomes[outcome].fetch_add(1, Relaxed);
+    by.duration.observe(end.wall);
+    by.cpu.observe(end.cpu);
+    if end.cold {
+      stats.cold.fetch_add(1, Relaxed);
+      stats.cold_start.observe(end.start);
+    } else {
+      stats.warm.fetch_add(1, Relaxed);
+      stats.warm_start.observe(end.start);
+    }
+    if end.fetches > 0 {
+      stats.fetches.fetch_add(u64::from(end.fetches), Relaxed);
+    }
+    if end.kv_operations > 0 {
+      stats
+        .kv_operations
+        .fetch_add(u64::from(end.kv_operations), Relaxed);
+    }
+    stats.bytes_out.fetch_add(end.bytes_out, Relaxed);
+  }
+}
+
+/// Gathers the node's gauges (asked at each scrape).
+pub type GaugeProbe =
+  Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = NodeGauges> + Send>> + Send + Sync>;
+
+/// The node's gauges, gathered by the admin listener at each scrape.
+#[derive(Debug, Default, Clone)]
+pub struct NodeGauges {
+  /// Isolates holding a function, on every thread.
+  pub loaded_isolates: u64,
+  /// Blank isolates ready for cold starts.
+  pub warm_isolates: u64,
+  /// V8 heap of the loaded isolates, in bytes (as last measured).
+  pub isolate_heap_bytes: u64,
+  /// Connections open on the serving listener.
+  pub connections: u64,
+  /// Requests waiting for a turn, by function.
+  pub admission_queued: Vec<(String, u64)>,
+  /// Requests running, by function.
+  pub admission_running: Vec<(String, u64)>,
+  /// Per queue: messages stored, in flight, the age of the oldest (seconds), dead letters.
+  pub queues: Vec<QueueGauge>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct QueueGauge {
+  pub queue: String,
+  pub depth: u64,
+  pub in_flight: u64,
+  pub lag_seconds: f64,
+  pub dead_letters: u64,
+}
+
+/// One scrape's view: what the collector encodes.
+#[derive(Debug)]
+struct Scrape {
+  functions: Vec<(Arc<str>, Arc<FunctionStats>)>,
+  gauges: NodeGauges,
+}
+
+/// A counter's value, for the encoder.
+fn counter(mut encoder: MetricEncoder, value: u64) -> Result<(), std::fmt::Error> {
+  encoder.encode_counter::<NoLabelSet, u64, u64>(&value, None)
+}
+
+fn gauge(mut encoder: MetricEncoder, value: f64) -> Result<(), std::fmt::Error> {
+  encoder.encode_gauge(&value)
+}
+
+impl Collector for Scrape {
+  fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let fns = &self.functions;
+    {
+      let mut family = encoder.encode_descriptor(
+        "islet_invocations",
+        "Invocations ended, by function, trigger and outcome (status class or the limit that stopped it).",
+        None,
+        MetricType::Counter,
+      )?;
+      for (name, stats) in fns {
+        for (t, by) in TRIGGERS.iter().zip(&stats.triggers) {
+          for (o, n) in OUTCOMES.iter().zip(&by.outcomes) {
+            let n = n.load(Relaxed);
+            if n > 0 {
+              let labels = [("function", &**name), ("trigger", *t), ("outcome", *o)];
+              counter(family.encode_family(&labels)?, n)?;
+            }
+          }
+        }
+      }
+    }
+    for (metric, help, pick) in [
+      (
+        "islet_invocation_duration_seconds",
+        "Wall time from arrival to the end of an invocation (its response sent and waitUntil work settled).",
+        (|by: &ByTrigger| &by.duration) as fn(&ByTrigger) -> &Histogram,
+      ),
+      (
+        "islet_invocation_cpu_seconds",
+        "CPU time charged to an invocation, work off the isolate thread included.",
+        |by: &ByTrigger| &by.cpu,
+      ),
+    ] {
+      let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Histogram)?;
+      for (name, stats) in fns {
+        for (t, by) in TRIGGERS.iter().zip(&stats.triggers) {
+          if by.duration.count.load(Relaxed) > 0 {
+            let labels = [("function", &**name), ("trigger", *t)];
+            pick(by).encode(family.encode_family(&labels)?)?;
+          }
+        }
+      }
+    }
+    {
+      let mut family = encoder.encode_descriptor(
+        "islet_starts",
+        "Invocations by how their isolate started: cold (the function loaded for it) or warm.",
+        None,
+        MetricType::Counter,
+      )?;
+      for (name, stats) in fns {
+        for (kind, n) in [("cold", &stats.cold), ("warm", &stats.warm)] {
+          let labels = [("function", &**name), ("start", kind)];
+          counter(family.encode_family(&labels)?, n.load(Relaxed))?;
+        }
+      }
+    }
+    {
+      let mut family = encoder.encode_descriptor(
+        "islet_start_latency_seconds",
+        "From arrival to the handler being called (restore and load included for a cold start).",
+        None,
+        MetricType::Histogram,
+      )?;
+      for (name, stats) in fns {
+        for (kind, histogram) in [("cold", &stats.cold_start), ("warm", &stats.warm_start)] {
+          if histogram.count.load(Relaxed) > 0 {
+            let labels = [("function", &**name), ("start", kind)];
+            histogram.encode(family.encode_family(&labels)?)?;
+          }
+        }
+      }
+    }
+    type Pick = fn(&FunctionStats) -> &AtomicU64;
+    for (metric, help, pick) in [
+      (
+        "islet_fetches",
+        "Outbound fetch() calls (and service calls) made by invocations.",
+        (|s: &FunctionStats| &s.fetches) as Pick,
+      ),
+      ("islet_kv_operations", "KV operations made by invocations.", |s| {
+        &s.kv_operations
+      }),
+      (
+        "islet_response_bytes",
+        "Response body bytes sent by invocations.",
+        |s| &s.bytes_out,
+      ),
+    ] {
+      let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Counter)?;
+      for (name, stats) in fns {
+        let labels = [("function", &**name)];
+        counter(family.encode_family(&labels)?, pick(stats).load(Relaxed))?;
+      }
+    }
+    let g = &self.gauges;
+    for (metric, help, value) in [
+      (
+        "islet_isolates_loaded",
+        "Isolates holding a function, on every thread.",
+        g.loaded_isolates,
+      ),
+      (
+        "islet_isolates_warm",
+        "Blank isolates restored ahead of cold starts.",
+        g.warm_isolates,
+      ),
+      (
+        "islet_isolate_heap_bytes",
+        "V8 heap of the loaded isolates, as last measured.",
+        g.isolate_heap_bytes,
+      ),
+      (
+        "islet_connections",
+        "Connections open on the serving listener.",
+        g.connections,
+      ),
+    ] {
+      let family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+      gauge(family, value as f64)?;
+    }
+    for (metric, help, values) in [
+      (
+        "islet_admission_queued",
+        "Requests waiting for a turn at their function's concurrency limit.",
+        &g.admission_queued,
+      ),
+      (
+        "islet_admission_running",
+        "Requests running, by function.",
+        &g.admission_running,
+      ),
+    ] {
+      let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+      for (name, value) in values {
+        let labels = [("function", name.as_str())];
+        gauge(family.encode_family(&labels)?, *value as f64)?;
+      }
+    }
+    type QueuePick = fn(&QueueGauge) -> f64;
+    for (metric, help, pick) in [
+      (
+        "islet_queue_depth",
+        "Messages stored in a queue: due, delayed and in flight.",
+        (|q: &QueueGauge| q.depth as f64) as QueuePick,
+      ),
+      (
+        "islet_queue_in_flight",
+        "Messages handed to a consumer, not yet settled.",
+        |q| q.in_flight as f64,
+      ),
+      (
+        "islet_queue_lag_seconds",
+        "Age of a queue's oldest message.",
+        |q| q.lag_seconds,
+      ),
+      (
+        "islet_queue_dead_letters",
+        "Messages in a queue's dead-letter queue.",
+        |q| q.dead_letters as f64,
+      ),
+    ] {
+      let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+      for q in &g.queues {
+        let labels = [("queue", q.queue.as_str())];
+        gauge(family.encode_family(&labels)?, pick(q))?;
+      }
+    }
+    Ok(())
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn an_invocation_moves_its_counters_and_histograms() {
+    let metrics = Metrics::new();
+    let end = InvocationEnd {
+      request_id: crate::isolate::ext::RequestId::generate(),
+      trigger: "queue",
+      cold: true,
+      start: Duration::from_micros(700),
+      wall: Duration::from_millis(3),
+      cpu: Duration::from_millis(2),
+      fetches: 2,
+      kv_operations: 0,
+      status: Some(200),
+      stopped: None,
+      bytes_out: 5,
+    };
+    metrics.ended("hello", "v1", &end);
+    metrics.ended(
+      "hello",
+      "v1",
+      &InvocationEnd {
+        stopped: Some("cpu_limit_exceeded"),
+        status: Some(503),
+        ..end.clone()
+      },
+    );
+    let text = metrics.encode(NodeGauges::default());
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, outcome: &str| {
+      parsed
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.get("outcome") == Some(outcome))
+        .map(|s| match s.value {
+          prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+          _ => f64::NAN,
+        })
+    };
+    assert_eq!(value("islet_invocations_total", "2xx"), Some(1.0));
+    assert_eq!(value("islet_invocations_total", "cpu_limit"), Some(1.0));
+    assert!(
+      text.contains("islet_fetches_total{function=\"hello\"} 4"),
+      "{text}"
+    );
+  }
+}

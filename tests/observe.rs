@@ -1,0 +1,8 @@
+//! Observing a live node: `/metrics` parsed as Prometheus text and moved by exactly what a known
+//! sequence of requests caused, and the log rings followed through the admin API.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "observe/metrics.rs"]
+mod metrics;
