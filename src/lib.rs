@@ -44,6 +44,7 @@ pub mod events;
 pub mod isolate;
 pub mod kv;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod objects;
 pub mod pool;

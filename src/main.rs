@@ -920,6 +920,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
   kv.start();
   let services = ServiceCalls::new(live.clone());
   let metrics = islet::metrics::Metrics::new();
+  let logs = islet::logs::Logs::new();
   let mut config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -944,7 +945,10 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         objects: Some(node_bindings),
         kv: Some(kv.host()),
         services: Some(services.host()),
-        invocations: Some(metrics.clone()),
+        invocations: Some(Arc::new(islet::isolate::ext::Fanout(vec![
+          metrics.clone(),
+          logs.clone(),
+        ]))),
       },
     },
     admission: AdmissionConfig {
@@ -1001,6 +1005,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
           objects,
           metrics: Some((metrics.clone(), server.gauges())),
           metrics_token: args.metrics_token.clone(),
+          logs: Some(logs.clone()),
         },
         max_bundle_bytes,
         islet::admin::AdminLimits {

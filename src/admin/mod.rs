@@ -10,6 +10,7 @@
 //! | `GET /v1/health` | node health: status (`ok`, or `degraded` with the deployed functions it cannot serve and why) and the number of functions served |
 //! | `GET /v1/functions` | deployed functions, their active version and routes |
 //! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
+//! | `GET /v1/functions/{name}/logs` | `?after=SEQ&limit=N`: recent log lines (JSON); `&follow=1`: and every later one, as server-sent events |
 //! | `GET /v1/functions/{name}/versions` | a function's versions, oldest first |
 //! | `POST /v1/functions/{name}/active` | `{"version": "…"}`: activate a version (rollback) |
 //! | `DELETE /v1/functions/{name}` | stop serving a function and forget its versions |
@@ -78,6 +79,8 @@ pub struct AdminBackends {
   pub metrics: Option<(Arc<crate::metrics::Metrics>, crate::metrics::GaugeProbe)>,
   /// The bearer token `GET /metrics` needs; `None`: it needs none.
   pub metrics_token: Option<String>,
+  /// The functions' log rings, for `GET /v1/functions/{name}/logs`.
+  pub logs: Option<Arc<crate::logs::Logs>>,
 }
 
 /// What one client of the admin listener may hold, before it has shown a token: the listener is
@@ -118,6 +121,8 @@ struct Admin {
   objects: Option<Arc<crate::objects::Objects>>,
   /// The node's metrics and gauges, for `GET /metrics`.
   metrics: Option<(Arc<crate::metrics::Metrics>, crate::metrics::GaugeProbe)>,
+  /// The functions' log rings.
+  logs: Option<Arc<crate::logs::Logs>>,
   /// SHA-256 of the token `GET /metrics` needs, if it needs one.
   metrics_token_digest: Option<[u8; 32]>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
@@ -143,6 +148,7 @@ impl AdminServer {
       objects,
       metrics,
       metrics_token,
+      logs,
     } = backends;
     if token.is_empty() {
       return Err(NodeError::Config("the admin token is empty".into()));
@@ -159,6 +165,7 @@ impl AdminServer {
         kv,
         objects,
         metrics,
+        logs,
         metrics_token_digest: metrics_token.map(|t| Sha256::digest(t.as_bytes()).into()),
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
@@ -258,7 +265,13 @@ impl Drop for PeerSlot {
   }
 }
 
-type Reply = http::Response<Full<Bytes>>;
+/// A body known in full, or a stream (`islet logs --follow`).
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type Reply = http::Response<Body>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+  Full::new(bytes.into()).boxed()
+}
 
 use tokens::Principal;
 
@@ -293,7 +306,7 @@ struct ListBody {
 fn json(status: http::StatusCode, body: &impl Serialize) -> Reply {
   // INVARIANT: the bodies are plain data.
   let bytes = serde_json::to_vec(body).expect("admin body serializes");
-  let mut response = http::Response::new(Full::new(Bytes::from(bytes)));
+  let mut response = http::Response::new(full(bytes));
   *response.status_mut() = status;
   response.headers_mut().insert(
     http::header::CONTENT_TYPE,
@@ -426,6 +439,10 @@ impl Admin {
         }
         Err(err) => deploy_error(err),
       },
+      (Method::GET, ["v1", "functions", name, "logs"]) => {
+        let query = request.uri().query().unwrap_or("").to_string();
+        self.logs(name, &query)
+      }
       (Method::GET, ["v1", "functions", name, "versions"]) => match deployments.versions(name) {
         Ok(versions) => json(
           StatusCode::OK,
@@ -523,6 +540,9 @@ impl Admin {
             if let Some((metrics, _)) = &self.metrics {
               metrics.forget(&name);
             }
+            if let Some(logs) = &self.logs {
+              logs.forget(&name);
+            }
             json(StatusCode::OK, &serde_json::json!({ "deleted": name }))
           }
           Ok(Err(err)) => deploy_error(err),
@@ -560,6 +580,115 @@ impl Admin {
   }
 
   /// The queue and cron endpoints.
+  /// `GET /v1/functions/{name}/logs?after=SEQ&limit=N&follow=1`: the function's recent lines as
+  /// JSON, or with `follow`, those and every later one as server-sent events (`id:` is the line's
+  /// `seq`, `data:` its JSON), with a comment every 15 s to keep the stream alive. The connection
+  /// lives at most the admin listener's connection time; a follower reconnects with `after`.
+  fn logs(&self, function: &str, query: &str) -> Reply {
+    use http::StatusCode;
+    let Some(logs) = self.logs.clone() else {
+      return error(StatusCode::NOT_FOUND, "not_found", "this node keeps no logs");
+    };
+    let mut after = 0u64;
+    let mut limit = 200usize;
+    let mut follow = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+      let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+      let parsed = match key {
+        "after" => value.parse().map(|v| after = v).is_ok(),
+        "limit" => value.parse().map(|v: usize| limit = v.min(10_000)).is_ok(),
+        "follow" => {
+          follow = matches!(value, "" | "1" | "true");
+          true
+        }
+        _ => false,
+      };
+      if !parsed {
+        let message = format!("'{pair}': the query takes after=SEQ, limit=N and follow=1");
+        return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+      }
+    }
+    if !crate::registry::is_valid_name(function) {
+      return error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        &format!("'{function}' is not a function name"),
+      );
+    }
+    if !follow {
+      let lines = logs.recent(function, after, limit);
+      return json(
+        StatusCode::OK,
+        &serde_json::json!({ "function": function, "lines": lines }),
+      );
+    }
+    // Subscribed before the backlog is read: nothing written in between is missed (a line in
+    // both is sent once, by its seq).
+    let mut live = logs.follow(function);
+    let backlog = logs.recent(function, after, limit);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+      let event = |line: &crate::logs::LogLine| {
+        // INVARIANT: a log line is plain data.
+        let json = serde_json::to_string(line).expect("log line serializes");
+        Bytes::from(format!("id: {}\ndata: {json}\n\n", line.seq))
+      };
+      let mut sent = after;
+      for line in backlog {
+        sent = line.seq;
+        if tx.send(event(&line)).await.is_err() {
+          return;
+        }
+      }
+      let mut keep_alive = tokio::time::interval(std::time::Duration::from_secs(15));
+      keep_alive.tick().await;
+      loop {
+        let next = tokio::select! {
+          line = live.recv() => line,
+          _ = keep_alive.tick() => {
+            if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+              return;
+            }
+            continue;
+          }
+          () = tx.closed() => return,
+        };
+        match next {
+          Ok(line) if line.seq > sent => {
+            sent = line.seq;
+            if tx.send(event(&line)).await.is_err() {
+              return;
+            }
+          }
+          Ok(_) => {}
+          Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+            let notice = format!("event: lagged\ndata: {{\"missed\": {missed}}}\n\n");
+            if tx.send(Bytes::from(notice)).await.is_err() {
+              return;
+            }
+          }
+          Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+      }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+      rx.recv()
+        .await
+        .map(|bytes| (Ok::<_, Infallible>(hyper::body::Frame::data(bytes)), rx))
+    });
+    let mut response = http::Response::new(http_body_util::StreamBody::new(stream).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+      http::header::CONTENT_TYPE,
+      http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+      http::header::CACHE_CONTROL,
+      http::HeaderValue::from_static("no-cache"),
+    );
+    response
+  }
+
   /// `GET /metrics`: Prometheus text, open unless the node set `--metrics-token`.
   async fn metrics(&self, request: &http::Request<Incoming>) -> Reply {
     use http::StatusCode;
@@ -598,7 +727,7 @@ impl Admin {
       }
     }
     let text = metrics.encode(node);
-    let mut response = http::Response::new(Full::new(Bytes::from(text)));
+    let mut response = http::Response::new(full(text));
     response.headers_mut().insert(
       http::header::CONTENT_TYPE,
       http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -30,7 +30,7 @@ pub use body::{RequestBody, RequestBodyResource, ResponseBody};
   reason = "build.rs compiles this module but uses only `extensions`"
 )]
 pub use ops::{
-  HandlerFailure, HandlerOutcome, InvocationEnd, InvocationSink, MemoryAccount, PendingResponses,
+  Fanout, HandlerFailure, HandlerOutcome, InvocationEnd, InvocationSink, MemoryAccount, PendingResponses,
   RequestSlot, StartTiming,
 };
 #[allow(

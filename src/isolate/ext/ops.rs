@@ -76,6 +76,25 @@ pub struct InvocationEnd {
 /// so it must be cheap and never block.
 pub trait InvocationSink {
   fn ended(&self, function: &str, version: &str, end: &InvocationEnd);
+  /// A `console.*` line of `function` (level 0 debug … 3 error), as written.
+  fn console(&self, _function: &str, _request_id: &str, _level: u32, _message: &str) {}
+}
+
+/// Several sinks as one (the metrics and the log rings).
+pub struct Fanout(pub Vec<Arc<dyn InvocationSink + Send + Sync>>);
+
+impl InvocationSink for Fanout {
+  fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
+    for sink in &self.0 {
+      sink.ended(function, version, end);
+    }
+  }
+
+  fn console(&self, function: &str, request_id: &str, level: u32, message: &str) {
+    for sink in &self.0 {
+      sink.console(function, request_id, level, message);
+    }
+  }
 }
 
 /// One request in flight inside an isolate: from dispatch until its response has been sent in full
@@ -877,8 +896,37 @@ pub fn op_islet_log(
   #[string] message: &str,
   #[string] request_id: &str,
 ) {
-  let function = &*state.borrow::<PendingResponses>().function;
+  let pending = state.borrow::<PendingResponses>();
+  let function = &*pending.function;
   let message = message.strip_suffix('\n').unwrap_or(message);
+  if let Some(sink) = &pending.sink {
+    sink.console(function, request_id, level, message);
+  }
+  // One line in the node's log, whatever the tenant wrote: a newline in it would start a line
+  // that reads as anyone's.
+  let escaped;
+  let message = if message
+    .chars()
+    .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+  {
+    escaped = message
+      .chars()
+      .fold(String::with_capacity(message.len() + 8), |mut out, c| {
+        match c {
+          '\n' => out.push_str("\\n"),
+          '\r' => out.push_str("\\r"),
+          '\t' => out.push_str("\\t"),
+          c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32))
+          }
+          c => out.push(c),
+        }
+        out
+      });
+    escaped.as_str()
+  } else {
+    message
+  };
   match level {
     0 => tracing::debug!(target: "islet::console", function, request_id, "{message}"),
     1 => tracing::info!(target: "islet::console", function, request_id, "{message}"),

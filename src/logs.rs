@@ -1,0 +1,320 @@
+//! Function logs: each function's `console.*` lines and a line per ended invocation, kept in a
+//! bounded ring per function on the node and handed to whoever follows it (`islet logs --follow`,
+//! through the admin API as server-sent events).
+//!
+//! Owns the rings and the followers' channels. It never blocks an isolate thread (a short lock
+//! per line, a send that drops what a slow follower cannot take), never grows past its bounds
+//! (bytes per function; long messages cut), and never lets tenant text become a line of its own:
+//! lines travel as JSON, and [`escape`] is what any text rendering of them uses.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::isolate::ext::{InvocationEnd, InvocationSink};
+
+/// Bytes of lines one function's ring keeps (the oldest go first).
+const RING_BYTES: usize = 128 * 1024;
+/// The longest message kept; longer ones are cut, saying so.
+const MAX_MESSAGE: usize = 8 * 1024;
+/// Lines a follower may fall behind by before it is told it missed some.
+const FOLLOW_BACKLOG: usize = 1024;
+
+/// One line of a function's log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+  /// Increases by one per line on the node: a follower that reconnects asks for what came after.
+  pub seq: u64,
+  /// Milliseconds since the Unix epoch.
+  pub time_ms: u64,
+  pub function: Arc<str>,
+  /// The invocation it belongs to (empty for a module's top-level code).
+  pub request_id: String,
+  /// `debug`, `info`, `warn`, `error` for console lines; `info` for invocations that answered
+  /// below 500, `error` for the rest.
+  pub level: &'static str,
+  /// `console` or `invocation`.
+  pub kind: &'static str,
+  /// The console text as the function wrote it (a JSON string: newlines and all).
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub message: Option<String>,
+  /// An invocation line's figures.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub invocation: Option<InvocationLine>,
+}
+
+/// What an invocation line says.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvocationLine {
+  pub version: Arc<str>,
+  pub trigger: &'static str,
+  pub status: Option<u16>,
+  /// The limit that stopped it, if one did.
+  pub stopped: Option<&'static str>,
+  pub cold: bool,
+  pub start_ms: f64,
+  pub wall_ms: f64,
+  pub cpu_ms: f64,
+}
+
+impl LogLine {
+  fn size(&self) -> usize {
+    96 + self.message.as_ref().map_or(0, String::len)
+  }
+
+  /// One line of text: time, function, request, level and the message or the invocation's
+  /// figures, every control character in tenant text escaped (`\n` as `\\n`).
+  pub fn to_text(&self) -> String {
+    let time = chrono::DateTime::from_timestamp_millis(self.time_ms as i64)
+      .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+      .unwrap_or_default();
+    let what = match (&self.message, &self.invocation) {
+      (Some(message), _) => escape(message),
+      (None, Some(i)) => format!(
+        "{} {} {}{} cpu={:.2}ms wall={:.2}ms {} start={:.2}ms version={}",
+        i.trigger,
+        i.status.map_or("-".to_string(), |s| s.to_string()),
+        if i.cold { "cold" } else { "warm" },
+        i.stopped.map_or(String::new(), |s| format!(" stopped={s}")),
+        i.cpu_ms,
+        i.wall_ms,
+        "invocation",
+        i.start_ms,
+        i.version
+      ),
+      (None, None) => String::new(),
+    };
+    format!(
+      "{time} {} {} {:<5} {what}",
+      self.function,
+      if self.request_id.is_empty() {
+        "-"
+      } else {
+        &self.request_id
+      },
+      self.level
+    )
+  }
+}
+
+/// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so that
+/// it stays one line whatever it holds.
+pub fn escape(text: &str) -> String {
+  let mut out = String::with_capacity(text.len());
+  for c in text.chars() {
+    match c {
+      '\n' => out.push_str("\\n"),
+      '\r' => out.push_str("\\r"),
+      '\t' => out.push_str("\\t"),
+      '\\' => out.push_str("\\\\"),
+      c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') => {
+        out.push_str(&format!("\\u{{{:x}}}", c as u32))
+      }
+      c => out.push(c),
+    }
+  }
+  out
+}
+
+/// One function's ring and its followers.
+struct Ring {
+  lines: Mutex<(VecDeque<Arc<LogLine>>, usize)>,
+  follow: broadcast::Sender<Arc<LogLine>>,
+}
+
+impl Ring {
+  fn new() -> Self {
+    Self {
+      lines: Mutex::new((VecDeque::new(), 0)),
+      follow: broadcast::channel(FOLLOW_BACKLOG).0,
+    }
+  }
+
+  fn push(&self, line: LogLine) {
+    let line = Arc::new(line);
+    {
+      let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+      let (lines, bytes) = &mut *ring;
+      *bytes += line.size();
+      lines.push_back(line.clone());
+      while *bytes > RING_BYTES {
+        match lines.pop_front() {
+          Some(old) => *bytes -= old.size(),
+          None => break,
+        }
+      }
+    }
+    if self.follow.receiver_count() > 0 {
+      let _ = self.follow.send(line);
+    }
+  }
+}
+
+/// Every function's log on this node.
+#[derive(Default)]
+pub struct Logs {
+  rings: RwLock<HashMap<Arc<str>, Arc<Ring>, foldhash::fast::RandomState>>,
+  seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Logs {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.debug_struct("Logs").finish_non_exhaustive()
+  }
+}
+
+fn now_ms() -> u64 {
+  SystemTime::now()
+    .duration_since(UNIX_EPOCH)
+    .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Logs {
+  pub fn new() -> Arc<Self> {
+    Arc::new(Self::default())
+  }
+
+  fn ring(&self, function: &str) -> (Arc<str>, Arc<Ring>) {
+    if let Some((name, ring)) = self
+      .rings
+      .read()
+      .unwrap_or_else(|e| e.into_inner())
+      .get_key_value(function)
+    {
+      return (name.clone(), ring.clone());
+    }
+    let mut rings = self.rings.write().unwrap_or_else(|e| e.into_inner());
+    let name: Arc<str> = Arc::from(function);
+    let ring = rings
+      .entry(name.clone())
+      .or_insert_with(|| Arc::new(Ring::new()))
+      .clone();
+    (name, ring)
+  }
+
+  fn next_seq(&self) -> u64 {
+    self.seq.fetch_add(1, Ordering::Relaxed) + 1
+  }
+
+  /// The lines `function`'s ring holds after `after` (a `seq`), oldest first, at most `limit`.
+  pub fn recent(&self, function: &str, after: u64, limit: usize) -> Vec<Arc<LogLine>> {
+    let Some(ring) = self
+      .rings
+      .read()
+      .unwrap_or_else(|e| e.into_inner())
+      .get(function)
+      .cloned()
+    else {
+      return Vec::new();
+    };
+    let lines = ring.lines.lock().unwrap_or_else(|e| e.into_inner());
+    let newer: Vec<Arc<LogLine>> = lines.0.iter().filter(|l| l.seq > after).cloned().collect();
+    let skip = newer.len().saturating_sub(limit);
+    newer.into_iter().skip(skip).collect()
+  }
+
+  /// The lines `function` writes from now on.
+  pub fn follow(&self, function: &str) -> broadcast::Receiver<Arc<LogLine>> {
+    self.ring(function).1.follow.subscribe()
+  }
+
+  /// Forgets a function's ring (it was deleted); its followers see their stream end.
+  pub fn forget(&self, function: &str) {
+    self
+      .rings
+      .write()
+      .unwrap_or_else(|e| e.into_inner())
+      .remove(function);
+  }
+}
+
+impl InvocationSink for Logs {
+  fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
+    let (name, ring) = self.ring(function);
+    let failed = end.stopped.is_some() || end.status.is_none_or(|s| s >= 500);
+    ring.push(LogLine {
+      seq: self.next_seq(),
+      time_ms: now_ms(),
+      function: name,
+      request_id: end.request_id.to_string(),
+      level: if failed { "error" } else { "info" },
+      kind: "invocation",
+      message: None,
+      invocation: Some(InvocationLine {
+        version: Arc::from(version),
+        trigger: end.trigger,
+        status: end.status,
+        stopped: end.stopped,
+        cold: end.cold,
+        start_ms: end.start.as_secs_f64() * 1e3,
+        wall_ms: end.wall.as_secs_f64() * 1e3,
+        cpu_ms: end.cpu.as_secs_f64() * 1e3,
+      }),
+    });
+  }
+
+  fn console(&self, function: &str, request_id: &str, level: u32, message: &str) {
+    let (name, ring) = self.ring(function);
+    let message = if message.len() > MAX_MESSAGE {
+      let mut cut = MAX_MESSAGE;
+      while !message.is_char_boundary(cut) {
+        cut -= 1;
+      }
+      format!("{}… ({} bytes cut)", &message[..cut], message.len() - cut)
+    } else {
+      message.to_string()
+    };
+    ring.push(LogLine {
+      seq: self.next_seq(),
+      time_ms: now_ms(),
+      function: name,
+      request_id: request_id.to_string(),
+      level: match level {
+        0 => "debug",
+        1 => "info",
+        2 => "warn",
+        _ => "error",
+      },
+      kind: "console",
+      message: Some(message),
+      invocation: None,
+    });
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn tenant_text_stays_one_line_and_rings_stay_bounded() {
+    let logs = Logs::new();
+    logs.console(
+      "hello",
+      "abc",
+      1,
+      "one\n2026-01-01T00:00:00.000Z other - info forged\u{1b}[31m",
+    );
+    let line = &logs.recent("hello", 0, 10)[0];
+    let text = line.to_text();
+    assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
+    assert!(
+      text.ends_with("one\\n2026-01-01T00:00:00.000Z other - info forged\\u{1b}[31m"),
+      "{text}"
+    );
+    for _ in 0..10_000 {
+      logs.console("hello", "abc", 1, &"x".repeat(1000));
+    }
+    let kept = logs.recent("hello", 0, usize::MAX);
+    assert!(kept.iter().map(|l| l.size()).sum::<usize>() <= RING_BYTES);
+    assert!(kept.len() > 10, "{}", kept.len());
+    let long = "y".repeat(MAX_MESSAGE * 2);
+    logs.console("hello", "abc", 1, &long);
+    let last = logs.recent("hello", 0, 1);
+    assert!(last[0].message.as_ref().unwrap().ends_with("(8192 bytes cut)"));
+  }
+}
