@@ -15,7 +15,7 @@ use islet::error::NodeError;
 use islet::events::{EventStore, Events, EventsConfig};
 use islet::isolate::IsolateConfig;
 use islet::kv::{Kv, KvStore};
-use islet::limits::outbound::{OutboundPolicy, OutboundProxy};
+use islet::limits::outbound::OutboundPolicy;
 use islet::limits::{Ceilings, Limits};
 use islet::objects::{Objects, ObjectsConfig, S3Config};
 use islet::pool::PoolConfig;
@@ -460,11 +460,6 @@ struct LimitArgs {
   /// A private address fetch() may reach all the same (repeatable), e.g. an internal API's.
   #[arg(long = "allow-fetch-to")]
   allow_fetch_to: Vec<std::net::IpAddr>,
-  /// Send every outbound fetch() through this HTTP proxy (http://host:port). Each destination is
-  /// still checked against the outbound policy before the proxy is asked for it. Without it the
-  /// HTTP_PROXY, HTTPS_PROXY and ALL_PROXY variables are ignored.
-  #[arg(long)]
-  outbound_proxy: Option<String>,
   /// The most CPU a deployed function may give itself, in milliseconds per request.
   #[arg(long, default_value_t = Ceilings::default().cpu_ms)]
   max_cpu_ms: u64,
@@ -512,16 +507,11 @@ impl LimitArgs {
     }
   }
 
-  fn outbound(&self) -> Result<OutboundPolicy, NodeError> {
-    let proxy = match &self.outbound_proxy {
-      Some(url) => Some(OutboundProxy::resolve(url).map_err(NodeError::Config)?),
-      None => None,
-    };
-    Ok(OutboundPolicy {
+  fn outbound(&self) -> OutboundPolicy {
+    OutboundPolicy {
       allow_private: self.allow_private_fetch,
       allowed_addresses: self.allow_fetch_to.clone(),
-      proxy,
-    })
+    }
   }
 }
 
@@ -551,9 +541,9 @@ struct PoolArgs {
 
 fn main() -> ExitCode {
   // Before any thread starts: deno_fetch would send every function's requests through a proxy
-  // named in the environment, where the outbound policy sees only the proxy's address. A proxy
-  // is the operator's explicit choice (--outbound-proxy).
-  for variable in islet::limits::outbound::PROXY_VARIABLES {
+  // named in the environment, where the outbound policy sees only the proxy's address (and
+  // deno_tls would log TLS keys to SSLKEYLOGFILE).
+  for variable in islet::limits::outbound::STRIPPED_VARIABLES {
     std::env::remove_var(variable);
   }
   let cli = Cli::parse();
@@ -940,7 +930,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
       max_heap_bytes: args.pool.max_isolate_heap_mb << 20,
       isolate: IsolateConfig {
         limits,
-        outbound: Arc::new(args.limits.outbound()?),
+        outbound: Arc::new(args.limits.outbound()),
         bindings: Some(events.host()),
         objects: Some(node_bindings),
         kv: Some(kv.host()),

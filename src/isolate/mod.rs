@@ -190,7 +190,7 @@ impl Isolate {
     let mut runtime = JsRuntime::try_new(RuntimeOptions {
       startup_snapshot: Some(SNAPSHOT),
       extensions: ext::extensions(
-        fetch_options(&config.outbound),
+        fetch_options(),
         Arc::new(ext::blob::AccountedBlobStore::new(memory.clone())),
       ),
       module_loader: Some(loader.clone()),
@@ -825,7 +825,7 @@ mod tests {
     let mut runtime = JsRuntime::try_new(RuntimeOptions {
       startup_snapshot: Some(SNAPSHOT),
       extensions: ext::extensions(
-        fetch_options(&OutboundPolicy::default()),
+        fetch_options(),
         Arc::new(ext::blob::AccountedBlobStore::new(memory)),
       ),
       ..Default::default()

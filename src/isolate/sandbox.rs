@@ -23,81 +23,17 @@ pub(super) unsafe extern "C" fn allow_wasm_code_generation(
   true
 }
 
-/// Outbound `fetch()` settings shared by every isolate: through the operator's proxy, if the
-/// policy names one, every destination checked before it is asked of the proxy.
-pub(super) fn fetch_options(policy: &OutboundPolicy) -> deno_fetch::Options {
-  let proxy = policy.proxy.as_ref().map(|p| {
-    // One policy per process: the hook is a plain function and reads it from here.
-    let _ = PROXIED_DENY_LIST.set(policy.deny_list());
-    deno_tls::Proxy::Http {
-      url: p.url.clone(),
-      basic_auth: None,
-    }
-  });
+/// Outbound `fetch()` settings shared by every isolate. No proxy: deno_fetch would obey the
+/// environment's proxy variables (the node removes them at start), and through a proxy its
+/// address checks see only the proxy's address, not where the request goes.
+pub(super) fn fetch_options() -> deno_fetch::Options {
   deno_fetch::Options {
     user_agent: format!("Islet/{}", env!("CARGO_PKG_VERSION")),
     root_cert_store_provider: Some(Arc::new(WebPkiRoots)),
     file_fetch_handler: Rc::new(deno_fetch::DefaultFileFetchHandler),
     client_builder_hook: Some(bounded_pool),
-    request_builder_hook: proxy.is_some().then_some(check_proxied_destination as _),
-    proxy,
     ..Default::default()
   }
-}
-
-/// The deny list destinations asked of the operator's proxy are checked against.
-static PROXIED_DENY_LIST: OnceLock<Vec<ipnet::IpNet>> = OnceLock::new();
-
-/// Before a request goes to the proxy: its host, and every address the name resolves to here,
-/// must be outside the deny list. (Through a proxy deno_fetch's own check sees only the proxy's
-/// address.) A name that does not resolve here within a second is left to the proxy, which
-/// resolves it itself; a proxy's own rules are what bind it beyond this check.
-fn check_proxied_destination(request: &mut http::Request<deno_fetch::ReqBody>) -> Result<(), JsErrorBox> {
-  let Some(deny) = PROXIED_DENY_LIST.get() else {
-    return Ok(());
-  };
-  let Some(host) = request.uri().host() else {
-    return Ok(());
-  };
-  let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-  let port = request.uri().port_u16().unwrap_or(80);
-  let addresses: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-    Ok(ip) => vec![ip],
-    Err(_) => resolve_briefly(&host, port),
-  };
-  for ip in addresses {
-    let ip = match ip {
-      std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-      v4 => v4,
-    };
-    if deny.iter().any(|range| range.contains(&ip)) {
-      return Err(JsErrorBox::type_error(format!(
-        "fetch() refused: {host} is {ip}, a loopback, private, link-local or otherwise internal \
-         address, which handlers may not reach (the node's operator can allow it)"
-      )));
-    }
-  }
-  Ok(())
-}
-
-/// The addresses `host` resolves to here, or none if that takes more than a second (the lookup
-/// goes on in its own thread, not on the isolate's).
-fn resolve_briefly(host: &str, port: u16) -> Vec<std::net::IpAddr> {
-  let (tx, rx) = std::sync::mpsc::channel();
-  let name = host.to_string();
-  let spawned = std::thread::Builder::new()
-    .name("islet-resolve".into())
-    .spawn(move || {
-      let found: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
-        .map(|addrs| addrs.map(|a| a.ip()).collect())
-        .unwrap_or_default();
-      let _ = tx.send(found);
-    });
-  if spawned.is_err() {
-    return Vec::new();
-  }
-  rx.recv_timeout(std::time::Duration::from_secs(1))
-    .unwrap_or_default()
 }
 
 /// Idle outbound connections an isolate keeps per host, and for how long: each isolate has its own
@@ -130,7 +66,7 @@ pub(super) fn outbound_permissions(policy: &OutboundPolicy) -> deno_permissions:
   let parser = Arc::new(RuntimePermissionDescriptorParser::new(sys_traits::impls::RealSys));
   let mut permissions = Permissions::none_without_prompt();
   let deny: Vec<NetDescriptor> = policy
-    .connect_deny_list()
+    .deny_list()
     .into_iter()
     .map(|range| NetDescriptor(Host::IpSubnet(range), None))
     .collect();

@@ -48,54 +48,15 @@ pub struct OutboundPolicy {
   pub allow_private: bool,
   /// Private addresses handlers may reach all the same (an internal API, say).
   pub allowed_addresses: Vec<IpAddr>,
-  /// The proxy every outbound request goes through, when the operator sets one
-  /// (`--outbound-proxy`). Without it the proxy variables of the node's environment
-  /// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored: a proxy hides where a request goes.
-  pub proxy: Option<OutboundProxy>,
 }
 
-/// An HTTP proxy for outbound `fetch()`.
-#[derive(Debug, Clone)]
-pub struct OutboundProxy {
-  /// `http://host:port` (credentials in the URL are sent to the proxy).
-  pub url: String,
-  /// What the proxy's host resolved to when the node started: the connection to the proxy is
-  /// allowed there even if private; the destinations asked of it are checked in full.
-  pub addresses: Vec<IpAddr>,
-}
-
-impl OutboundProxy {
-  /// Parses `url` (http only) and resolves its host.
-  pub fn resolve(url: &str) -> Result<Self, String> {
-    let parsed = deno_core::url::Url::parse(url).map_err(|e| format!("--outbound-proxy '{url}': {e}"))?;
-    if parsed.scheme() != "http" {
-      return Err(format!(
-        "--outbound-proxy '{url}': only http:// proxies are supported"
-      ));
-    }
-    let host = parsed
-      .host_str()
-      .ok_or_else(|| format!("--outbound-proxy '{url}' names no host"))?
-      .trim_start_matches('[')
-      .trim_end_matches(']')
-      .to_string();
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let addresses = match host.parse::<IpAddr>() {
-      Ok(ip) => vec![ip],
-      Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-        .map_err(|e| format!("--outbound-proxy '{url}': cannot resolve {host}: {e}"))?
-        .map(|a| a.ip())
-        .collect(),
-    };
-    Ok(Self {
-      url: url.to_string(),
-      addresses,
-    })
-  }
-}
-
-/// The proxy variables of the environment that deno_fetch would otherwise obey.
-pub const PROXY_VARIABLES: &[&str] = &[
+/// The proxy variables of the environment that deno_fetch would otherwise obey: the node removes
+/// them at start. Through a proxy, deno_fetch's address checks see only the proxy's address, so a
+/// proxy would reach what the deny list refuses; and checking each destination before asking a
+/// proxy cannot be made sound (the proxy resolves names again, and resolving on the isolate
+/// thread would stall every function on it). Egress control belongs to the network. And
+/// `SSLKEYLOGFILE`, with which deno_tls would write every function's TLS session keys to a file.
+pub const STRIPPED_VARIABLES: &[&str] = &[
   "ALL_PROXY",
   "all_proxy",
   "HTTPS_PROXY",
@@ -104,6 +65,7 @@ pub const PROXY_VARIABLES: &[&str] = &[
   "http_proxy",
   "NO_PROXY",
   "no_proxy",
+  "SSLKEYLOGFILE",
 ];
 
 impl OutboundPolicy {
@@ -117,20 +79,6 @@ impl OutboundPolicy {
       .map(|range| range.parse().expect("INVARIANT: the ranges above are valid CIDR"))
       .collect();
     for address in &self.allowed_addresses {
-      ranges = ranges
-        .into_iter()
-        .flat_map(|range| carve(range, *address))
-        .collect();
-    }
-    ranges
-  }
-
-  /// What the connection itself may not reach: the deny list, minus the proxy's own addresses
-  /// when there is one (every connection then goes to the proxy, and the destinations are
-  /// checked against the full [`OutboundPolicy::deny_list`] before a request is sent).
-  pub fn connect_deny_list(&self) -> Vec<IpNet> {
-    let mut ranges = self.deny_list();
-    for address in self.proxy.iter().flat_map(|p| &p.addresses) {
       ranges = ranges
         .into_iter()
         .flat_map(|range| carve(range, *address))
@@ -200,25 +148,11 @@ mod tests {
     let policy = OutboundPolicy {
       allow_private: false,
       allowed_addresses: vec!["127.0.0.1".parse().unwrap()],
-      proxy: None,
     };
     let list = policy.deny_list();
     assert!(!denied(&list, "127.0.0.1"));
     for ip in ["127.0.0.0", "127.0.0.2", "127.255.255.255", "10.0.0.1"] {
       assert!(denied(&list, ip), "{ip} should still be denied");
     }
-  }
-
-  #[test]
-  fn a_proxy_is_reachable_for_the_connection_only() {
-    let policy = OutboundPolicy {
-      proxy: Some(OutboundProxy::resolve("http://10.1.2.3:3128").unwrap()),
-      ..OutboundPolicy::default()
-    };
-    assert!(denied(&policy.deny_list(), "10.1.2.3"), "a destination");
-    assert!(!denied(&policy.connect_deny_list(), "10.1.2.3"), "the connection");
-    assert!(denied(&policy.connect_deny_list(), "10.1.2.4"));
-    assert!(OutboundProxy::resolve("https://10.1.2.3").is_err());
-    assert!(OutboundProxy::resolve("socks5://10.1.2.3").is_err());
   }
 }
