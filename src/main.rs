@@ -401,6 +401,11 @@ struct ServeArgs {
   /// always does.
   #[arg(long = "base-domain")]
   base_domains: Vec<String>,
+  /// Another host name of the node's own on which /<name>/ paths and host-less routes serve
+  /// (repeatable); they always do on its IP addresses, localhost and base domains, and never on
+  /// other hosts, which belong to the routes that name them.
+  #[arg(long = "path-host")]
+  path_hosts: Vec<String>,
   /// Seconds in-flight requests may take to finish after SIGINT/SIGTERM.
   #[arg(long, default_value_t = 10)]
   shutdown_grace: u64,
@@ -915,6 +920,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
     base_domains: args.base_domains,
+    path_hosts: args.path_hosts,
     shutdown_grace: Duration::from_secs(args.shutdown_grace),
     connection_timeouts: ConnectionTimeouts {
       idle: Duration::from_secs(args.idle_timeout),

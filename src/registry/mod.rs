@@ -281,15 +281,17 @@ impl Registry {
   /// Where the route patterns send a request to this host (no port, any case) and path. A host
   /// that some route names belongs to its routes: there no host-less route and no `/<name>/` path
   /// routing serves (one tenant's code never answers on another's domain).
-  pub fn by_route(&self, host: &str, path: &str) -> Routed<'_> {
+  ///
+  /// Host-less routes serve only where `paths_here` (the node's own hosts).
+  pub fn by_route(&self, host: &str, path: &str, paths_here: bool) -> Routed<'_> {
     let mut named = false;
     // Most specific first: every pattern with a host comes before every one without.
     for (pattern, name) in &self.routes {
       if pattern.names_host(host) {
         named = true;
       }
-      if pattern.host_domain().is_none() && named {
-        return Routed::HostOwned;
+      if pattern.host_domain().is_none() && (named || !paths_here) {
+        break;
       }
       if pattern.matches(host, path) {
         if let Some(function) = self.functions.get(name) {

@@ -51,6 +51,9 @@ pub struct ServerConfig {
   pub tls: Option<(PathBuf, PathBuf)>,
   /// Domains under which `<name>.<domain>` routes to function `<name>` (besides `localhost`).
   pub base_domains: Vec<String>,
+  /// Other hosts of the node's own where `/<name>/` paths route (besides IP addresses,
+  /// `localhost` and the base domains).
+  pub path_hosts: Vec<String>,
   /// How long in-flight requests may take to finish after a shutdown signal.
   pub shutdown_grace: Duration,
   /// When a connection with no request in flight is closed: silent too long, or its next request
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
       listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
       tls: None,
       base_domains: Vec::new(),
+      path_hosts: Vec::new(),
       shutdown_grace: Duration::from_secs(10),
       connection_timeouts: ConnectionTimeouts::default(),
       max_connections: 10_000,
@@ -168,7 +172,7 @@ impl Server {
     })?;
     let node = Node {
       registry,
-      router: Router::new(config.base_domains.clone()),
+      router: Router::new(config.base_domains.clone(), config.path_hosts.clone()),
       admission: Arc::new(Admission::new(config.admission)),
       heavy_lane: pool.heavy_lane(),
       scheduled: config.scheduled.clone(),
@@ -570,24 +574,30 @@ impl Node {
     // The host's name first, then the functions' own route patterns, then the first path segment
     // (not on a host that routes name: that host is theirs).
     let mut host_owned = false;
+    let bare_host = host_without_port(host);
+    let paths_here = self.router.serves_paths(bare_host);
     let routed = by_host
       .as_deref()
       .and_then(|name| registry.public(name))
       .or_else(
-        || match registry.by_route(host_without_port(host), parts.uri.path()) {
+        || match registry.by_route(bare_host, parts.uri.path(), paths_here) {
           crate::registry::Routed::To(function) => Some(function),
           crate::registry::Routed::HostOwned => {
             host_owned = true;
             None
           }
-          crate::registry::Routed::Elsewhere => by_path.and_then(|name| registry.public(name)),
+          crate::registry::Routed::Elsewhere if paths_here => by_path.and_then(|name| registry.public(name)),
+          crate::registry::Routed::Elsewhere => None,
         },
       )
       .cloned();
     drop(registry);
     let Some(function) = routed else {
       let message = match by_host.as_deref().or(by_path) {
-        _ if host_owned => format!("no route of host '{}' matches this path", host_without_port(host)),
+        _ if host_owned => format!("no route of host '{bare_host}' matches this path"),
+        _ if by_host.is_none() && !paths_here => {
+          format!("no route names host '{bare_host}', and paths name functions only on this node's own hosts")
+        }
         Some(name) => format!("no function named '{name}' is deployed on this node"),
         None => "no function named in the request's host or path".to_string(),
       };

@@ -6,16 +6,48 @@
 pub struct Router {
   /// Domains under which `<name>.<domain>` names a function, lowercase, without a leading dot.
   base_domains: Vec<String>,
+  /// Other hosts of the node's own on which `/<name>/` paths and host-less routes serve.
+  path_hosts: Vec<String>,
 }
 
 impl Router {
-  pub fn new(base_domains: impl IntoIterator<Item = String>) -> Self {
+  pub fn new(
+    base_domains: impl IntoIterator<Item = String>,
+    path_hosts: impl IntoIterator<Item = String>,
+  ) -> Self {
+    let clean = |d: String| {
+      d.trim_start_matches('.')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+    };
     let base_domains = base_domains
       .into_iter()
-      .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
+      .map(clean)
       .filter(|d| !d.is_empty())
       .collect();
-    Self { base_domains }
+    let path_hosts = path_hosts
+      .into_iter()
+      .map(clean)
+      .filter(|d| !d.is_empty())
+      .collect();
+    Self {
+      base_domains,
+      path_hosts,
+    }
+  }
+
+  /// Whether `/<name>/` paths and host-less routes serve on `host` (no port): the node's own
+  /// names (an IP address, `localhost`, a base domain, a `--path-host`), never a domain of a
+  /// tenant's, where another tenant's function would answer (and read its cookies).
+  pub fn serves_paths(&self, host: &str) -> bool {
+    host.starts_with('[')
+      || host.parse::<std::net::Ipv4Addr>().is_ok()
+      || host.eq_ignore_ascii_case("localhost")
+      || self
+        .base_domains
+        .iter()
+        .chain(&self.path_hosts)
+        .any(|d| d.eq_ignore_ascii_case(host))
   }
 
   /// The function name the host designates, if it designates one.
@@ -129,8 +161,30 @@ mod tests {
 
   #[test]
   fn host_routes_localhost_and_base_domains() {
-    let router = Router::new(["edge.example.com".to_string()]);
+    let router = Router::new(
+      ["edge.example.com".to_string()],
+      ["node7.example.net".to_string()],
+    );
     assert_eq!(router.name_from_host("hello.localhost:8080"), Some("hello"));
+    // Paths route on the node's own names only.
+    for own in [
+      "localhost",
+      "127.0.0.1",
+      "[::1]",
+      "edge.example.com",
+      "NODE7.example.net",
+    ] {
+      assert!(router.serves_paths(own), "{own}");
+    }
+    for theirs in [
+      "acme.example",
+      "www.acme.example",
+      "x.edge.example.com",
+      "hello.localhost",
+      "1.2.3.4.nip.io",
+    ] {
+      assert!(!router.serves_paths(theirs), "{theirs}");
+    }
     assert_eq!(router.name_from_host("hello.localhost"), Some("hello"));
     assert_eq!(router.name_from_host("api.edge.example.com"), Some("api"));
     assert_eq!(router.name_from_host("API.EDGE.example.com"), Some("API"));

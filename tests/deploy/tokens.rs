@@ -167,6 +167,13 @@ async fn a_deploy_token_reaches_only_its_namespace() {
   }
   let reply = get_with_host(&http1(), &node.url("/shop/cart"), "bob.example").await;
   assert_eq!((reply.status, reply.text()), (200, "bob site".to_string()));
+  // A host no route names (a tenant's apex or sibling subdomain, any other domain pointed at the
+  // node) is not the node's own: paths route nothing there.
+  for host in ["www.bob.example", "unclaimed.example"] {
+    let reply = get_with_host(&http1(), &node.url("/acme-app/"), host).await;
+    assert_eq!(reply.status, 404, "{host}: {}", reply.text());
+    assert!(reply.text().contains("paths name functions only on this node's own hosts"), "{}", reply.text());
+  }
   // On the node's own hosts, path routing and host-less routes serve as before.
   assert_eq!(served(&node, "acme-app").await, (200, "acme's".to_string()));
   let reply = crate::support::get(&http1(), &node.url("/acme-site/login")).await;

@@ -71,7 +71,7 @@ async fn raw_host(node: &Node, path: &str, host: &str) -> (String, String) {
 /// or make `new URL(request.url)` throw); a trailing dot is the same host without it.
 #[tokio::test]
 async fn only_a_valid_host_reaches_a_handler() {
-  let node = Node::serve("tests/fixtures", &[]);
+  let node = Node::serve("tests/fixtures", &["--path-host", "example.com"]);
   for host in [
     "x/#",
     "a b",
@@ -103,7 +103,8 @@ async fn only_a_valid_host_reaches_a_handler() {
 }
 
 /// The routing order, with routes that overlap (an operator's own manifest may have them; deploys
-/// may not): host name first, then the routes most specific first, then the path's first segment.
+/// may not): host name first, then the routes most specific first, then the path's first segment
+/// (on the node's own hosts only: IP addresses, localhost, base domains, `--path-host`s).
 #[tokio::test]
 async fn routing_precedence_host_name_then_routes_by_specificity_then_path() {
   let work = crate::support::TempDir::new("precedence");
@@ -126,7 +127,10 @@ async fn routing_precedence_host_name_then_routes_by_specificity_then_path() {
     ));
   }
   std::fs::write(root.join("islet.toml"), manifest).unwrap();
-  let node = Node::serve(root.join("islet.toml").to_str().unwrap(), &[]);
+  let node = Node::serve(
+    root.join("islet.toml").to_str().unwrap(),
+    &["--path-host", "other.test"],
+  );
   let client = http1();
   for (host, path, expected) in [
     ("host.test", "/api/x", "p-hostpath"),
@@ -143,5 +147,11 @@ async fn routing_precedence_host_name_then_routes_by_specificity_then_path() {
       (200, expected),
       "{host}{path}"
     );
+  }
+  // A host the node does not call its own, and no route names: neither paths nor host-less
+  // routes serve there (a tenant's domain pointed at the node is not everyone's).
+  for path in ["/api/x", "/p-host/x"] {
+    let reply = get_with_host(&client, &node.url(path), "elsewhere.test").await;
+    assert_eq!(reply.status, 404, "{path}: {}", reply.text());
   }
 }
