@@ -224,6 +224,13 @@ impl Deployments {
   /// Checks, stores and activates a bundle. Deploying a bundle already stored activates the
   /// existing version.
   pub fn deploy(&self, bundle: Bundle) -> Result<Deployed, DeployError> {
+    self.deploy_within(bundle, None)
+  }
+
+  /// [`Deployments::deploy`] for a namespace that holds at most `quota.1` functions named with
+  /// the prefix `quota.0`: a new function past it is refused, checked in the same transaction that
+  /// records it (so concurrent deploys, on this node or others, cannot pass it together).
+  pub fn deploy_within(&self, bundle: Bundle, quota: Option<(&str, usize)>) -> Result<Deployed, DeployError> {
     let size = bundle.size();
     if size > self.max_bundle_bytes {
       return Err(DeployError::TooLarge {
@@ -273,7 +280,7 @@ impl Deployments {
     self.store.put_bundle(&bundle, &version)?;
     let mut created = false;
     let routes = function.routes.clone();
-    self.update_claiming(&bundle.name, &routes, &mut |current| {
+    self.update_claiming(&bundle.name, &routes, quota, &mut |current| {
       let mut state = current.unwrap_or_default();
       created = !state.versions.iter().any(|v| v.version == version);
       if created {
@@ -323,7 +330,7 @@ impl Deployments {
     let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
     self.admit(&bundle.limits, &function)?;
     let routes = function.routes.clone();
-    self.update_claiming(name, &routes, &mut |current| {
+    self.update_claiming(name, &routes, None, &mut |current| {
       let mut state =
         current.ok_or_else(|| DeployError::NotFound(format!("no function named '{name}' is deployed")))?;
       if !state.versions.iter().any(|v| v.version == version) {
@@ -420,9 +427,22 @@ impl Deployments {
     &self,
     name: &str,
     routes: &[String],
+    quota: Option<(&str, usize)>,
     change: &mut dyn FnMut(Option<FunctionState>) -> Result<Option<FunctionState>, DeployError>,
   ) -> Result<Option<FunctionState>, DeployError> {
     self.store_update(name, true, &mut |current, everyone| {
+      if let Some((prefix, max)) = quota {
+        let owned = everyone
+          .functions
+          .keys()
+          .filter(|other| other.starts_with(prefix) && *other != name)
+          .count();
+        if current.is_none() && owned >= max {
+          return Err(DeployError::Forbidden(format!(
+            "this token's namespace holds {owned} functions, its quota (--max-functions-per-token); delete one first"
+          )));
+        }
+      }
       let others = everyone
         .functions
         .iter()

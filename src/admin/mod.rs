@@ -471,21 +471,8 @@ impl Admin {
         let quota = self.max_functions_per_token;
         let deployed = tokio::task::spawn_blocking(move || {
           // A namespace holds at most its quota of functions: one tenant cannot fill the node.
-          if let Some(grant) = &grant {
-            let owned: Vec<String> = deployments
-              .functions()?
-              .into_iter()
-              .map(|f| f.name)
-              .filter(|name| grant.owns(name))
-              .collect();
-            if !owned.contains(&bundle.name) && owned.len() >= quota {
-              return Err(DeployError::Forbidden(format!(
-                "this token's namespace holds {} functions, its quota (--max-functions-per-token); delete one first",
-                owned.len()
-              )));
-            }
-          }
-          deployments.deploy(bundle)
+          let prefix = grant.as_ref().map(|g| g.prefix.clone());
+          deployments.deploy_within(bundle, prefix.as_deref().map(|p| (p, quota)))
         });
         match deployed.await {
           Ok(Ok(deployed)) => {

@@ -5,7 +5,7 @@
 //! islet:bundle:<name>:<version>   a bundle's JSON, written once (SET NX): versions are immutable
 //! islet:fn:<name>                 a function's versions and the active one (JSON FunctionState)
 //! islet:functions                 the set of deployed function names
-//! islet:generation                bumped by every change to a function (fleet-wide checks WATCH it)
+//! islet:routes                    every function's active routes (JSON array), changed with them
 //! islet:tokens                    deploy tokens' grants by id (JSON; their SHA-256, never the token)
 //! islet:changes                   the channel a node publishes a function's name on after a change
 //! ```
@@ -27,8 +27,10 @@ use super::Bundle;
 /// The channel nodes announce changes on.
 pub const CHANGES: &str = "islet:changes";
 const FUNCTIONS: &str = "islet:functions";
-/// Bumped by every committed change to a function: what a fleet-wide change WATCHes.
-const GENERATION: &str = "islet:generation";
+/// Every function's name and the routes of its active version (a hash of JSON arrays): written
+/// only when a function is made or deleted or its routes change, and WATCHed by the changes that
+/// claim routes, so that ordinary redeploys never make them start over.
+const ROUTES: &str = "islet:routes";
 /// Deploy tokens' grants, a hash by token id.
 const GRANTS: &str = "islet:tokens";
 
@@ -130,9 +132,9 @@ impl RedisStore {
   /// that node wrote, at most [`MAX_ATTEMPTS`] times; then it is reported as a conflict, never as
   /// done. A committed change is then announced.
   ///
-  /// Every committed change bumps `islet:generation`. A `fleet_wide` change also WATCHes it and
-  /// is given every function's state: any change another node commits meanwhile aborts it, and it
-  /// is tried again against what that node wrote.
+  /// A `fleet_wide` change (one that claims routes) also WATCHes `islet:routes` and is given every
+  /// function's name and routes from it: a function made or deleted, or routes changed, by another
+  /// node meanwhile aborts it, and it is tried again against what that node wrote.
   pub fn update<E>(
     &self,
     name: &str,
@@ -155,13 +157,13 @@ impl RedisStore {
         let mut watch = redis::cmd("WATCH");
         watch.arg(&key);
         if fleet_wide {
-          watch.arg(GENERATION);
+          watch.arg(ROUTES);
         }
         watch.query::<()>(con)?;
         let current: Option<String> = con.get(&key)?;
         let current = current.and_then(|j| serde_json::from_str(&j).ok());
         let everyone = if fleet_wide {
-          read_state(con)?
+          read_routes(con)?
         } else {
           State::default()
         };
@@ -184,7 +186,21 @@ impl RedisStore {
             .ignore(),
           None => pipe.del(&key).ignore().srem(FUNCTIONS, name).ignore(),
         };
-        pipe.incr(GENERATION, 1).ignore();
+        // The routes index changes only when this function's entry does.
+        match &next {
+          Some(state) if fleet_wide => {
+            let before = everyone.functions.get(name).map(|f| &f.routes);
+            if before != Some(&state.routes) {
+              // INVARIANT: a list of strings serializes.
+              let routes = serde_json::to_string(&state.routes).expect("routes serialize");
+              pipe.hset(ROUTES, name, routes).ignore();
+            }
+          }
+          Some(_) => {}
+          None => {
+            pipe.hdel(ROUTES, name).ignore();
+          }
+        }
         // EXEC answers nil when the watched key changed: nothing was written.
         let committed: Option<()> = pipe.query(con)?;
         if committed.is_some() {
@@ -282,6 +298,29 @@ fn parse_grant(id: &str, json: &str) -> Option<serde_json::Value> {
       Some(serde_json::Value::String(json.to_string()))
     }
   }
+}
+
+/// Every function's name and routes, from the routes index (states with no versions).
+fn read_routes(con: &mut redis::Connection) -> redis::RedisResult<State> {
+  let all: std::collections::HashMap<String, String> = con.hgetall(ROUTES)?;
+  let mut state = State::default();
+  for (name, json) in all {
+    match serde_json::from_str::<Vec<String>>(&json) {
+      Ok(routes) => {
+        state.functions.insert(
+          name,
+          FunctionState {
+            routes,
+            ..FunctionState::default()
+          },
+        );
+      }
+      Err(e) => {
+        state.unreadable.insert(name, format!("{ROUTES} entry: {e}"));
+      }
+    }
+  }
+  Ok(state)
 }
 
 /// Every function's state, read on `con` (inside a transaction's WATCH, or not).

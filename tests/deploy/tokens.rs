@@ -172,7 +172,13 @@ async fn a_deploy_token_reaches_only_its_namespace() {
   for host in ["www.bob.example", "unclaimed.example"] {
     let reply = get_with_host(&http1(), &node.url("/acme-app/"), host).await;
     assert_eq!(reply.status, 404, "{host}: {}", reply.text());
-    assert!(reply.text().contains("paths name functions only on this node's own hosts"), "{}", reply.text());
+    assert!(
+      reply
+        .text()
+        .contains("paths name functions only on this node's own hosts"),
+      "{}",
+      reply.text()
+    );
   }
   // On the node's own hosts, path routing and host-less routes serve as before.
   assert_eq!(served(&node, "acme-app").await, (200, "acme's".to_string()));
@@ -436,7 +442,19 @@ async fn islet_tokens_create_list_and_revoke() {
 #[tokio::test]
 async fn fleet_tokens_are_shared_and_revoked_everywhere() {
   let redis = Redis::start();
-  let fleet = |_: ()| Node::start(&["--store", &redis.url(), "--admin-token", TOKEN], "info");
+  let fleet = |_: ()| {
+    Node::start(
+      &[
+        "--store",
+        &redis.url(),
+        "--admin-token",
+        TOKEN,
+        "--max-functions-per-token",
+        "3",
+      ],
+      "info",
+    )
+  };
   let (a, b) = (fleet(()), fleet(()));
   let made = make_token(&a, "acme-", &[], &[]).await;
   assert_eq!(made.status, 201, "{}", made.text());
@@ -481,6 +499,22 @@ async fn fleet_tokens_are_shared_and_revoked_everywhere() {
       other => panic!("unexpected {other}: {}", answer.text()),
     }
   }
+  // The quota holds against deploys racing on both nodes: at most 3 functions in all.
+  let racing = (0..8).map(|i| {
+    let (node, token) = (if i % 2 == 0 { &a } else { &b }, token.clone());
+    async move { deploy_as(node, &token, &bundle(&format!("acme-f{i}"), "f")).await }
+  });
+  let answers = futures::future::join_all(racing).await;
+  for answer in &answers {
+    assert!(matches!(answer.status, 201 | 403 | 409), "{}", answer.text());
+  }
+  let listed = admin(&a, "GET", "/v1/functions", Some(&token), Bytes::new())
+    .await
+    .json();
+  let held = listed["functions"].as_array().unwrap().len();
+  assert!(held <= 3, "{held} functions past a quota of 3: {listed}");
+  assert_eq!(answers.iter().filter(|a| a.status == 201).count() + 1, held);
+
   let path = format!("/v1/tokens/{id}");
   assert_eq!(
     admin(&b, "DELETE", &path, Some(TOKEN), Bytes::new()).await.status,
