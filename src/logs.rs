@@ -65,40 +65,57 @@ impl LogLine {
   fn size(&self) -> usize {
     96 + self.message.as_ref().map_or(0, String::len)
   }
+}
 
-  /// One line of text: time, function, request, level and the message or the invocation's
-  /// figures, every control character in tenant text escaped (`\n` as `\\n`).
-  pub fn to_text(&self) -> String {
-    let time = chrono::DateTime::from_timestamp_millis(self.time_ms as i64)
-      .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-      .unwrap_or_default();
-    let what = match (&self.message, &self.invocation) {
-      (Some(message), _) => escape(message),
-      (None, Some(i)) => format!(
-        "{} {} {}{} cpu={:.2}ms wall={:.2}ms {} start={:.2}ms version={}",
-        i.trigger,
-        i.status.map_or("-".to_string(), |s| s.to_string()),
-        if i.cold { "cold" } else { "warm" },
-        i.stopped.map_or(String::new(), |s| format!(" stopped={s}")),
-        i.cpu_ms,
-        i.wall_ms,
-        "invocation",
-        i.start_ms,
-        i.version
-      ),
-      (None, None) => String::new(),
-    };
-    format!(
-      "{time} {} {} {:<5} {what}",
-      self.function,
-      if self.request_id.is_empty() {
-        "-"
-      } else {
-        &self.request_id
-      },
-      self.level
-    )
-  }
+/// One line of text for a log line's JSON (what `islet logs` prints): time, function, request,
+/// level and the message or the invocation's figures, every control character in tenant text
+/// escaped (`\n` as `\\n`), so that it stays one line whatever the function wrote.
+pub fn line_text(line: &serde_json::Value) -> String {
+  let time = line["time_ms"]
+    .as_i64()
+    .and_then(chrono::DateTime::from_timestamp_millis)
+    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    .unwrap_or_default();
+  let text = |key: &str| escape(line[key].as_str().unwrap_or(""));
+  let what = match (line["message"].as_str(), line["invocation"].as_object()) {
+    (Some(message), _) => escape(message),
+    (None, Some(i)) => {
+      let status = i
+        .get("status")
+        .and_then(|s| s.as_u64())
+        .map_or("-".to_string(), |s| s.to_string());
+      let stopped = i
+        .get("stopped")
+        .and_then(|s| s.as_str())
+        .map_or(String::new(), |s| format!(" stopped={}", escape(s)));
+      let ms = |key: &str| i.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+      format!(
+        "invocation {} {status}{stopped} {} cpu={:.2}ms wall={:.2}ms start={:.2}ms version={}",
+        escape(i.get("trigger").and_then(|v| v.as_str()).unwrap_or("")),
+        if i.get("cold").and_then(|v| v.as_bool()) == Some(true) {
+          "cold"
+        } else {
+          "warm"
+        },
+        ms("cpu_ms"),
+        ms("wall_ms"),
+        ms("start_ms"),
+        escape(i.get("version").and_then(|v| v.as_str()).unwrap_or("")),
+      )
+    }
+    (None, None) => String::new(),
+  };
+  let request = text("request_id");
+  format!(
+    "{time} {} {} {:<5} {what}",
+    text("function"),
+    if request.is_empty() {
+      "-".to_string()
+    } else {
+      request
+    },
+    text("level")
+  )
 }
 
 /// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so that
@@ -300,7 +317,7 @@ mod tests {
       "one\n2026-01-01T00:00:00.000Z other - info forged\u{1b}[31m",
     );
     let line = &logs.recent("hello", 0, 10)[0];
-    let text = line.to_text();
+    let text = line_text(&serde_json::to_value(&**line).unwrap());
     assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
     assert!(
       text.ends_with("one\\n2026-01-01T00:00:00.000Z other - info forged\\u{1b}[31m"),

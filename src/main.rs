@@ -113,6 +113,18 @@ enum Command {
     #[command(subcommand)]
     action: KvAction,
   },
+  /// A function's log: its console lines and a line per invocation (outcome, CPU, cold or warm).
+  Logs {
+    function: String,
+    /// Keep printing lines as they come (until interrupted).
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// How many recent lines to print first.
+    #[arg(long, default_value_t = 100)]
+    lines: usize,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
   /// Deploy tokens (with the node's admin token): make one for a tenant's namespace, list them,
   /// revoke one.
   Tokens {
@@ -656,6 +668,18 @@ fn main() -> ExitCode {
       paths,
       node.json,
     ))),
+    Command::Logs {
+      function,
+      follow,
+      lines,
+      node,
+    } => Some(runtime.block_on(async {
+      if *follow {
+        commands::follow_logs(&control(node), function, *lines, node.json).await
+      } else {
+        commands::logs(&control(node), function, *lines, node.json).await
+      }
+    })),
     Command::Tokens {
       action: TokenAction::List { node },
     } => Some(runtime.block_on(commands::token_list(&control(node), node.json))),
@@ -724,6 +748,7 @@ fn main() -> ExitCode {
     | Command::Kv { .. }
     | Command::Buckets { .. }
     | Command::Tokens { .. }
+    | Command::Logs { .. }
     | Command::Cron { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen, threads } => {
       let threads = threads.unwrap_or(PoolConfig::default().threads);

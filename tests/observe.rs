@@ -6,3 +6,6 @@ mod support;
 
 #[path = "observe/metrics.rs"]
 mod metrics;
+
+#[path = "observe/logs.rs"]
+mod logs;

@@ -209,6 +209,86 @@ impl AdminClient {
       .await
   }
 
+  /// `GET /v1/functions/{name}/logs`: the recent lines.
+  pub async fn logs(&self, function: &str, limit: usize) -> Result<serde_json::Value, ClientError> {
+    self
+      .get(&format!("/v1/functions/{function}/logs?limit={limit}"))
+      .await
+  }
+
+  /// Follows `function`'s log: `line` gets each line's JSON as it comes, starting with the last
+  /// `limit` lines. Reconnects after `after` (the last line's `seq`) when the stream ends (the
+  /// admin listener's connection time, a restart); returns only on an error the node answers
+  /// with (the function's name, the token), or when `line` says stop.
+  pub async fn follow_logs(
+    &self,
+    function: &str,
+    limit: usize,
+    line: &mut dyn FnMut(&serde_json::Value) -> bool,
+  ) -> Result<(), ClientError> {
+    let mut after = 0u64;
+    let mut first = true;
+    loop {
+      let backlog = if first { limit } else { 10_000 };
+      let url = format!(
+        "{}/v1/functions/{function}/logs?follow=1&limit={backlog}&after={after}",
+        self.base
+      );
+      let request = http::Request::builder()
+        .uri(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
+        .body(ProgressBody {
+          data: Bytes::new(),
+          sent: Box::new(|_| {}),
+        })
+        .map_err(|e| ClientError::Input(format!("{url}: {e}")))?;
+      let response = match self.http.request(request).await {
+        Ok(response) => response,
+        Err(e) if !first => {
+          // The node is restarting, say: try again shortly.
+          eprintln!("islet: {}: {e}; reconnecting", self.base);
+          tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+          continue;
+        }
+        Err(e) => return Err(ClientError::Node(format!("cannot reach {}: {e}", self.base))),
+      };
+      first = false;
+      let status = response.status();
+      let mut body = response.into_body();
+      if !status.is_success() {
+        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let message = value["error"]["message"].as_str().unwrap_or("no message");
+        return Err(ClientError::Node(format!("{} ({status}): {message}", self.base)));
+      }
+      let mut pending = Vec::new();
+      while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        // Events end with a blank line; `data:` holds the line's JSON.
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+          let event: Vec<u8> = pending.drain(..end + 2).collect();
+          let event = String::from_utf8_lossy(&event);
+          for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
+              continue;
+            };
+            if let Some(seq) = value["seq"].as_u64() {
+              after = after.max(seq);
+            } else if let Some(missed) = value["missed"].as_u64() {
+              eprintln!("islet: fell behind; {missed} lines were missed");
+              continue;
+            }
+            if !line(&value) {
+              return Ok(());
+            }
+          }
+        }
+      }
+    }
+  }
+
   /// `POST /v1/tokens`: a new deploy token and its grant.
   pub async fn token_create(&self, grant: serde_json::Value) -> Result<serde_json::Value, ClientError> {
     self.post("/v1/tokens", grant).await

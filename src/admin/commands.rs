@@ -430,6 +430,49 @@ fn utc(seconds: u64) -> String {
   httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
 }
 
+/// `islet logs FUNCTION`: its recent lines, one per line of text (or of JSON).
+pub async fn logs(
+  client: &AdminClient,
+  function: &str,
+  limit: usize,
+  json: bool,
+) -> Result<String, ClientError> {
+  let answer = client.logs(function, limit).await?;
+  let mut out = String::new();
+  for line in answer["lines"].as_array().into_iter().flatten() {
+    out.push_str(&if json {
+      line.to_string()
+    } else {
+      crate::logs::line_text(line)
+    });
+    out.push('\n');
+  }
+  Ok(out)
+}
+
+/// `islet logs FUNCTION --follow`: prints its lines as they come, until interrupted.
+pub async fn follow_logs(
+  client: &AdminClient,
+  function: &str,
+  limit: usize,
+  json: bool,
+) -> Result<String, ClientError> {
+  use std::io::Write;
+  client
+    .follow_logs(function, limit, &mut |line| {
+      let text = if json {
+        line.to_string()
+      } else {
+        crate::logs::line_text(line)
+      };
+      let mut out = std::io::stdout().lock();
+      // A closed stdout (`| head`) ends the command.
+      writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
+    })
+    .await?;
+  Ok(String::new())
+}
+
 /// `islet tokens create`: the token, printed once, and what it may do.
 pub async fn token_create(
   client: &AdminClient,

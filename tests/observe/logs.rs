@@ -1,0 +1,202 @@
+//! Function logs through the admin API: followed as server-sent events, read with `islet logs`,
+//! and a tenant's text that tries to forge lines stays inside its own.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+use crate::support::{get, http1, request, Node, TempDir};
+
+const FIXTURES: &str = "tests/fixtures/observe";
+const TOKEN: &str = "observe-token";
+
+fn node(data: &TempDir) -> Node {
+  let dir = crate::support::repo_path(FIXTURES);
+  Node::start(
+    &[
+      dir.to_str().unwrap(),
+      "--admin-token",
+      TOKEN,
+      "--data",
+      data.path(),
+    ],
+    "info",
+  )
+}
+
+/// What a tenant writes to forge a line of another function's: a newline, then a line in the
+/// shape `islet logs` prints, then a terminal escape.
+const FORGERY: &str = "hello\n2026-12-07T00:00:00.000Z hello - info  FORGED\u{1b}[2K";
+
+#[tokio::test]
+async fn a_follower_receives_each_line_and_forgeries_stay_inside_their_line() {
+  let data = TempDir::new("observe-logs");
+  let node = node(&data);
+  // Follow the function's log as the console does: server-sent events.
+  let url = format!("{}/v1/functions/chatty/logs?follow=1", node.admin_url());
+  let follow = request("GET", &url)
+    .header("authorization", format!("Bearer {TOKEN}"))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+  let response = http1().request(follow).await.unwrap();
+  assert_eq!(response.status(), 200);
+  assert_eq!(response.headers()["content-type"], "text/event-stream");
+  let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+  tokio::spawn(async move {
+    let mut body = response.into_body();
+    let mut pending = String::new();
+    while let Some(Ok(frame)) = body.frame().await {
+      if let Some(data) = frame.data_ref() {
+        pending.push_str(&String::from_utf8_lossy(data));
+        while let Some(end) = pending.find("\n\n") {
+          let event: String = pending.drain(..end + 2).collect();
+          for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let _ = tx.send(serde_json::from_str(data).unwrap());
+          }
+        }
+      }
+    }
+  });
+
+  let sent = Instant::now();
+  let query: String = url_escape(FORGERY);
+  let reply = get(&http1(), &node.url(&format!("/chatty?say={query}"))).await;
+  assert_eq!((reply.status, reply.text().as_str()), (200, "said"));
+  let mut seen = Vec::new();
+  while seen.len() < 3 {
+    let line = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+      .await
+      .expect("the follower got the lines")
+      .unwrap();
+    if seen.is_empty() {
+      eprintln!(
+        "the first line reached the follower {:?} after the request",
+        sent.elapsed()
+      );
+    }
+    seen.push(line);
+  }
+  // The console lines, as written (JSON carries the newline inside the string), then the
+  // invocation's line.
+  assert_eq!(seen[0]["kind"], "console");
+  assert_eq!(seen[0]["level"], "info");
+  assert_eq!(seen[0]["message"], FORGERY);
+  assert_eq!(seen[1]["level"], "error");
+  assert_eq!(seen[1]["message"], format!("err:{FORGERY}"));
+  assert_eq!(seen[2]["kind"], "invocation");
+  assert_eq!(seen[2]["invocation"]["status"], 200);
+  assert_eq!(seen[2]["invocation"]["trigger"], "http");
+  let request_id = reply.header("x-islet-request-id").unwrap().to_string();
+  for line in &seen {
+    assert_eq!(line["function"], "chatty");
+    assert_eq!(line["request_id"], request_id.as_str());
+  }
+
+  // `islet logs` prints one line of text per log line: the forgery is escaped in place.
+  let out = Command::new(env!("CARGO_BIN_EXE_islet"))
+    .args(["logs", "chatty", "--node", &node.admin_url(), "--token", TOKEN])
+    .output()
+    .unwrap();
+  assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+  let text = String::from_utf8(out.stdout).unwrap();
+  let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+  assert_eq!(lines.len(), 3, "{text}");
+  for line in &lines {
+    assert!(line.contains(" chatty "), "{line}");
+    assert!(!line.contains('\u{1b}'), "{line}");
+  }
+  assert!(
+    lines[0].ends_with("hello\\n2026-12-07T00:00:00.000Z hello - info  FORGED\\u{1b}[2K"),
+    "{}",
+    lines[0]
+  );
+  assert!(lines[2].contains("invocation http 200"), "{}", lines[2]);
+  // And so is it in the node's own log on stderr: no line of it starts with the forged time.
+  let logs = node.logs();
+  assert!(logs.contains("hello\\n2026-12-07T00:00:00.000Z"), "{logs}");
+  assert!(
+    !logs.lines().any(|l| l.starts_with("2026-12-07T00:00:00.000Z")),
+    "{logs}"
+  );
+}
+
+#[tokio::test]
+async fn islet_logs_follow_prints_lines_as_they_come() {
+  let data = TempDir::new("observe-follow");
+  let node = node(&data);
+  let mut follower = Command::new(env!("CARGO_BIN_EXE_islet"))
+    .args([
+      "logs",
+      "chatty",
+      "--follow",
+      "--json",
+      "--node",
+      &node.admin_url(),
+      "--token",
+      TOKEN,
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+  let stdout = follower.stdout.take().unwrap();
+  let (tx, rx) = std::sync::mpsc::channel::<String>();
+  std::thread::spawn(move || {
+    for line in BufReader::new(stdout).lines() {
+      let Ok(line) = line else { break };
+      if tx.send(line).is_err() {
+        break;
+      }
+    }
+  });
+  // The follower is connected once the node has a subscriber; requests until a line arrives.
+  let mut got = None;
+  for _ in 0..50 {
+    let sent = Instant::now();
+    assert_eq!(get(&http1(), &node.url("/chatty?say=ping")).await.status, 200);
+    if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+      eprintln!(
+        "islet logs --follow printed a line {:?} after the request",
+        sent.elapsed()
+      );
+      got = Some(line);
+      break;
+    }
+  }
+  let _ = follower.kill();
+  let _ = follower.wait();
+  let line: serde_json::Value =
+    serde_json::from_str(&got.expect("islet logs --follow printed a line")).unwrap();
+  assert_eq!(line["function"], "chatty");
+}
+
+#[tokio::test]
+async fn a_deploy_token_reads_only_its_own_functions_logs() {
+  let data = TempDir::new("observe-scope");
+  let node = node(&data);
+  let body = serde_json::json!({ "label": "other", "prefix": "other-" });
+  let make = request("POST", &format!("{}/v1/tokens", node.admin_url()))
+    .header("authorization", format!("Bearer {TOKEN}"))
+    .body(Full::new(Bytes::from(body.to_string())))
+    .unwrap();
+  let made = crate::support::send(&http1(), make).await;
+  let token = made.json()["token"].as_str().unwrap().to_string();
+  let read = request("GET", &format!("{}/v1/functions/chatty/logs", node.admin_url()))
+    .header("authorization", format!("Bearer {token}"))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+  let reply = crate::support::send(&http1(), read).await;
+  assert_eq!(reply.status, 403, "{}", reply.text());
+}
+
+fn url_escape(text: &str) -> String {
+  text
+    .bytes()
+    .map(|b| match b {
+      b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+      _ => format!("%{b:02X}"),
+    })
+    .collect()
+}
