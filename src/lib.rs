@@ -50,3 +50,4 @@ pub mod objects;
 pub mod pool;
 pub mod registry;
 pub mod server;
+pub mod usage;

@@ -113,6 +113,20 @@ enum Command {
     #[command(subcommand)]
     action: KvAction,
   },
+  /// What functions used, and what it would cost: requests, CPU, GB-seconds, egress.
+  Usage {
+    /// Only this function.
+    #[arg(long)]
+    function: Option<String>,
+    /// The window: 90s, 30m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// aws-lambda, cloudflare-workers, or a TOML file of your own prices.
+    #[arg(long, default_value = "aws-lambda")]
+    pricing: String,
+    #[command(flatten)]
+    node: NodeArgs,
+  },
   /// A function's log: its console lines and a line per invocation (outcome, CPU, cold or warm).
   Logs {
     function: String,
@@ -394,6 +408,9 @@ struct ServeArgs {
   /// The bearer token `GET /metrics` (on the admin listener) needs; without it, scrapes need none.
   #[arg(long, env = "ISLET_METRICS_TOKEN", hide_env_values = true)]
   metrics_token: Option<String>,
+  /// Days the per-minute usage records are kept.
+  #[arg(long, default_value_t = 30)]
+  usage_retention_days: u64,
   /// Functions one deploy token's namespace may hold.
   #[arg(long, default_value_t = 100)]
   max_functions_per_token: usize,
@@ -668,6 +685,18 @@ fn main() -> ExitCode {
       paths,
       node.json,
     ))),
+    Command::Usage {
+      function,
+      since,
+      pricing,
+      node,
+    } => Some(runtime.block_on(commands::usage(
+      &control(node),
+      since,
+      function.as_deref(),
+      pricing,
+      node.json,
+    ))),
     Command::Logs {
       function,
       follow,
@@ -749,6 +778,7 @@ fn main() -> ExitCode {
     | Command::Buckets { .. }
     | Command::Tokens { .. }
     | Command::Logs { .. }
+    | Command::Usage { .. }
     | Command::Cron { .. } => unreachable!("answered above"),
     Command::HyperCeiling { listen, threads } => {
       let threads = threads.unwrap_or(PoolConfig::default().threads);
@@ -941,6 +971,20 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
   let services = ServiceCalls::new(live.clone());
   let metrics = islet::metrics::Metrics::new();
   let logs = islet::logs::Logs::new();
+  // Usage records beside the queues: in the node's database, or in the fleet's Redis.
+  let usage = islet::usage::Usage::new(
+    match &args.store {
+      Some(url) => islet::usage::UsageStore::Redis {
+        client: Box::new(
+          redis::Client::open(url.as_str()).map_err(|e| NodeError::Config(format!("--store: {e}")))?,
+        ),
+        connection: std::sync::Mutex::new(None),
+      },
+      None => islet::usage::UsageStore::Local(events.clone()),
+    },
+    Duration::from_secs(args.usage_retention_days.max(1) * 86_400),
+  );
+  usage.start();
   let mut config = ServerConfig {
     listen: args.listen,
     tls: args.tls_cert.zip(args.tls_key),
@@ -969,6 +1013,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         invocations: Some(Arc::new(islet::isolate::ext::Fanout(vec![
           metrics.clone(),
           logs.clone(),
+          usage.clone(),
         ]))),
       },
     },
@@ -1027,6 +1072,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
           metrics: Some((metrics.clone(), server.gauges())),
           metrics_token: args.metrics_token.clone(),
           logs: Some(logs.clone()),
+          usage: Some(usage.clone()),
         },
         max_bundle_bytes,
         islet::admin::AdminLimits {

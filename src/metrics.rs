@@ -435,6 +435,7 @@ mod tests {
       status: Some(200),
       stopped: None,
       bytes_out: 5,
+      memory_mb: 128,
     };
     metrics.ended("hello", "v1", &end);
     metrics.ended(

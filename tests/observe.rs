@@ -9,3 +9,6 @@ mod metrics;
 
 #[path = "observe/logs.rs"]
 mod logs;
+
+#[path = "observe/usage.rs"]
+mod usage;

@@ -209,6 +209,12 @@ impl AdminClient {
       .await
   }
 
+  /// `GET /v1/usage`: each function's use over the last `since_s` seconds.
+  pub async fn usage(&self, since_s: u64, function: Option<&str>) -> Result<serde_json::Value, ClientError> {
+    let function = function.map(|f| format!("&function={f}")).unwrap_or_default();
+    self.get(&format!("/v1/usage?since={since_s}{function}")).await
+  }
+
   /// `GET /v1/functions/{name}/logs`: the recent lines.
   pub async fn logs(&self, function: &str, limit: usize) -> Result<serde_json::Value, ClientError> {
     self

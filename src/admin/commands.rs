@@ -430,6 +430,127 @@ fn utc(seconds: u64) -> String {
   httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
 }
 
+/// `24h`, `30m`, `7d`, `90s` (or plain seconds), in seconds.
+pub fn parse_window(text: &str) -> Result<u64, ClientError> {
+  let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+  let n: u64 = number
+    .parse()
+    .map_err(|_| ClientError::Input(format!("--since '{text}': say 90s, 30m, 24h or 7d")))?;
+  let scale = match unit {
+    "" | "s" => 1,
+    "m" => 60,
+    "h" => 3_600,
+    "d" => 86_400,
+    _ => {
+      return Err(ClientError::Input(format!(
+        "--since '{text}': say 90s, 30m, 24h or 7d"
+      )))
+    }
+  };
+  Ok(n.saturating_mul(scale))
+}
+
+/// The prices `--pricing` names: a built-in profile, or a TOML file of the operator's own
+/// (`per_million_requests`, `per_gb_second`, `per_million_cpu_ms`, `per_gb_egress`, `name`).
+pub fn pricing(name: &str) -> Result<crate::usage::Pricing, ClientError> {
+  if let Some(builtin) = crate::usage::Pricing::builtin(name) {
+    return Ok(builtin);
+  }
+  let text = std::fs::read_to_string(name).map_err(|e| {
+    ClientError::Input(format!(
+      "--pricing '{name}': not aws-lambda or cloudflare-workers, and not a readable file: {e}"
+    ))
+  })?;
+  let mut pricing: crate::usage::Pricing =
+    toml::from_str(&text).map_err(|e| ClientError::Input(format!("{name}: {e}")))?;
+  if pricing.name.is_empty() {
+    pricing.name = name.to_string();
+  }
+  Ok(pricing)
+}
+
+/// `islet usage`: requests, CPU, GB-seconds, egress and a cost estimate per function.
+pub async fn usage(
+  client: &AdminClient,
+  since: &str,
+  function: Option<&str>,
+  pricing_name: &str,
+  json: bool,
+) -> Result<String, ClientError> {
+  let since_s = parse_window(since)?;
+  let pricing = pricing(pricing_name)?;
+  let answer = client.usage(since_s, function).await?;
+  let mut rows = Vec::new();
+  let mut total = crate::usage::Tally::default();
+  for row in answer["functions"].as_array().into_iter().flatten() {
+    let n = |k: &str| row[k].as_f64().unwrap_or(0.0);
+    let tally = crate::usage::Tally {
+      requests: n("requests") as u64,
+      errors: n("errors") as u64,
+      cpu_us: (n("cpu_ms") * 1e3).round() as u64,
+      wall_us: (n("wall_ms") * 1e3).round() as u64,
+      billed_ms: n("billed_ms") as u64,
+      mb_ms: (n("gb_s") * 1024.0 * 1000.0).round() as u64,
+      bytes_out: n("bytes_out") as u64,
+      fetches: n("fetches") as u64,
+      kv_operations: n("kv_operations") as u64,
+    };
+    for (sum, add) in [
+      (&mut total.requests, tally.requests),
+      (&mut total.errors, tally.errors),
+      (&mut total.cpu_us, tally.cpu_us),
+      (&mut total.wall_us, tally.wall_us),
+      (&mut total.billed_ms, tally.billed_ms),
+      (&mut total.mb_ms, tally.mb_ms),
+      (&mut total.bytes_out, tally.bytes_out),
+    ] {
+      *sum += add;
+    }
+    rows.push((row["function"].as_str().unwrap_or("?").to_string(), tally));
+  }
+  if json {
+    let functions: Vec<serde_json::Value> = rows
+      .iter()
+      .map(|(name, t)| {
+        serde_json::json!({
+          "function": name, "requests": t.requests, "errors": t.errors,
+          "cpu_ms": t.cpu_us as f64 / 1e3, "gb_s": crate::usage::gb_seconds(t),
+          "egress_bytes": t.bytes_out, "cost": pricing.cost(t),
+        })
+      })
+      .collect();
+    return Ok(
+      serde_json::json!({
+        "since_s": since_s, "pricing": pricing, "functions": functions,
+        "total": { "requests": total.requests, "cpu_ms": total.cpu_us as f64 / 1e3,
+                   "gb_s": crate::usage::gb_seconds(&total), "egress_bytes": total.bytes_out,
+                   "cost": pricing.cost(&total) },
+      })
+      .to_string(),
+    );
+  }
+  let mut out = format!(
+    "usage over the last {since}, priced at {}\n{:<24} {:>10} {:>8} {:>12} {:>12} {:>12} {:>12}\n",
+    pricing.name, "function", "requests", "errors", "CPU ms", "GB-s", "egress MB", "cost $"
+  );
+  for (name, t) in rows
+    .iter()
+    .chain(std::iter::once(&("total".to_string(), total.clone())))
+  {
+    out.push_str(&format!(
+      "{:<24} {:>10} {:>8} {:>12.1} {:>12.4} {:>12.3} {:>12.6}\n",
+      name,
+      t.requests,
+      t.errors,
+      t.cpu_us as f64 / 1e3,
+      crate::usage::gb_seconds(t),
+      t.bytes_out as f64 / 1e6,
+      pricing.cost(t).total
+    ));
+  }
+  Ok(out)
+}
+
 /// `islet logs FUNCTION`: its recent lines, one per line of text (or of JSON).
 pub async fn logs(
   client: &AdminClient,

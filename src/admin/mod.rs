@@ -7,6 +7,7 @@
 //! | `POST /v1/tokens` | `{"label", "prefix", "hosts"?, "paths"?}`: make a deploy token (operator only), shown once |
 //! | `DELETE /v1/tokens/{id}` | revoke a deploy token (operator only) |
 //! | `GET /metrics` | Prometheus text (no token unless the node set `--metrics-token`) |
+//! | `GET /v1/usage` | `?since=SECONDS&function=NAME&pricing=…`: each function's requests, CPU, GB-s, egress (and cost) |
 //! | `GET /v1/health` | node health: status (`ok`, or `degraded` with the deployed functions it cannot serve and why) and the number of functions served |
 //! | `GET /v1/functions` | deployed functions, their active version and routes |
 //! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
@@ -81,6 +82,8 @@ pub struct AdminBackends {
   pub metrics_token: Option<String>,
   /// The functions' log rings, for `GET /v1/functions/{name}/logs`.
   pub logs: Option<Arc<crate::logs::Logs>>,
+  /// The usage records, for `GET /v1/usage`.
+  pub usage: Option<Arc<crate::usage::Usage>>,
 }
 
 /// What one client of the admin listener may hold, before it has shown a token: the listener is
@@ -123,6 +126,8 @@ struct Admin {
   metrics: Option<(Arc<crate::metrics::Metrics>, crate::metrics::GaugeProbe)>,
   /// The functions' log rings.
   logs: Option<Arc<crate::logs::Logs>>,
+  /// The usage records.
+  usage: Option<Arc<crate::usage::Usage>>,
   /// SHA-256 of the token `GET /metrics` needs, if it needs one.
   metrics_token_digest: Option<[u8; 32]>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
@@ -149,6 +154,7 @@ impl AdminServer {
       metrics,
       metrics_token,
       logs,
+      usage,
     } = backends;
     if token.is_empty() {
       return Err(NodeError::Config("the admin token is empty".into()));
@@ -166,6 +172,7 @@ impl AdminServer {
         objects,
         metrics,
         logs,
+        usage,
         metrics_token_digest: metrics_token.map(|t| Sha256::digest(t.as_bytes()).into()),
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
@@ -439,6 +446,10 @@ impl Admin {
         }
         Err(err) => deploy_error(err),
       },
+      (Method::GET, ["v1", "usage"]) => {
+        let query = request.uri().query().unwrap_or("").to_string();
+        self.usage(&query, grant.as_ref()).await
+      }
       (Method::GET, ["v1", "functions", name, "logs"]) => {
         let query = request.uri().query().unwrap_or("").to_string();
         self.logs(name, &query)
@@ -674,6 +685,89 @@ impl Admin {
       http::HeaderValue::from_static("no-cache"),
     );
     response
+  }
+
+  /// `GET /v1/usage?since=SECONDS&function=NAME&pricing=aws-lambda|cloudflare-workers`: each
+  /// function's use over the window (a deploy token's own functions only), with a cost estimate
+  /// when a built-in pricing is named.
+  async fn usage(&self, query: &str, grant: Option<&tokens::Grant>) -> Reply {
+    use http::StatusCode;
+    let Some(usage) = self.usage.clone() else {
+      return error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "this node keeps no usage records",
+      );
+    };
+    let mut since = 86_400u64;
+    let mut function: Option<String> = None;
+    let mut pricing = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+      let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+      let parsed = match key {
+        "since" => value.parse().map(|v| since = v).is_ok(),
+        "function" => {
+          function = Some(value.to_string());
+          crate::registry::is_valid_name(value)
+        }
+        "pricing" => {
+          pricing = crate::usage::Pricing::builtin(value);
+          pricing.is_some()
+        }
+        _ => false,
+      };
+      if !parsed {
+        let message = format!(
+          "'{pair}': the query takes since=SECONDS, function=NAME and pricing=aws-lambda|cloudflare-workers"
+        );
+        return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+      }
+    }
+    if let (Some(grant), Some(name)) = (grant, &function) {
+      if !grant.owns(name) {
+        return error(
+          StatusCode::FORBIDDEN,
+          "forbidden",
+          &grant.foreign("function", name),
+        );
+      }
+    }
+    let wanted =
+      |name: &str| function.as_deref().is_none_or(|f| f == name) && grant.is_none_or(|g| g.owns(name));
+    let window = std::time::Duration::from_secs(since.min(366 * 86_400));
+    match usage.read(window, &wanted).await {
+      Ok(rows) => {
+        let functions: Vec<serde_json::Value> = rows
+          .iter()
+          .map(|(name, t)| {
+            let mut row = serde_json::json!({
+              "function": name,
+              "requests": t.requests,
+              "errors": t.errors,
+              "cpu_ms": t.cpu_us as f64 / 1e3,
+              "wall_ms": t.wall_us as f64 / 1e3,
+              "billed_ms": t.billed_ms,
+              "gb_s": crate::usage::gb_seconds(t),
+              "bytes_out": t.bytes_out,
+              "fetches": t.fetches,
+              "kv_operations": t.kv_operations,
+            });
+            if let Some(pricing) = &pricing {
+              row["cost"] = serde_json::json!(pricing.cost(t));
+            }
+            row
+          })
+          .collect();
+        json(
+          StatusCode::OK,
+          &serde_json::json!({ "since_s": since, "functions": functions, "pricing": pricing }),
+        )
+      }
+      Err(e) => {
+        tracing::error!("admin: reading usage failed: {e}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", &e)
+      }
+    }
   }
 
   /// `GET /metrics`: Prometheus text, open unless the node set `--metrics-token`.

@@ -69,6 +69,8 @@ pub struct InvocationEnd {
   pub stopped: Option<&'static str>,
   /// Response body bytes handed to the connection (or to the caller of an event).
   pub bytes_out: u64,
+  /// The function's memory limit, in MiB (what a GB-second is billed on).
+  pub memory_mb: u64,
 }
 
 /// Where ended invocations are reported: the node's metrics, usage records and log rings.
@@ -198,6 +200,8 @@ pub struct PendingResponses {
   pub function: Arc<str>,
   /// Its version, for the invocation records.
   pub version: Arc<str>,
+  /// Its memory limit in MiB, for the invocation records.
+  pub memory_mb: u64,
   /// Where ended invocations are reported; `None` when nothing listens.
   pub sink: Option<Arc<dyn InvocationSink + Send + Sync>>,
   /// Outbound fetches one request may make.
@@ -359,6 +363,7 @@ impl PendingResponses {
       status: slot.status,
       stopped,
       bytes_out: slot.bytes_out,
+      memory_mb: self.memory_mb,
     };
     sink.ended(&self.function, &self.version, &end);
   }
