@@ -102,6 +102,7 @@ struct FunctionStats {
   warm_start: Histogram,
   fetches: AtomicU64,
   kv_operations: AtomicU64,
+  bytes_in: AtomicU64,
   bytes_out: AtomicU64,
 }
 
@@ -137,6 +138,37 @@ impl Metrics {
       .write()
       .unwrap_or_else(|e| e.into_inner())
       .remove(function);
+  }
+
+  /// Every function's figures as JSON, for the console: invocations by outcome, cold and warm
+  /// starts, and the HTTP duration histogram (per-bucket counts; the bounds are `bounds_s`).
+  pub fn snapshot(&self) -> serde_json::Value {
+    let functions: Vec<(Arc<str>, Arc<FunctionStats>)> = {
+      let map = self.functions.read().unwrap_or_else(|e| e.into_inner());
+      let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+      all.sort_by(|a, b| a.0.cmp(&b.0));
+      all
+    };
+    let functions: Vec<serde_json::Value> = functions
+      .iter()
+      .map(|(name, stats)| {
+        let mut outcomes = serde_json::Map::new();
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+          let n: u64 = stats.triggers.iter().map(|t| t.outcomes[i].load(Relaxed)).sum();
+          outcomes.insert(outcome.to_string(), n.into());
+        }
+        let http = &stats.triggers[0].duration;
+        let buckets: Vec<u64> = http.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        serde_json::json!({
+          "function": &**name,
+          "outcomes": outcomes,
+          "cold": stats.cold.load(Relaxed),
+          "warm": stats.warm.load(Relaxed),
+          "http_duration": { "count": http.count.load(Relaxed), "buckets": buckets },
+        })
+      })
+      .collect();
+    serde_json::json!({ "bounds_s": BOUNDS, "functions": functions })
   }
 
   /// The text of `/metrics`: every function's figures and the node's `gauges`.
@@ -192,6 +224,9 @@ impl InvocationSink for Metrics {
         .fetch_add(u64::from(end.kv_operations), Relaxed);
     }
     stats.bytes_out.fetch_add(end.bytes_out, Relaxed);
+    if end.bytes_in > 0 {
+      stats.bytes_in.fetch_add(end.bytes_in, Relaxed);
+    }
   }
 }
 
@@ -328,6 +363,11 @@ impl Collector for Scrape {
         &s.kv_operations
       }),
       (
+        "islet_request_bytes",
+        "Request body bytes read by invocations.",
+        |s| &s.bytes_in,
+      ),
+      (
         "islet_response_bytes",
         "Response body bytes sent by invocations.",
         |s| &s.bytes_out,
@@ -435,6 +475,7 @@ mod tests {
       status: Some(200),
       stopped: None,
       bytes_out: 5,
+      bytes_in: 0,
       memory_mb: 128,
     };
     metrics.ended("hello", "v1", &end);

@@ -35,6 +35,8 @@ pub struct Tally {
   /// The function's memory (MiB) times its billed milliseconds: GB-seconds × 1024 × 1000.
   pub mb_ms: u64,
   pub bytes_out: u64,
+  /// Request body bytes read.
+  pub bytes_in: u64,
   pub fetches: u64,
   pub kv_operations: u64,
 }
@@ -48,12 +50,13 @@ impl Tally {
     self.billed_ms += other.billed_ms;
     self.mb_ms += other.mb_ms;
     self.bytes_out += other.bytes_out;
+    self.bytes_in += other.bytes_in;
     self.fetches += other.fetches;
     self.kv_operations += other.kv_operations;
   }
 
   /// Fields by name, in the order the stores keep them.
-  fn fields(&self) -> [(&'static str, u64); 9] {
+  fn fields(&self) -> [(&'static str, u64); 10] {
     [
       ("requests", self.requests),
       ("errors", self.errors),
@@ -62,6 +65,7 @@ impl Tally {
       ("billed_ms", self.billed_ms),
       ("mb_ms", self.mb_ms),
       ("bytes_out", self.bytes_out),
+      ("bytes_in", self.bytes_in),
       ("fetches", self.fetches),
       ("kv_operations", self.kv_operations),
     ]
@@ -76,6 +80,7 @@ impl Tally {
       "billed_ms" => self.billed_ms = value,
       "mb_ms" => self.mb_ms = value,
       "bytes_out" => self.bytes_out = value,
+      "bytes_in" => self.bytes_in = value,
       "fetches" => self.fetches = value,
       "kv_operations" => self.kv_operations = value,
       _ => {}
@@ -106,6 +111,7 @@ const SCHEMA: &str = "
     billed_ms INTEGER NOT NULL DEFAULT 0,
     mb_ms INTEGER NOT NULL DEFAULT 0,
     bytes_out INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
     fetches INTEGER NOT NULL DEFAULT 0,
     kv_operations INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (function, minute)
@@ -229,14 +235,14 @@ impl Usage {
           .transact(move |conn| {
             conn.execute_batch(SCHEMA)?;
             let mut upsert = conn.prepare_cached(
-              "INSERT INTO usage (function, minute, requests, errors, cpu_us, wall_us, billed_ms, mb_ms, bytes_out, fetches, kv_operations)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+              "INSERT INTO usage (function, minute, requests, errors, cpu_us, wall_us, billed_ms, mb_ms, bytes_out, fetches, kv_operations, bytes_in)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                ON CONFLICT (function, minute) DO UPDATE SET
                  requests = requests + excluded.requests, errors = errors + excluded.errors,
                  cpu_us = cpu_us + excluded.cpu_us, wall_us = wall_us + excluded.wall_us,
                  billed_ms = billed_ms + excluded.billed_ms, mb_ms = mb_ms + excluded.mb_ms,
                  bytes_out = bytes_out + excluded.bytes_out, fetches = fetches + excluded.fetches,
-                 kv_operations = kv_operations + excluded.kv_operations",
+                 kv_operations = kv_operations + excluded.kv_operations, bytes_in = bytes_in + excluded.bytes_in",
             )?;
             for (function, minute, t) in &rows {
               upsert.execute(rusqlite::params![
@@ -250,7 +256,8 @@ impl Usage {
                 t.mb_ms as i64,
                 t.bytes_out as i64,
                 t.fetches as i64,
-                t.kv_operations as i64
+                t.kv_operations as i64,
+                t.bytes_in as i64
               ])?;
             }
             conn.execute("DELETE FROM usage WHERE minute < ?1", [oldest as i64])?;
@@ -312,7 +319,7 @@ impl Usage {
             conn.execute_batch(SCHEMA)?;
             let mut select = conn.prepare_cached(
               "SELECT function, SUM(requests), SUM(errors), SUM(cpu_us), SUM(wall_us), SUM(billed_ms), SUM(mb_ms),
-                      SUM(bytes_out), SUM(fetches), SUM(kv_operations)
+                      SUM(bytes_out), SUM(fetches), SUM(kv_operations), SUM(bytes_in)
                FROM usage WHERE minute >= ?1 GROUP BY function",
             )?;
             let mut rows = select
@@ -330,6 +337,7 @@ impl Usage {
                     bytes_out: n(7)?,
                     fetches: n(8)?,
                     kv_operations: n(9)?,
+                    bytes_in: n(10)?,
                   },
                 ))
               })?
@@ -392,6 +400,7 @@ impl InvocationSink for Usage {
       billed_ms,
       mb_ms: billed_ms * end.memory_mb,
       bytes_out: end.bytes_out,
+      bytes_in: end.bytes_in,
       fetches: u64::from(end.fetches),
       kv_operations: u64::from(end.kv_operations),
     };

@@ -1,5 +1,6 @@
 //! Observing a live node: `/metrics` parsed as Prometheus text and moved by exactly what a known
-//! sequence of requests caused, and the log rings followed through the admin API.
+//! sequence of requests caused, the log rings followed through the admin API, usage and its cost,
+//! and the web console in headless Chromium.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -12,3 +13,6 @@ mod logs;
 
 #[path = "observe/usage.rs"]
 mod usage;
+
+#[path = "observe/console.rs"]
+mod console;

@@ -14,12 +14,15 @@ fi
 need=()
 command -v mold >/dev/null 2>&1 || need+=(mold)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Headless Chromium and its WebDriver: the console's test drives a real browser (tests/observe).
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium chromium-driver)
 if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") \
     >/dev/null 2>&1 || echo "setup: could not install ${need[*]}" >&2
 fi
 command -v mold >/dev/null 2>&1 || echo "setup: no mold; linking with the default linker" >&2
 command -v redis-server >/dev/null 2>&1 || echo "setup: no redis-server; the fleet tests will fail" >&2
+command -v chromedriver >/dev/null 2>&1 || echo "setup: no chromedriver; the console's test will fail" >&2
 
 # The S3-compatible server the object storage tests start (tests/support/s3.rs): moto's, from PyPI,
 # in a virtualenv of its own under ~/.cache (no system Python packages touched).

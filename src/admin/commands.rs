@@ -492,6 +492,7 @@ pub async fn usage(
       billed_ms: n("billed_ms") as u64,
       mb_ms: (n("gb_s") * 1024.0 * 1000.0).round() as u64,
       bytes_out: n("bytes_out") as u64,
+      bytes_in: n("bytes_in") as u64,
       fetches: n("fetches") as u64,
       kv_operations: n("kv_operations") as u64,
     };
@@ -515,7 +516,7 @@ pub async fn usage(
         serde_json::json!({
           "function": name, "requests": t.requests, "errors": t.errors,
           "cpu_ms": t.cpu_us as f64 / 1e3, "gb_s": crate::usage::gb_seconds(t),
-          "egress_bytes": t.bytes_out, "cost": pricing.cost(t),
+          "egress_bytes": t.bytes_out, "ingress_bytes": t.bytes_in, "cost": pricing.cost(t),
         })
       })
       .collect();

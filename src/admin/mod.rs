@@ -8,6 +8,8 @@
 //! | `DELETE /v1/tokens/{id}` | revoke a deploy token (operator only) |
 //! | `GET /metrics` | Prometheus text (no token unless the node set `--metrics-token`) |
 //! | `GET /v1/usage` | `?since=SECONDS&function=NAME&pricing=…`: each function's requests, CPU, GB-s, egress (and cost) |
+//! | `GET /` | the web console (its page and script; the figures come from the API with a token) |
+//! | `GET /v1/stats` | per function: invocations by outcome, cold and warm starts, the HTTP duration histogram |
 //! | `GET /v1/health` | node health: status (`ok`, or `degraded` with the deployed functions it cannot serve and why) and the number of functions served |
 //! | `GET /v1/functions` | deployed functions, their active version and routes |
 //! | `PUT /v1/functions/{name}` | deploy a bundle (JSON, see `registry::Bundle`) and activate it |
@@ -38,6 +40,7 @@
 mod buckets;
 pub mod client;
 pub mod commands;
+mod console;
 mod deploy;
 mod kv;
 mod tokens;
@@ -401,6 +404,13 @@ impl Admin {
     if request.uri().path() == "/metrics" && request.method() == Method::GET {
       return self.metrics(&request).await;
     }
+    // The console's page and script: no data in them (every figure comes from the API, with the
+    // token the page is given), so they need no token.
+    if request.method() == Method::GET {
+      if let Some(reply) = console::asset(request.uri().path()) {
+        return reply;
+      }
+    }
     let principal = match self.principal(&request).await {
       Ok(principal) => principal,
       Err(reply) => return reply,
@@ -446,6 +456,16 @@ impl Admin {
         }
         Err(err) => deploy_error(err),
       },
+      (Method::GET, ["v1", "stats"]) => {
+        let Some((metrics, _)) = &self.metrics else {
+          return error(StatusCode::NOT_FOUND, "not_found", "this node keeps no metrics");
+        };
+        let mut stats = metrics.snapshot();
+        if let (Some(grant), Some(functions)) = (&grant, stats["functions"].as_array_mut()) {
+          functions.retain(|f| f["function"].as_str().is_some_and(|name| grant.owns(name)));
+        }
+        json(StatusCode::OK, &stats)
+      }
       (Method::GET, ["v1", "usage"]) => {
         let query = request.uri().query().unwrap_or("").to_string();
         self.usage(&query, grant.as_ref()).await
@@ -749,6 +769,7 @@ impl Admin {
               "billed_ms": t.billed_ms,
               "gb_s": crate::usage::gb_seconds(t),
               "bytes_out": t.bytes_out,
+              "bytes_in": t.bytes_in,
               "fetches": t.fetches,
               "kv_operations": t.kv_operations,
             });

@@ -637,8 +637,15 @@ impl Isolate {
         }
         record.service_chain = service_chain;
         let slot = state.borrow_mut::<PendingResponses>().insert(record);
+        let bytes_in = state
+          .borrow::<PendingResponses>()
+          .get(slot)
+          .map(|record| record.bytes_in.clone())
+          .unwrap_or_default();
         let body_rid = body.map_or(-1, |body| {
-          state.resource_table.add(RequestBodyResource::new(body)) as i32
+          state
+            .resource_table
+            .add(RequestBodyResource::counted(body, bytes_in)) as i32
         });
         calls.push(HandlerCall {
           slot,

@@ -80,6 +80,10 @@ async fn counters_move_by_exactly_what_requests_caused() {
   assert_eq!(get(&client, &node.url("/boom")).await.status, 500);
   assert_eq!(get(&client, &node.url("/spin")).await.status, 503);
   assert_eq!(get(&client, &node.url("/nothing-here")).await.status, 404);
+  let post = request("POST", &node.url("/echo"))
+    .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+    .unwrap();
+  assert_eq!(crate::support::send(&client, post).await.text(), "1000");
   let (_, after) = scrape(&node, None).await;
   let delta = |key: &str| value(&after, key) - value(&before, key);
 
@@ -116,6 +120,8 @@ async fn counters_move_by_exactly_what_requests_caused() {
     "{after:?}"
   );
   assert_eq!(delta("islet_response_bytes_total{function=hello}"), 15.0);
+  assert_eq!(delta("islet_request_bytes_total{function=echo}"), 1000.0);
+  assert_eq!(delta("islet_response_bytes_total{function=echo}"), 4.0);
   // Node gauges are there: isolates are loaded, and the serving listener has connections.
   assert!(value(&after, "islet_isolates_loaded{}") >= 2.0, "{after:?}");
   assert!(after.contains_key("islet_isolates_warm{}"));

@@ -29,14 +29,22 @@ pub struct RequestBodyResource {
   leftover: RefCell<Bytes>,
   /// Cancels a pending read when JS cancels the stream or the resource is closed.
   cancel: CancelHandle,
+  /// Bytes read from the body so far, for the invocation's record.
+  read: Rc<std::cell::Cell<u64>>,
 }
 
 impl RequestBodyResource {
   pub fn new(body: RequestBody) -> Self {
+    Self::counted(body, Rc::default())
+  }
+
+  /// A body whose bytes, as they are read, are added to `read`.
+  pub fn counted(body: RequestBody, read: Rc<std::cell::Cell<u64>>) -> Self {
     Self {
       body: AsyncRefCell::new(body),
       leftover: RefCell::new(Bytes::new()),
       cancel: CancelHandle::new(),
+      read,
     }
   }
 
@@ -65,6 +73,7 @@ impl RequestBodyResource {
       if data.is_empty() {
         continue;
       }
+      self.read.set(self.read.get() + data.len() as u64);
       if data.len() > limit {
         *self.leftover.borrow_mut() = data.split_off(limit);
       }

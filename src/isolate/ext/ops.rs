@@ -69,6 +69,8 @@ pub struct InvocationEnd {
   pub stopped: Option<&'static str>,
   /// Response body bytes handed to the connection (or to the caller of an event).
   pub bytes_out: u64,
+  /// Request body bytes the handler read.
+  pub bytes_in: u64,
   /// The function's memory limit, in MiB (what a GB-second is billed on).
   pub memory_mb: u64,
 }
@@ -142,6 +144,8 @@ pub struct RequestSlot {
   pub status: Option<u16>,
   /// Response body bytes sent so far.
   pub bytes_out: u64,
+  /// Request body bytes read so far (shared with the body's resource).
+  pub bytes_in: Rc<std::cell::Cell<u64>>,
 }
 
 impl RequestSlot {
@@ -171,6 +175,7 @@ impl RequestSlot {
       trigger: "http",
       status: None,
       bytes_out: 0,
+      bytes_in: Rc::default(),
     }
   }
 
@@ -363,6 +368,7 @@ impl PendingResponses {
       status: slot.status,
       stopped,
       bytes_out: slot.bytes_out,
+      bytes_in: slot.bytes_in.get(),
       memory_mb: self.memory_mb,
     };
     sink.ended(&self.function, &self.version, &end);
