@@ -408,6 +408,10 @@ struct ServeArgs {
   /// The bearer token `GET /metrics` (on the admin listener) needs; without it, scrapes need none.
   #[arg(long, env = "ISLET_METRICS_TOKEN", hide_env_values = true)]
   metrics_token: Option<String>,
+  /// Keep no invocation records (metrics, logs, usage): what they cost the warm path, measured by
+  /// benches/peers.sh against the same build without them.
+  #[arg(long, hide = true)]
+  no_invocation_records: bool,
   /// Days the per-minute usage records are kept.
   #[arg(long, default_value_t = 30)]
   usage_retention_days: u64,
@@ -1010,11 +1014,13 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
         objects: Some(node_bindings),
         kv: Some(kv.host()),
         services: Some(services.host()),
-        invocations: Some(Arc::new(islet::isolate::ext::Fanout(vec![
-          metrics.clone(),
-          logs.clone(),
-          usage.clone(),
-        ]))),
+        invocations: (!args.no_invocation_records).then(|| {
+          Arc::new(islet::isolate::ext::Fanout(vec![
+            metrics.clone(),
+            logs.clone(),
+            usage.clone(),
+          ])) as Arc<dyn islet::isolate::ext::InvocationSink + Send + Sync>
+        }),
       },
     },
     admission: AdmissionConfig {
