@@ -22,7 +22,7 @@ const RING_BYTES: usize = 128 * 1024;
 /// The longest message kept; longer ones are cut, saying so.
 const MAX_MESSAGE: usize = 8 * 1024;
 /// Lines a follower may fall behind by before it is told it missed some.
-const FOLLOW_BACKLOG: usize = 1024;
+const FOLLOW_BACKLOG: usize = 256;
 
 /// One line of a function's log.
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +33,7 @@ pub struct LogLine {
   pub time_ms: u64,
   pub function: Arc<str>,
   /// The invocation it belongs to (empty for a module's top-level code).
-  pub request_id: String,
+  pub request_id: LineRequest,
   /// `debug`, `info`, `warn`, `error` for console lines; `info` for invocations that answered
   /// below 500, `error` for the rest.
   pub level: &'static str,
@@ -45,6 +45,22 @@ pub struct LogLine {
   /// An invocation line's figures.
   #[serde(skip_serializing_if = "Option::is_none")]
   pub invocation: Option<InvocationLine>,
+}
+
+/// A line's request id: an invocation's (written as its hex), or what a console line named.
+#[derive(Debug, Clone)]
+pub enum LineRequest {
+  Id(crate::isolate::ext::RequestId),
+  Text(String),
+}
+
+impl Serialize for LineRequest {
+  fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+    match self {
+      LineRequest::Id(id) => serializer.collect_str(id),
+      LineRequest::Text(text) => serializer.serialize_str(text),
+    }
+  }
 }
 
 /// What an invocation line says.
@@ -62,8 +78,9 @@ pub struct InvocationLine {
 }
 
 impl LogLine {
+  /// About what the line holds in memory (the struct, its Arcs and strings).
   fn size(&self) -> usize {
-    96 + self.message.as_ref().map_or(0, String::len)
+    320 + self.message.as_ref().map_or(0, String::len)
   }
 }
 
@@ -121,33 +138,24 @@ pub fn line_text(line: &serde_json::Value) -> String {
 /// `text` with every control character written as an escape (`\n`, `\r`, `\t`, `\u{1b}`), so that
 /// it stays one line whatever it holds.
 pub fn escape(text: &str) -> String {
-  let mut out = String::with_capacity(text.len());
-  for c in text.chars() {
-    match c {
-      '\n' => out.push_str("\\n"),
-      '\r' => out.push_str("\\r"),
-      '\t' => out.push_str("\\t"),
-      '\\' => out.push_str("\\\\"),
-      c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') => {
-        out.push_str(&format!("\\u{{{:x}}}", c as u32))
-      }
-      c => out.push(c),
-    }
-  }
-  out
+  crate::isolate::ext::escaped(text).into_owned()
 }
 
 /// One function's ring and its followers.
 struct Ring {
   lines: Mutex<(VecDeque<Arc<LogLine>>, usize)>,
-  follow: broadcast::Sender<Arc<LogLine>>,
+  /// Made when the first follower comes (an idle ring holds no channel).
+  follow: std::sync::OnceLock<broadcast::Sender<Arc<LogLine>>>,
+  /// Followers now: a line is sent only when there are some (no lock taken when not).
+  followers: AtomicU64,
 }
 
 impl Ring {
   fn new() -> Self {
     Self {
       lines: Mutex::new((VecDeque::new(), 0)),
-      follow: broadcast::channel(FOLLOW_BACKLOG).0,
+      follow: std::sync::OnceLock::new(),
+      followers: AtomicU64::new(0),
     }
   }
 
@@ -165,8 +173,10 @@ impl Ring {
         }
       }
     }
-    if self.follow.receiver_count() > 0 {
-      let _ = self.follow.send(line);
+    if self.followers.load(Ordering::Relaxed) > 0 {
+      if let Some(follow) = self.follow.get() {
+        let _ = follow.send(line);
+      }
     }
   }
 }
@@ -234,9 +244,15 @@ impl Logs {
     newer.into_iter().skip(skip).collect()
   }
 
-  /// The lines `function` writes from now on.
-  pub fn follow(&self, function: &str) -> broadcast::Receiver<Arc<LogLine>> {
-    self.ring(function).1.follow.subscribe()
+  /// The lines `function` writes from now on, until the follower is dropped.
+  pub fn follow(&self, function: &str) -> Follower {
+    let ring = self.ring(function).1;
+    let receiver = ring
+      .follow
+      .get_or_init(|| broadcast::channel(FOLLOW_BACKLOG).0)
+      .subscribe();
+    ring.followers.fetch_add(1, Ordering::Relaxed);
+    Follower { ring, receiver }
   }
 
   /// Forgets a function's ring (it was deleted); its followers see their stream end.
@@ -249,20 +265,38 @@ impl Logs {
   }
 }
 
+/// One follower of a ring: lines as they come.
+pub struct Follower {
+  ring: Arc<Ring>,
+  receiver: broadcast::Receiver<Arc<LogLine>>,
+}
+
+impl Follower {
+  pub async fn recv(&mut self) -> Result<Arc<LogLine>, broadcast::error::RecvError> {
+    self.receiver.recv().await
+  }
+}
+
+impl Drop for Follower {
+  fn drop(&mut self) {
+    self.ring.followers.fetch_sub(1, Ordering::Relaxed);
+  }
+}
+
 impl InvocationSink for Logs {
-  fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
+  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
     let (name, ring) = self.ring(function);
     let failed = end.stopped.is_some() || end.status.is_none_or(|s| s >= 500);
     ring.push(LogLine {
       seq: self.next_seq(),
       time_ms: now_ms(),
       function: name,
-      request_id: end.request_id.to_string(),
+      request_id: LineRequest::Id(end.request_id),
       level: if failed { "error" } else { "info" },
       kind: "invocation",
       message: None,
       invocation: Some(InvocationLine {
-        version: Arc::from(version),
+        version: version.clone(),
         trigger: end.trigger,
         status: end.status,
         stopped: end.stopped,
@@ -289,7 +323,7 @@ impl InvocationSink for Logs {
       seq: self.next_seq(),
       time_ms: now_ms(),
       function: name,
-      request_id: request_id.to_string(),
+      request_id: LineRequest::Text(request_id.to_string()),
       level: match level {
         0 => "debug",
         1 => "info",

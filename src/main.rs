@@ -1106,6 +1106,10 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
     (None, _) => {}
   }
   server.run(shutdown_signal()).await;
+  // What the last seconds tallied is written before the process ends.
+  if let Err(e) = usage.flush().await {
+    tracing::warn!("the last usage records were not written: {e}");
+  }
   Ok(())
 }
 

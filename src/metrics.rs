@@ -189,7 +189,7 @@ impl Metrics {
 }
 
 impl InvocationSink for Metrics {
-  fn ended(&self, function: &str, _version: &str, end: &InvocationEnd) {
+  fn ended(&self, function: &Arc<str>, _version: &Arc<str>, end: &InvocationEnd) {
     let stats = self.function(function);
     let trigger = TRIGGERS.iter().position(|t| *t == end.trigger).unwrap_or(0);
     let outcome = match (end.stopped, end.status) {
@@ -478,10 +478,11 @@ mod tests {
       bytes_in: 0,
       memory_mb: 128,
     };
-    metrics.ended("hello", "v1", &end);
+    let (hello, v1): (Arc<str>, Arc<str>) = (Arc::from("hello"), Arc::from("v1"));
+    metrics.ended(&hello, &v1, &end);
     metrics.ended(
-      "hello",
-      "v1",
+      &hello,
+      &v1,
       &InvocationEnd {
         stopped: Some("cpu_limit_exceeded"),
         status: Some(503),

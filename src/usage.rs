@@ -147,11 +147,18 @@ impl Usage {
     })
   }
 
+  /// How long minutes are kept.
+  pub fn retention(&self) -> Duration {
+    self.retention
+  }
+
   fn shard(&self) -> &Mutex<Tallies> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    std::thread::current().id().hash(&mut hasher);
-    &self.shards[hasher.finish() as usize % SHARDS]
+    thread_local! {
+      /// This thread's shard: threads take them in turn as they first tally.
+      static SHARD: usize = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
+    }
+    static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    &self.shards[SHARD.with(|shard| *shard)]
   }
 
   /// Writes what was tallied since the last flush every [`FLUSH_EVERY`], and forgets minutes past
@@ -193,15 +200,14 @@ impl Usage {
       .collect();
     let written = self.write(rows, oldest).await;
     let mut writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-    match &written {
-      // Cleared inside the embedded database's transaction already; a fleet's here.
-      Ok(()) => writing.clear(),
-      // Back into the shards, for the next flush (whatever the failed write left in `writing`).
-      Err(_) => {
-        let mut shard = self.shards[0].lock().unwrap_or_else(|e| e.into_inner());
-        for (key, tally) in writing.drain() {
-          shard.entry(key).or_default().add(&tally);
-        }
+    // Written: gone from memory (the embedded database's transaction cleared it already, where
+    // reads could not see both). Not written (the commit may have failed after that clear):
+    // everything taken goes back to a shard for the next flush.
+    writing.clear();
+    if written.is_err() {
+      let mut shard = self.shards[0].lock().unwrap_or_else(|e| e.into_inner());
+      for (key, tally) in taken {
+        shard.entry(key).or_default().add(&tally);
       }
     }
     written
@@ -278,7 +284,9 @@ impl Usage {
             }
             // INVARIANT: filled just above.
             let con = slot.as_mut().expect("connected");
+            // MULTI/EXEC: a batch is written whole or not at all.
             let mut pipe = redis::pipe();
+            pipe.atomic();
             for (function, minute, tally) in &rows {
               let key = format!("islet:usage:{minute}");
               for (field, value) in tally.fields() {
@@ -390,7 +398,7 @@ impl Usage {
 }
 
 impl InvocationSink for Usage {
-  fn ended(&self, function: &str, _version: &str, end: &InvocationEnd) {
+  fn ended(&self, function: &Arc<str>, _version: &Arc<str>, end: &InvocationEnd) {
     let billed_ms = end.wall.as_nanos().div_ceil(1_000_000) as u64;
     let tally = Tally {
       requests: 1,
@@ -404,7 +412,7 @@ impl InvocationSink for Usage {
       fetches: u64::from(end.fetches),
       kv_operations: u64::from(end.kv_operations),
     };
-    let key = (Arc::<str>::from(function), minute_now());
+    let key = (function.clone(), minute_now());
     self
       .shard()
       .lock()

@@ -27,7 +27,7 @@ pub(super) fn asset(path: &str) -> Option<Reply> {
   headers.insert(
     http::header::CONTENT_SECURITY_POLICY,
     http::HeaderValue::from_static(
-      "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+      "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     ),
   );
   headers.insert(

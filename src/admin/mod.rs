@@ -6,7 +6,7 @@
 //! | `GET /v1/tokens` | deploy tokens (operator only): id, label, prefix, hosts, paths |
 //! | `POST /v1/tokens` | `{"label", "prefix", "hosts"?, "paths"?}`: make a deploy token (operator only), shown once |
 //! | `DELETE /v1/tokens/{id}` | revoke a deploy token (operator only) |
-//! | `GET /metrics` | Prometheus text (no token unless the node set `--metrics-token`) |
+//! | `GET /metrics` | Prometheus text: no token on a loopback listener without `--metrics-token`; else that token or the admin token |
 //! | `GET /v1/usage` | `?since=SECONDS&function=NAME&pricing=…`: each function's requests, CPU, GB-s, egress (and cost) |
 //! | `GET /` | the web console (its page and script; the figures come from the API with a token) |
 //! | `GET /v1/stats` | per function: invocations by outcome, cold and warm starts, the HTTP duration histogram |
@@ -131,6 +131,13 @@ struct Admin {
   logs: Option<Arc<crate::logs::Logs>>,
   /// The usage records.
   usage: Option<Arc<crate::usage::Usage>>,
+  /// Log followers now: in all, and per deploy token.
+  followers: Arc<std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>>,
+  /// Log followers the node allows at once (half its admin connections).
+  max_followers: usize,
+  /// Whether `GET /metrics` needs no token: the listener is on a loopback address and no
+  /// `--metrics-token` was set (anywhere else, tenants holding deploy tokens can reach it).
+  metrics_open: bool,
   /// SHA-256 of the token `GET /metrics` needs, if it needs one.
   metrics_token_digest: Option<[u8; 32]>,
   /// SHA-256 of the token: comparing digests in constant time also hides the token's length.
@@ -176,6 +183,9 @@ impl AdminServer {
         metrics,
         logs,
         usage,
+        followers: Arc::default(),
+        max_followers: (limits.max_connections / 2).max(1),
+        metrics_open: listen.ip().is_loopback() && metrics_token.is_none(),
         metrics_token_digest: metrics_token.map(|t| Sha256::digest(t.as_bytes()).into()),
         token_digest: Sha256::digest(token.as_bytes()).into(),
         max_bundle_bytes,
@@ -234,6 +244,62 @@ impl AdminServer {
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let _ = tokio::time::timeout(limits.max_connection_time, connection).await;
       });
+    }
+  }
+}
+
+/// A log follower's place in the counts (all followers, and per deploy token), given back when
+/// its stream ends.
+struct FollowSlot {
+  counts: Arc<std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>>,
+  key: Option<String>,
+}
+
+/// Log streams one deploy token may hold at once.
+const FOLLOWS_PER_TOKEN: usize = 2;
+
+impl FollowSlot {
+  fn take(
+    counts: &Arc<std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>>,
+    key: Option<String>,
+    max: usize,
+  ) -> Result<FollowSlot, String> {
+    let mut guard = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let (total, per_token) = &mut *guard;
+    if *total >= max {
+      return Err(format!(
+        "{max} logs are being followed on this node, the most it allows; try again later"
+      ));
+    }
+    if let Some(key) = &key {
+      let held = per_token.entry(key.clone()).or_insert(0);
+      if *held >= FOLLOWS_PER_TOKEN {
+        return Err(format!(
+          "this token follows {FOLLOWS_PER_TOKEN} logs already, the most one token may"
+        ));
+      }
+      *held += 1;
+    }
+    *total += 1;
+    Ok(FollowSlot {
+      counts: counts.clone(),
+      key,
+    })
+  }
+}
+
+impl Drop for FollowSlot {
+  fn drop(&mut self) {
+    let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+    let (total, per_token) = &mut *guard;
+    *total -= 1;
+    if let Some(key) = &self.key {
+      if let Some(held) = per_token.get_mut(key) {
+        *held -= 1;
+        if *held == 0 {
+          per_token.remove(key);
+        }
+      }
     }
   }
 }
@@ -472,7 +538,7 @@ impl Admin {
       }
       (Method::GET, ["v1", "functions", name, "logs"]) => {
         let query = request.uri().query().unwrap_or("").to_string();
-        self.logs(name, &query)
+        self.logs(name, &query, grant.as_ref().map(|g| g.id.clone()))
       }
       (Method::GET, ["v1", "functions", name, "versions"]) => match deployments.versions(name) {
         Ok(versions) => json(
@@ -602,7 +668,7 @@ impl Admin {
   /// JSON, or with `follow`, those and every later one as server-sent events (`id:` is the line's
   /// `seq`, `data:` its JSON), with a comment every 15 s to keep the stream alive. The connection
   /// lives at most the admin listener's connection time; a follower reconnects with `after`.
-  fn logs(&self, function: &str, query: &str) -> Reply {
+  fn logs(&self, function: &str, query: &str, follower_key: Option<String>) -> Reply {
     use http::StatusCode;
     let Some(logs) = self.logs.clone() else {
       return error(StatusCode::NOT_FOUND, "not_found", "this node keeps no logs");
@@ -626,12 +692,10 @@ impl Admin {
         return error(StatusCode::BAD_REQUEST, "bad_request", &message);
       }
     }
-    if !crate::registry::is_valid_name(function) {
-      return error(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        &format!("'{function}' is not a function name"),
-      );
+    // Only a function this node serves has a log: a ring is never made for a name asked for.
+    if !crate::registry::is_valid_name(function) || self.deployments.live().load().get(function).is_none() {
+      let message = format!("no function named '{function}' is served by this node");
+      return error(StatusCode::NOT_FOUND, "not_found", &message);
     }
     if !follow {
       let lines = logs.recent(function, after, limit);
@@ -640,12 +704,19 @@ impl Admin {
         &serde_json::json!({ "function": function, "lines": lines }),
       );
     }
+    // Followers hold connections: a deploy token may follow 2 logs at once, and all followers
+    // together at most half the listener's connections, so the operator always gets in.
+    let held = match FollowSlot::take(&self.followers, follower_key, self.max_followers) {
+      Ok(held) => held,
+      Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, "too_many_followers", &message),
+    };
     // Subscribed before the backlog is read: nothing written in between is missed (a line in
     // both is sent once, by its seq).
     let mut live = logs.follow(function);
     let backlog = logs.recent(function, after, limit);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
+      let _held = held;
       let event = |line: &crate::logs::LogLine| {
         // INVARIANT: a log line is plain data.
         let json = serde_json::to_string(line).expect("log line serializes");
@@ -754,7 +825,7 @@ impl Admin {
     }
     let wanted =
       |name: &str| function.as_deref().is_none_or(|f| f == name) && grant.is_none_or(|g| g.owns(name));
-    let window = std::time::Duration::from_secs(since.min(366 * 86_400));
+    let window = std::time::Duration::from_secs(since.min(usage.retention().as_secs()));
     match usage.read(window, &wanted).await {
       Ok(rows) => {
         let functions: Vec<serde_json::Value> = rows
@@ -797,7 +868,7 @@ impl Admin {
     let Some((metrics, gauges)) = &self.metrics else {
       return error(StatusCode::NOT_FOUND, "not_found", "this node keeps no metrics");
     };
-    if let Some(expected) = &self.metrics_token_digest {
+    if !self.metrics_open {
       let given = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -805,11 +876,15 @@ impl Admin {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
       let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-      if !bool::from(digest.ct_eq(expected)) {
+      let metrics_token = self
+        .metrics_token_digest
+        .is_some_and(|expected| bool::from(digest.ct_eq(&expected)));
+      let operator = bool::from(digest.ct_eq(&self.token_digest)) && !given.is_empty();
+      if !(metrics_token || operator) {
         return error(
           StatusCode::UNAUTHORIZED,
           "unauthorized",
-          "this node's metrics need its metrics token: Authorization: Bearer <token>",
+          "this node's metrics need its metrics token or admin token: Authorization: Bearer <token>",
         );
       }
     }

@@ -141,6 +141,10 @@ impl Isolate {
         for request in queued.drain(..) {
           let deadline = request.arrived + wall_limit;
           if deadline <= now {
+            state
+              .borrow()
+              .borrow::<PendingResponses>()
+              .report_unrun(request.unrun(wall.code()));
             answer_limit(request.responder, None, &wall, request.request_id);
           } else {
             state

@@ -388,8 +388,14 @@ impl Isolate {
 
   /// Hands requests to the handler in order, or queues or answers them according to the load.
   pub fn dispatch(&mut self, requests: impl IntoIterator<Item = IsolateRequest>) {
+    let op_state = self.runtime.op_state();
     let reject = |requests: &mut dyn Iterator<Item = IsolateRequest>, code: ErrorCode, message: &str| {
-      requests.for_each(|request| request.reject(code, message));
+      let state = op_state.borrow();
+      let pending = state.borrow::<PendingResponses>();
+      requests.for_each(|request| {
+        pending.report_unrun(request.unrun(code));
+        request.reject(code, message)
+      });
     };
     let mut requests = requests.into_iter();
     if let Some(reason) = self.stopped {
@@ -506,7 +512,11 @@ impl Isolate {
       Err(message) => {
         self.phase = self.failed(message);
         if let Phase::Failed(message) = &self.phase {
+          let state = self.runtime.op_state();
+          let state = state.borrow();
+          let pending = state.borrow::<PendingResponses>();
           for request in queued {
+            pending.report_unrun(request.unrun(ErrorCode::ModuleLoadFailed));
             request.reject(ErrorCode::ModuleLoadFailed, message);
           }
         }
@@ -547,7 +557,11 @@ impl Isolate {
   fn fail_load(&mut self, message: String) {
     let failed = self.failed(message.clone());
     if let Phase::Evaluating { queued, .. } = std::mem::replace(&mut self.phase, failed) {
+      let state = self.runtime.op_state();
+      let state = state.borrow();
+      let pending = state.borrow::<PendingResponses>();
       for request in queued {
+        pending.report_unrun(request.unrun(ErrorCode::ModuleLoadFailed));
         request.reject(ErrorCode::ModuleLoadFailed, &message);
       }
     }
@@ -576,10 +590,13 @@ impl Isolate {
     if first_failure(name, version) {
       let excerpt = self.function.as_ref().and_then(|f| f.excerpt(&message));
       let excerpt = excerpt.map(|e| format!("\n{e}")).unwrap_or_default();
+      // The error's own words are the function's: escaped to one line (the excerpt below it is
+      // numbered source lines).
       tracing::error!(
         function = name,
         version,
-        "function failed to load: {message}{excerpt}"
+        "function failed to load: {}{excerpt}",
+        ext::escaped(&message)
       );
     } else {
       tracing::debug!(
@@ -620,6 +637,16 @@ impl Isolate {
         };
         if let Some(reason) = enforce::spent_before_start(&self.limits, precharged) {
           tracing::warn!(function = %self.function_name(), %request_id, limit = reason.code().as_str(), "{}", reason.message());
+          state
+            .borrow::<PendingResponses>()
+            .report_unrun(crate::isolate::ext::Unrun {
+              request_id,
+              trigger,
+              arrived,
+              cpu: precharged,
+              status: reason.code().status().as_u16(),
+              stopped: Some(reason.code().as_str()),
+            });
           enforce::answer_limit(responder, Some(start), &reason, request_id);
           continue;
         }

@@ -42,6 +42,22 @@ pub struct IsolateRequest {
 }
 
 impl IsolateRequest {
+  /// What an answer without running JS reports as the invocation's end.
+  pub fn unrun(&self, code: ErrorCode) -> super::ext::Unrun {
+    let limit = matches!(
+      code,
+      ErrorCode::CpuLimitExceeded | ErrorCode::MemoryLimitExceeded | ErrorCode::WallTimeExceeded
+    );
+    super::ext::Unrun {
+      request_id: self.request_id,
+      trigger: self.trigger,
+      arrived: self.arrived,
+      cpu: self.precharged,
+      status: code.status().as_u16(),
+      stopped: limit.then(|| code.as_str()),
+    }
+  }
+
   /// Answers without running JS, with one of the node's own errors.
   pub fn reject(self, code: ErrorCode, message: &str) {
     let result = Ok(error_response(code, message, self.request_id));

@@ -275,6 +275,17 @@ async fn idle(thread: &LocalIsolates) {
 }
 
 impl Isolates {
+  /// Reports an invocation of `function` answered before any isolate of it ran.
+  fn report_unrun(&self, function: &Function, unrun: crate::isolate::ext::Unrun) {
+    crate::isolate::ext::report_unrun(
+      self.bounds.isolate.invocations.as_ref(),
+      &function.name,
+      &function.version,
+      function.limits.memory_mb,
+      unrun,
+    );
+  }
+
   fn run(&mut self, function: Arc<Function>, mut request: IsolateRequest) {
     let key = VersionKey(function.clone());
     if let Some(loaded) = self.loaded.get(&key) {
@@ -295,6 +306,7 @@ impl Isolates {
           backoff.failures,
           (backoff.until - now).as_millis()
         );
+        self.report_unrun(&function, request.unrun(ErrorCode::ModuleLoadFailed));
         return request.reject(ErrorCode::ModuleLoadFailed, &message);
       }
     }
@@ -324,6 +336,7 @@ impl Isolates {
       Ok(isolate) => isolate,
       Err(err) => {
         tracing::error!(function = %function.name, "{err}");
+        self.report_unrun(&function, request.unrun(ErrorCode::IsolateFailed));
         return request.reject(
           ErrorCode::IsolateFailed,
           "could not start an isolate for this function",
@@ -439,7 +452,7 @@ async fn drive(
   .await;
   tracing::debug!(function = %name, version = %key.0.version, "isolate dropped");
   if let Err(err) = outcome {
-    tracing::error!(function = %name, "isolate discarded: {err}");
+    tracing::error!(function = %name, "isolate discarded: {}", crate::isolate::ext::escaped(&err.to_string()));
     if let Some(message) = isolate.load_failure() {
       let mut backoffs = backoffs.borrow_mut();
       let now = Instant::now();

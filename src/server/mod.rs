@@ -698,11 +698,13 @@ pub(crate) fn outcome_response(
       stack,
       out_of_memory,
     }) => {
+      // The function's own words: escaped, so that they stay one line of the node's log.
       tracing::error!(
         function = %function.name,
         request_id = %request_id,
-        stack = stack.as_deref().unwrap_or(""),
-        "handler failed: {message}"
+        stack = %crate::isolate::ext::escaped(stack.as_deref().unwrap_or("")),
+        "handler failed: {}",
+        crate::isolate::ext::escaped(&message)
       );
       if out_of_memory {
         // The failure is the memory limit's doing (a refused ArrayBuffer's RangeError, most

@@ -376,7 +376,7 @@ async fn an_upload_cut_off_stores_nothing() {
   let node = node(MANIFEST, &data, &[]);
   let mut socket = tokio::net::TcpStream::connect(node.addr).await.unwrap();
   socket
-    .write_all(b"PUT /store/files/cut.bin HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n")
+    .write_all(b"PUT /store/files/cut.bin HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10000000\r\n\r\n")
     .await
     .unwrap();
   socket.write_all(&vec![7u8; 1 << 20]).await.unwrap();

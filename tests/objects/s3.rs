@@ -121,7 +121,7 @@ async fn a_node_dying_between_the_s3_write_and_its_notification_loses_nothing() 
     use tokio::io::AsyncWriteExt;
     let mut socket = tokio::net::TcpStream::connect(survivor.addr).await.unwrap();
     socket
-      .write_all(b"PUT /upload/ghost.jpg HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n")
+      .write_all(b"PUT /upload/ghost.jpg HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\n")
       .await
       .unwrap();
     socket.write_all(&[0xFF, 0xD8, 0xFF]).await.unwrap();

@@ -194,11 +194,14 @@ async fn the_console_shows_functions_and_a_chart_that_moves() {
        return l && l.getAttribute('points').split(' ').some((p) => Number(p.split(',')[1]) < 170);",
     )
     .await;
-  // Usage and its cost, per function.
+  // Usage and its cost, per function (read every 30 s, or when the window changes).
+  browser
+    .eval("document.getElementById('window').dispatchEvent(new Event('change')); return true;")
+    .await;
   let usage = browser
     .until(
       "usage",
-      "const r = document.querySelector('#usage tr[data-function=\"hello\"]'); return r && r.textContent;",
+      "const r = document.querySelector('#usage tr[data-function=\"hello\"]'); return r && r.textContent.startsWith('hello21') && r.textContent;",
     )
     .await;
   assert!(usage.as_str().unwrap().starts_with("hello21"), "{usage}");

@@ -189,6 +189,15 @@ async fn a_deploy_token_reads_only_its_own_functions_logs() {
     .unwrap();
   let reply = crate::support::send(&http1(), read).await;
   assert_eq!(reply.status, 403, "{}", reply.text());
+  // Its own namespace's names have logs only once served: asking makes no ring.
+  let ghost = request(
+    "GET",
+    &format!("{}/v1/functions/other-ghost/logs?follow=1", node.admin_url()),
+  )
+  .header("authorization", format!("Bearer {token}"))
+  .body(Full::new(Bytes::new()))
+  .unwrap();
+  assert_eq!(crate::support::send(&http1(), ghost).await.status, 404);
 }
 
 fn url_escape(text: &str) -> String {
@@ -199,4 +208,66 @@ fn url_escape(text: &str) -> String {
       _ => format!("%{b:02X}"),
     })
     .collect()
+}
+
+/// A deploy token may follow two logs at once: followers hold admin connections, and a tenant must
+/// not take them all from the operator.
+#[tokio::test]
+async fn a_deploy_token_follows_at_most_two_logs_at_once() {
+  let data = TempDir::new("observe-follow-cap");
+  let node = node(&data);
+  let call = |method: &str, path: &str, token: &str, body: String| {
+    request(method, &format!("{}{path}", node.admin_url()))
+      .header("authorization", format!("Bearer {token}"))
+      .body(Full::new(Bytes::from(body)))
+      .unwrap()
+  };
+  let body = serde_json::json!({ "label": "tail", "prefix": "tail-" }).to_string();
+  let made = crate::support::send(&http1(), call("POST", "/v1/tokens", TOKEN, body)).await;
+  let token = made.json()["token"].as_str().unwrap().to_string();
+  let bundle = serde_json::json!({
+    "name": "tail-fn", "entry": "index.js",
+    "modules": { "index.js": "export default { fetch() { return new Response('t'); } };" },
+  });
+  let deployed = crate::support::send(
+    &http1(),
+    call("PUT", "/v1/functions/tail-fn", &token, bundle.to_string()),
+  )
+  .await;
+  assert_eq!(deployed.status, 201, "{}", deployed.text());
+  let path = "/v1/functions/tail-fn/logs?follow=1";
+  let first = http1()
+    .request(call("GET", path, &token, String::new()))
+    .await
+    .unwrap();
+  let second = http1()
+    .request(call("GET", path, &token, String::new()))
+    .await
+    .unwrap();
+  assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+  let third = crate::support::send(&http1(), call("GET", path, &token, String::new())).await;
+  assert_eq!(third.status, 429, "{}", third.text());
+  assert_eq!(third.json()["error"]["code"], "too_many_followers");
+  // The operator is not held to it, and a stream given up frees its place.
+  let operator = http1()
+    .request(call("GET", path, TOKEN, String::new()))
+    .await
+    .unwrap();
+  assert_eq!(operator.status(), 200);
+  drop(first);
+  let started = Instant::now();
+  loop {
+    let again = http1()
+      .request(call("GET", path, &token, String::new()))
+      .await
+      .unwrap();
+    if again.status() == 200 {
+      break;
+    }
+    assert!(
+      started.elapsed() < Duration::from_secs(30),
+      "the place was never given back"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+  }
 }

@@ -148,4 +148,20 @@ async fn a_metrics_token_guards_the_scrape() {
   assert_eq!(scrape(&node, None).await.0, 401);
   assert_eq!(scrape(&node, Some("wrong")).await.0, 401);
   assert_eq!(scrape(&node, Some("scraper")).await.0, 200);
+  assert_eq!(
+    scrape(&node, Some(TOKEN)).await.0,
+    200,
+    "the operator's token scrapes too"
+  );
+  // A deploy token does not: the metrics name every tenant's functions.
+  let body = serde_json::json!({ "label": "t", "prefix": "tenant-" });
+  let make = request("POST", &format!("{}/v1/tokens", node.admin_url()))
+    .header("authorization", format!("Bearer {TOKEN}"))
+    .body(Full::new(Bytes::from(body.to_string())))
+    .unwrap();
+  let tenant = crate::support::send(&http1(), make).await.json()["token"]
+    .as_str()
+    .unwrap()
+    .to_string();
+  assert_eq!(scrape(&node, Some(&tenant)).await.0, 401);
 }

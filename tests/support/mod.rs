@@ -443,6 +443,11 @@ pub fn cpu_time(pid: u32) -> Duration {
 }
 
 impl Node {
+  /// The node's process id.
+  pub fn pid(&self) -> u32 {
+    self.child.id()
+  }
+
   /// The share of one core the node used over `window` (1.0 is a whole core).
   pub fn cores_used_over(&self, window: Duration) -> f64 {
     let before = cpu_time(self.child.id());

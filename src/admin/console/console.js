@@ -6,7 +6,7 @@ const POLL_MS = 2000;
 const HISTORY = 90;
 const COLORS = ["#3867d6", "#20bf6b", "#eb3b5a", "#f7b731", "#8854d0", "#0fb9b1", "#fa8231", "#4b6584"];
 
-const state = { token: null, previous: null, history: [], timer: null };
+const state = { token: null, previous: null, history: [], timer: null, usageAt: 0 };
 
 function $(id) {
   return document.getElementById(id);
@@ -159,7 +159,11 @@ async function refresh() {
   }
   state.previous = { at: now, byName };
   drawChart();
-  await refreshUsage();
+  // Usage moves by the minute: read it every 30 s, not every poll.
+  if (!state.usageAt || now - state.usageAt > 30000) {
+    state.usageAt = now;
+    await refreshUsage();
+  }
   $("status").textContent = "connected; updated " + new Date().toLocaleTimeString();
 }
 

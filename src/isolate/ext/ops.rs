@@ -79,16 +79,79 @@ pub struct InvocationEnd {
 /// Implemented outside this module (build.rs compiles it alone); called on the isolate thread,
 /// so it must be cheap and never block.
 pub trait InvocationSink {
-  fn ended(&self, function: &str, version: &str, end: &InvocationEnd);
+  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd);
   /// A `console.*` line of `function` (level 0 debug … 3 error), as written.
   fn console(&self, _function: &str, _request_id: &str, _level: u32, _message: &str) {}
+}
+
+/// An invocation the node answered without running its handler (its function failed to load, its
+/// isolate had stopped, its time or CPU ran out before it started), reported as it is answered.
+pub struct Unrun {
+  pub request_id: RequestId,
+  pub trigger: &'static str,
+  pub arrived: Instant,
+  /// CPU the node spent for it first (an isolate restored for it), charged to it.
+  pub cpu: Duration,
+  pub status: u16,
+  pub stopped: Option<&'static str>,
+}
+
+/// Reports `unrun` to `sink` as an ended invocation of `function` at `version`.
+pub fn report_unrun(
+  sink: Option<&Arc<dyn InvocationSink + Send + Sync>>,
+  function: &str,
+  version: &str,
+  memory_mb: u64,
+  unrun: Unrun,
+) {
+  let Some(sink) = sink else {
+    return;
+  };
+  let waited = unrun.arrived.elapsed();
+  let end = InvocationEnd {
+    request_id: unrun.request_id,
+    trigger: unrun.trigger,
+    cold: false,
+    start: waited,
+    wall: waited,
+    cpu: unrun.cpu,
+    fetches: 0,
+    kv_operations: 0,
+    status: Some(unrun.status),
+    stopped: unrun.stopped,
+    bytes_out: 0,
+    bytes_in: 0,
+    memory_mb,
+  };
+  sink.ended(&Arc::from(function), &Arc::from(version), &end);
+}
+
+/// `text` with every control character (and `\\` itself) written as an escape (`\n` as `\\n`),
+/// so that it stays one line of a log whatever it holds; borrowed when there is none.
+pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+  let special = |c: char| c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+  if !text.chars().any(special) {
+    return std::borrow::Cow::Borrowed(text);
+  }
+  let mut out = String::with_capacity(text.len() + 8);
+  for c in text.chars() {
+    match c {
+      '\n' => out.push_str("\\n"),
+      '\r' => out.push_str("\\r"),
+      '\t' => out.push_str("\\t"),
+      '\\' => out.push_str("\\\\"),
+      c if special(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+      c => out.push(c),
+    }
+  }
+  std::borrow::Cow::Owned(out)
 }
 
 /// Several sinks as one (the metrics and the log rings).
 pub struct Fanout(pub Vec<Arc<dyn InvocationSink + Send + Sync>>);
 
 impl InvocationSink for Fanout {
-  fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
+  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
     for sink in &self.0 {
       sink.ended(function, version, end);
     }
@@ -241,7 +304,9 @@ impl Drop for PendingResponses {
     // The isolate went with invocations in it (it failed, or its thread stopped): they end here.
     let left: Vec<RequestSlot> = self.slots.drain().map(|(_, slot)| slot).collect();
     for slot in left {
-      self.end(slot, Some("isolate_failed"));
+      // One that had answered (its waitUntil work was cut short) ends with its answer.
+      let stopped = slot.status.is_none().then_some("isolate_failed");
+      self.end(slot, stopped);
     }
     // The isolate went with fetches still under way: their sockets close with it.
     OUTBOUND_IN_FLIGHT.fetch_sub(self.outbound_in_flight, Ordering::AcqRel);
@@ -348,6 +413,17 @@ impl PendingResponses {
     for (_, request) in std::mem::take(&mut self.finished) {
       self.end(request, None);
     }
+  }
+
+  /// Reports an invocation of this isolate's function answered without running (see [`Unrun`]).
+  pub fn report_unrun(&self, unrun: Unrun) {
+    report_unrun(
+      self.sink.as_ref(),
+      &self.function,
+      &self.version,
+      self.memory_mb,
+      unrun,
+    );
   }
 
   /// Reports an invocation taken out for good: `stopped` names the limit that ended it, if one did.
@@ -915,29 +991,8 @@ pub fn op_islet_log(
   }
   // One line in the node's log, whatever the tenant wrote: a newline in it would start a line
   // that reads as anyone's.
-  let escaped;
-  let message = if message
-    .chars()
-    .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
-  {
-    escaped = message
-      .chars()
-      .fold(String::with_capacity(message.len() + 8), |mut out, c| {
-        match c {
-          '\n' => out.push_str("\\n"),
-          '\r' => out.push_str("\\r"),
-          '\t' => out.push_str("\\t"),
-          c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32))
-          }
-          c => out.push(c),
-        }
-        out
-      });
-    escaped.as_str()
-  } else {
-    message
-  };
+  let message = escaped(message);
+  let message = &*message;
   match level {
     0 => tracing::debug!(target: "islet::console", function, request_id, "{message}"),
     1 => tracing::info!(target: "islet::console", function, request_id, "{message}"),
