@@ -143,7 +143,9 @@ pub fn escape(text: &str) -> String {
 
 /// One function's ring and its followers.
 struct Ring {
-  lines: Mutex<(VecDeque<Arc<LogLine>>, usize)>,
+  /// Lines by value: keeping one costs no allocation (its strings are shared `Arc`s, an
+  /// invocation's request id a number), only a move into the ring.
+  lines: Mutex<(VecDeque<LogLine>, usize)>,
   /// Made when the first follower comes (an idle ring holds no channel).
   follow: std::sync::OnceLock<broadcast::Sender<Arc<LogLine>>>,
   /// Followers now: a line is sent only when there are some (no lock taken when not).
@@ -160,12 +162,15 @@ impl Ring {
   }
 
   fn push(&self, line: LogLine) {
-    let line = Arc::new(line);
+    // Shared with followers only when there are some (the only allocation a line may cost).
+    let followed = (self.followers.load(Ordering::Relaxed) > 0)
+      .then(|| self.follow.get().map(|follow| (follow, Arc::new(line.clone()))))
+      .flatten();
     {
       let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
       let (lines, bytes) = &mut *ring;
       *bytes += line.size();
-      lines.push_back(line.clone());
+      lines.push_back(line);
       while *bytes > RING_BYTES {
         match lines.pop_front() {
           Some(old) => *bytes -= old.size(),
@@ -173,10 +178,8 @@ impl Ring {
         }
       }
     }
-    if self.followers.load(Ordering::Relaxed) > 0 {
-      if let Some(follow) = self.follow.get() {
-        let _ = follow.send(line);
-      }
+    if let Some((follow, line)) = followed {
+      let _ = follow.send(line);
     }
   }
 }
@@ -239,7 +242,12 @@ impl Logs {
       return Vec::new();
     };
     let lines = ring.lines.lock().unwrap_or_else(|e| e.into_inner());
-    let newer: Vec<Arc<LogLine>> = lines.0.iter().filter(|l| l.seq > after).cloned().collect();
+    let newer: Vec<Arc<LogLine>> = lines
+      .0
+      .iter()
+      .filter(|l| l.seq > after)
+      .map(|l| Arc::new(l.clone()))
+      .collect();
     let skip = newer.len().saturating_sub(limit);
     newer.into_iter().skip(skip).collect()
   }

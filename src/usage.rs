@@ -119,8 +119,9 @@ const SCHEMA: &str = "
   CREATE INDEX IF NOT EXISTS usage_minute ON usage (minute);
 ";
 
-/// Tallies by function and minute (since the epoch).
-type Tallies = HashMap<(Arc<str>, u64), Tally>;
+/// Tallies by function and minute (since the epoch), with a fast hasher: one is looked up per
+/// invocation.
+type Tallies = HashMap<(Arc<str>, u64), Tally, foldhash::fast::RandomState>;
 
 /// The node's usage records.
 pub struct Usage {

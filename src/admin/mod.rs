@@ -132,7 +132,7 @@ struct Admin {
   /// The usage records.
   usage: Option<Arc<crate::usage::Usage>>,
   /// Log followers now: in all, and per deploy token.
-  followers: Arc<std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>>,
+  followers: (Counts<()>, Counts<String>),
   /// Log followers the node allows at once (half its admin connections).
   max_followers: usize,
   /// Whether `GET /metrics` needs no token: the listener is on a loopback address and no
@@ -183,7 +183,7 @@ impl AdminServer {
         metrics,
         logs,
         usage,
-        followers: Arc::default(),
+        followers: (Arc::default(), Arc::default()),
         max_followers: (limits.max_connections / 2).max(1),
         metrics_open: listen.ip().is_loopback() && metrics_token.is_none(),
         metrics_token_digest: metrics_token.map(|t| Sha256::digest(t.as_bytes()).into()),
@@ -203,7 +203,7 @@ impl AdminServer {
   /// Serves until the process ends.
   pub async fn run(self) {
     let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
-    let peers = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let peers: Counts<std::net::IpAddr> = Arc::default();
     let limits = self.limits;
     loop {
       let Ok((stream, peer)) = self.listener.accept().await else {
@@ -215,7 +215,7 @@ impl AdminServer {
         continue;
       };
       // One address may not take every slot and lock the operator out.
-      let Some(per_peer) = PeerSlot::take(&peers, peer.ip(), limits.max_connections_per_peer) else {
+      let Some(per_peer) = Held::take(&peers, peer.ip(), limits.max_connections_per_peer) else {
         drop(stream);
         continue;
       };
@@ -248,96 +248,67 @@ impl AdminServer {
   }
 }
 
-/// A log follower's place in the counts (all followers, and per deploy token), given back when
-/// its stream ends.
-struct FollowSlot {
-  counts: Arc<std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>>,
-  key: Option<String>,
+/// One place in a count kept per key (connections per address, log followers per token, all
+/// followers under one key), given back when dropped.
+struct Held<K: std::hash::Hash + Eq + Clone> {
+  counts: Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+  key: K,
 }
 
-/// Log streams one deploy token may hold at once.
-const FOLLOWS_PER_TOKEN: usize = 2;
+type Counts<K> = Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>;
 
-impl FollowSlot {
-  fn take(
-    counts: &Arc<std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>>,
-    key: Option<String>,
-    max: usize,
-  ) -> Result<FollowSlot, String> {
-    let mut guard = counts.lock().unwrap_or_else(|e| e.into_inner());
-    let (total, per_token) = &mut *guard;
-    if *total >= max {
-      return Err(format!(
-        "{max} logs are being followed on this node, the most it allows; try again later"
-      ));
+impl<K: std::hash::Hash + Eq + Clone> Held<K> {
+  /// A place under `key`, unless `max` are held there already.
+  fn take(counts: &Counts<K>, key: K, max: usize) -> Option<Held<K>> {
+    let mut held = counts.lock().unwrap_or_else(|e| e.into_inner());
+    let count = held.entry(key.clone()).or_insert(0);
+    if *count >= max {
+      return None;
     }
-    if let Some(key) = &key {
-      let held = per_token.entry(key.clone()).or_insert(0);
-      if *held >= FOLLOWS_PER_TOKEN {
-        return Err(format!(
-          "this token follows {FOLLOWS_PER_TOKEN} logs already, the most one token may"
-        ));
-      }
-      *held += 1;
-    }
-    *total += 1;
-    Ok(FollowSlot {
+    *count += 1;
+    Some(Held {
       counts: counts.clone(),
       key,
     })
   }
 }
 
-impl Drop for FollowSlot {
+impl<K: std::hash::Hash + Eq + Clone> Drop for Held<K> {
   fn drop(&mut self) {
-    let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-    let (total, per_token) = &mut *guard;
-    *total -= 1;
-    if let Some(key) = &self.key {
-      if let Some(held) = per_token.get_mut(key) {
-        *held -= 1;
-        if *held == 0 {
-          per_token.remove(key);
-        }
-      }
-    }
-  }
-}
-
-/// One connection's place in its address's count, given back when the connection ends.
-struct PeerSlot {
-  peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-  ip: std::net::IpAddr,
-}
-
-impl PeerSlot {
-  fn take(
-    peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-    max: usize,
-  ) -> Option<PeerSlot> {
-    let mut counts = peers.lock().unwrap_or_else(|e| e.into_inner());
-    let count = counts.entry(ip).or_insert(0);
-    if *count >= max {
-      return None;
-    }
-    *count += 1;
-    Some(PeerSlot {
-      peers: peers.clone(),
-      ip,
-    })
-  }
-}
-
-impl Drop for PeerSlot {
-  fn drop(&mut self) {
-    let mut counts = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(count) = counts.get_mut(&self.ip) {
+    let mut held = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = held.get_mut(&self.key) {
       *count -= 1;
       if *count == 0 {
-        counts.remove(&self.ip);
+        held.remove(&self.key);
       }
     }
+  }
+}
+
+/// Log streams one deploy token may hold at once.
+const FOLLOWS_PER_TOKEN: usize = 2;
+
+/// A log follower's places: one among all followers, and one among its deploy token's.
+#[allow(dead_code, reason = "held for their Drop")]
+struct FollowSlot(Held<()>, Option<Held<String>>);
+
+impl FollowSlot {
+  fn take(
+    all: &Counts<()>,
+    per_token: &Counts<String>,
+    token: Option<String>,
+    max: usize,
+  ) -> Result<FollowSlot, String> {
+    let one = Held::take(all, (), max).ok_or_else(|| {
+      format!("{max} logs are being followed on this node, the most it allows; try again later")
+    })?;
+    let mine = match token {
+      Some(token) => Some(Held::take(per_token, token, FOLLOWS_PER_TOKEN).ok_or_else(|| {
+        format!("this token follows {FOLLOWS_PER_TOKEN} logs already, the most one token may")
+      })?),
+      None => None,
+    };
+    Ok(FollowSlot(one, mine))
   }
 }
 
@@ -706,7 +677,12 @@ impl Admin {
     }
     // Followers hold connections: a deploy token may follow 2 logs at once, and all followers
     // together at most half the listener's connections, so the operator always gets in.
-    let held = match FollowSlot::take(&self.followers, follower_key, self.max_followers) {
+    let held = match FollowSlot::take(
+      &self.followers.0,
+      &self.followers.1,
+      follower_key,
+      self.max_followers,
+    ) {
       Ok(held) => held,
       Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, "too_many_followers", &message),
     };

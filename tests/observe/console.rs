@@ -9,10 +9,9 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::support::{get, http1, request, send, Node, TempDir};
+use crate::support::{get, http1, request, send, TempDir};
 
-const FIXTURES: &str = "tests/fixtures/observe";
-const TOKEN: &str = "observe-token";
+use crate::TOKEN;
 
 /// A chromedriver process and one browser session in it.
 struct Browser {
@@ -143,17 +142,7 @@ impl Drop for Browser {
 #[tokio::test]
 async fn the_console_shows_functions_and_a_chart_that_moves() {
   let data = TempDir::new("observe-console");
-  let dir = crate::support::repo_path(FIXTURES);
-  let node = Node::start(
-    &[
-      dir.to_str().unwrap(),
-      "--admin-token",
-      TOKEN,
-      "--data",
-      data.path(),
-    ],
-    "info",
-  );
+  let node = crate::node(&data, &[]);
   let client = http1();
   assert_eq!(get(&client, &node.url("/hello")).await.text(), "hello");
   let browser = Browser::start().await;

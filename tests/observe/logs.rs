@@ -8,24 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use crate::support::{get, http1, request, Node, TempDir};
+use crate::support::{get, http1, request, TempDir};
 
-const FIXTURES: &str = "tests/fixtures/observe";
-const TOKEN: &str = "observe-token";
-
-fn node(data: &TempDir) -> Node {
-  let dir = crate::support::repo_path(FIXTURES);
-  Node::start(
-    &[
-      dir.to_str().unwrap(),
-      "--admin-token",
-      TOKEN,
-      "--data",
-      data.path(),
-    ],
-    "info",
-  )
-}
+use crate::{admin_request, node, TOKEN};
 
 /// What a tenant writes to forge a line of another function's: a newline, then a line in the
 /// shape `islet logs` prints, then a terminal escape.
@@ -34,7 +19,7 @@ const FORGERY: &str = "hello\n2026-12-07T00:00:00.000Z hello - info  FORGED\u{1b
 #[tokio::test]
 async fn a_follower_receives_each_line_and_forgeries_stay_inside_their_line() {
   let data = TempDir::new("observe-logs");
-  let node = node(&data);
+  let node = node(&data, &[]);
   // Follow the function's log as the console does: server-sent events.
   let url = format!("{}/v1/functions/chatty/logs?follow=1", node.admin_url());
   let follow = request("GET", &url)
@@ -126,7 +111,7 @@ async fn a_follower_receives_each_line_and_forgeries_stay_inside_their_line() {
 #[tokio::test]
 async fn islet_logs_follow_prints_lines_as_they_come() {
   let data = TempDir::new("observe-follow");
-  let node = node(&data);
+  let node = node(&data, &[]);
   let mut follower = Command::new(env!("CARGO_BIN_EXE_islet"))
     .args([
       "logs",
@@ -175,28 +160,22 @@ async fn islet_logs_follow_prints_lines_as_they_come() {
 #[tokio::test]
 async fn a_deploy_token_reads_only_its_own_functions_logs() {
   let data = TempDir::new("observe-scope");
-  let node = node(&data);
+  let node = node(&data, &[]);
   let body = serde_json::json!({ "label": "other", "prefix": "other-" });
-  let make = request("POST", &format!("{}/v1/tokens", node.admin_url()))
-    .header("authorization", format!("Bearer {TOKEN}"))
-    .body(Full::new(Bytes::from(body.to_string())))
-    .unwrap();
+  let make = admin_request(&node, "POST", "/v1/tokens", TOKEN, body.to_string());
   let made = crate::support::send(&http1(), make).await;
   let token = made.json()["token"].as_str().unwrap().to_string();
-  let read = request("GET", &format!("{}/v1/functions/chatty/logs", node.admin_url()))
-    .header("authorization", format!("Bearer {token}"))
-    .body(Full::new(Bytes::new()))
-    .unwrap();
+  let read = admin_request(&node, "GET", "/v1/functions/chatty/logs", &token, "");
   let reply = crate::support::send(&http1(), read).await;
   assert_eq!(reply.status, 403, "{}", reply.text());
   // Its own namespace's names have logs only once served: asking makes no ring.
-  let ghost = request(
+  let ghost = admin_request(
+    &node,
     "GET",
-    &format!("{}/v1/functions/other-ghost/logs?follow=1", node.admin_url()),
-  )
-  .header("authorization", format!("Bearer {token}"))
-  .body(Full::new(Bytes::new()))
-  .unwrap();
+    "/v1/functions/other-ghost/logs?follow=1",
+    &token,
+    "",
+  );
   assert_eq!(crate::support::send(&http1(), ghost).await.status, 404);
 }
 
@@ -215,13 +194,9 @@ fn url_escape(text: &str) -> String {
 #[tokio::test]
 async fn a_deploy_token_follows_at_most_two_logs_at_once() {
   let data = TempDir::new("observe-follow-cap");
-  let node = node(&data);
-  let call = |method: &str, path: &str, token: &str, body: String| {
-    request(method, &format!("{}{path}", node.admin_url()))
-      .header("authorization", format!("Bearer {token}"))
-      .body(Full::new(Bytes::from(body)))
-      .unwrap()
-  };
+  let node = node(&data, &[]);
+  let call =
+    |method: &str, path: &str, token: &str, body: String| admin_request(&node, method, path, token, body);
   let body = serde_json::json!({ "label": "tail", "prefix": "tail-" }).to_string();
   let made = crate::support::send(&http1(), call("POST", "/v1/tokens", TOKEN, body)).await;
   let token = made.json()["token"].as_str().unwrap().to_string();

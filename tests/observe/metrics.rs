@@ -7,8 +7,7 @@ use http_body_util::Full;
 
 use crate::support::{get, http1, request, Node};
 
-const FIXTURES: &str = "tests/fixtures/observe";
-const TOKEN: &str = "observe-token";
+use crate::TOKEN;
 
 /// One scrape, parsed: every sample by its name and labels (sorted `k=v` pairs).
 async fn scrape(node: &Node, token: Option<&str>) -> (u16, HashMap<String, f64>) {
@@ -56,20 +55,8 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[tokio::test]
 async fn counters_move_by_exactly_what_requests_caused() {
-  let dir = crate::support::repo_path(FIXTURES);
   let data = crate::support::TempDir::new("observe-metrics");
-  let node = Node::start(
-    &[
-      dir.to_str().unwrap(),
-      "--admin-token",
-      TOKEN,
-      "--cpu-ms",
-      "50",
-      "--data",
-      data.path(),
-    ],
-    "info",
-  );
+  let node = crate::node(&data, &["--cpu-ms", "50"]);
   let (status, before) = scrape(&node, None).await;
   assert_eq!(status, 200);
   let client = http1();
@@ -131,20 +118,8 @@ async fn counters_move_by_exactly_what_requests_caused() {
 
 #[tokio::test]
 async fn a_metrics_token_guards_the_scrape() {
-  let dir = crate::support::repo_path(FIXTURES);
   let data = crate::support::TempDir::new("observe-token");
-  let node = Node::start(
-    &[
-      dir.to_str().unwrap(),
-      "--admin-token",
-      TOKEN,
-      "--metrics-token",
-      "scraper",
-      "--data",
-      data.path(),
-    ],
-    "info",
-  );
+  let node = crate::node(&data, &["--metrics-token", "scraper"]);
   assert_eq!(scrape(&node, None).await.0, 401);
   assert_eq!(scrape(&node, Some("wrong")).await.0, 401);
   assert_eq!(scrape(&node, Some("scraper")).await.0, 200);
@@ -155,10 +130,7 @@ async fn a_metrics_token_guards_the_scrape() {
   );
   // A deploy token does not: the metrics name every tenant's functions.
   let body = serde_json::json!({ "label": "t", "prefix": "tenant-" });
-  let make = request("POST", &format!("{}/v1/tokens", node.admin_url()))
-    .header("authorization", format!("Bearer {TOKEN}"))
-    .body(Full::new(Bytes::from(body.to_string())))
-    .unwrap();
+  let make = crate::admin_request(&node, "POST", "/v1/tokens", TOKEN, body.to_string());
   let tenant = crate::support::send(&http1(), make).await.json()["token"]
     .as_str()
     .unwrap()

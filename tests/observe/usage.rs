@@ -5,23 +5,10 @@ use std::process::Command;
 
 use crate::support::{get, http1, Node, TempDir};
 
-const FIXTURES: &str = "tests/fixtures/observe";
-const TOKEN: &str = "observe-token";
+use crate::{FIXTURES, TOKEN};
 
 fn start(data: &TempDir) -> Node {
-  let dir = crate::support::repo_path(FIXTURES);
-  Node::start(
-    &[
-      dir.to_str().unwrap(),
-      "--admin-token",
-      TOKEN,
-      "--data",
-      data.path(),
-      "--cpu-ms",
-      "500",
-    ],
-    "info",
-  )
+  crate::node(data, &["--cpu-ms", "500"])
 }
 
 fn usage(node: &Node, extra: &[&str]) -> serde_json::Value {
