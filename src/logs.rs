@@ -291,14 +291,26 @@ impl Drop for Follower {
   }
 }
 
-impl InvocationSink for Logs {
-  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
-    let (name, ring) = self.ring(function);
+impl Logs {
+  /// Runs `f` on `function`'s ring, made if need be; under the read lock when it exists (no
+  /// reference taken or given back per line).
+  fn with_ring(&self, function: &Arc<str>, f: impl FnOnce(&Ring)) {
+    {
+      let rings = self.rings.read().unwrap_or_else(|e| e.into_inner());
+      if let Some(ring) = rings.get(&**function) {
+        return f(ring);
+      }
+    }
+    f(&self.ring(function).1);
+  }
+
+  /// The line an ended invocation writes.
+  fn invocation_line(&self, ring: &Ring, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
     let failed = end.stopped.is_some() || end.status.is_none_or(|s| s >= 500);
     ring.push(LogLine {
       seq: self.next_seq(),
       time_ms: now_ms(),
-      function: name,
+      function: function.clone(),
       request_id: LineRequest::Id(end.request_id),
       level: if failed { "error" } else { "info" },
       kind: "invocation",
@@ -313,6 +325,14 @@ impl InvocationSink for Logs {
         wall_ms: end.wall.as_secs_f64() * 1e3,
         cpu_ms: end.cpu.as_secs_f64() * 1e3,
       }),
+    });
+  }
+}
+
+impl InvocationSink for Logs {
+  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
+    self.with_ring(function, |ring| {
+      self.invocation_line(ring, function, version, end)
     });
   }
 

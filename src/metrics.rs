@@ -190,7 +190,20 @@ impl Metrics {
 
 impl InvocationSink for Metrics {
   fn ended(&self, function: &Arc<str>, _version: &Arc<str>, end: &InvocationEnd) {
-    let stats = self.function(function);
+    // Counted under the read lock: no reference taken or given back per invocation.
+    {
+      let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
+      if let Some(stats) = functions.get(&**function) {
+        return record(stats, end);
+      }
+    }
+    record(&self.function(function), end);
+  }
+}
+
+/// Adds an ended invocation to its function's figures.
+fn record(stats: &FunctionStats, end: &InvocationEnd) {
+  {
     let trigger = TRIGGERS.iter().position(|t| *t == end.trigger).unwrap_or(0);
     let outcome = match (end.stopped, end.status) {
       (Some("cpu_limit_exceeded"), _) => 4,

@@ -386,16 +386,22 @@ fn deploy_error(err: DeployError) -> Reply {
   }
 }
 
+/// The request's bearer token (empty if none) and its SHA-256: digests are compared in constant
+/// time, which also hides a token's length.
+fn bearer(request: &http::Request<Incoming>) -> (&str, [u8; 32]) {
+  let given = request
+    .headers()
+    .get(http::header::AUTHORIZATION)
+    .and_then(|v| v.to_str().ok())
+    .and_then(|v| v.strip_prefix("Bearer "))
+    .unwrap_or("");
+  (given, Sha256::digest(given.as_bytes()).into())
+}
+
 impl Admin {
   /// Who sent the request: the operator, the holder of a live deploy token, or nobody (401).
   async fn principal(&self, request: &http::Request<Incoming>) -> Result<Principal, Reply> {
-    let given = request
-      .headers()
-      .get(http::header::AUTHORIZATION)
-      .and_then(|v| v.to_str().ok())
-      .and_then(|v| v.strip_prefix("Bearer "))
-      .unwrap_or("");
-    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    let (given, digest) = bearer(request);
     if bool::from(digest.ct_eq(&self.token_digest)) && !given.is_empty() {
       return Ok(Principal::Operator);
     }
@@ -845,13 +851,7 @@ impl Admin {
       return error(StatusCode::NOT_FOUND, "not_found", "this node keeps no metrics");
     };
     if !self.metrics_open {
-      let given = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-      let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+      let (given, digest) = bearer(request);
       let metrics_token = self
         .metrics_token_digest
         .is_some_and(|expected| bool::from(digest.ct_eq(&expected)));
