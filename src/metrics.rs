@@ -203,43 +203,41 @@ impl InvocationSink for Metrics {
 
 /// Adds an ended invocation to its function's figures.
 fn record(stats: &FunctionStats, end: &InvocationEnd) {
-  {
-    let trigger = TRIGGERS.iter().position(|t| *t == end.trigger).unwrap_or(0);
-    let outcome = match (end.stopped, end.status) {
-      (Some("cpu_limit_exceeded"), _) => 4,
-      (Some("memory_limit_exceeded"), _) => 5,
-      (Some("wall_time_exceeded"), _) => 6,
-      (Some(_), _) | (None, None) => 7,
-      (None, Some(status)) => match status {
-        200..=299 => 0,
-        300..=399 => 1,
-        400..=499 => 2,
-        _ => 3,
-      },
-    };
-    let by = &stats.triggers[trigger];
-    by.outcomes[outcome].fetch_add(1, Relaxed);
-    by.duration.observe(end.wall);
-    by.cpu.observe(end.cpu);
-    if end.cold {
-      stats.cold.fetch_add(1, Relaxed);
-      stats.cold_start.observe(end.start);
-    } else {
-      stats.warm.fetch_add(1, Relaxed);
-      stats.warm_start.observe(end.start);
-    }
-    if end.fetches > 0 {
-      stats.fetches.fetch_add(u64::from(end.fetches), Relaxed);
-    }
-    if end.kv_operations > 0 {
-      stats
-        .kv_operations
-        .fetch_add(u64::from(end.kv_operations), Relaxed);
-    }
-    stats.bytes_out.fetch_add(end.bytes_out, Relaxed);
-    if end.bytes_in > 0 {
-      stats.bytes_in.fetch_add(end.bytes_in, Relaxed);
-    }
+  let trigger = TRIGGERS.iter().position(|t| *t == end.trigger).unwrap_or(0);
+  let outcome = match (end.stopped, end.status) {
+    (Some("cpu_limit_exceeded"), _) => 4,
+    (Some("memory_limit_exceeded"), _) => 5,
+    (Some("wall_time_exceeded"), _) => 6,
+    (Some(_), _) | (None, None) => 7,
+    (None, Some(status)) => match status {
+      200..=299 => 0,
+      300..=399 => 1,
+      400..=499 => 2,
+      _ => 3,
+    },
+  };
+  let by = &stats.triggers[trigger];
+  by.outcomes[outcome].fetch_add(1, Relaxed);
+  by.duration.observe(end.wall);
+  by.cpu.observe(end.cpu);
+  if end.cold {
+    stats.cold.fetch_add(1, Relaxed);
+    stats.cold_start.observe(end.start);
+  } else {
+    stats.warm.fetch_add(1, Relaxed);
+    stats.warm_start.observe(end.start);
+  }
+  if end.fetches > 0 {
+    stats.fetches.fetch_add(u64::from(end.fetches), Relaxed);
+  }
+  if end.kv_operations > 0 {
+    stats
+      .kv_operations
+      .fetch_add(u64::from(end.kv_operations), Relaxed);
+  }
+  stats.bytes_out.fetch_add(end.bytes_out, Relaxed);
+  if end.bytes_in > 0 {
+    stats.bytes_in.fetch_add(end.bytes_in, Relaxed);
   }
 }
 

@@ -42,7 +42,8 @@ pub struct Tally {
 }
 
 impl Tally {
-  fn add(&mut self, other: &Tally) {
+  /// Adds `other`'s figures to these.
+  pub fn add(&mut self, other: &Tally) {
     self.requests += other.requests;
     self.errors += other.errors;
     self.cpu_us += other.cpu_us;

@@ -496,17 +496,7 @@ pub async fn usage(
       fetches: n("fetches") as u64,
       kv_operations: n("kv_operations") as u64,
     };
-    for (sum, add) in [
-      (&mut total.requests, tally.requests),
-      (&mut total.errors, tally.errors),
-      (&mut total.cpu_us, tally.cpu_us),
-      (&mut total.wall_us, tally.wall_us),
-      (&mut total.billed_ms, tally.billed_ms),
-      (&mut total.mb_ms, tally.mb_ms),
-      (&mut total.bytes_out, tally.bytes_out),
-    ] {
-      *sum += add;
-    }
+    total.add(&tally);
     rows.push((row["function"].as_str().unwrap_or("?").to_string(), tally));
   }
   if json {
