@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::isolate::ext::{InvocationEnd, InvocationSink};
+use crate::isolate::ext::{FunctionSink, InvocationEnd, InvocationSink};
 
 /// Bytes of lines one function's ring keeps (the oldest go first).
 const RING_BYTES: usize = 128 * 1024;
@@ -27,7 +27,8 @@ const FOLLOW_BACKLOG: usize = 256;
 /// One line of a function's log.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogLine {
-  /// Increases by one per line on the node: a follower that reconnects asks for what came after.
+  /// Increases by one per line of the function (a ring made again for the name starts past what
+  /// the one before gave): a follower that reconnects asks for what came after.
   pub seq: u64,
   /// Milliseconds since the Unix epoch.
   pub time_ms: u64,
@@ -141,11 +142,19 @@ pub fn escape(text: &str) -> String {
   crate::isolate::ext::escaped(text).into_owned()
 }
 
+/// The lines a ring holds, their size, and the last `seq` given.
+#[derive(Default)]
+struct Lines {
+  lines: VecDeque<LogLine>,
+  bytes: usize,
+  seq: u64,
+}
+
 /// One function's ring and its followers.
 struct Ring {
   /// Lines by value: keeping one costs no allocation (its strings are shared `Arc`s, an
   /// invocation's request id a number), only a move into the ring.
-  lines: Mutex<(VecDeque<LogLine>, usize)>,
+  lines: Mutex<Lines>,
   /// Made when the first follower comes (an idle ring holds no channel).
   follow: std::sync::OnceLock<broadcast::Sender<Arc<LogLine>>>,
   /// Followers now: a line is sent only when there are some (no lock taken when not).
@@ -154,32 +163,43 @@ struct Ring {
 
 impl Ring {
   fn new() -> Self {
+    // Past any seq an earlier ring of the same name gave (it would have had to write more than
+    // a line per microsecond since the epoch).
+    let seq = SystemTime::now()
+      .duration_since(UNIX_EPOCH)
+      .map_or(0, |d| d.as_micros() as u64);
     Self {
-      lines: Mutex::new((VecDeque::new(), 0)),
+      lines: Mutex::new(Lines {
+        seq,
+        ..Lines::default()
+      }),
       follow: std::sync::OnceLock::new(),
       followers: AtomicU64::new(0),
     }
   }
 
-  fn push(&self, line: LogLine) {
-    // Shared with followers only when there are some (the only allocation a line may cost).
-    let followed = (self.followers.load(Ordering::Relaxed) > 0)
-      .then(|| self.follow.get().map(|follow| (follow, Arc::new(line.clone()))))
-      .flatten();
-    {
-      let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-      let (lines, bytes) = &mut *ring;
-      *bytes += line.size();
-      lines.push_back(line);
-      while *bytes > RING_BYTES {
-        match lines.pop_front() {
-          Some(old) => *bytes -= old.size(),
-          None => break,
+  /// Keeps `lines`, numbered in turn, and hands them to the followers.
+  fn push_all(&self, lines: impl Iterator<Item = LogLine>) {
+    let followed = self.followers.load(Ordering::Relaxed) > 0;
+    let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+    for mut line in lines {
+      ring.seq += 1;
+      line.seq = ring.seq;
+      // Shared with followers only when there are some (the only allocation a line may cost),
+      // in the order of their seqs.
+      if followed {
+        if let Some(follow) = self.follow.get() {
+          let _ = follow.send(Arc::new(line.clone()));
         }
       }
+      ring.bytes += line.size();
+      ring.lines.push_back(line);
     }
-    if let Some((follow, line)) = followed {
-      let _ = follow.send(line);
+    while ring.bytes > RING_BYTES {
+      match ring.lines.pop_front() {
+        Some(old) => ring.bytes -= old.size(),
+        None => break,
+      }
     }
   }
 }
@@ -188,7 +208,6 @@ impl Ring {
 #[derive(Default)]
 pub struct Logs {
   rings: RwLock<HashMap<Arc<str>, Arc<Ring>, foldhash::fast::RandomState>>,
-  seq: AtomicU64,
 }
 
 impl std::fmt::Debug for Logs {
@@ -226,10 +245,6 @@ impl Logs {
     (name, ring)
   }
 
-  fn next_seq(&self) -> u64 {
-    self.seq.fetch_add(1, Ordering::Relaxed) + 1
-  }
-
   /// The lines `function`'s ring holds after `after` (a `seq`), oldest first, at most `limit`.
   pub fn recent(&self, function: &str, after: u64, limit: usize) -> Vec<Arc<LogLine>> {
     let Some(ring) = self
@@ -243,7 +258,7 @@ impl Logs {
     };
     let lines = ring.lines.lock().unwrap_or_else(|e| e.into_inner());
     let newer: Vec<Arc<LogLine>> = lines
-      .0
+      .lines
       .iter()
       .filter(|l| l.seq > after)
       .map(|l| Arc::new(l.clone()))
@@ -291,77 +306,103 @@ impl Drop for Follower {
   }
 }
 
-impl Logs {
-  /// Runs `f` on `function`'s ring, made if need be; under the read lock when it exists (no
-  /// reference taken or given back per line).
-  fn with_ring(&self, function: &Arc<str>, f: impl FnOnce(&Ring)) {
-    {
-      let rings = self.rings.read().unwrap_or_else(|e| e.into_inner());
-      if let Some(ring) = rings.get(&**function) {
-        return f(ring);
-      }
+/// The line an ended invocation writes (numbered as the ring keeps it).
+fn invocation_line(function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) -> LogLine {
+  let failed = end.stopped.is_some() || end.status.is_none_or(|s| s >= 500);
+  LogLine {
+    seq: 0,
+    time_ms: end.at_ms,
+    function: function.clone(),
+    request_id: LineRequest::Id(end.request_id),
+    level: if failed { "error" } else { "info" },
+    kind: "invocation",
+    message: None,
+    invocation: Some(InvocationLine {
+      version: version.clone(),
+      trigger: end.trigger,
+      status: end.status,
+      stopped: end.stopped,
+      cold: end.cold,
+      start_ms: end.start.as_secs_f64() * 1e3,
+      wall_ms: end.wall.as_secs_f64() * 1e3,
+      cpu_ms: end.cpu.as_secs_f64() * 1e3,
+    }),
+  }
+}
+
+/// The line a `console.*` call writes, its message cut to [`MAX_MESSAGE`].
+fn console_line(function: Arc<str>, request_id: &str, level: u32, message: &str) -> LogLine {
+  let message = if message.len() > MAX_MESSAGE {
+    let mut cut = MAX_MESSAGE;
+    while !message.is_char_boundary(cut) {
+      cut -= 1;
     }
-    f(&self.ring(function).1);
+    format!("{}… ({} bytes cut)", &message[..cut], message.len() - cut)
+  } else {
+    message.to_string()
+  };
+  LogLine {
+    seq: 0,
+    time_ms: now_ms(),
+    function,
+    request_id: LineRequest::Text(request_id.to_string()),
+    level: match level {
+      0 => "debug",
+      1 => "info",
+      2 => "warn",
+      _ => "error",
+    },
+    kind: "console",
+    message: Some(message),
+    invocation: None,
+  }
+}
+
+/// One isolate's way into its function's ring.
+struct Bound {
+  ring: Arc<Ring>,
+  /// The names its lines carry: this isolate's own copies, so that the references its lines take
+  /// are counted where no other thread writes.
+  function: Arc<str>,
+  version: Arc<str>,
+}
+
+impl FunctionSink for Bound {
+  fn ended(&self, ends: &[InvocationEnd]) {
+    self.ring.push_all(
+      ends
+        .iter()
+        .map(|end| invocation_line(&self.function, &self.version, end)),
+    );
   }
 
-  /// The line an ended invocation writes.
-  fn invocation_line(&self, ring: &Ring, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
-    let failed = end.stopped.is_some() || end.status.is_none_or(|s| s >= 500);
-    ring.push(LogLine {
-      seq: self.next_seq(),
-      time_ms: now_ms(),
-      function: function.clone(),
-      request_id: LineRequest::Id(end.request_id),
-      level: if failed { "error" } else { "info" },
-      kind: "invocation",
-      message: None,
-      invocation: Some(InvocationLine {
-        version: version.clone(),
-        trigger: end.trigger,
-        status: end.status,
-        stopped: end.stopped,
-        cold: end.cold,
-        start_ms: end.start.as_secs_f64() * 1e3,
-        wall_ms: end.wall.as_secs_f64() * 1e3,
-        cpu_ms: end.cpu.as_secs_f64() * 1e3,
-      }),
-    });
+  fn console(&self, request_id: &str, level: u32, message: &str) {
+    self.ring.push_all(std::iter::once(console_line(
+      self.function.clone(),
+      request_id,
+      level,
+      message,
+    )));
   }
 }
 
 impl InvocationSink for Logs {
-  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
-    self.with_ring(function, |ring| {
-      self.invocation_line(ring, function, version, end)
-    });
+  fn bind(&self, function: &str, version: &str, _memory_mb: u64) -> Box<dyn FunctionSink> {
+    Box::new(Bound {
+      ring: self.ring(function).1,
+      function: Arc::from(function),
+      version: Arc::from(version),
+    })
+  }
+
+  fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
+    let (name, ring) = self.ring(function);
+    ring.push_all(std::iter::once(invocation_line(&name, &Arc::from(version), end)));
   }
 
   fn console(&self, function: &str, request_id: &str, level: u32, message: &str) {
     let (name, ring) = self.ring(function);
-    let message = if message.len() > MAX_MESSAGE {
-      let mut cut = MAX_MESSAGE;
-      while !message.is_char_boundary(cut) {
-        cut -= 1;
-      }
-      format!("{}… ({} bytes cut)", &message[..cut], message.len() - cut)
-    } else {
-      message.to_string()
-    };
-    ring.push(LogLine {
-      seq: self.next_seq(),
-      time_ms: now_ms(),
-      function: name,
-      request_id: LineRequest::Text(request_id.to_string()),
-      level: match level {
-        0 => "debug",
-        1 => "info",
-        2 => "warn",
-        _ => "error",
-      },
-      kind: "console",
-      message: Some(message),
-      invocation: None,
-    });
+    ring.push_all(std::iter::once(console_line(name, request_id, level, message)));
   }
 }
 

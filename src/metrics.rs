@@ -5,20 +5,21 @@
 //! admin listener gathers at each scrape. Labels are function names, trigger kinds, outcomes and
 //! queue names: bounded by what is deployed, never a path, a host or an id.
 //!
-//! It must never slow the request path: an ended invocation costs one map lookup under a read
-//! lock and a few relaxed atomic adds on the isolate thread; everything else (text, labels,
-//! sorting) happens at scrape time, on the admin listener.
+//! It must never slow the request path. Each isolate counts into figures of its own, found once
+//! when it loads its function and written by its thread alone (relaxed loads and stores, no
+//! lock, no read-modify-write); a scrape sums them with what isolates that are gone left behind.
+//! Everything else (text, labels, sorting) happens at scrape time, on the admin listener.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::isolate::ext::{InvocationEnd, InvocationSink};
+use crate::isolate::ext::{FunctionSink, InvocationEnd, InvocationSink};
 
 /// What starts an invocation, in the order of the per-trigger arrays.
 const TRIGGERS: [&str; 5] = ["http", "queue", "bucket", "cron", "service"];
@@ -41,8 +42,41 @@ const BOUNDS: [f64; 15] = [
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A histogram of durations, updated with relaxed atomics (a scrape may see one invocation's
-/// count before its sum: Prometheus tolerates that).
+/// [`BOUNDS`] in nanoseconds, what an observation is compared with.
+const BOUNDS_NS: [u64; BOUNDS.len()] = [
+  500_000,
+  1_000_000,
+  2_500_000,
+  5_000_000,
+  10_000_000,
+  25_000_000,
+  50_000_000,
+  100_000_000,
+  250_000_000,
+  500_000_000,
+  1_000_000_000,
+  2_500_000_000,
+  5_000_000_000,
+  10_000_000_000,
+  30_000_000_000,
+];
+
+/// How a counter is added to: by its one writer ([`add_owned`]), or by any thread ([`add_shared`]).
+type Add = fn(&AtomicU64, u64);
+
+/// Adds to a counter only one thread writes (an isolate's own figures): a relaxed load and
+/// store, no read-modify-write. Readers see each value whole, some time after it is written.
+fn add_owned(counter: &AtomicU64, n: u64) {
+  counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Adds to a counter any thread may write.
+fn add_shared(counter: &AtomicU64, n: u64) {
+  counter.fetch_add(n, Relaxed);
+}
+
+/// A histogram of durations, in relaxed atomics (a scrape may see one invocation's count before
+/// its sum: Prometheus tolerates that).
 #[derive(Debug, Default)]
 struct Histogram {
   /// Observations at or under each bound (not cumulative; summed at scrape time).
@@ -52,15 +86,22 @@ struct Histogram {
 }
 
 impl Histogram {
-  fn observe(&self, value: Duration) {
-    let seconds = value.as_secs_f64();
-    if let Some(i) = BOUNDS.iter().position(|bound| seconds <= *bound) {
-      self.buckets[i].fetch_add(1, Relaxed);
+  fn observe(&self, value: Duration, add: Add) {
+    let ns = value.as_nanos().min(u128::from(u64::MAX)) as u64;
+    if let Some(i) = BOUNDS_NS.iter().position(|bound| ns <= *bound) {
+      add(&self.buckets[i], 1);
     }
-    self.count.fetch_add(1, Relaxed);
-    self
-      .sum_ns
-      .fetch_add(value.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    add(&self.count, 1);
+    add(&self.sum_ns, ns);
+  }
+
+  /// Calls `f` with each of its counters and the same one of `other`.
+  fn zip(&self, other: &Histogram, f: &mut impl FnMut(&AtomicU64, &AtomicU64)) {
+    for (a, b) in self.buckets.iter().zip(&other.buckets) {
+      f(a, b);
+    }
+    f(&self.count, &other.count);
+    f(&self.sum_ns, &other.sum_ns);
   }
 }
 
@@ -92,9 +133,9 @@ struct ByTrigger {
   cpu: Histogram,
 }
 
-/// One function's figures.
+/// One function's figures, or one isolate's share of them.
 #[derive(Debug, Default)]
-struct FunctionStats {
+struct Figures {
   triggers: [ByTrigger; TRIGGERS.len()],
   cold: AtomicU64,
   warm: AtomicU64,
@@ -104,6 +145,83 @@ struct FunctionStats {
   kv_operations: AtomicU64,
   bytes_in: AtomicU64,
   bytes_out: AtomicU64,
+}
+
+impl Figures {
+  /// Calls `f` with each of its counters and the same one of `other`.
+  fn zip(&self, other: &Figures, f: &mut impl FnMut(&AtomicU64, &AtomicU64)) {
+    for (a, b) in self.triggers.iter().zip(&other.triggers) {
+      for (a, b) in a.outcomes.iter().zip(&b.outcomes) {
+        f(a, b);
+      }
+      a.duration.zip(&b.duration, f);
+      a.cpu.zip(&b.cpu, f);
+    }
+    self.cold_start.zip(&other.cold_start, f);
+    self.warm_start.zip(&other.warm_start, f);
+    for (a, b) in [
+      (&self.cold, &other.cold),
+      (&self.warm, &other.warm),
+      (&self.fetches, &other.fetches),
+      (&self.kv_operations, &other.kv_operations),
+      (&self.bytes_in, &other.bytes_in),
+      (&self.bytes_out, &other.bytes_out),
+    ] {
+      f(a, b);
+    }
+  }
+
+  /// Adds `other`'s counts to these.
+  fn absorb(&self, other: &Figures) {
+    self.zip(other, &mut |a, b| add_shared(a, b.load(Relaxed)));
+  }
+}
+
+/// One function's figures: each loaded isolate's own, and what isolates that are gone (and
+/// invocations no isolate ran) left.
+#[derive(Debug, Default)]
+struct FunctionStats {
+  left: Figures,
+  /// The loaded isolates' figures. Locked to add or retire one, and to sum them.
+  isolates: Mutex<Vec<Arc<Figures>>>,
+}
+
+impl FunctionStats {
+  /// Everything counted so far.
+  fn sum(&self) -> Figures {
+    let sum = Figures::default();
+    // Held while summing: an isolate's figures are counted here or in `left`, once.
+    let isolates = self.isolates.lock().unwrap_or_else(|e| e.into_inner());
+    sum.absorb(&self.left);
+    for figures in isolates.iter() {
+      sum.absorb(figures);
+    }
+    sum
+  }
+}
+
+/// One isolate's figures for its function, written by its thread alone.
+struct Bound {
+  figures: Arc<Figures>,
+  stats: Arc<FunctionStats>,
+}
+
+impl FunctionSink for Bound {
+  fn ended(&self, ends: &[InvocationEnd]) {
+    for end in ends {
+      record(&self.figures, end, add_owned);
+    }
+  }
+
+  fn console(&self, _request_id: &str, _level: u32, _message: &str) {}
+}
+
+impl Drop for Bound {
+  fn drop(&mut self) {
+    let mut isolates = self.stats.isolates.lock().unwrap_or_else(|e| e.into_inner());
+    self.stats.left.absorb(&self.figures);
+    isolates.retain(|figures| !Arc::ptr_eq(figures, &self.figures));
+  }
 }
 
 /// The node's metrics.
@@ -117,7 +235,7 @@ impl Metrics {
     Arc::new(Self::default())
   }
 
-  /// `function`'s figures, made on its first invocation.
+  /// `function`'s figures, made when it is first loaded or invoked.
   fn function(&self, function: &str) -> Arc<FunctionStats> {
     if let Some(stats) = self
       .functions
@@ -140,15 +258,24 @@ impl Metrics {
       .remove(function);
   }
 
+  /// Every function's figures summed, by name.
+  fn sums(&self) -> Vec<(Arc<str>, Figures)> {
+    let functions: Vec<(Arc<str>, Arc<FunctionStats>)> = {
+      let map = self.functions.read().unwrap_or_else(|e| e.into_inner());
+      map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let mut all: Vec<(Arc<str>, Figures)> = functions
+      .into_iter()
+      .map(|(name, stats)| (name, stats.sum()))
+      .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+  }
+
   /// Every function's figures as JSON, for the console: invocations by outcome, cold and warm
   /// starts, and the HTTP duration histogram (per-bucket counts; the bounds are `bounds_s`).
   pub fn snapshot(&self) -> serde_json::Value {
-    let functions: Vec<(Arc<str>, Arc<FunctionStats>)> = {
-      let map = self.functions.read().unwrap_or_else(|e| e.into_inner());
-      let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-      all.sort_by(|a, b| a.0.cmp(&b.0));
-      all
-    };
+    let functions = self.sums();
     let functions: Vec<serde_json::Value> = functions
       .iter()
       .map(|(name, stats)| {
@@ -174,12 +301,7 @@ impl Metrics {
   /// The text of `/metrics`: every function's figures and the node's `gauges`.
   pub fn encode(&self, gauges: NodeGauges) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
-    let functions: Vec<(Arc<str>, Arc<FunctionStats>)> = {
-      let map = self.functions.read().unwrap_or_else(|e| e.into_inner());
-      let mut all: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-      all.sort_by(|a, b| a.0.cmp(&b.0));
-      all
-    };
+    let functions = self.sums();
     registry.register_collector(Box::new(Scrape { functions, gauges }));
     let mut out = String::new();
     // INVARIANT: writing to a String does not fail.
@@ -189,20 +311,24 @@ impl Metrics {
 }
 
 impl InvocationSink for Metrics {
-  fn ended(&self, function: &Arc<str>, _version: &Arc<str>, end: &InvocationEnd) {
-    // Counted under the read lock: no reference taken or given back per invocation.
-    {
-      let functions = self.functions.read().unwrap_or_else(|e| e.into_inner());
-      if let Some(stats) = functions.get(&**function) {
-        return record(stats, end);
-      }
-    }
-    record(&self.function(function), end);
+  fn bind(&self, function: &str, _version: &str, _memory_mb: u64) -> Box<dyn FunctionSink> {
+    let stats = self.function(function);
+    let figures = Arc::new(Figures::default());
+    stats
+      .isolates
+      .lock()
+      .unwrap_or_else(|e| e.into_inner())
+      .push(figures.clone());
+    Box::new(Bound { figures, stats })
+  }
+
+  fn ended(&self, function: &str, _version: &str, end: &InvocationEnd) {
+    record(&self.function(function).left, end, add_shared);
   }
 }
 
-/// Adds an ended invocation to its function's figures.
-fn record(stats: &FunctionStats, end: &InvocationEnd) {
+/// Adds an ended invocation to `stats`, with `add`.
+fn record(stats: &Figures, end: &InvocationEnd, add: Add) {
   let trigger = TRIGGERS.iter().position(|t| *t == end.trigger).unwrap_or(0);
   let outcome = match (end.stopped, end.status) {
     (Some("cpu_limit_exceeded"), _) => 4,
@@ -217,27 +343,25 @@ fn record(stats: &FunctionStats, end: &InvocationEnd) {
     },
   };
   let by = &stats.triggers[trigger];
-  by.outcomes[outcome].fetch_add(1, Relaxed);
-  by.duration.observe(end.wall);
-  by.cpu.observe(end.cpu);
+  add(&by.outcomes[outcome], 1);
+  by.duration.observe(end.wall, add);
+  by.cpu.observe(end.cpu, add);
   if end.cold {
-    stats.cold.fetch_add(1, Relaxed);
-    stats.cold_start.observe(end.start);
+    add(&stats.cold, 1);
+    stats.cold_start.observe(end.start, add);
   } else {
-    stats.warm.fetch_add(1, Relaxed);
-    stats.warm_start.observe(end.start);
+    add(&stats.warm, 1);
+    stats.warm_start.observe(end.start, add);
   }
   if end.fetches > 0 {
-    stats.fetches.fetch_add(u64::from(end.fetches), Relaxed);
+    add(&stats.fetches, u64::from(end.fetches));
   }
   if end.kv_operations > 0 {
-    stats
-      .kv_operations
-      .fetch_add(u64::from(end.kv_operations), Relaxed);
+    add(&stats.kv_operations, u64::from(end.kv_operations));
   }
-  stats.bytes_out.fetch_add(end.bytes_out, Relaxed);
+  add(&stats.bytes_out, end.bytes_out);
   if end.bytes_in > 0 {
-    stats.bytes_in.fetch_add(end.bytes_in, Relaxed);
+    add(&stats.bytes_in, end.bytes_in);
   }
 }
 
@@ -276,7 +400,7 @@ pub struct QueueGauge {
 /// One scrape's view: what the collector encodes.
 #[derive(Debug)]
 struct Scrape {
-  functions: Vec<(Arc<str>, Arc<FunctionStats>)>,
+  functions: Vec<(Arc<str>, Figures)>,
   gauges: NodeGauges,
 }
 
@@ -363,12 +487,12 @@ impl Collector for Scrape {
         }
       }
     }
-    type Pick = fn(&FunctionStats) -> &AtomicU64;
+    type Pick = fn(&Figures) -> &AtomicU64;
     for (metric, help, pick) in [
       (
         "islet_fetches",
         "Outbound fetch() calls (and service calls) made by invocations.",
-        (|s: &FunctionStats| &s.fetches) as Pick,
+        (|s: &Figures| &s.fetches) as Pick,
       ),
       ("islet_kv_operations", "KV operations made by invocations.", |s| {
         &s.kv_operations
@@ -488,18 +612,21 @@ mod tests {
       bytes_out: 5,
       bytes_in: 0,
       memory_mb: 128,
+      at_ms: 0,
     };
-    let (hello, v1): (Arc<str>, Arc<str>) = (Arc::from("hello"), Arc::from("v1"));
-    metrics.ended(&hello, &v1, &end);
-    metrics.ended(
-      &hello,
-      &v1,
-      &InvocationEnd {
-        stopped: Some("cpu_limit_exceeded"),
-        status: Some(503),
-        ..end.clone()
-      },
-    );
+    // One invocation no isolate ran, one counted by an isolate that is still loaded, one by an
+    // isolate that has gone: all three are in the sum, once.
+    metrics.ended("hello", "v1", &end);
+    let loaded = metrics.bind("hello", "v1", 128);
+    let stopped = InvocationEnd {
+      stopped: Some("cpu_limit_exceeded"),
+      status: Some(503),
+      ..end.clone()
+    };
+    loaded.ended(&[stopped]);
+    let gone = metrics.bind("hello", "v1", 128);
+    gone.ended(&[end]);
+    drop(gone);
     let text = metrics.encode(NodeGauges::default());
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     let value = |name: &str, outcome: &str| {
@@ -512,11 +639,21 @@ mod tests {
           _ => f64::NAN,
         })
     };
-    assert_eq!(value("islet_invocations_total", "2xx"), Some(1.0));
+    assert_eq!(value("islet_invocations_total", "2xx"), Some(2.0));
     assert_eq!(value("islet_invocations_total", "cpu_limit"), Some(1.0));
     assert!(
-      text.contains("islet_fetches_total{function=\"hello\"} 4"),
+      text.contains("islet_fetches_total{function=\"hello\"} 6"),
       "{text}"
     );
+    drop(loaded);
+    let again = metrics.encode(NodeGauges::default());
+    assert_eq!(text, again, "an isolate's figures stay when it goes");
+  }
+
+  #[test]
+  fn bounds_in_nanoseconds_are_the_bounds() {
+    for (seconds, ns) in BOUNDS.iter().zip(BOUNDS_NS) {
+      assert_eq!((seconds * 1e9).round() as u64, ns);
+    }
   }
 }

@@ -1,13 +1,14 @@
 //! Usage: what each function used, minute by minute, for `islet usage` and its cost estimate.
 //!
 //! Owns the usage records: every ended invocation (it is an [`InvocationSink`]) is added to its
-//! function's tally for the current minute in memory, and the tallies are written to the node's
+//! function's tally for the current minute in memory (each isolate keeps its own, found when it
+//! loads its function), and the tallies are written to the node's
 //! store every few seconds (the embedded database's `usage` table, or a fleet's Redis, one hash
 //! per minute), where they are kept for the retention the operator chose. Reads add what has not
 //! been written yet, so a node's own figures are current.
 //!
-//! It never blocks an isolate thread for more than one short lock on one of several shards, and
-//! it never writes on one: writing is the flush task's.
+//! It never blocks an isolate thread for more than one short lock (its own tallies', which only a
+//! flush or a read takes too), and it never writes on one: writing is the flush task's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::isolate::ext::{InvocationEnd, InvocationSink};
+use crate::isolate::ext::{FunctionSink, InvocationEnd, InvocationSink};
 
 /// How often tallies are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
@@ -42,6 +43,25 @@ pub struct Tally {
 }
 
 impl Tally {
+  /// One invocation's use.
+  fn of(end: &InvocationEnd) -> Tally {
+    // In u64 arithmetic (`as_micros` would divide a u128).
+    let micros = |d: std::time::Duration| d.as_secs() * 1_000_000 + u64::from(d.subsec_micros());
+    let billed_ms = end.wall.as_secs() * 1000 + u64::from(end.wall.subsec_nanos().div_ceil(1_000_000));
+    Tally {
+      requests: 1,
+      errors: u64::from(end.stopped.is_some() || end.status.is_none_or(|s| s >= 500)),
+      cpu_us: micros(end.cpu),
+      wall_us: micros(end.wall),
+      billed_ms,
+      mb_ms: billed_ms * end.memory_mb,
+      bytes_out: end.bytes_out,
+      bytes_in: end.bytes_in,
+      fetches: u64::from(end.fetches),
+      kv_operations: u64::from(end.kv_operations),
+    }
+  }
+
   /// Adds `other`'s figures to these.
   pub fn add(&mut self, other: &Tally) {
     self.requests += other.requests;
@@ -124,9 +144,45 @@ const SCHEMA: &str = "
 /// invocation.
 type Tallies = HashMap<(Arc<str>, u64), Tally, foldhash::fast::RandomState>;
 
+/// One loaded isolate's tallies, by minute (one or two between flushes).
+struct Own {
+  function: Arc<str>,
+  minutes: Mutex<Vec<(u64, Tally)>>,
+  /// Its isolate has gone: once a flush has taken what it left, it is dropped.
+  retired: std::sync::atomic::AtomicBool,
+}
+
+/// What one isolate tallies into.
+struct Bound(Arc<Own>);
+
+impl FunctionSink for Bound {
+  fn ended(&self, ends: &[InvocationEnd]) {
+    let mut minutes = self.0.minutes.lock().unwrap_or_else(|e| e.into_inner());
+    for end in ends {
+      let tally = Tally::of(end);
+      let minute = end.at_ms / 60_000;
+      match minutes.last_mut() {
+        Some((last, sum)) if *last == minute => sum.add(&tally),
+        _ => minutes.push((minute, tally)),
+      }
+    }
+  }
+
+  fn console(&self, _request_id: &str, _level: u32, _message: &str) {}
+}
+
+impl Drop for Bound {
+  fn drop(&mut self) {
+    self.0.retired.store(true, std::sync::atomic::Ordering::Release);
+  }
+}
+
 /// The node's usage records.
 pub struct Usage {
+  /// Invocations no isolate ran, by the thread that reported them.
   shards: Vec<Mutex<Tallies>>,
+  /// Every loaded isolate's own tallies (and those of isolates gone since the last flush).
+  isolates: Mutex<Vec<Arc<Own>>>,
   store: UsageStore,
   retention: Duration,
   /// Tallies taken by a flush that has not finished writing them: reads still count them.
@@ -143,6 +199,7 @@ impl Usage {
   pub fn new(store: UsageStore, retention: Duration) -> Arc<Self> {
     Arc::new(Self {
       shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+      isolates: Mutex::default(),
       store,
       retention,
       writing: Mutex::default(),
@@ -190,6 +247,19 @@ impl Usage {
           writing.entry(key).or_default().add(&tally);
         }
       }
+      let mut isolates = self.isolates.lock().unwrap_or_else(|e| e.into_inner());
+      isolates.retain(|own| {
+        // Read first: a retired isolate wrote its last tally before it said so.
+        let retired = own.retired.load(std::sync::atomic::Ordering::Acquire);
+        let drained = std::mem::take(&mut *own.minutes.lock().unwrap_or_else(|e| e.into_inner()));
+        for (minute, tally) in drained {
+          writing
+            .entry((own.function.clone(), minute))
+            .or_default()
+            .add(&tally);
+        }
+        !retired
+      });
       writing.clone()
     };
     if taken.is_empty() {
@@ -225,6 +295,11 @@ impl Usage {
       }
     };
     writing.iter().for_each(&mut add);
+    for own in self.isolates.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+      for (minute, tally) in own.minutes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        add((&(own.function.clone(), *minute), tally));
+      }
+    }
     for shard in &self.shards {
       shard
         .lock()
@@ -400,21 +475,23 @@ impl Usage {
 }
 
 impl InvocationSink for Usage {
-  fn ended(&self, function: &Arc<str>, _version: &Arc<str>, end: &InvocationEnd) {
-    let billed_ms = end.wall.as_nanos().div_ceil(1_000_000) as u64;
-    let tally = Tally {
-      requests: 1,
-      errors: u64::from(end.stopped.is_some() || end.status.is_none_or(|s| s >= 500)),
-      cpu_us: end.cpu.as_micros() as u64,
-      wall_us: end.wall.as_micros() as u64,
-      billed_ms,
-      mb_ms: billed_ms * end.memory_mb,
-      bytes_out: end.bytes_out,
-      bytes_in: end.bytes_in,
-      fetches: u64::from(end.fetches),
-      kv_operations: u64::from(end.kv_operations),
-    };
-    let key = (function.clone(), minute_now());
+  fn bind(&self, function: &str, _version: &str, _memory_mb: u64) -> Box<dyn FunctionSink> {
+    let own = Arc::new(Own {
+      function: Arc::from(function),
+      minutes: Mutex::default(),
+      retired: Default::default(),
+    });
+    self
+      .isolates
+      .lock()
+      .unwrap_or_else(|e| e.into_inner())
+      .push(own.clone());
+    Box::new(Bound(own))
+  }
+
+  fn ended(&self, function: &str, _version: &str, end: &InvocationEnd) {
+    let tally = Tally::of(end);
+    let key = (Arc::from(function), end.at_ms / 60_000);
     self
       .shard()
       .lock()

@@ -321,9 +321,7 @@ impl Isolate {
       let state = self.runtime.op_state();
       let mut state = state.borrow_mut();
       let requests = state.borrow_mut::<PendingResponses>();
-      requests.function = Arc::from(function.name.as_str());
-      requests.version = Arc::from(function.version.as_str());
-      requests.memory_mb = function.limits.memory_mb;
+      requests.bind(&function.name, &function.version, function.limits.memory_mb);
       requests.max_fetches = function.limits.max_fetches;
       let bindings = state.borrow_mut::<FunctionBindings>();
       bindings.function = function.name.clone();

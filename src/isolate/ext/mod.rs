@@ -30,7 +30,7 @@ pub use body::{RequestBody, RequestBodyResource, ResponseBody};
   reason = "build.rs compiles this module but uses only `extensions`"
 )]
 pub use ops::{
-  escaped, report_unrun, Fanout, HandlerFailure, HandlerOutcome, InvocationEnd, InvocationSink,
+  escaped, report_unrun, Fanout, FunctionSink, HandlerFailure, HandlerOutcome, InvocationEnd, InvocationSink,
   MemoryAccount, PendingResponses, RequestSlot, StartTiming, Unrun,
 };
 #[allow(

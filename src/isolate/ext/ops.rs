@@ -73,15 +73,38 @@ pub struct InvocationEnd {
   pub bytes_in: u64,
   /// The function's memory limit, in MiB (what a GB-second is billed on).
   pub memory_mb: u64,
+  /// When it ended, in milliseconds since the Unix epoch (read once, for every sink).
+  pub at_ms: u64,
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+  std::time::SystemTime::now()
+    .duration_since(std::time::UNIX_EPOCH)
+    .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
 }
 
 /// Where ended invocations are reported: the node's metrics, usage records and log rings.
 /// Implemented outside this module (build.rs compiles it alone); called on the isolate thread,
 /// so it must be cheap and never block.
 pub trait InvocationSink {
-  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd);
-  /// A `console.*` line of `function` (level 0 debug … 3 error), as written.
+  /// What one isolate reports `function`'s invocations to, found once when it loads the function:
+  /// an invocation's record then costs no lookup by name.
+  fn bind(&self, function: &str, version: &str, memory_mb: u64) -> Box<dyn FunctionSink>;
+  /// Reports an invocation no isolate of `function` ran (see [`Unrun`]): rare, looked up by name.
+  fn ended(&self, function: &str, version: &str, end: &InvocationEnd);
+  /// A `console.*` line of `function` written before it had a [`FunctionSink`] (level 0 debug …
+  /// 3 error), as written.
   fn console(&self, _function: &str, _request_id: &str, _level: u32, _message: &str) {}
+}
+
+/// One isolate's [`InvocationSink`] for the function it runs. Used only on that isolate's thread:
+/// what it keeps per isolate is written by that thread alone.
+pub trait FunctionSink {
+  /// Invocations that ended together (those finished in one slice): one call, one lock, for all.
+  fn ended(&self, ends: &[InvocationEnd]);
+  /// A `console.*` line (level 0 debug … 3 error), as written.
+  fn console(&self, request_id: &str, level: u32, message: &str);
 }
 
 /// An invocation the node answered without running its handler (its function failed to load, its
@@ -122,8 +145,9 @@ pub fn report_unrun(
     bytes_out: 0,
     bytes_in: 0,
     memory_mb,
+    at_ms: now_ms(),
   };
-  sink.ended(&Arc::from(function), &Arc::from(version), &end);
+  sink.ended(function, version, &end);
 }
 
 /// `text` with every control character (and `\\` itself) written as an escape (`\n` as `\\n`),
@@ -151,7 +175,17 @@ pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
 pub struct Fanout(pub Vec<Arc<dyn InvocationSink + Send + Sync>>);
 
 impl InvocationSink for Fanout {
-  fn ended(&self, function: &Arc<str>, version: &Arc<str>, end: &InvocationEnd) {
+  fn bind(&self, function: &str, version: &str, memory_mb: u64) -> Box<dyn FunctionSink> {
+    Box::new(BoundFanout(
+      self
+        .0
+        .iter()
+        .map(|sink| sink.bind(function, version, memory_mb))
+        .collect(),
+    ))
+  }
+
+  fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
     for sink in &self.0 {
       sink.ended(function, version, end);
     }
@@ -160,6 +194,23 @@ impl InvocationSink for Fanout {
   fn console(&self, function: &str, request_id: &str, level: u32, message: &str) {
     for sink in &self.0 {
       sink.console(function, request_id, level, message);
+    }
+  }
+}
+
+/// Several function sinks as one.
+struct BoundFanout(Vec<Box<dyn FunctionSink>>);
+
+impl FunctionSink for BoundFanout {
+  fn ended(&self, ends: &[InvocationEnd]) {
+    for sink in &self.0 {
+      sink.ended(ends);
+    }
+  }
+
+  fn console(&self, request_id: &str, level: u32, message: &str) {
+    for sink in &self.0 {
+      sink.console(request_id, level, message);
     }
   }
 }
@@ -272,6 +323,10 @@ pub struct PendingResponses {
   pub memory_mb: u64,
   /// Where ended invocations are reported; `None` when nothing listens.
   pub sink: Option<Arc<dyn InvocationSink + Send + Sync>>,
+  /// The sink bound to this isolate's function, once it has one (see [`PendingResponses::bind`]).
+  bound: Option<Box<dyn FunctionSink>>,
+  /// The records of a slice's finished invocations, reported together (kept for its capacity).
+  ends: Vec<InvocationEnd>,
   /// Outbound fetches one request may make.
   pub max_fetches: u32,
   /// The isolate's memory budget (`limits::memory`), for WebAssembly reservations and to tell a
@@ -354,6 +409,17 @@ impl Hasher for SlotHasher {
 }
 
 impl PendingResponses {
+  /// Sets the function this isolate runs, and binds the sink to it.
+  pub fn bind(&mut self, function: &str, version: &str, memory_mb: u64) {
+    self.function = Arc::from(function);
+    self.version = Arc::from(version);
+    self.memory_mb = memory_mb;
+    self.bound = self
+      .sink
+      .as_ref()
+      .map(|sink| sink.bind(function, version, memory_mb));
+  }
+
   /// Registers a request and returns the slot number JS must answer it by.
   pub fn insert(&mut self, slot: RequestSlot) -> u32 {
     self.watch_deadline(slot.deadline);
@@ -410,8 +476,62 @@ impl PendingResponses {
 
   /// Reports the invocations finished in the slice that just ended, now charged in full.
   pub fn flush_finished(&mut self) {
-    for (_, request) in std::mem::take(&mut self.finished) {
-      self.end(request, None);
+    if self.finished.is_empty() {
+      return;
+    }
+    if self.sink.is_none() {
+      self.finished.clear();
+      return;
+    }
+    let (now, at_ms) = (Instant::now(), now_ms());
+    // Both kept for their capacity: a slice's batch allocates nothing.
+    let (mut ends, mut finished) = (std::mem::take(&mut self.ends), std::mem::take(&mut self.finished));
+    ends.extend(
+      finished
+        .drain(..)
+        .map(|(_, request)| self.record(request, None, now, at_ms)),
+    );
+    self.report(&ends);
+    ends.clear();
+    (self.ends, self.finished) = (ends, finished);
+  }
+
+  /// What `slot` did, as it ends now (`at_ms` since the epoch).
+  fn record(
+    &self,
+    slot: RequestSlot,
+    stopped: Option<&'static str>,
+    now: Instant,
+    at_ms: u64,
+  ) -> InvocationEnd {
+    InvocationEnd {
+      request_id: slot.request_id,
+      trigger: slot.trigger,
+      cold: slot.start.cold,
+      start: slot.start.duration,
+      wall: now.saturating_duration_since(slot.arrived),
+      cpu: slot.cpu_used,
+      fetches: slot.fetches,
+      kv_operations: slot.kv_operations,
+      status: slot.status,
+      stopped,
+      bytes_out: slot.bytes_out,
+      bytes_in: slot.bytes_in.get(),
+      memory_mb: self.memory_mb,
+      at_ms,
+    }
+  }
+
+  /// Reports ended invocations to the sink: the bound one once the function is loaded.
+  fn report(&self, ends: &[InvocationEnd]) {
+    match (&self.bound, &self.sink) {
+      (Some(bound), _) => bound.ended(ends),
+      (None, Some(sink)) => {
+        for end in ends {
+          sink.ended(&self.function, &self.version, end);
+        }
+      }
+      (None, None) => {}
     }
   }
 
@@ -429,25 +549,10 @@ impl PendingResponses {
   /// Reports an invocation taken out for good: `stopped` names the limit that ended it, if one did.
   /// Every way out of this table (finished, cut off, expired, stopped, dropped) comes here once.
   pub fn end(&self, slot: RequestSlot, stopped: Option<&'static str>) {
-    let Some(sink) = &self.sink else {
+    if self.sink.is_none() {
       return;
-    };
-    let end = InvocationEnd {
-      request_id: slot.request_id,
-      trigger: slot.trigger,
-      cold: slot.start.cold,
-      start: slot.start.duration,
-      wall: slot.arrived.elapsed(),
-      cpu: slot.cpu_used,
-      fetches: slot.fetches,
-      kv_operations: slot.kv_operations,
-      status: slot.status,
-      stopped,
-      bytes_out: slot.bytes_out,
-      bytes_in: slot.bytes_in.get(),
-      memory_mb: self.memory_mb,
-    };
-    sink.ended(&self.function, &self.version, &end);
+    }
+    self.report(&[self.record(slot, stopped, Instant::now(), now_ms())]);
   }
 
   /// Takes a request back, for the isolate layer to answer or forget.
@@ -986,8 +1091,10 @@ pub fn op_islet_log(
   let pending = state.borrow::<PendingResponses>();
   let function = &*pending.function;
   let message = message.strip_suffix('\n').unwrap_or(message);
-  if let Some(sink) = &pending.sink {
-    sink.console(function, request_id, level, message);
+  match (&pending.bound, &pending.sink) {
+    (Some(bound), _) => bound.console(request_id, level, message),
+    (None, Some(sink)) => sink.console(function, request_id, level, message),
+    (None, None) => {}
   }
   // One line in the node's log, whatever the tenant wrote: a newline in it would start a line
   // that reads as anyone's.
