@@ -142,19 +142,37 @@ pub fn escape(text: &str) -> String {
   crate::isolate::ext::escaped(text).into_owned()
 }
 
-/// The lines a ring holds, their size, and the last `seq` given.
+/// Lines by value, oldest first, and their size: keeping one costs no allocation (its strings
+/// are shared `Arc`s, an invocation's request id a number), only a move.
 #[derive(Default)]
 struct Lines {
   lines: VecDeque<LogLine>,
   bytes: usize,
-  seq: u64,
 }
 
-/// One function's ring and its followers.
+impl Lines {
+  /// Keeps `line`, dropping the oldest past [`RING_BYTES`].
+  fn keep(&mut self, line: LogLine) {
+    self.bytes += line.size();
+    self.lines.push_back(line);
+    while self.bytes > RING_BYTES {
+      match self.lines.pop_front() {
+        Some(old) => self.bytes -= old.size(),
+        None => break,
+      }
+    }
+  }
+}
+
+/// One function's log and its followers: a segment per loaded isolate, written by its thread
+/// (no other core touches its lines while it serves), and one for the rest (invocations no
+/// isolate ran, and what isolates that have gone left).
 struct Ring {
-  /// Lines by value: keeping one costs no allocation (its strings are shared `Arc`s, an
-  /// invocation's request id a number), only a move into the ring.
-  lines: Mutex<Lines>,
+  shared: Mutex<Lines>,
+  /// The loaded isolates' segments. Locked to add or retire one, and to read them all.
+  isolates: Mutex<Vec<Arc<Mutex<Lines>>>>,
+  /// The last `seq` given: taken a batch at a time.
+  seq: AtomicU64,
   /// Made when the first follower comes (an idle ring holds no channel).
   follow: std::sync::OnceLock<broadcast::Sender<Arc<LogLine>>>,
   /// Followers now: a line is sent only when there are some (no lock taken when not).
@@ -169,38 +187,78 @@ impl Ring {
       .duration_since(UNIX_EPOCH)
       .map_or(0, |d| d.as_micros() as u64);
     Self {
-      lines: Mutex::new(Lines {
-        seq,
-        ..Lines::default()
-      }),
+      shared: Mutex::default(),
+      isolates: Mutex::default(),
+      seq: AtomicU64::new(seq),
       follow: std::sync::OnceLock::new(),
       followers: AtomicU64::new(0),
     }
   }
 
-  /// Keeps `lines`, numbered in turn, and hands them to the followers.
-  fn push_all(&self, lines: impl Iterator<Item = LogLine>) {
+  /// Keeps `lines` in `segment`, numbered in turn, and hands them to the followers.
+  fn push_all(&self, segment: &Mutex<Lines>, lines: impl ExactSizeIterator<Item = LogLine>) {
     let followed = self.followers.load(Ordering::Relaxed) > 0;
-    let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-    for mut line in lines {
-      ring.seq += 1;
-      line.seq = ring.seq;
+    let mut segment = segment.lock().unwrap_or_else(|e| e.into_inner());
+    // Numbered under the segment's lock: a segment's lines are in the order of their seqs.
+    let first = self.seq.fetch_add(lines.len() as u64, Ordering::Relaxed) + 1;
+    for (seq, mut line) in (first..).zip(lines) {
+      line.seq = seq;
       // Shared with followers only when there are some (the only allocation a line may cost),
-      // in the order of their seqs.
+      // under the lock: a reader of the segment saw the line, or its follower gets it.
       if followed {
         if let Some(follow) = self.follow.get() {
           let _ = follow.send(Arc::new(line.clone()));
         }
       }
-      ring.bytes += line.size();
-      ring.lines.push_back(line);
+      segment.keep(line);
     }
-    while ring.bytes > RING_BYTES {
-      match ring.lines.pop_front() {
-        Some(old) => ring.bytes -= old.size(),
-        None => break,
-      }
+  }
+
+  /// A segment for a newly loaded isolate.
+  fn segment(&self) -> Arc<Mutex<Lines>> {
+    let segment = Arc::new(Mutex::default());
+    self
+      .isolates
+      .lock()
+      .unwrap_or_else(|e| e.into_inner())
+      .push(segment.clone());
+    segment
+  }
+
+  /// Moves a segment whose isolate has gone into the shared one.
+  fn retire(&self, segment: &Arc<Mutex<Lines>>) {
+    // Held throughout: a reader sees the lines in the segment or in the shared one, once.
+    let mut isolates = self.isolates.lock().unwrap_or_else(|e| e.into_inner());
+    isolates.retain(|s| !Arc::ptr_eq(s, segment));
+    let left = std::mem::take(&mut *segment.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+    for line in left.lines {
+      shared.keep(line);
     }
+  }
+
+  /// The lines after `after` (a `seq`), in the order of their seqs, at most the last `limit`.
+  fn recent(&self, after: u64, limit: usize) -> Vec<Arc<LogLine>> {
+    let mut newer: Vec<Arc<LogLine>> = Vec::new();
+    let mut take = |lines: &Lines| {
+      newer.extend(
+        lines
+          .lines
+          .iter()
+          .filter(|l| l.seq > after)
+          .map(|l| Arc::new(l.clone())),
+      )
+    };
+    let isolates = self.isolates.lock().unwrap_or_else(|e| e.into_inner());
+    for segment in isolates.iter() {
+      take(&segment.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    take(&self.shared.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(isolates);
+    newer.sort_by_key(|l| l.seq);
+    let skip = newer.len().saturating_sub(limit);
+    newer.drain(..skip);
+    newer
   }
 }
 
@@ -256,15 +314,7 @@ impl Logs {
     else {
       return Vec::new();
     };
-    let lines = ring.lines.lock().unwrap_or_else(|e| e.into_inner());
-    let newer: Vec<Arc<LogLine>> = lines
-      .lines
-      .iter()
-      .filter(|l| l.seq > after)
-      .map(|l| Arc::new(l.clone()))
-      .collect();
-    let skip = newer.len().saturating_sub(limit);
-    newer.into_iter().skip(skip).collect()
+    ring.recent(after, limit)
   }
 
   /// The lines `function` writes from now on, until the follower is dropped.
@@ -358,9 +408,10 @@ fn console_line(function: Arc<str>, request_id: &str, level: u32, message: &str)
   }
 }
 
-/// One isolate's way into its function's ring.
+/// One isolate's way into its function's ring: its own segment.
 struct Bound {
   ring: Arc<Ring>,
+  segment: Arc<Mutex<Lines>>,
   /// The names its lines carry: this isolate's own copies, so that the references its lines take
   /// are counted where no other thread writes.
   function: Arc<str>,
@@ -370,6 +421,7 @@ struct Bound {
 impl FunctionSink for Bound {
   fn ended(&self, ends: &[InvocationEnd]) {
     self.ring.push_all(
+      &self.segment,
       ends
         .iter()
         .map(|end| invocation_line(&self.function, &self.version, end)),
@@ -377,7 +429,9 @@ impl FunctionSink for Bound {
   }
 
   fn console(&self, request_id: &str, level: u32, message: &str) {
-    self.ring.push_all(std::iter::once(console_line(
+    self.ring.push_all(
+      &self.segment,
+      std::iter::once(console_line(
       self.function.clone(),
       request_id,
       level,
@@ -386,10 +440,18 @@ impl FunctionSink for Bound {
   }
 }
 
+impl Drop for Bound {
+  fn drop(&mut self) {
+    self.ring.retire(&self.segment);
+  }
+}
+
 impl InvocationSink for Logs {
   fn bind(&self, function: &str, version: &str, _memory_mb: u64) -> Box<dyn FunctionSink> {
+    let ring = self.ring(function).1;
     Box::new(Bound {
-      ring: self.ring(function).1,
+      segment: ring.segment(),
+      ring,
       function: Arc::from(function),
       version: Arc::from(version),
     })
@@ -397,12 +459,18 @@ impl InvocationSink for Logs {
 
   fn ended(&self, function: &str, version: &str, end: &InvocationEnd) {
     let (name, ring) = self.ring(function);
-    ring.push_all(std::iter::once(invocation_line(&name, &Arc::from(version), end)));
+    ring.push_all(
+      &ring.shared,
+      std::iter::once(invocation_line(&name, &Arc::from(version), end)),
+    );
   }
 
   fn console(&self, function: &str, request_id: &str, level: u32, message: &str) {
     let (name, ring) = self.ring(function);
-    ring.push_all(std::iter::once(console_line(name, request_id, level, message)));
+    ring.push_all(
+      &ring.shared,
+      std::iter::once(console_line(name, request_id, level, message)),
+    );
   }
 }
 
@@ -436,5 +504,29 @@ mod tests {
     logs.console("hello", "abc", 1, &long);
     let last = logs.recent("hello", 0, 1);
     assert!(last[0].message.as_ref().unwrap().ends_with("(8192 bytes cut)"));
+  }
+
+  #[test]
+  fn isolates_lines_read_in_order_and_outlive_their_isolate() {
+    let logs = Logs::new();
+    let (a, b) = (logs.bind("hello", "v1", 128), logs.bind("hello", "v1", 128));
+    a.console("r1", 1, "one");
+    b.console("r2", 1, "two");
+    logs.console("hello", "", 1, "three");
+    a.console("r3", 1, "four");
+    drop(a);
+    b.console("r4", 1, "five");
+    let read = |after| -> Vec<String> {
+      logs
+        .recent("hello", after, 10)
+        .iter()
+        .map(|l| l.message.clone().unwrap())
+        .collect()
+    };
+    assert_eq!(read(0), ["one", "two", "three", "four", "five"]);
+    let seqs: Vec<u64> = logs.recent("hello", 0, 10).iter().map(|l| l.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert_eq!(read(seqs[2]), ["four", "five"]);
+    assert_eq!(logs.recent("hello", 0, 2).len(), 2);
   }
 }

@@ -693,7 +693,8 @@ impl Admin {
       Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, "too_many_followers", &message),
     };
     // Subscribed before the backlog is read: nothing written in between is missed (a line in
-    // both is sent once, by its seq).
+    // both is sent once, by its seq). Lines of different isolates may come a little out of the
+    // order of their seqs: each is sent as it comes.
     let mut live = logs.follow(function);
     let backlog = logs.recent(function, after, limit);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -704,9 +705,8 @@ impl Admin {
         let json = serde_json::to_string(line).expect("log line serializes");
         Bytes::from(format!("id: {}\ndata: {json}\n\n", line.seq))
       };
-      let mut sent = after;
+      let sent: std::collections::HashSet<u64> = backlog.iter().map(|line| line.seq).collect();
       for line in backlog {
-        sent = line.seq;
         if tx.send(event(&line)).await.is_err() {
           return;
         }
@@ -725,8 +725,7 @@ impl Admin {
           () = tx.closed() => return,
         };
         match next {
-          Ok(line) if line.seq > sent => {
-            sent = line.seq;
+          Ok(line) if line.seq > after && !sent.contains(&line.seq) => {
             if tx.send(event(&line)).await.is_err() {
               return;
             }
