@@ -431,12 +431,8 @@ impl FunctionSink for Bound {
   fn console(&self, request_id: &str, level: u32, message: &str) {
     self.ring.push_all(
       &self.segment,
-      std::iter::once(console_line(
-      self.function.clone(),
-      request_id,
-      level,
-      message,
-    )));
+      std::iter::once(console_line(self.function.clone(), request_id, level, message)),
+    );
   }
 }
 

@@ -119,7 +119,11 @@ pub fn checked_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
     .as_bytes()
     .windows(4)
     .any(|w| w.eq_ignore_ascii_case(b"xn--"));
-  if (numeric || punycode) && deno_core::url::Host::parse(bare).is_err() {
+  // A dotted-quad IPv4 address in decimal (what most requests to an address carry) is one the URL
+  // parser takes as it is: std's parser, ~20 times cheaper, says so (it refuses leading zeros,
+  // which the URL standard reads as octal: those take the full parse).
+  let plain_ipv4 = numeric && !punycode && bare.parse::<std::net::Ipv4Addr>().is_ok();
+  if (numeric || punycode) && !plain_ipv4 && deno_core::url::Host::parse(bare).is_err() {
     return None;
   }
   match name.strip_suffix('.') {
@@ -230,6 +234,23 @@ mod tests {
       "xn--a.com",
     ] {
       assert_eq!(ok(bad), None, "{bad}");
+    }
+    // The fast path for dotted quads agrees with the URL parser.
+    for numeric in [
+      "1.2.3.4",
+      "255.255.255.255",
+      "0.0.0.0",
+      "010.0.0.1",
+      "1.2.3",
+      "0x7f.1",
+      "256.1.1.1",
+      "1.2.3.04",
+    ] {
+      assert_eq!(
+        ok(numeric).is_some(),
+        deno_core::url::Host::parse(numeric).is_ok(),
+        "{numeric}"
+      );
     }
   }
 
