@@ -1,10 +1,11 @@
 //! Function logs: each function's `console.*` lines and a line per ended invocation, kept in a
-//! bounded ring per function on the node and handed to whoever follows it (`islet logs --follow`,
+//! bounded ring per function on the node (a segment per loaded isolate, written by its thread, and
+//! one shared) and handed to whoever follows it (`islet logs --follow`,
 //! through the admin API as server-sent events).
 //!
 //! Owns the rings and the followers' channels. It never blocks an isolate thread (a short lock
 //! per line, a send that drops what a slow follower cannot take), never grows past its bounds
-//! (bytes per function; long messages cut), and never lets tenant text become a line of its own:
+//! (bytes per segment; long messages cut), and never lets tenant text become a line of its own:
 //! lines travel as JSON, and [`escape`] is what any text rendering of them uses.
 
 use std::collections::{HashMap, VecDeque};
@@ -17,7 +18,8 @@ use tokio::sync::broadcast;
 
 use crate::isolate::ext::{FunctionSink, InvocationEnd, InvocationSink};
 
-/// Bytes of lines one function's ring keeps (the oldest go first).
+/// Bytes of lines one segment of a function's ring keeps (the oldest go first): each loaded
+/// isolate's, and the function's shared one.
 const RING_BYTES: usize = 128 * 1024;
 /// The longest message kept; longer ones are cut, saying so.
 const MAX_MESSAGE: usize = 8 * 1024;
@@ -197,10 +199,12 @@ impl Ring {
 
   /// Keeps `lines` in `segment`, numbered in turn, and hands them to the followers.
   fn push_all(&self, segment: &Mutex<Lines>, lines: impl ExactSizeIterator<Item = LogLine>) {
-    let followed = self.followers.load(Ordering::Relaxed) > 0;
     let mut segment = segment.lock().unwrap_or_else(|e| e.into_inner());
+    // Read under the lock: a follower counted itself before it read the segments, so a line is
+    // in the backlog it read or it is sent to it.
+    let followed = self.followers.load(Ordering::Relaxed) > 0;
     // Numbered under the segment's lock: a segment's lines are in the order of their seqs.
-    let first = self.seq.fetch_add(lines.len() as u64, Ordering::Relaxed) + 1;
+    let first = self.seq.fetch_add(lines.len() as u64, Ordering::AcqRel) + 1;
     for (seq, mut line) in (first..).zip(lines) {
       line.seq = seq;
       // Shared with followers only when there are some (the only allocation a line may cost),
@@ -225,27 +229,38 @@ impl Ring {
     segment
   }
 
-  /// Moves a segment whose isolate has gone into the shared one.
+  /// Moves a segment whose isolate has gone into the shared one, in the order of their seqs, the
+  /// oldest dropped past [`RING_BYTES`].
   fn retire(&self, segment: &Arc<Mutex<Lines>>) {
     // Held throughout: a reader sees the lines in the segment or in the shared one, once.
     let mut isolates = self.isolates.lock().unwrap_or_else(|e| e.into_inner());
     isolates.retain(|s| !Arc::ptr_eq(s, segment));
     let left = std::mem::take(&mut *segment.lock().unwrap_or_else(|e| e.into_inner()));
     let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-    for line in left.lines {
+    let mut all: Vec<LogLine> = std::mem::take(&mut shared.lines)
+      .into_iter()
+      .chain(left.lines)
+      .collect();
+    all.sort_by_key(|line| line.seq);
+    shared.bytes = 0;
+    for line in all {
       shared.keep(line);
     }
   }
 
   /// The lines after `after` (a `seq`), in the order of their seqs, at most the last `limit`.
+  /// Only lines numbered before the read began: each of those is in its segment by the time the
+  /// read locks it (its seq was taken under that lock), so what is returned has no gaps a later
+  /// read with `after` = its last seq would skip.
   fn recent(&self, after: u64, limit: usize) -> Vec<Arc<LogLine>> {
+    let upto = self.seq.load(Ordering::Acquire);
     let mut newer: Vec<Arc<LogLine>> = Vec::new();
     let mut take = |lines: &Lines| {
       newer.extend(
         lines
           .lines
           .iter()
-          .filter(|l| l.seq > after)
+          .filter(|l| l.seq > after && l.seq <= upto)
           .map(|l| Arc::new(l.clone())),
       )
     };

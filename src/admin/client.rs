@@ -232,12 +232,17 @@ impl AdminClient {
     limit: usize,
     line: &mut dyn FnMut(&serde_json::Value) -> bool,
   ) -> Result<(), ClientError> {
+    // Lines of different isolates may arrive slightly out of the order of their seqs: a
+    // reconnect asks from a little before the last seen, and skips what it has seen.
+    const SLACK: u64 = 256;
     let mut after = 0u64;
+    let mut seen: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
     let mut first = true;
     loop {
       let backlog = if first { limit } else { 10_000 };
+      let from = if first { 0 } else { after.saturating_sub(SLACK) };
       let url = format!(
-        "{}/v1/functions/{function}/logs?follow=1&limit={backlog}&after={after}",
+        "{}/v1/functions/{function}/logs?follow=1&limit={backlog}&after={from}",
         self.base
       );
       let request = http::Request::builder()
@@ -281,7 +286,14 @@ impl AdminClient {
               continue;
             };
             if let Some(seq) = value["seq"].as_u64() {
+              if !seen.insert(seq) {
+                continue;
+              }
               after = after.max(seq);
+              // Only the seqs a reconnect could send again are remembered.
+              while seen.first().is_some_and(|&s| s + SLACK < after) {
+                seen.pop_first();
+              }
             } else if let Some(missed) = value["missed"].as_u64() {
               eprintln!("islet: fell behind; {missed} lines were missed");
               continue;
