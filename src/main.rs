@@ -516,6 +516,9 @@ struct LimitArgs {
   /// Let deployed functions turn eval() and new Function() on for themselves (limits.allow_eval).
   #[arg(long)]
   allow_eval_in_deploys: bool,
+  /// The most isolates a deployed function may keep loaded and never evicted (limits.min_isolates).
+  #[arg(long, default_value_t = 2)]
+  ceiling_min_isolates: u32,
 }
 
 impl LimitArgs {
@@ -527,6 +530,8 @@ impl LimitArgs {
       max_body_bytes: self.max_body_bytes,
       max_fetches: self.max_fetches,
       allow_eval: self.allow_eval,
+      min_isolates: 0,
+      max_isolates: 0,
     };
     limits
       .validate()
@@ -542,6 +547,7 @@ impl LimitArgs {
       max_body_bytes: self.ceiling_max_body_bytes,
       max_fetches: self.ceiling_max_fetches,
       allow_eval: self.allow_eval_in_deploys,
+      min_isolates: self.ceiling_min_isolates,
     }
   }
 

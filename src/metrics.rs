@@ -384,6 +384,8 @@ pub struct NodeGauges {
   pub admission_queued: Vec<(String, u64)>,
   /// Requests running, by function.
   pub admission_running: Vec<(String, u64)>,
+  /// Isolates loaded, by function, on every thread.
+  pub function_isolates: Vec<(String, u64)>,
   /// Per queue: messages stored, in flight, the age of the oldest (seconds), dead letters.
   pub queues: Vec<QueueGauge>,
 }
@@ -550,6 +552,11 @@ impl Collector for Scrape {
         "islet_admission_running",
         "Requests running, by function.",
         &g.admission_running,
+      ),
+      (
+        "islet_function_isolates",
+        "Isolates loaded, by function, on every isolate thread (min_isolates and max_isolates bound it).",
+        &g.function_isolates,
       ),
     ] {
       let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;

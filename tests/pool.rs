@@ -10,5 +10,7 @@ mod admission;
 mod bench_cli;
 #[path = "pool/cache.rs"]
 mod cache;
+#[path = "pool/provision.rs"]
+mod provision;
 #[path = "pool/starts.rs"]
 mod starts;

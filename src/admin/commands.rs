@@ -107,7 +107,10 @@ pub async fn functions(client: &AdminClient, json: bool) -> Result<String, Clien
   if json {
     return Ok(answer["functions"].to_string());
   }
-  let mut out = format!("{:<20} {:<16} {:>8}  routes\n", "function", "active", "versions");
+  let mut out = format!(
+    "{:<20} {:<16} {:>8} {:>8} {:>9}  routes\n",
+    "function", "active", "versions", "isolates", "min..max"
+  );
   for f in answer["functions"].as_array().into_iter().flatten() {
     let routes: Vec<&str> = f["routes"]
       .as_array()
@@ -115,11 +118,21 @@ pub async fn functions(client: &AdminClient, json: bool) -> Result<String, Clien
       .flatten()
       .filter_map(|r| r.as_str())
       .collect();
+    let (min, max) = (
+      f["min_isolates"].as_u64().unwrap_or(0),
+      f["max_isolates"].as_u64().unwrap_or(0),
+    );
+    let bounds = match max {
+      0 => format!("{min}..-"),
+      max => format!("{min}..{max}"),
+    };
     out.push_str(&format!(
-      "{:<20} {:<16} {:>8}  {}\n",
+      "{:<20} {:<16} {:>8} {:>8} {:>9}  {}\n",
       f["name"].as_str().unwrap_or("?"),
       f["active"].as_str().unwrap_or("?"),
       f["versions"].as_u64().unwrap_or(0),
+      f["isolates"].as_u64().unwrap_or(0),
+      bounds,
       routes.join(", ")
     ));
   }

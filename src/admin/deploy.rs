@@ -7,6 +7,7 @@
 //! started with (and its isolate, which finishes what it holds before it is dropped), so a redeploy
 //! drops no request; every request that starts after the swap gets the new version.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,6 +65,11 @@ pub struct FunctionSummary {
   pub active: String,
   pub versions: usize,
   pub routes: Vec<String>,
+  /// Isolates it keeps loaded, and the most it may have (0: no ceiling of its own).
+  pub min_isolates: u32,
+  pub max_isolates: u32,
+  /// Isolates of it loaded on this node now.
+  pub isolates: u64,
 }
 
 /// A version as `islet versions` lists it.
@@ -143,6 +149,8 @@ impl Deployments {
 
   /// Lets deploys clear the isolates of versions that stop serving.
   pub fn attach_pool(&self, pool: PoolControl) {
+    // Functions that keep isolates loaded get them now, ahead of their requests.
+    pool.provision(self.live.load().iter().cloned());
     *lock(&self.pool) = Some(pool);
   }
 
@@ -485,21 +493,33 @@ impl Deployments {
       pool.retain_loaded(Arc::new(move |name, version| {
         live.load().get(name).is_some_and(|f| f.version == version)
       }));
+      // Loaded where missing: a new version, or a function that now keeps isolates.
+      pool.provision(self.live.load().iter().cloned());
     }
   }
 
   pub fn functions(&self) -> Result<Vec<FunctionSummary>, DeployError> {
     let state = self.store.load()?;
     let live = self.live.load();
+    let loaded: HashMap<String, u64> = lock(&self.pool)
+      .as_ref()
+      .map(|pool| pool.function_isolates().into_iter().collect())
+      .unwrap_or_default();
     Ok(
       state
         .functions
         .iter()
-        .map(|(name, function)| FunctionSummary {
-          name: name.clone(),
-          active: function.active.clone(),
-          versions: function.versions.len(),
-          routes: live.get(name).map(|f| f.routes.clone()).unwrap_or_default(),
+        .map(|(name, function)| {
+          let served = live.get(name);
+          FunctionSummary {
+            name: name.clone(),
+            active: function.active.clone(),
+            versions: function.versions.len(),
+            routes: served.map(|f| f.routes.clone()).unwrap_or_default(),
+            min_isolates: served.map_or(0, |f| f.limits.min_isolates),
+            max_isolates: served.map_or(0, |f| f.limits.max_isolates),
+            isolates: loaded.get(name).copied().unwrap_or(0),
+          }
         })
         .collect(),
     )

@@ -86,7 +86,7 @@ impl ServiceHost for ServiceCalls {
       };
       // On the caller's own thread when it is an isolate thread (it always is for a call from a
       // handler): no thread to wake either way.
-      let nearby = invoker.here(&function.name);
+      let nearby = invoker.here(&function);
       let (responder, answer) = if nearby.is_some() {
         reply::here()
       } else {

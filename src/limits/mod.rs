@@ -47,7 +47,16 @@ pub struct Limits {
   /// Whether `eval` and `new Function` work. Off by default, as on Workers: code from strings is
   /// the usual way an injection becomes code execution.
   pub allow_eval: bool,
+  /// Isolates of the function kept loaded, one per isolate thread (provisioned): loaded when it is
+  /// deployed or the node starts, and never evicted. 0: none, every isolate is loaded on demand.
+  pub min_isolates: u32,
+  /// The most isolates of the function loaded at once on the node (its isolate threads); requests
+  /// on other threads are run on those. 0: no ceiling of its own.
+  pub max_isolates: u32,
 }
+
+/// The most isolates a function may ask to keep loaded, or cap itself at.
+const MAX_PROVISIONED: u32 = 256;
 
 impl Default for Limits {
   fn default() -> Self {
@@ -58,6 +67,8 @@ impl Default for Limits {
       max_body_bytes: 100 << 20,
       max_fetches: 50,
       allow_eval: false,
+      min_isolates: 0,
+      max_isolates: 0,
     }
   }
 }
@@ -78,6 +89,10 @@ pub struct LimitOverrides {
   pub max_fetches: Option<u32>,
   #[serde(skip_serializing_if = "Option::is_none")]
   pub allow_eval: Option<bool>,
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub min_isolates: Option<u32>,
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub max_isolates: Option<u32>,
 }
 
 /// Smallest heap an isolate can be restored into: the snapshot alone takes a few MiB.
@@ -96,6 +111,8 @@ impl Limits {
       max_body_bytes: overrides.max_body_bytes.unwrap_or(self.max_body_bytes),
       max_fetches: overrides.max_fetches.unwrap_or(self.max_fetches),
       allow_eval: overrides.allow_eval.unwrap_or(self.allow_eval),
+      min_isolates: overrides.min_isolates.unwrap_or(self.min_isolates),
+      max_isolates: overrides.max_isolates.unwrap_or(self.max_isolates),
     };
     limits.validate()?;
     Ok(limits)
@@ -121,6 +138,22 @@ impl Limits {
     }
     if self.wall_ms > MAX_WALL_MS {
       return Err(format!("wall_ms: must be at most {MAX_WALL_MS} (a day)"));
+    }
+    if self.min_isolates > MAX_PROVISIONED || self.max_isolates > MAX_PROVISIONED {
+      return Err(format!(
+        "{}: must be at most {MAX_PROVISIONED}",
+        if self.min_isolates > MAX_PROVISIONED {
+          "min_isolates"
+        } else {
+          "max_isolates"
+        }
+      ));
+    }
+    if self.max_isolates > 0 && self.min_isolates > self.max_isolates {
+      return Err(format!(
+        "min_isolates: {} is more than max_isolates ({})",
+        self.min_isolates, self.max_isolates
+      ));
     }
     Ok(())
   }
@@ -150,6 +183,8 @@ pub struct Ceilings {
   pub max_fetches: u32,
   /// Whether a deployed function may turn `eval` on for itself.
   pub allow_eval: bool,
+  /// The most isolates a deployed function may keep loaded (`min_isolates`).
+  pub min_isolates: u32,
 }
 
 impl Default for Ceilings {
@@ -161,6 +196,7 @@ impl Default for Ceilings {
       max_body_bytes: 5 << 30,
       max_fetches: 1000,
       allow_eval: false,
+      min_isolates: 2,
     }
   }
 }
@@ -196,6 +232,14 @@ impl Ceilings {
           u64::from(v),
           u64::from(self.max_fetches),
           "--ceiling-max-fetches",
+        )
+      }),
+      asked.min_isolates.and_then(|v| {
+        over(
+          "min_isolates",
+          u64::from(v),
+          u64::from(self.min_isolates),
+          "--ceiling-min-isolates",
         )
       }),
       (asked.allow_eval == Some(true) && !self.allow_eval).then(|| {

@@ -9,6 +9,7 @@
 //! sharing a connection thread with them.
 
 mod heavy;
+mod provision;
 mod worker;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::isolate::IsolateConfig;
 pub use heavy::{Demotions, HeavyLane};
+pub use provision::Provisioning;
 pub use worker::{InFlight, LocalIsolates};
 
 /// How the pool is sized. The defaults suit a 24 GiB node: an idle loaded isolate costs about
@@ -154,7 +156,9 @@ impl Placement {
 /// Reaches every isolate thread, the heavy lane included: how a deploy clears out old versions.
 #[derive(Clone)]
 pub struct PoolControl {
+  /// The isolate threads', then the heavy lane's.
   inboxes: Vec<mpsc::UnboundedSender<ThreadTask>>,
+  provisioning: Arc<Provisioning>,
 }
 
 /// Which loaded isolates to keep, by function name and version.
@@ -174,6 +178,56 @@ impl PoolControl {
 }
 
 impl PoolControl {
+  /// Loads each of `functions` that keeps `min_isolates` on that many isolate threads (the first
+  /// ones, at most all of them), where it is not loaded yet. Returns at once; each thread loads
+  /// between its tasks.
+  pub fn provision(&self, functions: impl IntoIterator<Item = Arc<crate::registry::Function>>) {
+    let threads = &self.inboxes[..self.inboxes.len().saturating_sub(1)];
+    for function in functions {
+      if function.broken.is_some() {
+        continue;
+      }
+      let min = function.limits.min_isolates as usize;
+      for inbox in threads.iter().take(min) {
+        let function = function.clone();
+        let _ = inbox.send(Box::new(move |isolates| {
+          Box::pin(async move { isolates.preload(function) })
+        }));
+      }
+    }
+  }
+
+  /// Where a request for `function` that arrived on isolate thread `thread` runs: `None` there, or
+  /// the thread to hand it to (see [`Provisioning::place`]).
+  pub fn place(&self, function: &crate::registry::Function, thread: usize) -> Option<usize> {
+    self.provisioning.place(function, thread)
+  }
+
+  /// Runs `request` on isolate thread `index`; its response comes back through its responder
+  /// (which must be [`crate::isolate::reply::elsewhere`]).
+  pub fn dispatch_on(
+    &self,
+    index: usize,
+    function: Arc<crate::registry::Function>,
+    request: crate::isolate::IsolateRequest,
+  ) {
+    // Never the heavy lane (the last inbox): demoted functions go there by their own path.
+    let Some(inbox) = self.inboxes[..self.inboxes.len().saturating_sub(1)].get(index) else {
+      return;
+    };
+    // If the thread is gone, the responder drops with the task: the caller hears the isolate stopped.
+    let _ = inbox.send(Box::new(move |isolates| {
+      Box::pin(async move {
+        let _in_flight = isolates.dispatch(function, request);
+      })
+    }));
+  }
+
+  /// Isolates loaded per function name, on every thread.
+  pub fn function_isolates(&self) -> Vec<(String, u64)> {
+    self.provisioning.isolates()
+  }
+
   /// Loaded isolates, warm (blank) isolates and the loaded isolates' heap bytes, summed over
   /// every thread (each answers between its tasks; a thread that does not answer within a second
   /// is left out).
@@ -212,17 +266,24 @@ pub struct Invoker {
   inboxes: Arc<[mpsc::UnboundedSender<ThreadTask>]>,
   next: Arc<AtomicUsize>,
   heavy: HeavyLane,
+  provisioning: Arc<Provisioning>,
 }
 
 impl Invoker {
   /// The calling thread's isolates, when it is an isolate thread and `function` is not demoted to
   /// the heavy lane: an invocation made from an isolate (a service call) can run right there, with
   /// no other thread to wake.
-  pub fn here(&self, function: &str) -> Option<LocalIsolates> {
-    if self.heavy.takes(function) {
+  pub fn here(&self, function: &crate::registry::Function) -> Option<LocalIsolates> {
+    if self.heavy.takes(&function.name) {
       return None;
     }
-    worker::here()
+    let here = worker::here()?;
+    // A function at its `max_isolates` on other threads runs there.
+    self
+      .provisioning
+      .place(function, here.thread())
+      .is_none()
+      .then_some(here)
   }
 
   /// Hands `request` to an isolate of `function` on one of the threads.
@@ -231,6 +292,7 @@ impl Invoker {
       return self.heavy.dispatch(function, request);
     }
     let index = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len().max(1);
+    let index = self.provisioning.place(&function, index).unwrap_or(index);
     let Some(inbox) = self.inboxes.get(index) else {
       return;
     };
@@ -253,6 +315,7 @@ pub struct IsolatePool {
   threads: Vec<Thread>,
   /// The extra, low-priority thread for demoted functions; see `heavy`.
   heavy: HeavyLane,
+  provisioning: Arc<Provisioning>,
 }
 
 impl IsolatePool {
@@ -267,12 +330,15 @@ impl IsolatePool {
     crate::isolate::init_v8();
     crate::limits::cpu::start_watchdog();
     // Each thread gets an equal share of the node's bounds.
+    let provisioning = Arc::new(Provisioning::default());
     let share = worker::Bounds {
       warm_isolates: config.warm_isolates,
       max_isolates: config.max_isolates.div_ceil(count).max(1),
       max_heap_bytes: config.max_heap_bytes / count,
       isolate: config.isolate.clone(),
       low_priority: false,
+      index: 0,
+      provisioning: provisioning.clone(),
     };
     let demotions = Arc::new(Demotions::default());
     let start_thread = |name: String, index: usize, bounds: worker::Bounds, cpu: Option<usize>| {
@@ -291,7 +357,11 @@ impl IsolatePool {
     let threads = (0..count)
       .map(|index| {
         let cpu = pinned.then(|| cpus[index]);
-        let inbox = start_thread(format!("islet-isolate-{index}"), index, share.clone(), cpu)?;
+        let bounds = worker::Bounds {
+          index,
+          ..share.clone()
+        };
+        let inbox = start_thread(format!("islet-isolate-{index}"), index, bounds, cpu)?;
         Ok(Thread {
           inbox,
           tasks: Arc::default(),
@@ -301,15 +371,19 @@ impl IsolatePool {
       .collect::<std::io::Result<Vec<_>>>()?;
     let heavy_bounds = worker::Bounds {
       low_priority: true,
+      index: count,
       ..share
     };
     let heavy = HeavyLane {
       inbox: start_thread("islet-heavy".into(), count, heavy_bounds, None)?,
       demotions,
     };
-    Ok(Self { threads, heavy })
+    Ok(Self {
+      threads,
+      heavy,
+      provisioning,
+    })
   }
-
   /// The heavy lane, for the request path to send demoted functions' requests to.
   pub fn heavy_lane(&self) -> HeavyLane {
     self.heavy.clone()
@@ -321,6 +395,7 @@ impl IsolatePool {
       inboxes: self.threads.iter().map(|t| t.inbox.clone()).collect(),
       next: Arc::default(),
       heavy: self.heavy.clone(),
+      provisioning: self.provisioning.clone(),
     }
   }
 
@@ -328,7 +403,10 @@ impl IsolatePool {
   pub fn control(&self) -> PoolControl {
     let mut inboxes: Vec<_> = self.threads.iter().map(|t| t.inbox.clone()).collect();
     inboxes.push(self.heavy.inbox.clone());
-    PoolControl { inboxes }
+    PoolControl {
+      inboxes,
+      provisioning: self.provisioning.clone(),
+    }
   }
 
   /// Runs `task` (a connection) on the thread pinned to `arrived_on`, the CPU its packets arrive

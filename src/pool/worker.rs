@@ -29,6 +29,10 @@ pub(super) struct Bounds {
   pub isolate: IsolateConfig,
   /// Run at the lowest CPU priority: the heavy lane.
   pub low_priority: bool,
+  /// This thread's index among the isolate threads (the heavy lane's is last).
+  pub index: usize,
+  /// Which threads hold which functions loaded (see `provision`).
+  pub provisioning: Arc<super::Provisioning>,
 }
 
 /// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
@@ -119,6 +123,16 @@ impl LocalIsolates {
     self.dispatched.set(self.dispatched.get().wrapping_add(1));
     self.isolates.borrow_mut().run(function, request);
     InFlight(self.in_flight.clone())
+  }
+
+  /// This thread's index among the isolate threads.
+  pub fn thread(&self) -> usize {
+    self.isolates.borrow().bounds.index
+  }
+
+  /// Loads `function` here ahead of its requests, unless it is loaded.
+  pub fn preload(&self, function: Arc<Function>) {
+    self.isolates.borrow_mut().preload(function);
   }
 
   /// Loaded isolates, blank ones, and the loaded ones' heap bytes as last measured.
@@ -311,6 +325,38 @@ impl Isolates {
       }
     }
     request.cold = true;
+    match self.start(&function) {
+      Ok((inbox, precharged)) => {
+        request.precharged = precharged;
+        // INVARIANT: the isolate's task holds the receiver until its inbox is dropped.
+        inbox.send(request).unwrap_or_else(|_| unreachable!());
+      }
+      Err(()) => {
+        self.report_unrun(&function, request.unrun(ErrorCode::IsolateFailed));
+        request.reject(
+          ErrorCode::IsolateFailed,
+          "could not start an isolate for this function",
+        );
+      }
+    }
+  }
+
+  /// Loads `function` here ahead of its requests (it keeps `min_isolates`), unless it is loaded.
+  fn preload(&mut self, function: Arc<Function>) {
+    if !self.loaded.contains(&VersionKey(function.clone())) {
+      let _ = self.start(&function);
+    }
+  }
+
+  /// Loads `function` into an isolate of this thread (a warm one when its heap limit is the node's)
+  /// and starts the task that drives it. Returns its inbox and the CPU its restore took when that
+  /// was done now, for the first request to pay (an empty warm pool is the node's doing, not
+  /// charged; a heap of the function's own choosing is).
+  fn start(
+    &mut self,
+    function: &Arc<Function>,
+  ) -> Result<(mpsc::UnboundedSender<IsolateRequest>, Duration), ()> {
+    let key = VersionKey(function.clone());
     // Warm isolates have the node's default heap limit; a function with its own gets a new one.
     let own_heap = function.limits.memory_mb != self.bounds.isolate.limits.memory_mb;
     let warm = if own_heap { None } else { self.warm.pop() };
@@ -322,13 +368,12 @@ impl Isolates {
       ..self.bounds.isolate.clone()
     };
     let restored = Instant::now();
+    let mut precharged = Duration::ZERO;
     let made = match warm {
       Some(isolate) => Ok(isolate),
       None => Isolate::new(&config).inspect(|_| {
-        // Restored here, on the request's thread, because the function chose a heap of its own:
-        // the request pays for it out of its CPU limit. (An empty warm pool is the node's doing.)
         if own_heap {
-          request.precharged = restored.elapsed();
+          precharged = restored.elapsed();
         }
       }),
     };
@@ -336,17 +381,12 @@ impl Isolates {
       Ok(isolate) => isolate,
       Err(err) => {
         tracing::error!(function = %function.name, "{err}");
-        self.report_unrun(&function, request.unrun(ErrorCode::IsolateFailed));
-        return request.reject(
-          ErrorCode::IsolateFailed,
-          "could not start an isolate for this function",
-        );
+        self.bounds.provisioning.unloaded(function, self.bounds.index);
+        return Err(());
       }
     };
-    isolate.load(function);
+    isolate.load(function.clone());
     let (inbox, requests) = mpsc::unbounded_channel();
-    // INVARIANT: the receiver is alive: it was created on the line above.
-    inbox.send(request).unwrap_or_else(|_| unreachable!());
     let heap_bytes = Rc::new(Cell::new(0));
     spawn_here(drive(
       isolate,
@@ -356,28 +396,48 @@ impl Isolates {
       self.demotions.clone(),
       (self.backoffs.clone(), key.clone()),
     ));
-    self.loaded.put(key.clone(), Loaded { inbox, heap_bytes });
+    self.loaded.put(
+      key.clone(),
+      Loaded {
+        inbox: inbox.clone(),
+        heap_bytes,
+      },
+    );
+    self.bounds.provisioning.loaded(function, self.bounds.index);
     self.evict_beyond_bounds(&key);
+    Ok((inbox, precharged))
+  }
+
+  /// Whether this thread keeps `key` loaded whatever its use: its function keeps `min_isolates`
+  /// and this is one of the threads it is kept on (the first ones; never the heavy lane).
+  fn provisioned(&self, key: &VersionKey) -> bool {
+    !self.bounds.low_priority && self.bounds.index < key.0.limits.min_isolates as usize
   }
 
   /// Evicts least recently used isolates until the thread is within its bounds, never `keep`.
   /// An evicted isolate finishes the requests it holds, then its task drops it and V8 frees it.
   fn evict_beyond_bounds(&mut self, keep: &VersionKey) {
     while self.loaded.len() > self.bounds.max_isolates || self.heap_bytes.get() > self.bounds.max_heap_bytes {
-      match self.loaded.peek_lru() {
-        Some((key, _)) if key != keep => {
-          let key = key.clone();
-          let function = &key.0;
-          tracing::debug!(function = %function.name, version = %function.version, "evicting isolate");
-          self.forget(&key);
-        }
-        _ => break,
-      }
+      // The least recently used that is not provisioned here.
+      let victim = self
+        .loaded
+        .iter()
+        .rev()
+        .map(|(key, _)| key)
+        .find(|key| *key != keep && !self.provisioned(key))
+        .cloned();
+      let Some(key) = victim else {
+        break;
+      };
+      let function = &key.0;
+      tracing::debug!(function = %function.name, version = %function.version, "evicting isolate");
+      self.forget(&key);
     }
   }
 
   fn forget(&mut self, key: &VersionKey) {
     if let Some(loaded) = self.loaded.pop(key) {
+      self.bounds.provisioning.unloaded(&key.0, self.bounds.index);
       // Its heap stops counting now; closing its inbox (by dropping `loaded`) ends its task.
       self
         .heap_bytes

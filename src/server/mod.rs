@@ -113,6 +113,8 @@ struct Node {
   admission: Arc<Admission>,
   /// Where demoted functions' requests run instead of the connection's thread.
   heavy_lane: HeavyLane,
+  /// The other isolate threads, where a function at its `max_isolates` runs.
+  threads: PoolControl,
   scheduled: Option<ScheduledHook>,
 }
 
@@ -175,6 +177,7 @@ impl Server {
       router: Router::new(config.base_domains.clone(), config.path_hosts.clone()),
       admission: Arc::new(Admission::new(config.admission)),
       heavy_lane: pool.heavy_lane(),
+      threads: pool.control(),
       scheduled: config.scheduled.clone(),
     };
     Ok(Self {
@@ -208,6 +211,7 @@ impl Server {
           connections: open.load(std::sync::atomic::Ordering::Relaxed) as u64,
           ..Default::default()
         };
+        gauges.function_isolates = pool.function_isolates();
         for (function, running, queued) in admission.snapshot() {
           gauges.admission_running.push((function.clone(), running));
           gauges.admission_queued.push((function, queued));
@@ -637,8 +641,14 @@ impl Node {
     let body = (!body.is_end_stream())
       .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
     let on_heavy_lane = self.heavy_lane.takes(&function.name);
+    // A function at its `max_isolates` on other threads runs there (no lock for the rest).
+    let on_thread = match function.limits.max_isolates {
+      0 => None,
+      _ if on_heavy_lane => None,
+      _ => self.threads.place(&function, isolates.thread()),
+    };
     // A request on this thread's isolates is answered on this thread.
-    let (responder, outcome) = if on_heavy_lane {
+    let (responder, outcome) = if on_heavy_lane || on_thread.is_some() {
       reply::elsewhere()
     } else {
       reply::here()
@@ -656,7 +666,12 @@ impl Node {
       service_chain: None,
       trigger: "http",
     };
-    let _in_flight = if on_heavy_lane {
+    let _in_flight = if let Some(thread) = on_thread {
+      self
+        .threads
+        .dispatch_on(thread, function.clone(), isolate_request);
+      None
+    } else if on_heavy_lane {
       self.heavy_lane.dispatch(function.clone(), isolate_request);
       None
     } else {
