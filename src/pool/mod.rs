@@ -278,12 +278,11 @@ impl Invoker {
       return None;
     }
     let here = worker::here()?;
-    // A function at its `max_isolates` on other threads runs there.
-    self
-      .provisioning
-      .place(function, here.thread())
-      .is_none()
-      .then_some(here)
+    if function.limits.max_isolates == 0 {
+      return Some(here);
+    }
+    // A capped function runs on the threads it is placed on (never the heavy lane's own copy).
+    (!here.heavy() && self.provisioning.place(function, here.thread()).is_none()).then_some(here)
   }
 
   /// Hands `request` to an isolate of `function` on one of the threads.

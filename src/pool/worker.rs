@@ -130,6 +130,11 @@ impl LocalIsolates {
     self.isolates.borrow().bounds.index
   }
 
+  /// Whether this is the heavy lane.
+  pub fn heavy(&self) -> bool {
+    self.isolates.borrow().bounds.low_priority
+  }
+
   /// Loads `function` here ahead of its requests, unless it is loaded.
   pub fn preload(&self, function: Arc<Function>) {
     self.isolates.borrow_mut().preload(function);
@@ -381,7 +386,7 @@ impl Isolates {
       Ok(isolate) => isolate,
       Err(err) => {
         tracing::error!(function = %function.name, "{err}");
-        self.bounds.provisioning.unloaded(function, self.bounds.index);
+        self.provisioning_unloaded(function);
         return Err(());
       }
     };
@@ -403,9 +408,19 @@ impl Isolates {
         heap_bytes,
       },
     );
-    self.bounds.provisioning.loaded(function, self.bounds.index);
+    // The heavy lane is not one of the threads a capped function is placed on.
+    if !self.bounds.low_priority {
+      self.bounds.provisioning.loaded(function, self.bounds.index);
+    }
     self.evict_beyond_bounds(&key);
     Ok((inbox, precharged))
+  }
+
+  /// Tells the provisioning this thread no longer holds `function` (the heavy lane never told it).
+  fn provisioning_unloaded(&self, function: &Function) {
+    if !self.bounds.low_priority {
+      self.bounds.provisioning.unloaded(function, self.bounds.index);
+    }
   }
 
   /// Whether this thread keeps `key` loaded whatever its use: its function keeps `min_isolates`
@@ -437,7 +452,7 @@ impl Isolates {
 
   fn forget(&mut self, key: &VersionKey) {
     if let Some(loaded) = self.loaded.pop(key) {
-      self.bounds.provisioning.unloaded(&key.0, self.bounds.index);
+      self.provisioning_unloaded(&key.0);
       // Its heap stops counting now; closing its inbox (by dropping `loaded`) ends its task.
       self
         .heap_bytes
