@@ -1051,7 +1051,10 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
       },
     )));
   }
+  let served = live.clone();
   let server = Server::bind(config, live).await?;
+  // Functions that keep isolates loaded get them now, ahead of their requests.
+  server.pool_control().provision(served.load().iter().cloned());
   events.start(server.invoker());
   services.start(&server);
   let scheme = if https { "https" } else { "http" };

@@ -149,8 +149,6 @@ impl Deployments {
 
   /// Lets deploys clear the isolates of versions that stop serving.
   pub fn attach_pool(&self, pool: PoolControl) {
-    // Functions that keep isolates loaded get them now, ahead of their requests.
-    pool.provision(self.live.load().iter().cloned());
     *lock(&self.pool) = Some(pool);
   }
 

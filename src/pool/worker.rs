@@ -39,6 +39,10 @@ pub(super) struct Bounds {
 struct Loaded {
   inbox: mpsc::UnboundedSender<IsolateRequest>,
   heap_bytes: Rc<Cell<usize>>,
+  /// Loaded ahead of requests for the function's `min_isolates` (or in place of such an isolate
+  /// that failed): kept whatever its use while the thread's provisioned isolates are within
+  /// their budget (see `evict_beyond_bounds`).
+  pinned: bool,
 }
 
 /// What a loaded isolate is cached by: its function's name and version, compared by value. It
@@ -307,6 +311,7 @@ impl Isolates {
 
   fn run(&mut self, function: Arc<Function>, mut request: IsolateRequest) {
     let key = VersionKey(function.clone());
+    let mut pinned = false;
     if let Some(loaded) = self.loaded.get(&key) {
       request.cold = false;
       match loaded.inbox.send(request) {
@@ -314,6 +319,7 @@ impl Isolates {
         // That isolate has failed or retired and takes no more requests: start anew below.
         Err(mpsc::error::SendError(returned)) => request = returned,
       }
+      pinned = loaded.pinned;
       self.forget(&key);
     }
     if let Some(backoff) = self.backoffs.borrow().get(&key) {
@@ -325,12 +331,14 @@ impl Isolates {
           backoff.failures,
           (backoff.until - now).as_millis()
         );
+        // Not loaded here after all: a place claimed for it (`max_isolates`) is given back.
+        self.provisioning_unloaded(&function);
         self.report_unrun(&function, request.unrun(ErrorCode::ModuleLoadFailed));
         return request.reject(ErrorCode::ModuleLoadFailed, &message);
       }
     }
     request.cold = true;
-    match self.start(&function) {
+    match self.start(&function, pinned) {
       Ok((inbox, precharged)) => {
         request.precharged = precharged;
         // INVARIANT: the isolate's task holds the receiver until its inbox is dropped.
@@ -346,10 +354,33 @@ impl Isolates {
     }
   }
 
-  /// Loads `function` here ahead of its requests (it keeps `min_isolates`), unless it is loaded.
+  /// Loads `function` here ahead of its requests (it keeps `min_isolates`), unless it is loaded
+  /// and alive, it is waiting out a load failure, or it is at its `max_isolates` elsewhere.
   fn preload(&mut self, function: Arc<Function>) {
-    if !self.loaded.contains(&VersionKey(function.clone())) {
-      let _ = self.start(&function);
+    let key = VersionKey(function.clone());
+    match self.loaded.peek_mut(&key) {
+      Some(loaded) if !loaded.inbox.is_closed() => {
+        loaded.pinned = true;
+        return;
+      }
+      Some(_) => self.forget(&key),
+      None => {}
+    }
+    let backing_off = self
+      .backoffs
+      .borrow()
+      .get(&key)
+      .is_some_and(|backoff| backoff.until > Instant::now());
+    if backing_off || self.bounds.low_priority {
+      return;
+    }
+    if self
+      .bounds
+      .provisioning
+      .place(&function, self.bounds.index)
+      .is_none()
+    {
+      let _ = self.start(&function, true);
     }
   }
 
@@ -360,6 +391,7 @@ impl Isolates {
   fn start(
     &mut self,
     function: &Arc<Function>,
+    pinned: bool,
   ) -> Result<(mpsc::UnboundedSender<IsolateRequest>, Duration), ()> {
     let key = VersionKey(function.clone());
     // Warm isolates have the node's default heap limit; a function with its own gets a new one.
@@ -406,6 +438,7 @@ impl Isolates {
       Loaded {
         inbox: inbox.clone(),
         heap_bytes,
+        pinned,
       },
     );
     // The heavy lane is not one of the threads a capped function is placed on.
@@ -423,23 +456,29 @@ impl Isolates {
     }
   }
 
-  /// Whether this thread keeps `key` loaded whatever its use: its function keeps `min_isolates`
-  /// and this is one of the threads it is kept on (the first ones; never the heavy lane).
-  fn provisioned(&self, key: &VersionKey) -> bool {
-    !self.bounds.low_priority && self.bounds.index < key.0.limits.min_isolates as usize
-  }
-
   /// Evicts least recently used isolates until the thread is within its bounds, never `keep`.
   /// An evicted isolate finishes the requests it holds, then its task drops it and V8 frees it.
   fn evict_beyond_bounds(&mut self, keep: &VersionKey) {
+    // Provisioned isolates are kept only while they hold at most half the thread's bounds (one
+    // isolate at least): past that, a tenant's min_isolates would starve everyone else's, and
+    // every isolate is evicted by use alike.
+    let (pinned, pinned_heap) = self
+      .loaded
+      .iter()
+      .filter(|(_, loaded)| loaded.pinned)
+      .fold((0, 0), |(n, heap), (_, loaded)| {
+        (n + 1, heap + loaded.heap_bytes.get())
+      });
+    let protect =
+      pinned <= self.bounds.max_isolates.div_ceil(2) && pinned_heap <= self.bounds.max_heap_bytes / 2;
     while self.loaded.len() > self.bounds.max_isolates || self.heap_bytes.get() > self.bounds.max_heap_bytes {
-      // The least recently used that is not provisioned here.
+      // The least recently used that is not kept.
       let victim = self
         .loaded
         .iter()
         .rev()
+        .find(|(key, loaded)| *key != keep && !(protect && loaded.pinned))
         .map(|(key, _)| key)
-        .find(|key| *key != keep && !self.provisioned(key))
         .cloned();
       let Some(key) = victim else {
         break;

@@ -11,11 +11,29 @@ const TOKEN: &str = "pool-token";
 /// A node with two isolate threads of one loaded isolate each (`--max-isolates 2`), the admin API,
 /// and `count` plain functions `f0`… to load.
 fn node(data: &TempDir, count: usize) -> Node {
+  node_with(data, count, &[], "2", "2")
+}
+
+/// Like `node`, with `--max-isolates max_isolates` and folder functions `pinned` (name, limits.json).
+fn node_with(
+  data: &TempDir,
+  count: usize,
+  pinned: &[(&str, &str)],
+  max_isolates: &str,
+  threads: &str,
+) -> Node {
   let dir = std::path::Path::new(data.path()).join("functions");
   std::fs::create_dir_all(&dir).unwrap();
   for i in 0..count {
     let source = format!("export default {{ fetch() {{ return new Response('f{i}'); }} }};\n");
     std::fs::write(dir.join(format!("f{i}.js")), source).unwrap();
+  }
+  for (name, limits) in pinned {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let source = format!("export default {{ fetch() {{ return new Response('{name}'); }} }};\n");
+    std::fs::write(folder.join("index.js"), source).unwrap();
+    std::fs::write(folder.join("limits.json"), limits).unwrap();
   }
   let store = std::path::Path::new(data.path()).join("store");
   Node::start(
@@ -26,12 +44,47 @@ fn node(data: &TempDir, count: usize) -> Node {
       "--data",
       store.to_str().unwrap(),
       "--threads",
-      "2",
+      threads,
       "--max-isolates",
-      "2",
+      max_isolates,
     ],
     "info",
   )
+}
+
+/// Isolates loaded per function, from `/metrics` (open on a loopback admin listener).
+async fn loaded_isolates(node: &Node) -> std::collections::HashMap<String, f64> {
+  let text = get(&http1(), &format!("{}/metrics", node.admin_url()))
+    .await
+    .text();
+  let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+  scrape
+    .samples
+    .iter()
+    .filter(|s| s.metric == "islet_function_isolates")
+    .filter_map(|s| match s.value {
+      prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => {
+        Some((s.labels.get("function")?.to_string(), v))
+      }
+      _ => None,
+    })
+    .collect()
+}
+
+/// Waits until each of `functions` has `count` isolates loaded.
+async fn wait_loaded(node: &Node, functions: &[&str], count: f64) {
+  let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+  loop {
+    let loaded = loaded_isolates(node).await;
+    if functions.iter().all(|f| loaded.get(*f) == Some(&count)) {
+      return;
+    }
+    assert!(
+      std::time::Instant::now() < deadline,
+      "not provisioned: {loaded:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+  }
 }
 
 async fn admin(node: &Node, method: &str, path: &str, body: Bytes) -> Reply {
@@ -123,6 +176,53 @@ async fn min_isolates_are_loaded_at_deploy_and_stay_loaded_under_eviction_pressu
 }
 
 #[tokio::test]
+async fn provisioned_at_start_and_never_more_than_half_a_threads_isolates() {
+  // Four functions keep an isolate each, on a thread that holds 4: provisioned isolates are
+  // loaded at start, but keep their places only while they hold at most half of them, so the
+  // two functions used on demand stay loaded beside them.
+  let data = TempDir::new("provision-budget");
+  let pinned = [
+    ("p0", r#"{"min_isolates": 1}"#),
+    ("p1", r#"{"min_isolates": 1}"#),
+    ("p2", r#"{"min_isolates": 1}"#),
+    ("p3", r#"{"min_isolates": 1}"#),
+  ];
+  let node = node_with(&data, 2, &pinned, "4", "1");
+  // They fill the thread (loading the later ones evicted the first: over the budget, they are
+  // evicted by use like any other).
+  let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+  while loaded_isolates(&node).await.values().sum::<f64>() < 4.0 {
+    assert!(std::time::Instant::now() < deadline, "not provisioned");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+  }
+  let client = http1();
+  for round in 0..4 {
+    for name in ["f0", "f1"] {
+      let reply = get(&client, &node.url(&format!("/{name}"))).await;
+      assert_eq!(reply.text(), name);
+      if round > 0 {
+        assert_eq!(
+          reply.header("x-islet-start"),
+          Some("warm"),
+          "{name} in round {round}"
+        );
+      }
+    }
+  }
+}
+
+#[tokio::test]
+async fn a_provisioned_folder_function_answers_warm_from_its_first_request() {
+  let data = TempDir::new("provision-start");
+  let node = node_with(&data, 0, &[("early", r#"{"min_isolates": 2}"#)], "8", "2");
+  wait_loaded(&node, &["early"], 2.0).await;
+  for _ in 0..4 {
+    let reply = fresh_get(&node, "/early").await;
+    assert_eq!(reply.header("x-islet-start"), Some("warm"));
+  }
+}
+
+#[tokio::test]
 async fn max_isolates_holds_under_concurrent_load_from_every_thread() {
   let data = TempDir::new("provision-max");
   let node = node(&data, 0);
@@ -164,4 +264,29 @@ async fn max_isolates_holds_under_concurrent_load_from_every_thread() {
     (Some(1), Some(1)),
     "{entry}"
   );
+}
+
+#[tokio::test]
+async fn a_capped_function_that_cannot_load_holds_no_place() {
+  let data = TempDir::new("provision-failing");
+  let node = node(&data, 0);
+  deploy(
+    &node,
+    "stuck",
+    "while (true) {}\nexport default { fetch() { return new Response('never'); } };\n",
+    serde_json::json!({ "max_isolates": 1 }),
+  )
+  .await;
+  // The first request's load is stopped by the top-level CPU budget; the next ones, on the same
+  // connection and thread, are refused while it backs off (each claims the place first).
+  let client = http1();
+  for _ in 0..4 {
+    let reply = get(&client, &node.url("/stuck")).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+  }
+  let loaded = loaded_isolates(&node).await;
+  assert_eq!(loaded.get("stuck").copied().unwrap_or(0.0), 0.0, "{loaded:?}");
+  let reply = admin(&node, "DELETE", "/v1/functions/stuck", Bytes::new()).await;
+  assert!(reply.status < 300, "{}", reply.text());
+  assert!(!loaded_isolates(&node).await.contains_key("stuck"));
 }
