@@ -48,7 +48,8 @@ pub struct Limits {
   /// the usual way an injection becomes code execution.
   pub allow_eval: bool,
   /// Isolates of the function kept loaded, one per isolate thread (provisioned): loaded when it is
-  /// deployed or the node starts, and never evicted. 0: none, every isolate is loaded on demand.
+  /// deployed or the node starts, and not evicted while a thread's provisioned isolates hold at
+  /// most half of its bounds (`pool::worker`). 0: none, every isolate is loaded on demand.
   pub min_isolates: u32,
   /// The most isolates of the function loaded at once on the node (its isolate threads); requests
   /// on other threads are run on those. 0: no ceiling of its own.

@@ -459,6 +459,13 @@ impl Isolates {
   /// Evicts least recently used isolates until the thread is within its bounds, never `keep`.
   /// An evicted isolate finishes the requests it holds, then its task drops it and V8 frees it.
   fn evict_beyond_bounds(&mut self, keep: &VersionKey) {
+    let over = |isolates: &Self| {
+      isolates.loaded.len() > isolates.bounds.max_isolates
+        || isolates.heap_bytes.get() > isolates.bounds.max_heap_bytes
+    };
+    if !over(self) {
+      return;
+    }
     // Provisioned isolates are kept only while they hold at most half the thread's bounds (one
     // isolate at least): past that, a tenant's min_isolates would starve everyone else's, and
     // every isolate is evicted by use alike.
@@ -471,7 +478,7 @@ impl Isolates {
       });
     let protect =
       pinned <= self.bounds.max_isolates.div_ceil(2) && pinned_heap <= self.bounds.max_heap_bytes / 2;
-    while self.loaded.len() > self.bounds.max_isolates || self.heap_bytes.get() > self.bounds.max_heap_bytes {
+    while over(self) {
       // The least recently used that is not kept.
       let victim = self
         .loaded
