@@ -289,12 +289,6 @@ impl std::fmt::Debug for Logs {
   }
 }
 
-fn now_ms() -> u64 {
-  SystemTime::now()
-    .duration_since(UNIX_EPOCH)
-    .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Logs {
   pub fn new() -> Arc<Self> {
     Arc::new(Self::default())
@@ -408,7 +402,7 @@ fn console_line(function: Arc<str>, request_id: &str, level: u32, message: &str)
   };
   LogLine {
     seq: 0,
-    time_ms: now_ms(),
+    time_ms: crate::isolate::ext::now_ms(),
     function,
     request_id: LineRequest::Text(request_id.to_string()),
     level: match level {

@@ -30,8 +30,8 @@ pub use body::{RequestBody, RequestBodyResource, ResponseBody};
   reason = "build.rs compiles this module but uses only `extensions`"
 )]
 pub use ops::{
-  escaped, report_unrun, Fanout, FunctionSink, HandlerFailure, HandlerOutcome, InvocationEnd, InvocationSink,
-  MemoryAccount, PendingResponses, RequestSlot, StartTiming, Unrun,
+  escaped, now_ms, report_unrun, Fanout, FunctionSink, HandlerFailure, HandlerOutcome, InvocationEnd,
+  InvocationSink, MemoryAccount, PendingResponses, RequestSlot, StartTiming, Unrun,
 };
 #[allow(
   unused_imports,

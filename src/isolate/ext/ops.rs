@@ -78,7 +78,7 @@ pub struct InvocationEnd {
 }
 
 /// Now, in milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
   std::time::SystemTime::now()
     .duration_since(std::time::UNIX_EPOCH)
     .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
