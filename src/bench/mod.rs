@@ -129,6 +129,7 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
 
   let mut registry = Registry::default();
   registry.insert(copy_of(&base, "bench-warm", None, &vars));
+  registry.insert(copy_of(&base, "bench-beside", None, &vars));
   for i in 0..config.cold_starts {
     registry.insert(copy_of(&base, &format!("bench-cold-{i}"), Some(i), &vars));
   }
@@ -148,6 +149,23 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
   tokio::time::sleep(Duration::from_millis(200)).await;
 
   let client: BenchClient = Client::builder(TokioExecutor::new()).build_http();
+  // Another function, loaded on every thread, which paced requests on a connection of their own
+  // reach while nothing else runs and then during the cold phase.
+  let beside_url = Arc::new(format!("http://{addr}/bench-beside/"));
+  let beside_client: BenchClient = Client::builder(TokioExecutor::new()).build_http();
+  drive(&beside_client, &beside_url, 4, 200, &|_| {}).await?;
+  // As long as the cold phase will take: paced, its length; back to back, about two seconds.
+  let beside_window = if config.cold_rate > 0.0 {
+    Duration::from_secs_f64((config.cold_starts as f64 / config.cold_rate).clamp(0.5, 10.0))
+  } else {
+    Duration::from_secs(2)
+  };
+  let beside_alone = beside(&beside_client, &beside_url, Some(beside_window), None).await?;
+  let stop_beside = Arc::new(std::sync::atomic::AtomicBool::new(false));
+  let beside_during_cold = tokio::spawn({
+    let (client, url, stop) = (beside_client.clone(), beside_url.clone(), stop_beside.clone());
+    async move { beside(&client, &url, None, Some(&stop)).await }
+  });
   let rss_before = rss_bytes();
   let mut cold = Vec::with_capacity(config.cold_starts);
   let mut cold_server = Vec::with_capacity(config.cold_starts);
@@ -169,6 +187,10 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     progress("cold starts", i + 1, config.cold_starts);
   }
   let rss_after = rss_bytes();
+  stop_beside.store(true, Ordering::Relaxed);
+  let beside_during_cold = beside_during_cold
+    .await
+    .map_err(|e| NodeError::Config(format!("bench worker failed: {e}")))??;
 
   // Warm-up at full concurrency, so every isolate thread the load spreads to has the function.
   let url = Arc::new(format!("http://{addr}/bench-warm/"));
@@ -199,7 +221,32 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     warm_phase_cold_starts,
     warm_requests_per_second: config.warm_requests as f64 / elapsed.as_secs_f64(),
     rss_per_isolate_bytes: rss_after.saturating_sub(rss_before) / config.cold_starts.max(1) as u64,
+    beside_alone: Latencies::from_unsorted(beside_alone),
+    beside_during_cold: Latencies::from_unsorted(beside_during_cold),
   })
+}
+
+/// How often the requests to the other function are sent.
+const BESIDE_EVERY: Duration = Duration::from_millis(2);
+
+/// Sends GETs to `url` one at a time, one every [`BESIDE_EVERY`] (or right after the last answer
+/// if that took longer), for `window` or until `stop` is set; their latencies.
+async fn beside(
+  client: &BenchClient,
+  url: &str,
+  window: Option<Duration>,
+  stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Vec<Duration>, NodeError> {
+  let began = tokio::time::Instant::now();
+  let mut latencies = Vec::new();
+  for i in 0u32.. {
+    if window.is_some_and(|w| began.elapsed() >= w) || stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+      break;
+    }
+    tokio::time::sleep_until(began + BESIDE_EVERY * i).await;
+    latencies.push(timed_get(client, url).await?.latency);
+  }
+  Ok(latencies)
 }
 
 /// Sends `total` GETs to `url`, `concurrency` at a time, reporting how many are done as it goes.

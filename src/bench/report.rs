@@ -29,6 +29,10 @@ pub struct Report {
   pub warm_requests_per_second: f64,
   /// Resident memory added per loaded isolate, measured across the cold starts.
   pub rss_per_isolate_bytes: u64,
+  /// Warm requests to another, loaded function, paced on a connection of their own: for as long
+  /// as the cold phase lasts just before it, and during it (what the cold starts cost others).
+  pub beside_alone: Latencies,
+  pub beside_during_cold: Latencies,
 }
 
 #[derive(Serialize)]
@@ -68,6 +72,8 @@ struct ReportJson<'a> {
   warm_phase_cold_starts: usize,
   warm_requests_per_second: f64,
   rss_per_isolate_mib: f64,
+  beside_alone: PhaseJson,
+  beside_during_cold: PhaseJson,
 }
 
 impl Report {
@@ -83,6 +89,8 @@ impl Report {
       warm_phase_cold_starts: self.warm_phase_cold_starts,
       warm_requests_per_second: self.warm_requests_per_second.round(),
       rss_per_isolate_mib: (self.rss_per_isolate_bytes as f64 / 1048576.0 * 100.0).round() / 100.0,
+      beside_alone: PhaseJson::of(&self.beside_alone),
+      beside_during_cold: PhaseJson::of(&self.beside_during_cold),
     };
     // INVARIANT: numbers and strings always serialize.
     serde_json::to_string_pretty(&json).expect("report serializes")
@@ -111,6 +119,8 @@ impl Report {
       ("cold start (end to end)", &self.cold),
       ("cold start (server)", &self.cold_server_start),
       ("warm request", &self.warm),
+      ("another function, alone", &self.beside_alone),
+      ("  and during cold starts", &self.beside_during_cold),
     ] {
       let p = PhaseJson::of(phase);
       let _ = writeln!(

@@ -65,6 +65,11 @@ pub fn init_v8() {
     // An isolate's heap pages go back to the OS when it is dropped, instead of into a pool kept
     // for other isolates: an isolate stopped at its memory limit must really give its memory back.
     v8::V8::set_flags_from_string("--no-memory-pool-share-memory-on-teardown");
+    // For measuring V8's flags one at a time (benches/README.md), not for production use: a flag
+    // can weaken what the limits rely on.
+    if let Ok(flags) = std::env::var("ISLET_V8_FLAGS") {
+      v8::V8::set_flags_from_string(&flags);
+    }
     JsRuntime::init_platform(None);
   });
 }

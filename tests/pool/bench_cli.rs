@@ -39,7 +39,12 @@ fn islet_bench_reports_cold_and_warm_starts_as_json_and_svg() {
   assert_eq!(report["cold"]["samples"], 5);
   assert_eq!(report["cold_server_start"]["samples"], 5);
   assert_eq!(report["warm"]["samples"], 200);
-  for phase in ["cold", "warm"] {
+  // Paced every 2 ms for two seconds alone (back to back cold starts), then during the cold
+  // starts: at least one request each.
+  let alone = report["beside_alone"]["samples"].as_u64().unwrap();
+  assert!((100..=1001).contains(&alone), "{report}");
+  assert!(report["beside_during_cold"]["samples"].as_u64().unwrap() >= 1, "{report}");
+  for phase in ["cold", "warm", "beside_alone"] {
     let p50 = report[phase]["p50_ms"].as_f64().unwrap();
     let p99 = report[phase]["p99_ms"].as_f64().unwrap();
     let max = report[phase]["max_ms"].as_f64().unwrap();
