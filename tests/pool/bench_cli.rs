@@ -43,7 +43,10 @@ fn islet_bench_reports_cold_and_warm_starts_as_json_and_svg() {
   // starts: at least one request each.
   let alone = report["beside_alone"]["samples"].as_u64().unwrap();
   assert!((100..=1001).contains(&alone), "{report}");
-  assert!(report["beside_during_cold"]["samples"].as_u64().unwrap() >= 1, "{report}");
+  assert!(
+    report["beside_during_cold"]["samples"].as_u64().unwrap() >= 1,
+    "{report}"
+  );
   for phase in ["cold", "warm", "beside_alone"] {
     let p50 = report[phase]["p50_ms"].as_f64().unwrap();
     let p99 = report[phase]["p99_ms"].as_f64().unwrap();
