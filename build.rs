@@ -22,7 +22,13 @@ fn main() {
         std::sync::Arc::new(deno_web::BlobStore::default()),
       ),
       extension_transpiler: None,
-      with_runtime_cb: None,
+      // The request path runs once before the heap is serialized, so the code it compiled is
+      // kept (see `__isletWarmSnapshot` in runtime-js/99_main.js).
+      with_runtime_cb: Some(Box::new(|runtime| {
+        runtime
+          .execute_script("ext:islet_runtime/warm_snapshot", "globalThis.__isletWarmSnapshot()")
+          .unwrap_or_else(|err| panic!("warming the snapshot failed: {err}"));
+      })),
     },
     None,
   )

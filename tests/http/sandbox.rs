@@ -11,6 +11,7 @@ async fn handler_cannot_see_deno_or_read_files() {
   assert_eq!(seen["deno"], "undefined");
   assert_eq!(seen["bootstrap"], "undefined");
   assert_eq!(seen["boot"], "undefined");
+  assert_eq!(seen["warmSnapshot"], "undefined");
   assert_eq!(seen["process"], "undefined");
   for probe in ["fetchFile", "importFile", "importBare", "importOutside"] {
     assert_eq!(seen[probe]["ok"], false, "{probe} succeeded: {}", seen[probe]);
