@@ -26,7 +26,10 @@ fn main() {
       // kept (see `__isletWarmSnapshot` in runtime-js/99_main.js).
       with_runtime_cb: Some(Box::new(|runtime| {
         runtime
-          .execute_script("ext:islet_runtime/warm_snapshot", "globalThis.__isletWarmSnapshot()")
+          .execute_script(
+            "ext:islet_runtime/warm_snapshot",
+            "globalThis.__isletWarmSnapshot()",
+          )
           .unwrap_or_else(|err| panic!("warming the snapshot failed: {err}"));
       })),
     },

@@ -566,9 +566,13 @@ struct PoolArgs {
   /// its CPU and serves the connections whose packets arrive there.
   #[arg(long)]
   no_pin_threads: bool,
-  /// Blank isolates each thread keeps ready for cold starts.
+  /// Blank isolates each thread keeps ready for cold starts, at least: more while cold starts come
+  /// faster (as many as the busiest recent second's), up to --max-warm-isolates.
   #[arg(long, default_value_t = 2)]
   warm_isolates: usize,
+  /// The most blank isolates each thread keeps ready.
+  #[arg(long, default_value_t = 16)]
+  max_warm_isolates: usize,
   /// Loaded isolates on the node; the least recently used are evicted past it.
   #[arg(long, default_value_t = 4000)]
   max_isolates: usize,
@@ -1011,6 +1015,7 @@ async fn serve(mut args: ServeArgs, dev: bool) -> Result<(), NodeError> {
       threads: args.threads.unwrap_or(PoolConfig::default().threads),
       pin_threads: !args.pool.no_pin_threads,
       warm_isolates: args.pool.warm_isolates,
+      max_warm_isolates: args.pool.max_warm_isolates,
       max_isolates: args.pool.max_isolates,
       max_heap_bytes: args.pool.max_isolate_heap_mb << 20,
       isolate: IsolateConfig {

@@ -23,6 +23,7 @@ pub async fn serve(listen: SocketAddr, threads: usize) -> std::io::Result<()> {
   let pool = IsolatePool::start(&PoolConfig {
     threads,
     warm_isolates: 0,
+    max_warm_isolates: 0,
     ..PoolConfig::default()
   })?;
   let builder = std::sync::Arc::new(crate::server::http_builder(TokioExecutor::new()));

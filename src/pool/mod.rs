@@ -32,8 +32,11 @@ pub struct PoolConfig {
   pub threads: usize,
   /// Pin each isolate thread to a CPU when there is one thread per allowed CPU.
   pub pin_threads: bool,
-  /// Blank isolates each thread keeps ready, so a cold start skips restoring the snapshot.
+  /// Blank isolates each thread keeps ready at least, so a cold start skips restoring the
+  /// snapshot; more while cold starts come faster (see `worker::WarmDemand`).
   pub warm_isolates: usize,
+  /// The most blank isolates a thread keeps ready, however fast cold starts come.
+  pub max_warm_isolates: usize,
   /// Loaded isolates on the whole node; the least recently used is evicted past it.
   pub max_isolates: usize,
   /// Total V8 heap of the loaded isolates on the whole node, in bytes; evicts like `max_isolates`.
@@ -48,6 +51,7 @@ impl Default for PoolConfig {
       threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
       pin_threads: true,
       warm_isolates: 2,
+      max_warm_isolates: 16,
       max_isolates: 4000,
       max_heap_bytes: 8 << 30,
       isolate: IsolateConfig::default(),
@@ -332,6 +336,7 @@ impl IsolatePool {
     let provisioning = Arc::new(Provisioning::default());
     let share = worker::Bounds {
       warm_isolates: config.warm_isolates,
+      max_warm_isolates: config.max_warm_isolates.max(config.warm_isolates),
       max_isolates: config.max_isolates.div_ceil(count).max(1),
       max_heap_bytes: config.max_heap_bytes / count,
       isolate: config.isolate.clone(),

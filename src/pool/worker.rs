@@ -23,6 +23,7 @@ use crate::registry::Function;
 #[derive(Debug, Clone)]
 pub(super) struct Bounds {
   pub warm_isolates: usize,
+  pub max_warm_isolates: usize,
   pub max_isolates: usize,
   pub max_heap_bytes: usize,
   /// How blank isolates are made.
@@ -76,6 +77,8 @@ struct Isolates {
   heap_bytes: Rc<Cell<usize>>,
   /// Told whenever a warm isolate is taken, so the thread's loop knows to make another.
   warm_taken: Rc<tokio::sync::Notify>,
+  /// How many warm isolates recent cold starts call for.
+  warm_demand: WarmDemand,
   /// Where functions that run long slices are demoted (see `heavy`).
   demotions: Arc<Demotions>,
   /// Function versions whose top-level code was stopped by a limit, and when they may load again.
@@ -212,13 +215,13 @@ pub(super) fn run(
     }
   };
   runtime.block_on(async move {
-    let warm_target = bounds.warm_isolates;
     let handle = LocalIsolates {
       isolates: Rc::new(RefCell::new(Isolates {
         warm: Vec::with_capacity(bounds.warm_isolates),
         loaded: LruCache::unbounded(),
         heap_bytes: Rc::default(),
         warm_taken: Rc::default(),
+        warm_demand: WarmDemand::new(bounds.warm_isolates, bounds.max_warm_isolates, Instant::now()),
         demotions,
         backoffs: Rc::default(),
         bounds,
@@ -230,8 +233,14 @@ pub(super) fn run(
     let warm_taken = handle.isolates.borrow().warm_taken.clone();
     let mut trim = tokio::time::interval(TRIM_EVERY);
     trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when the thread has had fewer warm isolates than it wants.
+    let mut short_since: Option<Instant> = None;
     loop {
-      let short_of_warm = handle.isolates.borrow().warm.len() < warm_target;
+      let short_of_warm = {
+        let mut isolates = handle.isolates.borrow_mut();
+        isolates.warm.len() < isolates.warm_demand.target(Instant::now())
+      };
+      short_since = short_of_warm.then(|| short_since.unwrap_or_else(Instant::now));
       tokio::select! {
         biased;
         task = tasks.recv() => match task {
@@ -244,20 +253,87 @@ pub(super) fn run(
         () = warm_taken.notified(), if !short_of_warm => {}
         _ = trim.tick() => {
           if handle.in_flight.get() == 0 {
+            // Past a burst, the warm isolates beyond what cold starts now call for go, one a tick.
+            let surplus = {
+              let mut isolates = handle.isolates.borrow_mut();
+              let target = isolates.warm_demand.target(Instant::now());
+              (isolates.warm.len() > target).then(|| isolates.warm.pop()).flatten()
+            };
+            drop(surplus);
             crate::limits::memory::return_freed_memory();
           }
         }
-        // Top up the warm isolates, one at a time, only once no request on this thread has been
-        // waiting for a while: a refill never delays a request, least of all the cold start it
-        // replaces.
-        () = idle(&handle), if short_of_warm => {
+        // Top up the warm isolates, one at a time, when no request on this thread is waiting and
+        // none has come for a while, or at the latest when none is waiting once the thread has
+        // been short for `REFILL_AT_THE_LATEST`: a thread with steady traffic has no quiet gaps,
+        // and a cold start with no warm isolate would restore one inline, delaying every request
+        // behind it, and itself.
+        () = idle(&handle, short_since.unwrap_or_else(Instant::now)), if short_of_warm => {
           if tasks.is_empty() {
             handle.isolates.borrow_mut().prepare_warm();
+            // The next refill without a quiet gap waits its turn again: at most one every
+            // `REFILL_AT_THE_LATEST` (and none while a request waits).
+            short_since = Some(Instant::now());
           }
         }
       }
     }
   });
+}
+
+/// How many warm isolates a thread keeps: at least `floor`; otherwise as many as cold starts took
+/// (or wanted) in the busiest recent second, halved for each second since, so a burst of
+/// never-seen functions (a restart, a mass deploy, a crawler) is met by a deeper pool the next
+/// time; at most `ceiling` (each blank isolate holds about 2.5 MiB).
+struct WarmDemand {
+  floor: usize,
+  ceiling: usize,
+  /// Cold starts since `window_began`.
+  in_window: usize,
+  window_began: Instant,
+  /// The busiest recent second's cold starts, halved for each second since.
+  recent: usize,
+}
+
+impl WarmDemand {
+  fn new(floor: usize, ceiling: usize, now: Instant) -> Self {
+    Self {
+      floor,
+      ceiling: ceiling.max(floor),
+      in_window: 0,
+      window_began: now,
+      recent: 0,
+    }
+  }
+
+  /// Ends the counting window once a second has passed: the second that ended counts if it was
+  /// busier than the last (halved), and each further quiet second halves it again.
+  fn roll(&mut self, now: Instant) {
+    let seconds = now.saturating_duration_since(self.window_began).as_secs();
+    if seconds == 0 {
+      return;
+    }
+    let quiet = u32::try_from(seconds - 1).unwrap_or(u32::MAX);
+    self.recent = self
+      .in_window
+      .max(self.recent >> 1)
+      .checked_shr(quiet)
+      .unwrap_or(0);
+    self.in_window = 0;
+    self.window_began = now;
+  }
+
+  /// A cold start that wants a blank isolate.
+  fn cold_start(&mut self, now: Instant) {
+    self.roll(now);
+    self.in_window += 1;
+  }
+
+  /// How many warm isolates the thread should hold now.
+  fn target(&mut self, now: Instant) -> usize {
+    self.roll(now);
+    self.recent.max(self.in_window).clamp(self.floor, self.ceiling)
+  }
 }
 
 /// How often an isolate thread with nothing in flight gives freed memory back to the OS.
@@ -277,15 +353,23 @@ const HEAP_SAMPLE_EVERY: u32 = 64;
 /// steps (and, on a small machine, everything else) instead of using a real gap in traffic.
 const REFILL_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// How long a thread may stay short of warm isolates before it restores one at the first moment
+/// nothing is in flight, quiet or not.
+const REFILL_AT_THE_LATEST: Duration = Duration::from_millis(10);
+
 /// Completes once this thread has had nothing in flight and no new request for
-/// `REFILL_AFTER_IDLE`. A new task pre-empts it (the `select!` above polls the inbox first and drops
-/// this future).
-async fn idle(thread: &LocalIsolates) {
+/// `REFILL_AFTER_IDLE`, or has nothing in flight and has been short of warm isolates since
+/// `short_since` for [`REFILL_AT_THE_LATEST`]. A new task pre-empts it (the `select!` above polls
+/// the inbox first and drops this future).
+async fn idle(thread: &LocalIsolates, short_since: Instant) {
+  // The thread's connections run between refills: a request read meanwhile is in flight below.
+  tokio::task::yield_now().await;
   let mut quiet_since: Option<(std::time::Instant, u64)> = None;
   loop {
     let dispatched = thread.dispatched.get();
     match quiet_since {
       _ if thread.in_flight.get() > 0 => quiet_since = None,
+      _ if short_since.elapsed() >= REFILL_AT_THE_LATEST => return,
       Some((since, seen)) if seen == dispatched => {
         if since.elapsed() >= REFILL_AFTER_IDLE {
           return;
@@ -396,6 +480,9 @@ impl Isolates {
     let key = VersionKey(function.clone());
     // Warm isolates have the node's default heap limit; a function with its own gets a new one.
     let own_heap = function.limits.memory_mb != self.bounds.isolate.limits.memory_mb;
+    if !own_heap {
+      self.warm_demand.cold_start(Instant::now());
+    }
     let warm = if own_heap { None } else { self.warm.pop() };
     if warm.is_some() {
       self.warm_taken.notify_one();
@@ -618,6 +705,40 @@ fn receive(
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn the_warm_pool_follows_the_busiest_recent_second_of_cold_starts_within_its_bounds() {
+    let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
+    let mut demand = WarmDemand::new(2, 16, start);
+    assert_eq!(demand.target(at(0)), 2);
+    // A burst: the target grows with it at once, up to the ceiling.
+    for i in 0..10 {
+      demand.cold_start(at(i));
+    }
+    assert_eq!(demand.target(at(10)), 10);
+    for i in 0..30 {
+      demand.cold_start(at(20 + i));
+    }
+    assert_eq!(demand.target(at(100)), 16);
+    // A quiet second later it remembers the burst (40), clamped; each quiet second halves it.
+    assert_eq!(demand.target(at(1_100)), 16);
+    assert_eq!(demand.target(at(2_200)), 16);
+    // The second after a burst still counts it; then each quiet second halves it.
+    let mut demand = WarmDemand::new(2, 16, start);
+    for i in 0..12 {
+      demand.cold_start(at(i));
+    }
+    assert_eq!(demand.target(at(999)), 12);
+    assert_eq!(demand.target(at(1_000)), 12);
+    assert_eq!(demand.target(at(2_000)), 6);
+    assert_eq!(demand.target(at(3_000)), 3);
+    assert_eq!(demand.target(at(4_000)), 2);
+    // Long quiet: back to the floor, without overflowing the shift.
+    assert_eq!(demand.target(at(4_000_000)), 2);
+    // A floor above the ceiling is the ceiling's floor.
+    assert_eq!(WarmDemand::new(4, 1, start).target(at(0)), 4);
+  }
 
   #[test]
   fn a_failing_load_waits_twice_as_long_each_time_up_to_a_minute() {

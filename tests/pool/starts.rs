@@ -81,3 +81,70 @@ async fn one_function_is_served_from_several_threads_at_once() {
     assert_eq!(reply.json()["served"], 2);
   }
 }
+
+/// Blank isolates on the node, from its own `/metrics` (loopback, no metrics token).
+async fn warm_isolates(node: &Node) -> f64 {
+  let reply = get(&http1(), &format!("{}/metrics", node.admin_url())).await;
+  assert_eq!(reply.status, 200, "{}", reply.text());
+  reply
+    .text()
+    .lines()
+    .find_map(|line| line.strip_prefix("islet_isolates_warm "))
+    .and_then(|value| value.trim().parse().ok())
+    .unwrap_or_else(|| panic!("no islet_isolates_warm in:\n{}", reply.text()))
+}
+
+/// Waits up to 30 s for the node's warm isolates to satisfy `done`; the last count seen.
+async fn wait_for_warm(node: &Node, done: impl Fn(f64) -> bool) -> f64 {
+  let mut seen = warm_isolates(node).await;
+  for _ in 0..300 {
+    if done(seen) {
+      break;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    seen = warm_isolates(node).await;
+  }
+  seen
+}
+
+#[tokio::test]
+async fn the_warm_pool_grows_after_a_burst_of_cold_starts_and_shrinks_when_they_stop() {
+  let count = 12;
+  let dir = std::env::temp_dir().join(format!("islet-warm-burst-{}", std::process::id()));
+  std::fs::create_dir_all(&dir).unwrap();
+  for i in 0..count {
+    let source = format!("export default {{ fetch() {{ return new Response('burst {i}'); }} }};\n");
+    std::fs::write(dir.join(format!("burst-{i}.js")), source).unwrap();
+  }
+  let node = Node::serve(
+    dir.to_str().unwrap(),
+    &[
+      "--threads",
+      "1",
+      "--warm-isolates",
+      "1",
+      "--max-warm-isolates",
+      "5",
+      "--admin-token",
+      "warm-token",
+    ],
+  );
+  // One blank isolate on the isolate thread and one on the heavy lane: the floor.
+  assert_eq!(wait_for_warm(&node, |n| n >= 2.0).await, 2.0, "the floor");
+  let client = http1();
+  for i in 0..count {
+    let reply = get(&client, &node.url(&format!("/burst-{i}"))).await;
+    assert_eq!(reply.text(), format!("burst {i}"));
+    assert_eq!(reply.header("x-islet-start"), Some("cold"));
+  }
+  // Twelve cold starts within a second or so: the thread restores up to its ceiling, not beyond
+  // (the heavy lane saw none).
+  assert_eq!(
+    wait_for_warm(&node, |n| n >= 6.0).await,
+    6.0,
+    "grown to the ceiling"
+  );
+  // Quiet: each second halves the demand, and a surplus isolate goes each second.
+  assert_eq!(wait_for_warm(&node, |n| n <= 2.0).await, 2.0, "back to the floor");
+  let _ = std::fs::remove_dir_all(dir);
+}
