@@ -820,8 +820,10 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
     cold_rate: args.cold_rate.max(0.0),
     warm_requests: args.requests.max(1),
     concurrency: args.concurrency.max(1),
+    // The warm pool stays at its floor, so that the RSS per loaded isolate counts loaded ones.
     pool: PoolConfig {
       threads: args.threads.unwrap_or(PoolConfig::default().threads),
+      max_warm_isolates: PoolConfig::default().warm_isolates,
       ..PoolConfig::default()
     },
   };

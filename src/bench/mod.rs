@@ -230,7 +230,8 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
 const BESIDE_EVERY: Duration = Duration::from_millis(2);
 
 /// Sends GETs to `url` one at a time, one every [`BESIDE_EVERY`] (or right after the last answer
-/// if that took longer), for `window` or until `stop` is set; their latencies.
+/// if that took longer, without catching up), for `window` or until `stop` is set; their
+/// latencies.
 async fn beside(
   client: &BenchClient,
   url: &str,
@@ -238,13 +239,12 @@ async fn beside(
   stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Vec<Duration>, NodeError> {
   let began = tokio::time::Instant::now();
+  let mut next = began;
   let mut latencies = Vec::new();
-  for i in 0u32.. {
-    if window.is_some_and(|w| began.elapsed() >= w) || stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-      break;
-    }
-    tokio::time::sleep_until(began + BESIDE_EVERY * i).await;
+  while window.is_none_or(|w| began.elapsed() < w) && !stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+    tokio::time::sleep_until(next).await;
     latencies.push(timed_get(client, url).await?.latency);
+    next = (next + BESIDE_EVERY).max(tokio::time::Instant::now());
   }
   Ok(latencies)
 }

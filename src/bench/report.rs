@@ -32,6 +32,7 @@ pub struct Report {
   /// Warm requests to another, loaded function, paced on a connection of their own: for as long
   /// as the cold phase lasts just before it, and during it (what the cold starts cost others).
   pub beside_alone: Latencies,
+  /// The same requests, during the cold phase.
   pub beside_during_cold: Latencies,
 }
 

@@ -68,6 +68,7 @@ pub fn init_v8() {
     // For measuring V8's flags one at a time (benches/README.md), not for production use: a flag
     // can weaken what the limits rely on.
     if let Ok(flags) = std::env::var("ISLET_V8_FLAGS") {
+      tracing::warn!("ISLET_V8_FLAGS is set: V8 runs with {flags:?}, which the limits were not made for");
       v8::V8::set_flags_from_string(&flags);
     }
     JsRuntime::init_platform(None);

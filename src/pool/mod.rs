@@ -336,7 +336,12 @@ impl IsolatePool {
     let provisioning = Arc::new(Provisioning::default());
     let share = worker::Bounds {
       warm_isolates: config.warm_isolates,
-      max_warm_isolates: config.max_warm_isolates.max(config.warm_isolates),
+      // No warm isolates asked for: none at all, whatever the ceiling.
+      max_warm_isolates: if config.warm_isolates == 0 {
+        0
+      } else {
+        config.max_warm_isolates.max(config.warm_isolates)
+      },
       max_isolates: config.max_isolates.div_ceil(count).max(1),
       max_heap_bytes: config.max_heap_bytes / count,
       isolate: config.isolate.clone(),
@@ -373,9 +378,11 @@ impl IsolatePool {
         })
       })
       .collect::<std::io::Result<Vec<_>>>()?;
+    // The heavy lane keeps only its floor: its few cold starts can wait.
     let heavy_bounds = worker::Bounds {
       low_priority: true,
       index: count,
+      max_warm_isolates: share.warm_isolates,
       ..share
     };
     let heavy = HeavyLane {

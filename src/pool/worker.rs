@@ -320,7 +320,8 @@ impl WarmDemand {
       .checked_shr(quiet)
       .unwrap_or(0);
     self.in_window = 0;
-    self.window_began = now;
+    // Whole seconds on: windows stay a second long however late they are looked at.
+    self.window_began += Duration::from_secs(seconds);
   }
 
   /// A cold start that wants a blank isolate.
@@ -357,19 +358,28 @@ const REFILL_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(
 /// nothing is in flight, quiet or not.
 const REFILL_AT_THE_LATEST: Duration = Duration::from_millis(10);
 
+/// How long a thread may stay short of warm isolates before it restores one even with requests in
+/// flight: requests that wait on a timer or a fetch for seconds, one after another, would
+/// otherwise keep it from ever refilling.
+const REFILL_REGARDLESS: Duration = Duration::from_millis(50);
+
 /// Completes once this thread has had nothing in flight and no new request for
 /// `REFILL_AFTER_IDLE`, or has nothing in flight and has been short of warm isolates since
-/// `short_since` for [`REFILL_AT_THE_LATEST`]. A new task pre-empts it (the `select!` above polls
-/// the inbox first and drops this future).
+/// `short_since` for [`REFILL_AT_THE_LATEST`], or has been short for [`REFILL_REGARDLESS`]. A new
+/// task pre-empts it (the `select!` above polls the inbox first and drops this future).
 async fn idle(thread: &LocalIsolates, short_since: Instant) {
-  // The thread's connections run between refills: a request read meanwhile is in flight below.
+  // The thread's connections run first: the first yield lets the runtime learn which sockets are
+  // ready, the second lets the connections it woke read their requests, which are then in flight.
+  tokio::task::yield_now().await;
   tokio::task::yield_now().await;
   let mut quiet_since: Option<(std::time::Instant, u64)> = None;
   loop {
     let dispatched = thread.dispatched.get();
+    let short_for = short_since.elapsed();
     match quiet_since {
+      _ if short_for >= REFILL_REGARDLESS => return,
       _ if thread.in_flight.get() > 0 => quiet_since = None,
-      _ if short_since.elapsed() >= REFILL_AT_THE_LATEST => return,
+      _ if short_for >= REFILL_AT_THE_LATEST => return,
       Some((since, seen)) if seen == dispatched => {
         if since.elapsed() >= REFILL_AFTER_IDLE {
           return;
@@ -422,6 +432,11 @@ impl Isolates {
       }
     }
     request.cold = true;
+    // A request's cold start is demand for warm isolates (loads ahead of requests, for
+    // `min_isolates`, are not).
+    if function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
+      self.warm_demand.cold_start(Instant::now());
+    }
     match self.start(&function, pinned) {
       Ok((inbox, precharged)) => {
         request.precharged = precharged;
@@ -480,11 +495,10 @@ impl Isolates {
     let key = VersionKey(function.clone());
     // Warm isolates have the node's default heap limit; a function with its own gets a new one.
     let own_heap = function.limits.memory_mb != self.bounds.isolate.limits.memory_mb;
-    if !own_heap {
-      self.warm_demand.cold_start(Instant::now());
-    }
     let warm = if own_heap { None } else { self.warm.pop() };
-    if warm.is_some() {
+    if !own_heap {
+      // The thread's loop looks again at how many warm isolates it wants (a demand that rose with
+      // the pool empty included).
       self.warm_taken.notify_one();
     }
     let config = IsolateConfig {
@@ -736,7 +750,7 @@ mod tests {
     assert_eq!(demand.target(at(4_000)), 2);
     // Long quiet: back to the floor, without overflowing the shift.
     assert_eq!(demand.target(at(4_000_000)), 2);
-    // A floor above the ceiling is the ceiling's floor.
+    // A ceiling below the floor is raised to the floor.
     assert_eq!(WarmDemand::new(4, 1, start).target(at(0)), 4);
   }
 
