@@ -236,11 +236,17 @@ pub(super) fn run(
     // Since when the thread has had fewer warm isolates than it wants.
     let mut short_since: Option<Instant> = None;
     loop {
-      let short_of_warm = {
+      let (short_of_warm, last_cold) = {
         let mut isolates = handle.isolates.borrow_mut();
-        isolates.warm.len() < isolates.warm_demand.target(Instant::now())
+        let target = isolates.warm_demand.target(Instant::now());
+        (isolates.warm.len() < target, isolates.warm_demand.last)
       };
-      short_since = short_of_warm.then(|| short_since.unwrap_or_else(Instant::now));
+      // Counted from the last cold start too: while cold starts keep coming faster than restores,
+      // each restores its own isolate and no refill adds another wait for the thread's requests.
+      short_since = short_of_warm.then(|| {
+        let since = short_since.unwrap_or_else(Instant::now);
+        last_cold.map_or(since, |cold| since.max(cold))
+      });
       tokio::select! {
         biased;
         task = tasks.recv() => match task {
@@ -265,9 +271,9 @@ pub(super) fn run(
         }
         // Top up the warm isolates, one at a time, when no request on this thread is waiting and
         // none has come for a while, or at the latest when none is waiting once the thread has
-        // been short for `REFILL_AT_THE_LATEST`: a thread with steady traffic has no quiet gaps,
-        // and a cold start with no warm isolate would restore one inline, delaying every request
-        // behind it, and itself.
+        // been short (and without a cold start) for `REFILL_AT_THE_LATEST`: a thread with steady
+        // traffic has no quiet gaps, and a cold start with no warm isolate would restore one
+        // inline, delaying every request behind it, and itself.
         () = idle(&handle, short_since.unwrap_or_else(Instant::now)), if short_of_warm => {
           if tasks.is_empty() {
             handle.isolates.borrow_mut().prepare_warm();
@@ -293,6 +299,8 @@ struct WarmDemand {
   window_began: Instant,
   /// The busiest recent second's cold starts, halved for each second since.
   recent: usize,
+  /// When the last cold start was.
+  last: Option<Instant>,
 }
 
 impl WarmDemand {
@@ -303,6 +311,7 @@ impl WarmDemand {
       in_window: 0,
       window_began: now,
       recent: 0,
+      last: None,
     }
   }
 
@@ -328,6 +337,7 @@ impl WarmDemand {
   fn cold_start(&mut self, now: Instant) {
     self.roll(now);
     self.in_window += 1;
+    self.last = Some(now);
   }
 
   /// How many warm isolates the thread should hold now.
@@ -358,15 +368,10 @@ const REFILL_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(
 /// nothing is in flight, quiet or not.
 const REFILL_AT_THE_LATEST: Duration = Duration::from_millis(10);
 
-/// How long a thread may stay short of warm isolates before it restores one even with requests in
-/// flight: requests that wait on a timer or a fetch for seconds, one after another, would
-/// otherwise keep it from ever refilling.
-const REFILL_REGARDLESS: Duration = Duration::from_millis(50);
-
 /// Completes once this thread has had nothing in flight and no new request for
 /// `REFILL_AFTER_IDLE`, or has nothing in flight and has been short of warm isolates since
-/// `short_since` for [`REFILL_AT_THE_LATEST`], or has been short for [`REFILL_REGARDLESS`]. A new
-/// task pre-empts it (the `select!` above polls the inbox first and drops this future).
+/// `short_since` for [`REFILL_AT_THE_LATEST`]. A new task pre-empts it (the `select!` above polls
+/// the inbox first and drops this future).
 async fn idle(thread: &LocalIsolates, short_since: Instant) {
   // The thread's connections run first: the first yield lets the runtime learn which sockets are
   // ready, the second lets the connections it woke read their requests, which are then in flight.
@@ -375,11 +380,9 @@ async fn idle(thread: &LocalIsolates, short_since: Instant) {
   let mut quiet_since: Option<(std::time::Instant, u64)> = None;
   loop {
     let dispatched = thread.dispatched.get();
-    let short_for = short_since.elapsed();
     match quiet_since {
-      _ if short_for >= REFILL_REGARDLESS => return,
       _ if thread.in_flight.get() > 0 => quiet_since = None,
-      _ if short_for >= REFILL_AT_THE_LATEST => return,
+      _ if short_since.elapsed() >= REFILL_AT_THE_LATEST => return,
       Some((since, seen)) if seen == dispatched => {
         if since.elapsed() >= REFILL_AFTER_IDLE {
           return;
