@@ -29,8 +29,9 @@ async fn eviction_under_a_tiny_cache_reloads_correctly() {
   assert_eq!(b.json(), serde_json::json!(["b", "b"]));
 }
 
-/// Functions that each hold `mib` MiB in a global, in a fresh directory.
-fn ballast_functions(count: usize, mib: usize) -> PathBuf {
+/// Functions `f0`, `f1`, … that each hold `mib` MiB in a global (none for 0) and answer
+/// `f{i}:{elements}`, in a fresh directory.
+pub(crate) fn ballast_functions(count: usize, mib: usize) -> PathBuf {
   let dir = std::env::temp_dir().join(format!("islet-ballast-{}-{count}-{mib}", std::process::id()));
   std::fs::create_dir_all(&dir).unwrap();
   for i in 0..count {

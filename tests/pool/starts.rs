@@ -112,12 +112,7 @@ async fn wait_for_warm(node: &Node, done: impl Fn(f64) -> bool) -> f64 {
 #[tokio::test]
 async fn the_warm_pool_grows_after_a_burst_of_cold_starts_and_shrinks_when_they_stop() {
   let count = 12;
-  let dir = std::env::temp_dir().join(format!("islet-warm-burst-{}", std::process::id()));
-  std::fs::create_dir_all(&dir).unwrap();
-  for i in 0..count {
-    let source = format!("export default {{ fetch() {{ return new Response('burst {i}'); }} }};\n");
-    std::fs::write(dir.join(format!("burst-{i}.js")), source).unwrap();
-  }
+  let dir = crate::cache::ballast_functions(count, 0);
   let node = Node::serve(
     dir.to_str().unwrap(),
     &[
@@ -137,14 +132,14 @@ async fn the_warm_pool_grows_after_a_burst_of_cold_starts_and_shrinks_when_they_
   // All at once, so that they fall within one second however slow the machine.
   let replies: Vec<_> = futures::stream::iter(0..count)
     .map(|i| {
-      let (client, url) = (client.clone(), node.url(&format!("/burst-{i}")));
+      let (client, url) = (client.clone(), node.url(&format!("/f{i}")));
       async move { (i, get(&client, &url).await) }
     })
     .buffer_unordered(count)
     .collect()
     .await;
   for (i, reply) in &replies {
-    assert_eq!(reply.text(), format!("burst {i}"));
+    assert_eq!(reply.text(), format!("f{i}:0"));
     assert_eq!(reply.header("x-islet-start"), Some("cold"));
   }
   // Twelve cold starts: the thread restores up to its ceiling, not beyond (the heavy lane saw
