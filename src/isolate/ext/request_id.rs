@@ -29,10 +29,11 @@ impl RequestId {
 
   /// The id as written: 16 hex digits.
   pub fn text(self) -> RequestIdText {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
-    for (i, digit) in digits.iter_mut().enumerate() {
-      *digit = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+    // A byte at a time from a table of digit pairs: this runs twice per request (for JS and for
+    // the response header).
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(self.0.to_be_bytes()) {
+      pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
     RequestIdText(digits)
   }
@@ -45,6 +46,18 @@ impl RequestId {
     u64::from_str_radix(text, 16).ok().map(Self)
   }
 }
+
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+  const HEX: &[u8; 16] = b"0123456789abcdef";
+  let mut pairs = [[0u8; 2]; 256];
+  let mut byte = 0;
+  while byte < 256 {
+    pairs[byte] = [HEX[byte >> 4], HEX[byte & 0xf]];
+    byte += 1;
+  }
+  pairs
+};
 
 /// A [`RequestId`] written out, on the stack.
 #[derive(Clone, Copy)]
@@ -87,6 +100,7 @@ mod tests {
         "{id}"
       );
       assert_eq!(RequestId::parse(text.as_str()), Some(id));
+      assert_eq!(text.as_str(), format!("{:016x}", id.0));
     }
     assert_ne!(a, b);
     assert_eq!(RequestId(0x00ab_cdef_0123_4567).to_string(), "00abcdef01234567");
