@@ -112,7 +112,7 @@ impl ServiceHost for ServiceCalls {
         Some(isolates) => {
           let function = function.clone();
           crate::pool::spawn_here(async move {
-            let _in_flight = isolates.dispatch(function, request);
+            let _in_flight = isolates.dispatch(&function, request);
             let _ = finished.await;
           });
         }

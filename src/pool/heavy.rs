@@ -132,7 +132,7 @@ impl HeavyLane {
       Box::pin(async move {
         // Released at once: the lane's idle detection (for refilling warm isolates) does not
         // see requests that hop here, which is acceptable on a low-priority thread.
-        let _in_flight = isolates.dispatch(function, request);
+        let _in_flight = isolates.dispatch(&function, request);
       })
     }));
   }

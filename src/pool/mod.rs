@@ -222,7 +222,7 @@ impl PoolControl {
     // If the thread is gone, the responder drops with the task: the caller hears the isolate stopped.
     let _ = inbox.send(Box::new(move |isolates| {
       Box::pin(async move {
-        let _in_flight = isolates.dispatch(function, request);
+        let _in_flight = isolates.dispatch(&function, request);
       })
     }));
   }
@@ -302,7 +302,7 @@ impl Invoker {
     // If the thread is gone, the responder drops with the task: the caller hears the isolate stopped.
     let _ = inbox.send(Box::new(move |isolates| {
       Box::pin(async move {
-        let _in_flight = isolates.dispatch(function, request);
+        let _in_flight = isolates.dispatch(&function, request);
       })
     }));
   }

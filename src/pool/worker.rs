@@ -61,8 +61,41 @@ impl Eq for VersionKey {}
 
 impl std::hash::Hash for VersionKey {
   fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+    // As `dyn Version` hashes: a tuple hashes its fields in order.
     self.0.name.hash(state);
     self.0.version.hash(state);
+  }
+}
+
+/// A function version as the LRU is searched by, so that a request's lookup borrows its function
+/// instead of cloning the `Arc` (a reference count every thread serving the function writes).
+trait Version {
+  fn name_and_version(&self) -> (&str, &str);
+}
+
+impl Version for Function {
+  fn name_and_version(&self) -> (&str, &str) {
+    (&self.name, &self.version)
+  }
+}
+
+impl std::hash::Hash for dyn Version + '_ {
+  fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+    self.name_and_version().hash(state);
+  }
+}
+
+impl PartialEq for dyn Version + '_ {
+  fn eq(&self, other: &Self) -> bool {
+    self.name_and_version() == other.name_and_version()
+  }
+}
+
+impl Eq for dyn Version + '_ {}
+
+impl<'a> std::borrow::Borrow<dyn Version + 'a> for VersionKey {
+  fn borrow(&self) -> &(dyn Version + 'a) {
+    &*self.0
   }
 }
 
@@ -125,7 +158,7 @@ impl Drop for InFlight {
 impl LocalIsolates {
   /// Hands `request` to this thread's isolate for `function`, loading the function into a warm
   /// isolate first if it is not loaded here (a cold start). Keep the guard until the response.
-  pub fn dispatch(&self, function: Arc<Function>, request: IsolateRequest) -> InFlight {
+  pub fn dispatch(&self, function: &Arc<Function>, request: IsolateRequest) -> InFlight {
     self.in_flight.set(self.in_flight.get() + 1);
     self.dispatched.set(self.dispatched.get().wrapping_add(1));
     self.isolates.borrow_mut().run(function, request);
@@ -406,10 +439,9 @@ impl Isolates {
     );
   }
 
-  fn run(&mut self, function: Arc<Function>, mut request: IsolateRequest) {
-    let key = VersionKey(function.clone());
+  fn run(&mut self, function: &Arc<Function>, mut request: IsolateRequest) {
     let mut pinned = false;
-    if let Some(loaded) = self.loaded.get(&key) {
+    if let Some(loaded) = self.loaded.get(&**function as &dyn Version) {
       request.cold = false;
       match loaded.inbox.send(request) {
         Ok(()) => return,
@@ -417,9 +449,9 @@ impl Isolates {
         Err(mpsc::error::SendError(returned)) => request = returned,
       }
       pinned = loaded.pinned;
-      self.forget(&key);
+      self.forget(&VersionKey(function.clone()));
     }
-    if let Some(backoff) = self.backoffs.borrow().get(&key) {
+    if let Some(backoff) = self.backoffs.borrow().get(&**function as &dyn Version) {
       let now = Instant::now();
       if backoff.until > now {
         let message = format!(
@@ -429,8 +461,8 @@ impl Isolates {
           (backoff.until - now).as_millis()
         );
         // Not loaded here after all: a place claimed for it (`max_isolates`) is given back.
-        self.provisioning_unloaded(&function);
-        self.report_unrun(&function, request.unrun(ErrorCode::ModuleLoadFailed));
+        self.provisioning_unloaded(function);
+        self.report_unrun(function, request.unrun(ErrorCode::ModuleLoadFailed));
         return request.reject(ErrorCode::ModuleLoadFailed, &message);
       }
     }
@@ -440,14 +472,14 @@ impl Isolates {
     if function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
       self.warm_demand.cold_start(Instant::now());
     }
-    match self.start(&function, pinned) {
+    match self.start(function, pinned) {
       Ok((inbox, precharged)) => {
         request.precharged = precharged;
         // INVARIANT: the isolate's task holds the receiver until its inbox is dropped.
         inbox.send(request).unwrap_or_else(|_| unreachable!());
       }
       Err(()) => {
-        self.report_unrun(&function, request.unrun(ErrorCode::IsolateFailed));
+        self.report_unrun(function, request.unrun(ErrorCode::IsolateFailed));
         request.reject(
           ErrorCode::IsolateFailed,
           "could not start an isolate for this function",

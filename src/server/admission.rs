@@ -1,12 +1,18 @@
 //! Per-function admission: at most `max_concurrent` requests of one function run at once, at most
 //! `max_queued` more wait for a turn, and the rest are refused at once with 503 and Retry-After, so
 //! one tenant's burst queues behind itself instead of filling the node.
+//!
+//! Every request passes here, on every isolate thread, so the common case writes nothing that
+//! another thread's requests also write but the function's count of running requests: no lock and
+//! no reference count (each thread keeps the gates it has used, and gates live as long as the
+//! process), and waiting requests are woken only when some are waiting.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 /// Admission bounds, the same for every function.
 #[derive(Debug, Clone, Copy)]
@@ -24,19 +30,70 @@ impl Default for AdmissionConfig {
   }
 }
 
+/// One function's gate. Made once per function name and never freed: the node keeps a gate for
+/// every function that has had a request (as it always did), and a `'static` gate lets a permit
+/// name it without a reference count that every thread would write.
 struct FunctionGate {
-  running: Arc<Semaphore>,
+  /// Requests of the function running now: at most `max_concurrent`.
+  running: AtomicUsize,
+  /// Requests waiting for a place, and those about to be refused for want of one.
   queued: AtomicUsize,
+  /// Told when a request ends while others wait.
+  turn: Notify,
+}
+
+impl FunctionGate {
+  /// A place, if fewer than `max` run.
+  fn try_admit(&'static self, max: usize) -> Option<Admitted> {
+    let mut running = self.running.load(Ordering::SeqCst);
+    loop {
+      if running >= max {
+        return None;
+      }
+      match self
+        .running
+        .compare_exchange_weak(running, running + 1, Ordering::SeqCst, Ordering::SeqCst)
+      {
+        Ok(_) => return Some(Admitted(self)),
+        Err(now) => running = now,
+      }
+    }
+  }
+}
+
+type Gates = HashMap<String, &'static FunctionGate, foldhash::fast::RandomState>;
+
+/// Tells one node's gates from another's in the threads' caches (tests run many nodes in one
+/// process); never reused.
+static NEXT_ADMISSION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+  /// The gates this thread has used, by node: a request looks its gate up here, without a lock.
+  static CACHED: RefCell<HashMap<u64, Gates>> = RefCell::default();
 }
 
 /// The gates of every function that has had a request.
 pub struct Admission {
   config: AdmissionConfig,
-  gates: Mutex<HashMap<String, Arc<FunctionGate>, foldhash::fast::RandomState>>,
+  /// This node's key in the threads' caches.
+  id: u64,
+  /// Every gate, for a thread's first request of a function and for the metrics.
+  gates: Mutex<Gates>,
 }
 
 /// Held while a request runs; its drop lets the next queued request in.
-pub struct Admitted(#[allow(dead_code, reason = "held for its Drop")] OwnedSemaphorePermit);
+pub struct Admitted(&'static FunctionGate);
+
+impl Drop for Admitted {
+  fn drop(&mut self) {
+    self.0.running.fetch_sub(1, Ordering::SeqCst);
+    // Read after the decrement: a request that queued before it is either seen here, or sees the
+    // freed place itself when it looks (it counts itself as queued before it looks).
+    if self.0.queued.load(Ordering::SeqCst) > 0 {
+      self.0.turn.notify_one();
+    }
+  }
+}
 
 /// The function is at its limit and its queue is full.
 pub struct Refused;
@@ -45,8 +102,42 @@ impl Admission {
   pub fn new(config: AdmissionConfig) -> Self {
     Self {
       config,
+      id: NEXT_ADMISSION.fetch_add(1, Ordering::Relaxed),
       gates: Mutex::default(),
     }
+  }
+
+  /// The gate of `function`, made on its first request.
+  fn gate(&self, function: &str) -> &'static FunctionGate {
+    let cached = CACHED.with(|cached| {
+      cached
+        .borrow()
+        .get(&self.id)
+        .and_then(|gates| gates.get(function).copied())
+    });
+    if let Some(gate) = cached {
+      return gate;
+    }
+    let gate = *self
+      .gates
+      .lock()
+      .unwrap_or_else(|e| e.into_inner())
+      .entry(function.to_string())
+      .or_insert_with(|| {
+        Box::leak(Box::new(FunctionGate {
+          running: AtomicUsize::new(0),
+          queued: AtomicUsize::new(0),
+          turn: Notify::new(),
+        }))
+      });
+    CACHED.with(|cached| {
+      cached
+        .borrow_mut()
+        .entry(self.id)
+        .or_default()
+        .insert(function.to_string(), gate)
+    });
+    gate
   }
 
   /// Per function: requests running and requests waiting, for the metrics.
@@ -55,11 +146,9 @@ impl Admission {
     let mut all: Vec<(String, u64, u64)> = gates
       .iter()
       .map(|(name, gate)| {
-        let running =
-          self.config.max_concurrent - gate.running.available_permits().min(self.config.max_concurrent);
         (
           name.clone(),
-          running as u64,
+          gate.running.load(Ordering::Acquire) as u64,
           gate.queued.load(Ordering::Acquire) as u64,
         )
       })
@@ -70,37 +159,36 @@ impl Admission {
 
   /// Waits for a turn to run a request of `function`, or refuses if too many are already waiting.
   pub async fn admit(&self, function: &str) -> Result<Admitted, Refused> {
-    let gate = {
-      let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-      match gates.get(function) {
-        Some(gate) => gate.clone(),
-        None => {
-          let gate = Arc::new(FunctionGate {
-            running: Arc::new(Semaphore::new(self.config.max_concurrent)),
-            queued: AtomicUsize::new(0),
-          });
-          gates.insert(function.to_string(), gate.clone());
-          gate
-        }
+    let gate = self.gate(function);
+    let max = self.config.max_concurrent;
+    // Not ahead of those already waiting, unless a place frees as it joins them (see the loop).
+    // Reading `queued` writes nothing.
+    if gate.queued.load(Ordering::SeqCst) == 0 {
+      if let Some(admitted) = gate.try_admit(max) {
+        return Ok(admitted);
       }
-    };
-    if let Ok(permit) = gate.running.clone().try_acquire_owned() {
-      return Ok(Admitted(permit));
     }
     // Counted as queued until this function returns, or until the client goes away and the
     // future is dropped mid-wait.
     let _queued = Queued::enter(&gate.queued);
-    if gate.queued.load(Ordering::Acquire) > self.config.max_queued {
-      return Err(Refused);
+    if gate.queued.load(Ordering::SeqCst) > self.config.max_queued {
+      // `queued` counts requests on their way to a refusal too: a place may have freed meanwhile.
+      return gate.try_admit(max).ok_or(Refused);
     }
-    // The semaphore is never closed, so this only fails if that invariant breaks.
-    gate
-      .running
-      .clone()
-      .acquire_owned()
-      .await
-      .map(Admitted)
-      .map_err(|_| Refused)
+    loop {
+      // Listening before looking: a place freed in between wakes this wait at once. (A wait
+      // dropped after its wake passes the wake on to the next in line.) Waiters are woken in the
+      // order they came, but one woken for a place can find it taken by a request that looked
+      // just then, and waits again at the back: strict order would need places handed over, and
+      // the wall-clock limit ends any wait.
+      let turn = gate.turn.notified();
+      let mut turn = std::pin::pin!(turn);
+      turn.as_mut().enable();
+      if let Some(admitted) = gate.try_admit(max) {
+        return Ok(admitted);
+      }
+      turn.await;
+    }
   }
 }
 
@@ -108,13 +196,105 @@ struct Queued<'a>(&'a AtomicUsize);
 
 impl<'a> Queued<'a> {
   fn enter(count: &'a AtomicUsize) -> Self {
-    count.fetch_add(1, Ordering::AcqRel);
+    count.fetch_add(1, Ordering::SeqCst);
     Queued(count)
   }
 }
 
 impl Drop for Queued<'_> {
   fn drop(&mut self) {
-    self.0.fetch_sub(1, Ordering::AcqRel);
+    self.0.fetch_sub(1, Ordering::SeqCst);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use std::sync::Arc;
+
+  use super::*;
+
+  fn admission(max_concurrent: usize, max_queued: usize) -> Admission {
+    Admission::new(AdmissionConfig {
+      max_concurrent,
+      max_queued,
+    })
+  }
+
+  #[tokio::test]
+  async fn at_most_the_limit_run_and_the_queue_is_bounded() {
+    let gates = admission(2, 1);
+    let first = gates.admit("f").await.ok().unwrap();
+    let _second = gates.admit("f").await.ok().unwrap();
+    // Another function has its own gate.
+    let _other = gates.admit("g").await.ok().unwrap();
+    let mut waiting = Box::pin(gates.admit("f"));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    // The queue holds one: the next is refused at once.
+    assert!(gates.admit("f").await.is_err());
+    assert_eq!(gates.snapshot()[0], ("f".to_string(), 2, 1));
+    // A place freed goes to the one waiting.
+    drop(first);
+    let third = waiting.await.ok().unwrap();
+    assert_eq!(gates.snapshot()[0], ("f".to_string(), 2, 0));
+    drop(third);
+    assert_eq!(gates.snapshot()[0], ("f".to_string(), 1, 0));
+  }
+
+  #[tokio::test]
+  async fn a_waiter_that_leaves_passes_its_turn_on() {
+    let gates = admission(1, 4);
+    let running = gates.admit("f").await.ok().unwrap();
+    let mut leaving = Box::pin(gates.admit("f"));
+    let mut staying = Box::pin(gates.admit("f"));
+    assert!(futures::poll!(leaving.as_mut()).is_pending());
+    assert!(futures::poll!(staying.as_mut()).is_pending());
+    // The place is freed, the first in line is woken, and leaves before it looks.
+    drop(running);
+    drop(leaving);
+    let admitted = tokio::time::timeout(std::time::Duration::from_secs(5), staying).await;
+    assert!(
+      matches!(admitted, Ok(Ok(_))),
+      "the second in line was never admitted"
+    );
+  }
+
+  #[test]
+  fn many_threads_never_run_more_than_the_limit() {
+    let gates = Arc::new(admission(3, 10_000));
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+      .map(|_| {
+        let (gates, running, most) = (gates.clone(), running.clone(), most.clone());
+        std::thread::spawn(move || {
+          let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+          runtime.block_on(async {
+            for _ in 0..2_000 {
+              let admitted = gates.admit("f").await.ok().unwrap();
+              let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+              most.fetch_max(now, Ordering::SeqCst);
+              tokio::task::yield_now().await;
+              running.fetch_sub(1, Ordering::SeqCst);
+              drop(admitted);
+            }
+          });
+        })
+      })
+      .collect();
+    // A lost wake-up would hang a thread: give up after a minute instead.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for thread in threads {
+      while !thread.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "a waiter was never woken");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+      }
+      thread.join().unwrap();
+    }
+    assert!(
+      most.load(Ordering::SeqCst) <= 3,
+      "{} ran at once",
+      most.load(Ordering::SeqCst)
+    );
+    assert_eq!(gates.snapshot()[0], ("f".to_string(), 0, 0));
   }
 }

@@ -444,6 +444,9 @@ async fn serve_http<I>(
 where
   I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+  // Cloned for every request: an `Rc` this connection's thread alone counts, not the node's
+  // `Arc`, whose count every thread would write.
+  let node = Rc::new(node);
   let service = hyper::service::service_fn({
     let activity = activity.clone();
     move |request| {
@@ -675,7 +678,7 @@ impl Node {
       self.heavy_lane.dispatch(function.clone(), isolate_request);
       None
     } else {
-      Some(isolates.dispatch(function.clone(), isolate_request))
+      Some(isolates.dispatch(&function, isolate_request))
     };
     // The isolate answers by the request's deadline at the latest (its enforcer sends 504
     // `wall_time_exceeded` then), or drops the responder if it goes away.
