@@ -68,8 +68,9 @@ type Gates = HashMap<String, &'static FunctionGate, foldhash::fast::RandomState>
 static NEXT_ADMISSION: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-  /// The gates this thread has used, by node: a request looks its gate up here, without a lock.
-  static CACHED: RefCell<HashMap<u64, Gates>> = RefCell::default();
+  /// The gates this thread has used, by node (one, but in tests): a request looks its gate up
+  /// here, without a lock.
+  static CACHED: RefCell<Vec<(u64, Gates)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The gates of every function that has had a request.
@@ -110,10 +111,9 @@ impl Admission {
   /// The gate of `function`, made on its first request.
   fn gate(&self, function: &str) -> &'static FunctionGate {
     let cached = CACHED.with(|cached| {
-      cached
-        .borrow()
-        .get(&self.id)
-        .and_then(|gates| gates.get(function).copied())
+      let cached = cached.borrow();
+      let (_, gates) = cached.iter().find(|(id, _)| *id == self.id)?;
+      gates.get(function).copied()
     });
     if let Some(gate) = cached {
       return gate;
@@ -131,11 +131,15 @@ impl Admission {
         }))
       });
     CACHED.with(|cached| {
-      cached
-        .borrow_mut()
-        .entry(self.id)
-        .or_default()
-        .insert(function.to_string(), gate)
+      let mut cached = cached.borrow_mut();
+      let at = match cached.iter().position(|(id, _)| *id == self.id) {
+        Some(at) => at,
+        None => {
+          cached.push((self.id, Gates::default()));
+          cached.len() - 1
+        }
+      };
+      cached[at].1.insert(function.to_string(), gate);
     });
     gate
   }
