@@ -2,17 +2,18 @@
 //! `max_queued` more wait for a turn, and the rest are refused at once with 503 and Retry-After, so
 //! one tenant's burst queues behind itself instead of filling the node.
 //!
-//! Every request passes here, on every isolate thread, so the common case writes nothing that
-//! another thread's requests also write but the function's count of running requests: no lock and
-//! no reference count (each thread keeps the gates it has used, and gates live as long as the
-//! process), and waiting requests are woken only when some are waiting.
+//! Every request passes here, on every isolate thread, so the common case writes as little as
+//! possible that another thread's requests also write: no lock on the map of gates and no
+//! reference count (each thread keeps the gates it has used, and gates live as long as the
+//! process), only the function's semaphore, which hands freed places to waiters in the order they
+//! came.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Admission bounds, the same for every function.
 #[derive(Debug, Clone, Copy)]
@@ -34,31 +35,10 @@ impl Default for AdmissionConfig {
 /// every function that has had a request (as it always did), and a `'static` gate lets a permit
 /// name it without a reference count that every thread would write.
 struct FunctionGate {
-  /// Requests of the function running now: at most `max_concurrent`.
-  running: AtomicUsize,
-  /// Requests waiting for a place, and those about to be refused for want of one.
+  /// A permit per request of the function that may run at once (`max_concurrent`).
+  running: Semaphore,
+  /// Requests waiting for a permit, and those about to be refused for want of one.
   queued: AtomicUsize,
-  /// Told when a request ends while others wait.
-  turn: Notify,
-}
-
-impl FunctionGate {
-  /// A place, if fewer than `max` run.
-  fn try_admit(&'static self, max: usize) -> Option<Admitted> {
-    let mut running = self.running.load(Ordering::SeqCst);
-    loop {
-      if running >= max {
-        return None;
-      }
-      match self
-        .running
-        .compare_exchange_weak(running, running + 1, Ordering::SeqCst, Ordering::SeqCst)
-      {
-        Ok(_) => return Some(Admitted(self)),
-        Err(now) => running = now,
-      }
-    }
-  }
 }
 
 type Gates = HashMap<String, &'static FunctionGate, foldhash::fast::RandomState>;
@@ -83,18 +63,7 @@ pub struct Admission {
 }
 
 /// Held while a request runs; its drop lets the next queued request in.
-pub struct Admitted(&'static FunctionGate);
-
-impl Drop for Admitted {
-  fn drop(&mut self) {
-    self.0.running.fetch_sub(1, Ordering::SeqCst);
-    // Read after the decrement: a request that queued before it is either seen here, or sees the
-    // freed place itself when it looks (it counts itself as queued before it looks).
-    if self.0.queued.load(Ordering::SeqCst) > 0 {
-      self.0.turn.notify_one();
-    }
-  }
-}
+pub struct Admitted(#[allow(dead_code, reason = "held for its Drop")] SemaphorePermit<'static>);
 
 /// The function is at its limit and its queue is full.
 pub struct Refused;
@@ -125,9 +94,8 @@ impl Admission {
       .entry(function.to_string())
       .or_insert_with(|| {
         Box::leak(Box::new(FunctionGate {
-          running: AtomicUsize::new(0),
+          running: Semaphore::new(self.config.max_concurrent),
           queued: AtomicUsize::new(0),
-          turn: Notify::new(),
         }))
       });
     CACHED.with(|cached| {
@@ -152,7 +120,8 @@ impl Admission {
       .map(|(name, gate)| {
         (
           name.clone(),
-          gate.running.load(Ordering::Acquire) as u64,
+          (self.config.max_concurrent - gate.running.available_permits().min(self.config.max_concurrent))
+            as u64,
           gate.queued.load(Ordering::Acquire) as u64,
         )
       })
@@ -164,35 +133,18 @@ impl Admission {
   /// Waits for a turn to run a request of `function`, or refuses if too many are already waiting.
   pub async fn admit(&self, function: &str) -> Result<Admitted, Refused> {
     let gate = self.gate(function);
-    let max = self.config.max_concurrent;
-    // Not ahead of those already waiting, unless a place frees as it joins them (see the loop).
-    // Reading `queued` writes nothing.
-    if gate.queued.load(Ordering::SeqCst) == 0 {
-      if let Some(admitted) = gate.try_admit(max) {
-        return Ok(admitted);
-      }
+    // A place freed while others wait goes to the first of them, not to this request.
+    if let Ok(permit) = gate.running.try_acquire() {
+      return Ok(Admitted(permit));
     }
     // Counted as queued until this function returns, or until the client goes away and the
     // future is dropped mid-wait.
     let _queued = Queued::enter(&gate.queued);
-    if gate.queued.load(Ordering::SeqCst) > self.config.max_queued {
-      // `queued` counts requests on their way to a refusal too: a place may have freed meanwhile.
-      return gate.try_admit(max).ok_or(Refused);
+    if gate.queued.load(Ordering::Acquire) > self.config.max_queued {
+      return Err(Refused);
     }
-    loop {
-      // Listening before looking: a place freed in between wakes this wait at once. (A wait
-      // dropped after its wake passes the wake on to the next in line.) Waiters are woken in the
-      // order they came, but one woken for a place can find it taken by a request that looked
-      // just then, and waits again at the back: strict order would need places handed over, and
-      // the wall-clock limit ends any wait.
-      let turn = gate.turn.notified();
-      let mut turn = std::pin::pin!(turn);
-      turn.as_mut().enable();
-      if let Some(admitted) = gate.try_admit(max) {
-        return Ok(admitted);
-      }
-      turn.await;
-    }
+    // The semaphore is never closed, so this only fails if that invariant breaks.
+    gate.running.acquire().await.map(Admitted).map_err(|_| Refused)
   }
 }
 
@@ -200,14 +152,14 @@ struct Queued<'a>(&'a AtomicUsize);
 
 impl<'a> Queued<'a> {
   fn enter(count: &'a AtomicUsize) -> Self {
-    count.fetch_add(1, Ordering::SeqCst);
+    count.fetch_add(1, Ordering::AcqRel);
     Queued(count)
   }
 }
 
 impl Drop for Queued<'_> {
   fn drop(&mut self) {
-    self.0.fetch_sub(1, Ordering::SeqCst);
+    self.0.fetch_sub(1, Ordering::AcqRel);
   }
 }
 
@@ -242,6 +194,22 @@ mod tests {
     assert_eq!(gates.snapshot()[0], ("f".to_string(), 2, 0));
     drop(third);
     assert_eq!(gates.snapshot()[0], ("f".to_string(), 1, 0));
+  }
+
+  #[tokio::test]
+  async fn a_freed_place_goes_to_the_first_waiter_not_to_a_newcomer() {
+    let gates = admission(1, 4);
+    let running = gates.admit("f").await.ok().unwrap();
+    let mut waiting = Box::pin(gates.admit("f"));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    drop(running);
+    // Arriving after the place was freed, but before the waiter ran again.
+    let mut newcomer = Box::pin(gates.admit("f"));
+    assert!(futures::poll!(newcomer.as_mut()).is_pending());
+    let first = waiting.await.ok().unwrap();
+    assert!(futures::poll!(newcomer.as_mut()).is_pending());
+    drop(first);
+    assert!(newcomer.await.is_ok());
   }
 
   #[tokio::test]
