@@ -71,7 +71,28 @@ async fn counters_move_by_exactly_what_requests_caused() {
     .body(Full::new(Bytes::from(vec![b'x'; 1000])))
     .unwrap();
   assert_eq!(crate::support::send(&client, post).await.text(), "1000");
-  let (_, after) = scrape(&node, None).await;
+  // An invocation is counted when the slice it ended in ends, which can be a moment after its
+  // answer reached this client (on another thread): scraped until every one is in, for at most
+  // ten seconds (then the assertions below say what is missing).
+  let ended = |after: &HashMap<String, f64>| {
+    [
+      ("hello", "2xx", 3.0),
+      ("boom", "5xx", 1.0),
+      ("spin", "cpu_limit", 1.0),
+      ("echo", "2xx", 1.0),
+    ]
+    .iter()
+    .all(|(function, outcome, n)| {
+      let key = format!("islet_invocations_total{{function={function},outcome={outcome},trigger=http}}");
+      value(after, &key) - value(&before, &key) >= *n
+    })
+  };
+  let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+  let mut after = scrape(&node, None).await.1;
+  while !ended(&after) && std::time::Instant::now() < deadline {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    after = scrape(&node, None).await.1;
+  }
   let delta = |key: &str| value(&after, key) - value(&before, key);
 
   let invocations = |function: &str, outcome: &str| {
