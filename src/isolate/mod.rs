@@ -667,17 +667,16 @@ impl Isolate {
             .min(chain.deadline.saturating_duration_since(Instant::now()));
         }
         record.service_chain = service_chain;
+        let bytes_in = body.as_ref().map(|_| Rc::<std::cell::Cell<u64>>::default());
+        record.bytes_in = bytes_in.clone();
         let slot = state.borrow_mut::<PendingResponses>().insert(record);
-        let bytes_in = state
-          .borrow::<PendingResponses>()
-          .get(slot)
-          .map(|record| record.bytes_in.clone())
-          .unwrap_or_default();
-        let body_rid = body.map_or(-1, |body| {
-          state
+        let body_rid = match (body, bytes_in) {
+          (Some(body), Some(bytes_in)) => state
             .resource_table
-            .add(RequestBodyResource::counted(body, bytes_in)) as i32
-        });
+            .add(RequestBodyResource::counted(body, bytes_in))
+            as i32,
+          _ => -1,
+        };
         calls.push(HandlerCall {
           slot,
           request_id,

@@ -258,8 +258,9 @@ pub struct RequestSlot {
   pub status: Option<u16>,
   /// Response body bytes sent so far.
   pub bytes_out: u64,
-  /// Request body bytes read so far (shared with the body's resource).
-  pub bytes_in: Rc<std::cell::Cell<u64>>,
+  /// Request body bytes read so far, shared with the body's resource: `None` for a request
+  /// without a body (no allocation for it).
+  pub bytes_in: Option<Rc<std::cell::Cell<u64>>>,
 }
 
 impl RequestSlot {
@@ -289,7 +290,7 @@ impl RequestSlot {
       trigger: "http",
       status: None,
       bytes_out: 0,
-      bytes_in: Rc::default(),
+      bytes_in: None,
     }
   }
 
@@ -516,7 +517,7 @@ impl PendingResponses {
       status: slot.status,
       stopped,
       bytes_out: slot.bytes_out,
-      bytes_in: slot.bytes_in.get(),
+      bytes_in: slot.bytes_in.as_ref().map_or(0, |read| read.get()),
       memory_mb: self.memory_mb,
       at_ms,
     }
