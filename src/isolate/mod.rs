@@ -747,6 +747,25 @@ thread_local! {
   static BURST: Cell<Vec<HandlerCall>> = const { Cell::new(Vec::new()) };
 }
 
+/// A runtime restored from Islet's snapshot with nothing loaded, for tests that need a V8 isolate.
+/// Every isolate in the process must come from this snapshot: V8 shares one read-only heap among
+/// them, and an isolate made from V8's default snapshot while others are made from ours reads the
+/// wrong one (an out-of-bounds abort inside V8's deserializer, once in a few parallel test runs).
+#[cfg(test)]
+pub(crate) fn bare_runtime() -> JsRuntime {
+  init_v8();
+  let memory = MemoryBudget::new(64 << 20);
+  JsRuntime::try_new(RuntimeOptions {
+    startup_snapshot: Some(SNAPSHOT),
+    extensions: ext::extensions(
+      fetch_options(),
+      Arc::new(ext::blob::AccountedBlobStore::new(memory)),
+    ),
+    ..Default::default()
+  })
+  .expect("an isolate from the snapshot")
+}
+
 /// Runs `f` with `runtime`'s isolate entered: the one place besides `poll` and `Drop` that enters.
 /// A free function, so callers can borrow the runtime and the isolate's other fields at once.
 fn entered<R>(runtime: &mut JsRuntime, f: impl FnOnce(&mut JsRuntime) -> R) -> R {
@@ -858,17 +877,7 @@ mod tests {
   /// name. An unregistered name builds `undefined`.
   #[test]
   fn every_op_error_class_builds_its_javascript_error() {
-    init_v8();
-    let memory = MemoryBudget::new(64 << 20);
-    let mut runtime = JsRuntime::try_new(RuntimeOptions {
-      startup_snapshot: Some(SNAPSHOT),
-      extensions: ext::extensions(
-        fetch_options(),
-        Arc::new(ext::blob::AccountedBlobStore::new(memory)),
-      ),
-      ..Default::default()
-    })
-    .expect("an isolate from the snapshot");
+    let mut runtime = bare_runtime();
     let classes = serde_json::to_string(OP_ERROR_CLASSES).unwrap();
     let script = format!(
       r#"JSON.stringify({classes}.map((cls) => {{

@@ -271,9 +271,9 @@ mod tests {
 
   #[test]
   fn a_slice_that_waits_is_not_clocked_as_heavy() {
-    crate::isolate::init_v8();
-    let isolate = v8::Isolate::new(v8::CreateParams::default());
-    let handle = isolate.thread_safe_handle();
+    // From Islet's snapshot, as every isolate in the process must be (`isolate::bare_runtime`).
+    let mut runtime = crate::isolate::bare_runtime();
+    let handle = runtime.v8_isolate().thread_safe_handle();
     // Waiting off the CPU stands in for a thread preempted, or a vCPU stolen by the host.
     let waited = timed(&handle, || std::thread::sleep(Duration::from_millis(40)));
     assert!(waited.clocked < Duration::from_millis(5), "{waited:?}");
@@ -291,10 +291,9 @@ mod tests {
 
   #[test]
   fn a_slice_blocked_off_the_cpu_past_its_wall_budget_is_terminated_as_stuck() {
-    crate::isolate::init_v8();
     start_watchdog();
-    let isolate = v8::Isolate::new(v8::CreateParams::default());
-    let handle = isolate.thread_safe_handle();
+    let mut runtime = crate::isolate::bare_runtime();
+    let handle = runtime.v8_isolate().thread_safe_handle();
     // A thread blocked for good stands in for a blocking call inside an op: it uses no CPU.
     let slice = Slice::begin_with_wall(&handle, Duration::from_secs(10), Duration::from_millis(30));
     std::thread::sleep(Duration::from_millis(120));
