@@ -539,9 +539,9 @@ impl Node {
       Some(hook) if request.uri().path() == SCHEDULED_PATH => scheduled(hook, &request, request_id).await,
       _ => self.run_function(request, https, isolates, request_id).await,
     };
-    let value = http::HeaderValue::from_str(request_id.text().as_str());
+    let text = crate::isolate::ext::small_bytes::copy(request_id.text().as_str().as_bytes());
     // INVARIANT: hex digits are a valid header value.
-    let value = value.expect("hex digits are a valid header value");
+    let value = http::HeaderValue::from_maybe_shared(text).expect("hex digits are a valid header value");
     response.headers_mut().insert(REQUEST_ID_HEADER, value);
     response
   }

@@ -689,7 +689,7 @@ fn copied_body(state: &OpState, bytes: &[u8]) -> Bytes {
   if bytes.len() >= ACCOUNTED_BODY_BYTES {
     body_bytes(state, bytes.to_vec())
   } else {
-    Bytes::copy_from_slice(bytes)
+    super::small_bytes::copy(bytes)
   }
 }
 
