@@ -5,9 +5,9 @@
 //! loads its function), and the tallies are written to the node's
 //! store every few seconds (the embedded database's `usage` table, or a fleet's Redis, one hash
 //! per minute), where they are kept for the retention the operator chose. Reads add what has not
-//! been written yet, so a node's own figures are current to the last ended slice: an invocation is
-//! counted when it ends, as the isolate's slice it finished in ends and its CPU is charged in full,
-//! which can be a moment after its answer reached the client.
+//! been written yet, so a node's own figures are current. An invocation that finishes is counted
+//! when the isolate's slice it finished in ends and its CPU is charged in full, which can be a
+//! moment after its answer reached the client; one a limit ended, or that never ran, at once.
 //!
 //! It never blocks an isolate thread for more than one short lock (its own tallies', which only a
 //! flush or a read takes too), and it never writes on one: writing is the flush task's.

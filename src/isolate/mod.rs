@@ -751,6 +751,7 @@ thread_local! {
 /// Every isolate in the process must come from this snapshot: V8 shares one read-only heap among
 /// them, and an isolate made from V8's default snapshot while others are made from ours reads the
 /// wrong one (an out-of-bounds abort inside V8's deserializer, once in a few parallel test runs).
+/// The isolate stays entered on the calling thread while the runtime lives: one per test thread.
 #[cfg(test)]
 pub(crate) fn bare_runtime() -> JsRuntime {
   init_v8();

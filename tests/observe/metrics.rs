@@ -72,10 +72,12 @@ async fn counters_move_by_exactly_what_requests_caused() {
     .unwrap();
   assert_eq!(crate::support::send(&client, post).await.text(), "1000");
   // An invocation is counted when the slice it ended in ends, which can be a moment after its
-  // answer reached this client (on another thread): scraped until every one is in, for at most
-  // ten seconds (then the assertions below say what is missing).
+  // answer reached this client (on another thread), and its figures are counted one after
+  // another: scraped until every figure asserted below has moved at least as far, for at most ten
+  // seconds (then the assertions say what is missing, or what moved too far).
   let ended = |after: &HashMap<String, f64>| {
-    [
+    let moved = |key: &str| value(after, key) - value(&before, key);
+    let invocations = [
       ("hello", "2xx", 3.0),
       ("boom", "5xx", 1.0),
       ("spin", "cpu_limit", 1.0),
@@ -83,9 +85,25 @@ async fn counters_move_by_exactly_what_requests_caused() {
     ]
     .iter()
     .all(|(function, outcome, n)| {
-      let key = format!("islet_invocations_total{{function={function},outcome={outcome},trigger=http}}");
-      value(after, &key) - value(&before, &key) >= *n
-    })
+      moved(&format!(
+        "islet_invocations_total{{function={function},outcome={outcome},trigger=http}}"
+      )) >= *n
+    });
+    let others = [
+      (
+        "islet_invocation_duration_seconds{function=hello,trigger=http}",
+        3.0,
+      ),
+      ("islet_invocation_cpu_seconds{function=spin,trigger=http}", 1.0),
+      ("islet_response_bytes_total{function=hello}", 15.0),
+      ("islet_request_bytes_total{function=echo}", 1000.0),
+      ("islet_response_bytes_total{function=echo}", 4.0),
+    ]
+    .iter()
+    .all(|(key, n)| moved(key) >= *n);
+    let starts = moved("islet_starts_total{function=hello,start=cold}")
+      + moved("islet_starts_total{function=hello,start=warm}");
+    invocations && others && starts >= 3.0
   };
   let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
   let mut after = scrape(&node, None).await.1;

@@ -3,17 +3,20 @@
 //! buffer of their own (an allocation and a free each).
 //!
 //! Owns each thread's current slab. It never cuts more than [`SMALL`] bytes at once, and never
-//! keeps a slab alive itself past the piece it is cutting: a slab lives as long as its last piece,
-//! so a piece held long holds at most [`SLAB`] bytes with it.
+//! keeps a slab alive itself past the piece it is cutting: a slab lives as long as its last piece.
+//! So each piece held long (a body an HTTP/2 client leaves unread behind a closed flow-control
+//! window) can hold a slab of [`SLAB`] bytes with it, and N such pieces N slabs: the slab is kept
+//! small, about what a response held on a stream costs anyway (its head and header map).
 
 use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
 /// The most a piece cut from a slab holds: longer strings get a buffer of their own.
-pub const SMALL: usize = 256;
-/// A slab's size: sixteen pieces of the largest size, or some hundreds of a few bytes.
-const SLAB: usize = 4096;
+pub const SMALL: usize = 128;
+/// A slab's size: eight pieces of the largest size, or some dozens of a warm response's body
+/// and request id.
+const SLAB: usize = 1024;
 
 thread_local! {
   /// What is left of this thread's slab.
