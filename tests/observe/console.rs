@@ -2,6 +2,7 @@
 //! loads the console from a live node, sees the function list, and sees the chart move after
 //! requests are sent. A screenshot is written to the test's temporary directory.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,9 @@ impl Browser {
       .local_addr()
       .unwrap()
       .port();
+    // In a process group of its own, with the browsers it starts: killed together (see `Drop`).
     let driver = Command::new("chromedriver")
+      .process_group(0)
       .arg(format!("--port={port}"))
       .stdout(Stdio::null())
       .stderr(Stdio::null())
@@ -134,6 +137,12 @@ impl Browser {
 
 impl Drop for Browser {
   fn drop(&mut self) {
+    // The whole group: killing chromedriver alone left its Chromium processes running, orphaned,
+    // after every run of this test.
+    if let Ok(group) = i32::try_from(self.driver.id()) {
+      // SAFETY: a plain kill(2) of the process group chromedriver leads (`process_group(0)`).
+      unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
     let _ = self.driver.kill();
     let _ = self.driver.wait();
   }
