@@ -36,10 +36,15 @@ impl Browser {
       .stderr(Stdio::null())
       .spawn()
       .expect("chromedriver (Debian's chromium-driver; tools/setup.sh installs it)");
-    let base = format!("http://127.0.0.1:{port}");
+    // Held from here: a driver that never answers is killed with its group when the assert drops it.
+    let mut browser = Browser {
+      driver,
+      base: format!("http://127.0.0.1:{port}"),
+      session: String::new(),
+    };
     let started = Instant::now();
     loop {
-      let ready = request("GET", &format!("{base}/status"))
+      let ready = request("GET", &format!("{}/status", browser.base))
         .body(Full::new(Bytes::new()))
         .unwrap();
       if let Ok(response) = http1().request(ready).await {
@@ -62,11 +67,6 @@ impl Browser {
     let capabilities = serde_json::json!({
       "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": options } }
     });
-    let mut browser = Browser {
-      driver,
-      base,
-      session: String::new(),
-    };
     let made = browser.call("POST", "/session", Some(capabilities)).await;
     browser.session = made["sessionId"]
       .as_str()

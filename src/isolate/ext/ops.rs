@@ -683,8 +683,9 @@ impl<T: AsRef<[u8]>> Drop for AccountedBody<T> {
   }
 }
 
-/// A body copied out of V8 into Rust memory: small ones as they are, large ones (at least
-/// [`ACCOUNTED_BODY_BYTES`]) counted against the isolate's memory until dropped.
+/// A body copied out of V8 into Rust memory: the smallest cut from the thread's slab
+/// ([`super::small_bytes`]), the rest as they are, large ones (at least [`ACCOUNTED_BODY_BYTES`])
+/// counted against the isolate's memory until dropped.
 fn copied_body(state: &OpState, bytes: &[u8]) -> Bytes {
   if bytes.len() >= ACCOUNTED_BODY_BYTES {
     body_bytes(state, bytes.to_vec())

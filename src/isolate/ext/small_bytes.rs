@@ -2,8 +2,9 @@
 //! few bytes and its request id header take a share of a slab (one reference count) instead of a
 //! buffer of their own (an allocation and a free each).
 //!
-//! Owns each thread's current slab. It never cuts more than [`SMALL`] bytes at once, and never
-//! keeps a slab alive itself past the piece it is cutting: a slab lives as long as its last piece.
+//! Owns each thread's current slab, whose uncut rest it keeps until a piece no longer fits. It never
+//! cuts more than [`SMALL`] bytes at once. A slab it has moved on from lives as long as its last
+//! piece.
 //! So each piece held long (a body an HTTP/2 client leaves unread behind a closed flow-control
 //! window) can hold a slab of [`SLAB`] bytes with it, and N such pieces N slabs: the slab is kept
 //! small, about what a response held on a stream costs anyway (its head and header map).
