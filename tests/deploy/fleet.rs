@@ -104,7 +104,10 @@ async fn concurrent_deploys_are_all_recorded_or_told_they_conflicted() {
   let redis = Redis::start();
   let (a, b) = (fleet_node(&redis), fleet_node(&redis));
   deploy(&a, &bundle("hello", "base")).await;
-  let bundles: Vec<_> = (0..16).map(|i| bundle("hello", &format!("racer {i}"))).collect();
+  // Six at once on each node: the admin listener takes at most eight connections from one address,
+  // and a connection just answered may not have given its place back yet (16 racers, eight per
+  // node, were sometimes refused at accept: a reset, not an answer).
+  let bundles: Vec<_> = (0..12).map(|i| bundle("hello", &format!("racer {i}"))).collect();
   let racing = bundles
     .iter()
     .enumerate()
