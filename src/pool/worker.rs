@@ -51,9 +51,11 @@ struct Loaded {
 #[derive(Clone)]
 struct VersionKey(Arc<Function>);
 
+// Compared and hashed as its `dyn Version` is, which the LRU's lookups borrow it as (`Borrow`
+// requires the two to agree).
 impl PartialEq for VersionKey {
   fn eq(&self, other: &Self) -> bool {
-    Arc::ptr_eq(&self.0, &other.0) || (self.0.name == other.0.name && self.0.version == other.0.version)
+    Arc::ptr_eq(&self.0, &other.0) || self.0.name_and_version() == other.0.name_and_version()
   }
 }
 
@@ -61,9 +63,7 @@ impl Eq for VersionKey {}
 
 impl std::hash::Hash for VersionKey {
   fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-    // As `dyn Version` hashes: a tuple hashes its fields in order.
-    self.0.name.hash(state);
-    self.0.version.hash(state);
+    self.0.name_and_version().hash(state);
   }
 }
 

@@ -15,7 +15,7 @@ pub mod ops;
 pub mod reply;
 pub mod request_id;
 pub mod services;
-pub mod small_bytes;
+pub(crate) mod small_bytes;
 
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 
 /// The most a piece cut from a slab holds: longer strings get a buffer of their own.
-pub const SMALL: usize = 128;
+pub(crate) const SMALL: usize = 128;
 /// A slab's size: eight pieces of the largest size, or some dozens of a warm response's body
 /// and request id.
 const SLAB: usize = 1024;
@@ -25,7 +25,7 @@ thread_local! {
 }
 
 /// `bytes`, copied.
-pub fn copy(bytes: &[u8]) -> Bytes {
+pub(crate) fn copy(bytes: &[u8]) -> Bytes {
   if bytes.len() > SMALL || bytes.is_empty() {
     return Bytes::copy_from_slice(bytes);
   }
