@@ -18,7 +18,7 @@ use deno_core::{
 };
 use deno_error::JsErrorBox;
 
-use crate::registry::Function;
+use crate::registry::{CodeCacheUse, Function};
 
 /// The URL scheme of tenant modules.
 pub const SCHEME: &str = "islet";
@@ -99,17 +99,22 @@ impl ModuleLoader for FunctionLoader {
       let path = specifier.path().trim_start_matches('/');
       match function.modules.get(path) {
         Some(source) => {
-          // With `data: None`, V8 makes a cache after compiling and hands it to code_cache_ready.
+          // With `data: None`, V8 makes a cache after compiling and hands it to code_cache_ready;
+          // without the info at all, it neither reads nor makes one.
           let hash = source_hash(source);
-          let data = function
-            .code_cache
-            .get(path, hash)
-            .map(|data| Cow::Owned(data.to_vec()));
+          let cache = match function.code_cache.lookup(path, hash) {
+            CodeCacheUse::Skip => None,
+            CodeCacheUse::Make => Some(SourceCodeCacheInfo { hash, data: None }),
+            CodeCacheUse::Use(data) => Some(SourceCodeCacheInfo {
+              hash,
+              data: Some(Cow::Owned(data.to_vec())),
+            }),
+          };
           Ok(ModuleSource::new(
             ModuleType::JavaScript,
             ModuleSourceCode::String(source.clone().into()),
             specifier,
-            Some(SourceCodeCacheInfo { hash, data }),
+            cache,
           ))
         }
         None => Err(JsErrorBox::type_error(match referrer {

@@ -58,34 +58,60 @@ pub struct Function {
   pub triggers: Vec<bindings::Trigger>,
 }
 
-/// V8's cache data for one module, and the hash of the source it was made from.
-type CachedCode = (u64, Arc<[u8]>);
+/// What a function version's module has had from V8 so far, by the hash of its source.
+#[derive(Debug)]
+enum CachedCode {
+  /// Compiled once, without a cache: the next cold start makes one.
+  Compiled(u64),
+  /// V8's cache, which later cold starts read instead of parsing.
+  Made(u64, Arc<[u8]>),
+}
 
-/// V8 code caches of one function version's modules, made by the first isolate that compiles them
-/// and read by every later cold start of the same version, on any isolate thread.
+/// How a cold start compiles one module (see [`CodeCache::lookup`]).
+#[derive(Debug)]
+pub enum CodeCacheUse {
+  /// Without a cache, and without making one: the version's first cold start.
+  Skip,
+  /// And makes V8's cache after compiling (handed to [`CodeCache::put`]).
+  Make,
+  /// From this cache.
+  Use(Arc<[u8]>),
+}
+
+/// V8 code caches of one function version's modules, made by its second cold start and read by
+/// every later one, on any isolate thread. Not by its first: making a cache costs a fresh isolate
+/// about 0.2 ms (V8 first builds its tables of external references and roots), more than parsing a
+/// small module, and a version that never starts cold again (a tenant seen once, most of a mass
+/// deploy) would pay it for nothing.
 #[derive(Debug, Default)]
 pub struct CodeCache {
-  /// Module path → the cache made from its source.
+  /// Module path → what it has had.
   entries: Mutex<HashMap<String, CachedCode>>,
 }
 
 impl CodeCache {
-  /// The cache for module `path` if it was made from the source with this `hash`.
-  pub fn get(&self, path: &str, hash: u64) -> Option<Arc<[u8]>> {
-    let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-    entries
-      .get(path)
-      .filter(|(h, _)| *h == hash)
-      .map(|(_, data)| data.clone())
+  /// How a cold start compiles module `path`, whose source has this `hash`: without a cache the
+  /// first time, making one the second, and from it after that.
+  pub fn lookup(&self, path: &str, hash: u64) -> CodeCacheUse {
+    let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+    match entries.get(path) {
+      Some(CachedCode::Made(h, data)) if *h == hash => CodeCacheUse::Use(data.clone()),
+      Some(CachedCode::Compiled(h)) if *h == hash => CodeCacheUse::Make,
+      _ => {
+        entries.insert(path.to_string(), CachedCode::Compiled(hash));
+        CodeCacheUse::Skip
+      }
+    }
   }
 
-  /// Stores V8's cache for module `path`. V8 makes one only when none was offered or it rejected the
-  /// one it was given (a different V8 build or flags), so a store over an entry of the same source is
-  /// a rejection, worth a warning: cold starts of that module parse again until it is replaced.
+  /// Stores V8's cache for module `path`. V8 makes one only when asked to (`Make`) or when it
+  /// rejected the one it was given (a different V8 build or flags), so a store over a cache of the
+  /// same source is a rejection, worth a warning: cold starts of that module parse again until it
+  /// is replaced.
   pub fn put(&self, path: &str, hash: u64, data: &[u8]) {
     let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = entries.insert(path.to_string(), (hash, Arc::from(data)));
-    if previous.is_some_and(|(h, _)| h == hash) {
+    let previous = entries.insert(path.to_string(), CachedCode::Made(hash, Arc::from(data)));
+    if matches!(previous, Some(CachedCode::Made(h, _)) if h == hash) {
       tracing::warn!(module = path, "V8 rejected the code cache; it was made again");
     } else {
       tracing::debug!(module = path, bytes = data.len(), "code cache stored");
