@@ -31,8 +31,9 @@ function reserve(pages) {
 /**
  * Wraps `WebAssembly.Memory` and its `grow`. Called when an isolate boots: V8 installs the
  * `WebAssembly` namespace only in contexts that run, not in the one the snapshot is made from.
+ * Parenthesized: compiled into the snapshot, not in each isolate (see 30_dispatch.js).
  */
-export function countWasmMemory() {
+export const countWasmMemory = (function countWasmMemory() {
   const WasmMemory = globalThis.WebAssembly.Memory;
   const wasmGrow = WasmMemory.prototype.grow;
 
@@ -77,4 +78,4 @@ export function countWasmMemory() {
     writable: true,
     configurable: true,
   });
-}
+});

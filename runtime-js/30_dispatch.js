@@ -4,6 +4,13 @@
 // that is driven by the isolate's event loop. The response leaves through one op of three kinds: a
 // body known in full (`respondFast` for the simplest responses, else text or bytes with a header
 // list), a streamed body, or the error the handler threw.
+//
+// The functions a cold start runs before and around a handler's first call (`installHandler`,
+// `dispatch`, `callHandler`, `respond`, `respondFast`) are parenthesized function expressions: V8
+// compiles those when it compiles the module, while the snapshot is made, so every isolate restored
+// from it has them compiled. Declared as plain functions, each would be parsed and compiled again
+// in every isolate on its first call, a cold start's critical path. (`warmUp` cannot run them:
+// they call ops, which need a request.)
 import { core, primordials } from "ext:core/mod.js";
 import {
   op_islet_respond,
@@ -71,7 +78,7 @@ function noFetchHandler() {
  * @param {string} bindingsJson its bindings, `{ NAME: { type } }`
  * @returns {string | undefined} why the module cannot serve, if it cannot
  */
-export function installHandler(namespace, envJson, bindingsJson) {
+export const installHandler = (function installHandler(namespace, envJson, bindingsJson) {
   const env = makeEnv(envJson, bindingsJson);
   const exported = namespace.default;
   if (exported !== null && typeof exported === "object") {
@@ -101,7 +108,7 @@ export function installHandler(namespace, envJson, bindingsJson) {
   }
   return "the module exports no handler: write `export default { fetch(request, env, ctx) { ... } }` " +
     'or call addEventListener("fetch", (event) => event.respondWith(...))';
-}
+});
 
 // The standard methods, in the order of `METHODS` in src/isolate/request.rs: Rust names one by its
 // index, and every request with that method shares this one string.
@@ -218,7 +225,7 @@ class IncomingInnerRequest {
  * @param {number} urlEnd where the URL ends in `head`
  * @param {number} bodyRid the request body resource, or -1 for none
  */
-export function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
+export const dispatch = (function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
   const previous = enterRequest(requestId);
   try {
     if (method === EVENT_QUEUE || method === EVENT_SCHEDULED) {
@@ -229,7 +236,7 @@ export function dispatch(slot, requestId, method, head, urlEnd, bodyRid) {
   } finally {
     leaveRequest(previous);
   }
-}
+});
 
 // Event invocations: Rust passes one of these in place of a method (never an HTTP method, which is
 // an index of METHODS or a string), and the event's JSON in place of the head.
@@ -284,7 +291,7 @@ function callEventHandler(slot, method, json) {
 }
 
 /** `dispatch` inside the request's async context: calls the handler and answers with its result. */
-function callHandler(slot, method, head, urlEnd, bodyRid) {
+const callHandler = (function callHandler(slot, method, head, urlEnd, bodyRid) {
   try {
     const innerBody = bodyRid === -1 ? null : new InnerBody(readableStreamForRid(bodyRid));
     const name = typeof method === "number" ? METHODS[method] : method;
@@ -305,7 +312,7 @@ function callHandler(slot, method, head, urlEnd, bodyRid) {
     // The handler threw, or reading its result's `constructor` (a getter) did.
     fail(slot, error);
   }
-}
+});
 
 function describe(value) {
   if (value === null) return "null";
@@ -351,7 +358,7 @@ function wireResponse(res) {
  * be answered without materialising the inner response or decoding a header list.
  * @returns {boolean} whether the response was sent
  */
-function respondFast(slot, res) {
+const respondFast = (function respondFast(slot, res) {
   const status = res[serveFastStatusKey];
   if (status === 0 || res[serveFastConsumedKey]) {
     return false;
@@ -371,9 +378,9 @@ function respondFast(slot, res) {
     ops.op_islet_respond_fast_bytes(slot, status, contentType, body);
   }
   return true;
-}
+});
 
-function respond(slot, res) {
+const respond = (function respond(slot, res) {
   try {
     if (ObjectPrototypeIsPrototypeOf(ResponsePrototype, res) && respondFast(slot, res)) {
       return;
@@ -400,7 +407,7 @@ function respond(slot, res) {
   } catch (error) {
     fail(slot, error);
   }
-}
+});
 
 /**
  * Runs the request and response path of a typical handler once, without any op. The pool calls it

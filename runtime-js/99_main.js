@@ -27,7 +27,8 @@ globalThis.__isletWarmSnapshot = function warmSnapshot() {
   warmUp();
 };
 
-globalThis.__isletBoot = function boot() {
+// Parenthesized: compiled into the snapshot, not in each isolate (see 30_dispatch.js).
+globalThis.__isletBoot = (function boot() {
   delete globalThis.__isletBoot;
   delete globalThis.Deno;
   delete globalThis.__bootstrap;
@@ -35,4 +36,4 @@ globalThis.__isletBoot = function boot() {
   performance.setTimeOrigin();
   countWasmMemory();
   return [dispatch, installHandler, warmUp];
-};
+});
