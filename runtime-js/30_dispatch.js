@@ -67,6 +67,26 @@ let handler = null;
 let queueHandler = null;
 let scheduledHandler = null;
 
+// The default export, its methods and the function's env, once installed (an isolate runs one
+// function). The handlers above call them through the functions below, not through closures made
+// at install, which V8 would compile on every cold start's first call.
+let exported = null;
+let env = null;
+let fetchMethod = null;
+let queueMethod = null;
+let scheduledMethod = null;
+
+// `this` is the exported object, as on Workers, so handlers may call their own helpers.
+const callFetch = (function callFetch(req, ctx) {
+  return FunctionPrototypeCall(fetchMethod, exported, req, env, ctx);
+});
+const callQueue = (function callQueue(batch, ctx) {
+  return FunctionPrototypeCall(queueMethod, exported, batch, env, ctx);
+});
+const callScheduled = (function callScheduled(controller, ctx) {
+  return FunctionPrototypeCall(scheduledMethod, exported, controller, env, ctx);
+});
+
 function noFetchHandler() {
   throw new TypeError("the function has no fetch(request, env, ctx) handler: it runs on events only");
 }
@@ -79,19 +99,21 @@ function noFetchHandler() {
  * @returns {string | undefined} why the module cannot serve, if it cannot
  */
 export const installHandler = (function installHandler(namespace, envJson, bindingsJson) {
-  const env = makeEnv(envJson, bindingsJson);
-  const exported = namespace.default;
+  env = makeEnv(envJson, bindingsJson);
+  exported = namespace.default;
   if (exported !== null && typeof exported === "object") {
     const { fetch, queue, scheduled } = exported;
-    // `this` is the exported object, as on Workers, so handlers may call their own helpers.
     if (typeof queue === "function") {
-      queueHandler = (batch, ctx) => FunctionPrototypeCall(queue, exported, batch, env, ctx);
+      queueMethod = queue;
+      queueHandler = callQueue;
     }
     if (typeof scheduled === "function") {
-      scheduledHandler = (controller, ctx) => FunctionPrototypeCall(scheduled, exported, controller, env, ctx);
+      scheduledMethod = scheduled;
+      scheduledHandler = callScheduled;
     }
     if (typeof fetch === "function") {
-      handler = (req, ctx) => FunctionPrototypeCall(fetch, exported, req, env, ctx);
+      fetchMethod = fetch;
+      handler = callFetch;
       return undefined;
     }
   }
