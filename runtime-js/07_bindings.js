@@ -190,10 +190,10 @@ class WorkerQueue {
 }
 
 /**
- * The function's `env`: its variables, and an object for each binding.
+ * The function's `env`: its variables, and an object for each binding. Parenthesized: compiled into
+ * the snapshot, not in each isolate (see 30_dispatch.js).
  * @param {string} envJson variables, as JSON
  * @param {string} bindingsJson `{ NAME: { type } }`
- * Parenthesized: compiled into the snapshot, not in each isolate (see 30_dispatch.js).
  */
 export const makeEnv = (function makeEnv(envJson, bindingsJson) {
   const env = JSONParse(envJson);

@@ -14,6 +14,7 @@ mod typescript;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -63,9 +64,15 @@ pub struct Function {
 enum CachedCode {
   /// Compiled once, without a cache: the next cold start makes one.
   Compiled(u64),
+  /// A cold start since was asked to make one, at this instant: others compile without one
+  /// meanwhile rather than make it twice, unless it never arrives (its isolate went first).
+  Making(u64, Instant),
   /// V8's cache, which later cold starts read instead of parsing.
   Made(u64, Arc<[u8]>),
 }
+
+/// How long a cache asked of one cold start may take to arrive before another is asked for it.
+const MAKING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How a cold start compiles one module (see [`CodeCache::lookup`]).
 #[derive(Debug)]
@@ -91,12 +98,18 @@ pub struct CodeCache {
 
 impl CodeCache {
   /// How a cold start compiles module `path`, whose source has this `hash`: without a cache the
-  /// first time, making one the second, and from it after that.
+  /// first time, making one the second (others meanwhile, without), and from it after that.
   pub fn lookup(&self, path: &str, hash: u64) -> CodeCacheUse {
     let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
     match entries.get(path) {
       Some(CachedCode::Made(h, data)) if *h == hash => CodeCacheUse::Use(data.clone()),
-      Some(CachedCode::Compiled(h)) if *h == hash => CodeCacheUse::Make,
+      Some(CachedCode::Making(h, since)) if *h == hash && since.elapsed() < MAKING_AT_MOST => {
+        CodeCacheUse::Skip
+      }
+      Some(CachedCode::Compiled(h) | CachedCode::Making(h, _)) if *h == hash => {
+        entries.insert(path.to_string(), CachedCode::Making(hash, Instant::now()));
+        CodeCacheUse::Make
+      }
       _ => {
         entries.insert(path.to_string(), CachedCode::Compiled(hash));
         CodeCacheUse::Skip
@@ -364,6 +377,32 @@ impl Registry {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn a_code_cache_is_made_by_the_second_cold_start_once_and_read_after() {
+    let cache = CodeCache::default();
+    assert!(
+      matches!(cache.lookup("index.js", 7), CodeCacheUse::Skip),
+      "the first"
+    );
+    assert!(
+      matches!(cache.lookup("index.js", 7), CodeCacheUse::Make),
+      "the second"
+    );
+    // While that one makes it, others compile without one instead of making it again.
+    assert!(matches!(cache.lookup("index.js", 7), CodeCacheUse::Skip));
+    assert!(
+      matches!(cache.lookup("other.js", 7), CodeCacheUse::Skip),
+      "per module"
+    );
+    cache.put("index.js", 7, b"v8 data");
+    match cache.lookup("index.js", 7) {
+      CodeCacheUse::Use(data) => assert_eq!(&*data, b"v8 data"),
+      other => panic!("{other:?}"),
+    }
+    // Another source under the same path starts over.
+    assert!(matches!(cache.lookup("index.js", 8), CodeCacheUse::Skip));
+  }
 
   #[test]
   fn names_are_dns_labels() {
