@@ -6,11 +6,12 @@
 // list), a streamed body, or the error the handler threw.
 //
 // The functions a cold start runs before and around a handler's first call (`installHandler`,
-// `dispatch`, `callHandler`, `respond`, `respondFast`) are parenthesized function expressions: V8
-// compiles those when it compiles the module, while the snapshot is made, so every isolate restored
-// from it has them compiled. Declared as plain functions, each would be parsed and compiled again
-// in every isolate on its first call, a cold start's critical path. (`warmUp` cannot run them:
-// they call ops, which need a request.)
+// `dispatch`, `callHandler`, `callFetch`, `respond`, `respondFast`; `callQueue` and `callScheduled`
+// for events) are parenthesized function expressions: V8 compiles those when it compiles the
+// module, while the snapshot is made, so every isolate restored from it has them compiled.
+// Declared as plain functions, each would be parsed and compiled again in every isolate on its
+// first call, a cold start's critical path. (`warmUp` cannot run them: they call ops, which need a
+// request.)
 import { core, primordials } from "ext:core/mod.js";
 import {
   op_islet_respond,

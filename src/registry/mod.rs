@@ -120,7 +120,8 @@ impl CodeCache {
   /// Stores V8's cache for module `path`. V8 makes one only when asked to (`Make`) or when it
   /// rejected the one it was given (a different V8 build or flags), so a store over a cache of the
   /// same source is a rejection, worth a warning: cold starts of that module parse again until it
-  /// is replaced.
+  /// is replaced. (Or, rarely, a cache that took longer than `MAKING_AT_MOST` to arrive, when
+  /// another was asked for meanwhile.)
   pub fn put(&self, path: &str, hash: u64, data: &[u8]) {
     let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
     let previous = entries.insert(path.to_string(), CachedCode::Made(hash, Arc::from(data)));
@@ -402,6 +403,20 @@ mod tests {
     }
     // Another source under the same path starts over.
     assert!(matches!(cache.lookup("index.js", 8), CodeCacheUse::Skip));
+    // A cache asked for and never stored (its isolate went first) is asked of another later.
+    let long_ago = Instant::now().checked_sub(MAKING_AT_MOST + std::time::Duration::from_secs(1));
+    if let Some(long_ago) = long_ago {
+      cache
+        .entries
+        .lock()
+        .unwrap()
+        .insert("late.js".into(), CachedCode::Making(3, long_ago));
+      assert!(matches!(cache.lookup("late.js", 3), CodeCacheUse::Make));
+      assert!(
+        matches!(cache.lookup("late.js", 3), CodeCacheUse::Skip),
+        "asked again, once"
+      );
+    }
   }
 
   #[test]
