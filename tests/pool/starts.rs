@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 
-use crate::support::{get, http1, Node};
+use crate::support::{get, http1, Node, TempDir};
 
 #[tokio::test]
 async fn first_request_is_cold_and_the_second_warm() {
@@ -23,6 +23,42 @@ async fn first_request_is_cold_and_the_second_warm() {
     .unwrap()
     .starts_with("start;desc=warm;dur="));
   assert_eq!(second.json()["served"], 2, "globals persist in a warm isolate");
+}
+
+#[tokio::test]
+async fn a_handler_is_called_on_its_exported_object_with_env_and_ctx_cold_and_warm() {
+  // Each function's isolate binds its own default export; the method is the one read at install.
+  let dir = TempDir::new("this-binding");
+  for (name, word) in [("alpha", "a"), ("beta", "b")] {
+    let source = format!(
+      "export default {{\n\
+         word: '{word}',\n\
+         helper() {{ return this.word; }},\n\
+         async fetch(request, env, ctx) {{\n\
+           this.fetch = () => new Response('replaced');\n\
+           await null;\n\
+           return Response.json({{ helper: this.helper(), env: Object.isFrozen(env), ctx: typeof ctx.waitUntil }});\n\
+         }},\n\
+       }};\n"
+    );
+    std::fs::write(dir.0.join(format!("{name}.js")), source).unwrap();
+  }
+  // One thread, one isolate at most: every request below but the repeats is a cold start.
+  let node = Node::serve(dir.path(), &["--threads", "1", "--max-isolates", "1"]);
+  let client = http1();
+  for (path, word, start) in [
+    ("/alpha", "a", "cold"),
+    ("/alpha", "a", "warm"),
+    ("/beta", "b", "cold"),
+    ("/alpha", "a", "cold"),
+  ] {
+    let reply = get(&client, &node.url(path)).await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    assert_eq!(reply.header("x-islet-start"), Some(start), "{path}");
+    // A handler that replaced its own `fetch` still gets its requests: the one bound at install.
+    let expected = serde_json::json!({ "helper": word, "env": true, "ctx": "function" });
+    assert_eq!(reply.json(), expected, "{path} ({start})");
+  }
 }
 
 #[tokio::test]
