@@ -110,3 +110,51 @@ async fn malformed_http_gets_400_and_the_node_keeps_serving() {
 
   assert_eq!(get(&http1(), &node.url("/hello")).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_handler_s_framing_headers_never_reach_the_connection() {
+  let node = Node::serve("tests/fixtures", &[]);
+  let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+  stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+  // A handler declares its 3-byte body empty and asks for the connection's own headers; a second
+  // request is pipelined behind it. Were the handler's content-length written, the client would
+  // read "abc" as the start of the next response.
+  let first = "/respond?body=abc&hdr=content-length:0&hdr=connection:close,%20x-islet-request-id\
+               &hdr=transfer-encoding:chunked&hdr=upgrade:h2c&hdr=keep-alive:timeout%3D1&hdr=x-kept:yes";
+  stream
+    .write_all(
+      format!(
+        "GET {first} HTTP/1.1\r\nhost: localhost\r\n\r\nGET /respond?body=second HTTP/1.1\r\nhost: localhost\r\n\r\n"
+      )
+      .as_bytes(),
+    )
+    .unwrap();
+  let mut answer = Vec::new();
+  let mut buf = [0u8; 4096];
+  while !String::from_utf8_lossy(&answer).ends_with("second") {
+    let n = stream.read(&mut buf).expect("both answers");
+    assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+    answer.extend_from_slice(&buf[..n]);
+  }
+  let answer = String::from_utf8(answer).unwrap();
+  let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+  let head = head.to_ascii_lowercase();
+  assert!(head.starts_with("http/1.1 200"), "{head}");
+  assert!(head.contains("\r\ncontent-length: 3"), "{head}");
+  assert!(head.contains("\r\nx-kept: yes"), "{head}");
+  assert!(head.contains("\r\nx-islet-request-id: "), "{head}");
+  for dropped in [
+    "content-length: 0",
+    "connection:",
+    "transfer-encoding:",
+    "upgrade:",
+    "keep-alive:",
+  ] {
+    assert!(!head.contains(dropped), "{dropped} was sent: {head}");
+  }
+  // The body is exactly the three bytes, and the second answer follows them.
+  let (body, second) = rest.split_at(3);
+  assert_eq!(body, "abc");
+  assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
+  assert!(second.ends_with("\r\n\r\nsecond"), "{second:?}");
+}

@@ -735,11 +735,31 @@ fn new_response(
   Ok(response)
 }
 
+/// Headers that describe one connection, not the response: the server frames and keeps its own
+/// connections, so a handler's are dropped (RFC 9110 §7.6.1). A `connection` header could name the
+/// server's own headers for a proxy to strip, and `transfer-encoding` would contradict the
+/// framing.
+const HOP_BY_HOP: [http::HeaderName; 6] = [
+  http::header::CONNECTION,
+  http::HeaderName::from_static("keep-alive"),
+  http::HeaderName::from_static("proxy-connection"),
+  http::header::TE,
+  http::header::TRANSFER_ENCODING,
+  http::header::UPGRADE,
+];
+
+/// A response with the handler's `status` and `headers`, less those that are the server's to set:
+/// the hop-by-hop ones, and `content-length` when the body's length is known. hyper frames such a
+/// body by its real length but would write the handler's figure in the head, so a handler could
+/// make a client read the rest of its body as the next response on the connection (another
+/// function's). A streamed body's declared length is kept: hyper sends no more than it, and closes
+/// the connection if the stream ends short.
 fn response_head(
   status: u32,
   headers: Vec<(ByteString, ByteString)>,
   body: ResponseBody,
 ) -> Result<http::Response<ResponseBody>, JsErrorBox> {
+  let known_length = http_body::Body::size_hint(&body).exact().is_some();
   let mut response = new_response(status, body, headers.len())?;
   let map = response.headers_mut();
   for (name, value) in headers {
@@ -747,6 +767,9 @@ fn response_head(
       .map_err(|_| JsErrorBox::type_error("invalid response header name"))?;
     let value = http::HeaderValue::from_bytes(&value)
       .map_err(|_| JsErrorBox::type_error(format!("invalid value for response header {name}")))?;
+    if HOP_BY_HOP.contains(&name) || (known_length && name == http::header::CONTENT_LENGTH) {
+      continue;
+    }
     map.append(name, value);
   }
   Ok(response)
