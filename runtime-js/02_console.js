@@ -7,15 +7,31 @@ import { ops } from "ext:islet_runtime/00_ops.js";
 import { consoleModule, event } from "ext:islet_runtime/00_web_globals.js";
 import { currentRequestId } from "ext:islet_runtime/01_request_context.js";
 
-const { ObjectDefineProperty, ErrorPrototype, ObjectPrototypeIsPrototypeOf } = primordials;
+const { ObjectDefineProperty, ErrorPrototype, ObjectPrototypeIsPrototypeOf, StringPrototypeSlice } = primordials;
+
+/**
+ * The most characters of one message handed to the log: the log ring keeps 8 KiB of it, and the
+ * node's own log line no more than this. Cutting here, before the op, keeps a huge message from
+ * being copied out of V8, escaped and written whole (uninterruptibly, inside the op).
+ */
+const MAX_LOGGED = 16 * 1024;
+
+/**
+ * @param {number} level
+ * @param {string} message
+ */
+function log(level, message) {
+  if (message.length > MAX_LOGGED) {
+    message = `${StringPrototypeSlice(message, 0, MAX_LOGGED)}\u2026 (${message.length - MAX_LOGGED} characters cut)`;
+  }
+  ops.op_islet_log(level, message, currentRequestId());
+}
 
 // Log lines are data, not a terminal: never ANSI colours.
 consoleModule.setNoColorFns(() => true, () => true);
 
 // Console levels: 0 debug, 1 log/info, 2 warn, 3 error (the op's numbering).
-const console = new consoleModule.Console((message, level) => {
-  ops.op_islet_log(level, message, currentRequestId());
-});
+const console = new consoleModule.Console((message, level) => log(level, message));
 
 ObjectDefineProperty(globalThis, "console", core.propNonEnumerable(console));
 
@@ -29,7 +45,7 @@ export function logUncaught(error, where) {
   const text = ObjectPrototypeIsPrototypeOf(ErrorPrototype, error) && error.stack
     ? error.stack
     : consoleModule.inspect(error);
-  ops.op_islet_log(3, `Uncaught (${where}) ${text}`, currentRequestId());
+  log(3, `Uncaught (${where}) ${text}`);
 }
 
 core.setReportExceptionCallback((error) => logUncaught(error, "in microtask"));

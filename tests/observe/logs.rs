@@ -109,6 +109,26 @@ async fn a_follower_receives_each_line_and_forgeries_stay_inside_their_line() {
 }
 
 #[tokio::test]
+async fn a_huge_console_message_is_cut_before_it_is_written() {
+  let data = TempDir::new("observe-logs-huge");
+  let node = node(&data, &[]);
+  // 4 million control characters: each escaped as `\u{1}`, the whole line would be 24 MB.
+  let reply = get(&http1(), &node.url("/chatty?control=4000000")).await;
+  assert_eq!((reply.status, reply.text().as_str()), (200, "said"));
+  let logs = node.logs();
+  let line = logs
+    .lines()
+    .find(|l| l.contains("\\u{1}"))
+    .expect("the message was logged");
+  assert!(line.len() < 128 * 1024, "a {} byte line was written", line.len());
+  assert!(line.contains("characters cut)"), "{}", &line[line.len() - 200..]);
+  // The log ring keeps its own, shorter, cut.
+  let read = admin_request(&node, "GET", "/v1/functions/chatty/logs", TOKEN, Bytes::new());
+  let text = crate::support::send(&http1(), read).await.text();
+  assert!(text.len() < 64 * 1024, "{} bytes of log", text.len());
+}
+
+#[tokio::test]
 async fn islet_logs_follow_prints_lines_as_they_come() {
   let data = TempDir::new("observe-follow");
   let node = node(&data, &[]);

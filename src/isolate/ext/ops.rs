@@ -1104,6 +1104,10 @@ pub fn op_islet_respond_error(
   )
 }
 
+/// The most of one `console.*` message written to the node's log (runtime-js's `MAX_LOGGED`
+/// characters, most of them one byte).
+const MAX_LOGGED_BYTES: usize = 64 * 1024;
+
 /// One `console.*` call: level 0 debug, 1 info/log, 2 warn, 3 error. `request_id` is the request the
 /// call ran on behalf of (kept across awaits by an AsyncVariable), or none at module top level.
 #[op2(fast)]
@@ -1122,8 +1126,13 @@ pub fn op_islet_log(
     (None, None) => {}
   }
   // One line in the node's log, whatever the tenant wrote: a newline in it would start a line
-  // that reads as anyone's.
-  let message = escaped(message);
+  // that reads as anyone's. runtime-js cuts long messages before they get here; this holds for
+  // whatever else calls the op.
+  let mut cut = message.len().min(MAX_LOGGED_BYTES);
+  while !message.is_char_boundary(cut) {
+    cut -= 1;
+  }
+  let message = escaped(&message[..cut]);
   let message = &*message;
   match level {
     0 => tracing::debug!(target: "islet::console", function, request_id, "{message}"),
