@@ -222,6 +222,11 @@ impl Isolate {
     }
     let handle = runtime.v8_isolate().thread_safe_handle();
     memory.set_isolate(handle.clone());
+    runtime
+      .op_state()
+      .borrow_mut()
+      .borrow_mut::<PendingResponses>()
+      .cpu_limit = Some((config.limits.cpu(), handle.clone()));
     let near_heap_limit = Rc::new(Cell::new(None));
     {
       let (handle, hit, budget) = (handle.clone(), near_heap_limit.clone(), memory.clone());
@@ -329,6 +334,9 @@ impl Isolate {
       let requests = state.borrow_mut::<PendingResponses>();
       requests.bind(&function.name, &function.version, function.limits.memory_mb);
       requests.max_fetches = function.limits.max_fetches;
+      if let Some((limit, _)) = &mut requests.cpu_limit {
+        *limit = function.limits.cpu();
+      }
       let bindings = state.borrow_mut::<FunctionBindings>();
       bindings.function = function.name.clone();
       use crate::registry::bindings::Binding;

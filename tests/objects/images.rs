@@ -149,6 +149,35 @@ async fn hostile_images_are_refused_cheaply_and_the_node_keeps_serving() {
   assert_eq!(neighbour.status, 200);
 }
 
+#[tokio::test]
+async fn a_transform_s_cpu_counts_against_its_invocation_s_limit() {
+  let data = TempDir::new("objects-transform-cpu");
+  let node = node(MANIFEST, &data, &[]);
+  let png = |width: u32, height: u32| {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+      image::Rgb([(x * 7) as u8, (y * 13) as u8, (x ^ y) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+  };
+  // A small transform fits in the function's 10 ms.
+  let small = post(&node, "/images-tight/?width=16", png(32, 32)).await;
+  assert_eq!(small.status, 200, "{}", small.text());
+  // Decoding and resizing 4 megapixels, on the node's pool, takes far more: the handler, which
+  // would answer as soon as the result arrives (in the same slice), is stopped first.
+  let large = post(&node, "/images-tight/?width=100", png(2400, 1800)).await;
+  large.error(503, "cpu_limit_exceeded");
+  assert!(
+    node.wait_for_log("images-tight", std::time::Duration::from_secs(5)),
+    "{}",
+    node.logs()
+  );
+  // The function starts again and serves.
+  let again = post(&node, "/images-tight/?width=16", png(32, 32)).await;
+  assert_eq!(again.status, 200, "{}", again.text());
+}
+
 fn crc32(bytes: &[u8]) -> u32 {
   let mut crc = 0xFFFF_FFFFu32;
   for &byte in bytes {

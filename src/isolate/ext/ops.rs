@@ -339,6 +339,9 @@ pub struct PendingResponses {
   /// Work done off the isolate thread for no invocation in flight (`op_islet_charge`), not yet
   /// charged to the function's background allowance; the isolate layer takes it after each slice.
   pub background_charged: Duration,
+  /// An invocation's CPU limit, and the isolate to stop when work done off its thread takes one
+  /// past it (see [`PendingResponses::charge_off_thread`]); `None` until the isolate exists.
+  pub cpu_limit: Option<(Duration, deno_core::v8::IsolateHandle)>,
   /// No invocation here has a work deadline earlier than this (`RequestSlot::work_deadline`):
   /// a lower bound, kept up to date as invocations arrive and are answered but not as they
   /// finish, so the isolate layer's timer fires at it, `expire` ends whatever is overdue then,
@@ -627,10 +630,26 @@ impl PendingResponses {
   /// The request with this id, if it is in flight here.
   /// Charges CPU spent off the isolate thread to invocation `request_id` (its CPU limit counts
   /// it), or to the function's background allowance when no such invocation is in flight.
+  ///
+  /// Work that takes its invocation past its CPU limit stops the isolate's JavaScript at once, so
+  /// the handler cannot answer in the slice the work's result arrives in: the slice then ends with
+  /// the invocation over its limit, and the isolate layer stops the isolate and answers it with
+  /// `cpu_limit_exceeded`, as for CPU spent on the thread.
   pub fn charge_off_thread(&mut self, request_id: &str, spent: Duration) {
-    match RequestId::parse(request_id).and_then(|id| self.by_id(id)) {
-      Some((_, request)) => request.cpu_used += spent,
-      None => self.background_charged += spent,
+    let over = match RequestId::parse(request_id).and_then(|id| self.by_id(id)) {
+      Some((_, request)) => {
+        request.cpu_used += spent;
+        request.cpu_used
+      }
+      None => {
+        self.background_charged += spent;
+        return;
+      }
+    };
+    if let Some((limit, isolate)) = &self.cpu_limit {
+      if over > *limit {
+        isolate.terminate_execution();
+      }
     }
   }
 
