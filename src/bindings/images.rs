@@ -314,7 +314,67 @@ struct Pixels {
   data: Vec<u8>,
 }
 
+/// The most scans a JPEG may have. Encoders write one (baseline) or about ten (progressive), but
+/// each scan is a pass over every block of the image, however few bytes it takes: a small file of
+/// thousands of scans would cost minutes of CPU on a thread no limit can interrupt.
+const MAX_JPEG_SCANS: usize = 100;
+
+/// How many scans (start-of-scan segments) `input` has, counting up to `MAX_JPEG_SCANS + 1`: its
+/// segments are walked by their lengths, and each scan's entropy-coded data to the next marker.
+fn jpeg_scans(input: &[u8]) -> usize {
+  let mut scans = 0;
+  // After the start-of-image marker.
+  let mut at = 2;
+  while at + 1 < input.len() && scans <= MAX_JPEG_SCANS {
+    if input[at] != 0xFF {
+      at += 1;
+      continue;
+    }
+    let marker = input[at + 1];
+    match marker {
+      // Fill bytes, and markers without a length.
+      0xFF => {
+        at += 1;
+        continue;
+      }
+      0x01 | 0xD0..=0xD8 => {
+        at += 2;
+        continue;
+      }
+      0xD9 => break,
+      _ => {}
+    }
+    let Some(length) = input.get(at + 2..at + 4) else {
+      break;
+    };
+    at += 2 + usize::from(u16::from_be_bytes([length[0], length[1]]));
+    if marker != 0xDA {
+      continue;
+    }
+    scans += 1;
+    // The scan's data runs to the next marker: 0xFF is followed there by 0x00 (a stuffed byte),
+    // a restart marker, or another 0xFF (fill) and never otherwise.
+    while let Some(ff) = input
+      .get(at..)
+      .and_then(|rest| rest.iter().position(|&b| b == 0xFF))
+    {
+      at += ff;
+      match input.get(at + 1) {
+        Some(0x00 | 0xD0..=0xD7) => at += 2,
+        Some(0xFF) => at += 1,
+        _ => break,
+      }
+    }
+  }
+  scans
+}
+
 fn decode_jpeg(input: &[u8], target: (u32, u32), budget: usize) -> Result<Pixels, String> {
+  if jpeg_scans(input) > MAX_JPEG_SCANS {
+    return Err(format!(
+      "the JPEG has more than {MAX_JPEG_SCANS} scans; encoders write at most a few dozen"
+    ));
+  }
   let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(input));
   decoder.set_max_decoding_buffer_size(budget);
   decoder

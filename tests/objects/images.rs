@@ -150,6 +150,28 @@ async fn hostile_images_are_refused_cheaply_and_the_node_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded() {
+  let data = TempDir::new("objects-scans");
+  let node = node(MANIFEST, &data, &[]);
+  // A progressive JPEG decodes as any other.
+  let few = post(&node, "/images/?width=64", scan_bomb(512, 1)).await;
+  assert_eq!(few.status, 200, "{}", few.text());
+  assert_eq!(dimensions(&few.body), (image::ImageFormat::Jpeg, 64, 64));
+  // 5,000 scans of a few dozen bytes each: a small file that would have the decoder walk every
+  // block 5,000 times.
+  let bomb = scan_bomb(2048, 5000);
+  assert!(bomb.len() < 200_000);
+  let refused = post(&node, "/images/?width=64", bomb).await;
+  assert_eq!(refused.status, 422, "{}", refused.text());
+  assert_eq!(
+    refused.json()["error"],
+    "TypeError: the JPEG has more than 100 scans; encoders write at most a few dozen"
+  );
+  let fine = post(&node, "/images/?width=100", photo(800, 600)).await;
+  assert_eq!(dimensions(&fine.body), (image::ImageFormat::Jpeg, 100, 75));
+}
+
+#[tokio::test]
 async fn a_transform_s_cpu_counts_against_its_invocation_s_limit() {
   let data = TempDir::new("objects-transform-cpu");
   let node = node(MANIFEST, &data, &[]);
@@ -176,6 +198,68 @@ async fn a_transform_s_cpu_counts_against_its_invocation_s_limit() {
   // The function starts again and serves.
   let again = post(&node, "/images-tight/?width=16", png(32, 32)).await;
   assert_eq!(again.status, 200, "{}", again.text());
+}
+
+/// A grey `side` × `side` progressive JPEG (`side` a power of two): a DC scan, then `scans`
+/// identical AC scans that each code every block as empty in a few bytes (end-of-band runs).
+fn scan_bomb(side: u32, scans: usize) -> Vec<u8> {
+  fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xFF, marker];
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+  }
+  /// Entropy-coded bits, padded with ones, each 0xFF byte stuffed with a zero.
+  fn entropy(bits: &[bool]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in bits.chunks(8) {
+      let mut byte = 0u8;
+      for i in 0..8 {
+        byte = byte << 1 | u8::from(chunk.get(i).copied().unwrap_or(true));
+      }
+      out.push(byte);
+      if byte == 0xFF {
+        out.push(0);
+      }
+    }
+    out
+  }
+  let put =
+    |bits: &mut Vec<bool>, value: u32, n: u32| (0..n).rev().for_each(|i| bits.push(value >> i & 1 == 1));
+  let blocks = side.div_ceil(8) * side.div_ceil(8);
+  let mut out = vec![0xFF, 0xD8];
+  out.extend(segment(0xDB, &[[0u8].as_slice(), &[1; 64]].concat()));
+  let mut frame = vec![8];
+  frame.extend_from_slice(&(side as u16).to_be_bytes());
+  frame.extend_from_slice(&(side as u16).to_be_bytes());
+  frame.extend_from_slice(&[1, 1, 0x11, 0]);
+  out.extend(segment(0xC2, &frame));
+  // A DC table whose one code, '0', is category 0; an AC table whose one code is a run of 2^n
+  // empty blocks.
+  out.extend(segment(0xC4, &[[0x00, 1].as_slice(), &[0; 15], &[0]].concat()));
+  // Blocks are a power of two, so runs of 2^n blocks (EOBn, n ≤ 14) cover them exactly.
+  assert!(blocks.is_power_of_two());
+  let n = blocks.trailing_zeros().min(14);
+  out.extend(segment(
+    0xC4,
+    &[[0x10, 1].as_slice(), &[0; 15], &[(n << 4) as u8]].concat(),
+  ));
+  let mut dc = Vec::new();
+  (0..blocks).for_each(|_| put(&mut dc, 0, 1));
+  out.extend(segment(0xDA, &[1, 1, 0x00, 0, 0, 0x00]));
+  out.extend(entropy(&dc));
+  let mut ac = Vec::new();
+  for _ in 0..blocks >> n {
+    put(&mut ac, 0, 1);
+    put(&mut ac, 0, n);
+  }
+  let mut scan = segment(0xDA, &[1, 1, 0x00, 1, 63, 0x00]);
+  scan.extend(entropy(&ac));
+  for _ in 0..scans {
+    out.extend_from_slice(&scan);
+  }
+  out.extend_from_slice(&[0xFF, 0xD9]);
+  out
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
