@@ -11,6 +11,10 @@ use super::bindings::{self, Binding, Trigger};
 use super::{is_valid_name, Function};
 use crate::limits::{LimitOverrides, Limits};
 
+/// The most routes one function may list: each is checked against every other function's at
+/// deploy, and requests are matched against them.
+const MAX_ROUTES: usize = 100;
+
 /// One version of one function, as uploaded. Immutable once stored; its [`Bundle::version`] is the
 /// hash of its content, so uploading the same bundle twice names the same version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +65,9 @@ impl Bundle {
     modules + vars
   }
 
-  /// Refuses a bundle that could not be served, saying which field is wrong and why.
+  /// Refuses a bundle that could not be served, or that would cost the node out of proportion
+  /// (more than [`MAX_ROUTES`] routes, each checked at deploy against every other function's and
+  /// matched on requests), saying which field is wrong and why.
   pub fn validate(&self, defaults: &Limits) -> Result<(), String> {
     if !is_valid_name(&self.name) {
       return Err(format!(
@@ -89,6 +95,12 @@ impl Bundle {
           "modules: '{path}' must be a relative path to a .js, .mjs or .ts file inside the function"
         ));
       }
+    }
+    if self.routes.len() > MAX_ROUTES {
+      return Err(format!(
+        "routes: a function has at most {MAX_ROUTES} routes; this one lists {}",
+        self.routes.len()
+      ));
     }
     for route in &self.routes {
       super::routes::RoutePattern::parse(route).map_err(|e| format!("routes: {e}"))?;
@@ -167,6 +179,14 @@ mod tests {
     assert_eq!(
       no_entry.validate(&defaults).unwrap_err(),
       "entry: 'main.js' is not among the bundle's modules"
+    );
+    let mut routed = bundle("x");
+    routed.routes = (0..MAX_ROUTES).map(|i| format!("shop.example/{i}/*")).collect();
+    assert!(routed.validate(&defaults).is_ok());
+    routed.routes.push("shop.example/last/*".into());
+    assert_eq!(
+      routed.validate(&defaults).unwrap_err(),
+      "routes: a function has at most 100 routes; this one lists 101"
     );
     let mut zero_cpu = bundle("x");
     zero_cpu.limits.cpu_ms = Some(0);
