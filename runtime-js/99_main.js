@@ -13,6 +13,7 @@ import "ext:islet_runtime/02_console.js";
 import "ext:islet_runtime/03_timers.js";
 import "ext:islet_runtime/04_fetch.js";
 import { countWasmMemory } from "ext:islet_runtime/05_wasm.js";
+import "ext:islet_runtime/06_bounded_arrays.js";
 import "ext:islet_runtime/06_bounded_work.js";
 import "ext:islet_runtime/10_context.js";
 import "ext:islet_runtime/20_service_worker.js";

@@ -380,3 +380,75 @@ async fn an_isolate_restored_for_a_function_s_own_heap_is_charged_to_its_request
   assert_eq!(warm.header("x-islet-start"), Some("warm"));
   aftermath(&node, baseline, "an isolate restored on the request's thread").await;
 }
+
+#[tokio::test]
+async fn array_methods_never_loop_past_the_cpu_limit_on_huge_lengths() {
+  let (node, baseline) = one_thread(&[]).await;
+  let client = http1();
+  let normal = get(&client, &node.url("/array-loops?m=normal")).await;
+  assert_eq!(
+    normal.text(),
+    "2 true 3-1-2 3,1,2 213 6,2,4 2 6 123 23 aabb 1234 12 1234 012 56 7,8 910 7 233 function indexOf 1 1"
+  );
+  let methods = [
+    "indexOf",
+    "lastIndexOf",
+    "includes",
+    "join",
+    "toLocaleString",
+    "toString",
+    "reverse",
+    "fill",
+    "copyWithin",
+    "forEach",
+    "some",
+    "every",
+    "reduce",
+    "reduceRight",
+    "filter",
+    "map",
+    "slice",
+    "sort",
+    "splice",
+    "shift",
+    "unshift",
+    "toReversed",
+    "toSpliced",
+    "flat",
+    "flatMap",
+    "concat",
+    "from",
+    "typedFrom",
+  ];
+  for method in methods {
+    for like in ["arrayLike", "sparse", "proxy", "toctou"] {
+      // Each either refuses the length at once or is stopped at its CPU limit; none holds the
+      // thread (the neighbour answers within 5 s after each).
+      let path = format!("/array-loops?m={method}&like={like}");
+      let reply = tokio::time::timeout(Duration::from_secs(10), get(&client, &node.url(&path)))
+        .await
+        .unwrap_or_else(|_| panic!("{path} held the thread:\n{}", node.logs()));
+      let text = reply.text();
+      let refused = reply.status == 200
+        && text.starts_with("RangeError: ")
+        && text.ends_with("elements: Islet loops over at most 16777216 in one call");
+      let stopped = reply.status == 503 && text.contains("cpu_limit_exceeded");
+      // The length read once is what the method runs on: the array-like that reads small first
+      // is treated as small. `toString` and `flat` do not treat a plain object as an array.
+      let small = like == "toctou" || (like == "arrayLike" && (method == "toString" || method == "flat"));
+      if small {
+        assert!(
+          reply.status == 200 && text.starts_with("returned"),
+          "{path}: {text}"
+        );
+      } else if like == "proxy" && (method == "from" || method == "typedFrom") {
+        // An iterable: iterated by its iterator's `next`, which the limit stops.
+        assert!(refused || stopped, "{path}: {} {text}", reply.status);
+      } else {
+        assert!(refused, "{path}: {} {text}", reply.status);
+      }
+      neighbour_answers(&node).await;
+    }
+  }
+  aftermath(&node, baseline, "array methods on huge lengths").await;
+}

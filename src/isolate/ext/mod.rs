@@ -88,6 +88,7 @@ deno_core::extension!(
     "03_timers.js",
     "04_fetch.js",
     "05_wasm.js",
+    "06_bounded_arrays.js",
     "06_bounded_work.js",
     "07_bindings.js",
     "08_objects.js",
