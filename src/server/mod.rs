@@ -574,6 +574,13 @@ impl Node {
       );
     };
     let host = &*host;
+    if router::resolves_elsewhere(parts.uri.path()) {
+      return error_response(
+        ErrorCode::InvalidRequest,
+        "the request's path has a '.' or '..' segment or a backslash; send the path resolved",
+        request_id,
+      );
+    }
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let registry = self.registry.load();
     let by_host = self.router.name_from_host(host).map(str::to_ascii_lowercase);

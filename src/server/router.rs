@@ -186,9 +186,55 @@ pub fn host_without_port(host: &str) -> &str {
   }
 }
 
+/// Whether `path` has a segment URL parsing would resolve (`.` or `..`, percent-encoded or not) or
+/// a backslash (which it reads as `/`). Routes match the path as it came, and a handler sees it
+/// resolved: `/public/../admin/x` would be routed by `/public/*` and read as `/admin/x`.
+pub fn resolves_elsewhere(path: &str) -> bool {
+  if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+    return false;
+  }
+  path.contains('\\')
+    || path.split('/').any(|segment| {
+      matches!(segment.len(), 1..=6)
+        && matches!(
+          segment.to_ascii_lowercase().as_str(),
+          "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn paths_that_url_parsing_would_resolve_are_told_apart() {
+    for path in [
+      "/",
+      "/hello",
+      "/a.js",
+      "/a/..b/c",
+      "/a/...",
+      "/%2e%2e%2e",
+      "/v1.2/x",
+      "/a%2eb",
+    ] {
+      assert!(!resolves_elsewhere(path), "{path}");
+    }
+    for path in [
+      "/public/../admin",
+      "/public/./x",
+      "/x/..",
+      "/public/%2e%2e/admin",
+      "/public/%2E./admin",
+      "/public/.%2e/admin",
+      "/public/%2e/x",
+      "/public\\..\\admin",
+      "/a\\b",
+    ] {
+      assert!(resolves_elsewhere(path), "{path}");
+    }
+  }
 
   #[test]
   fn host_routes_localhost_and_base_domains() {

@@ -67,6 +67,30 @@ async fn raw_host(node: &Node, path: &str, host: &str) -> (String, String) {
   (status, body)
 }
 
+/// A path with a segment URL parsing resolves (`..`, `.`, percent-encoded or not) or a backslash
+/// is refused: routes match the path as sent, while the handler would read it resolved, so
+/// `/public/../admin` could be routed by one route and read as another's.
+#[tokio::test]
+async fn a_path_the_url_parser_would_resolve_is_refused() {
+  let node = Node::serve("tests/fixtures", &[]);
+  for path in [
+    "/respond/../hello?body=x",
+    "/respond/./x?body=x",
+    "/respond/%2e%2e/x?body=x",
+    "/respond/.%2E/x?body=x",
+    "/respond\\..\\x?body=x",
+  ] {
+    let (status, body) = raw_host(&node, path, "localhost").await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{path}: {status} {body}");
+    assert!(body.contains("send the path resolved"), "{path}: {body}");
+  }
+  for path in ["/respond/v1.2/a.json?body=dots", "/respond/...?body=dots"] {
+    let (status, body) = raw_host(&node, path, "localhost").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
+    assert_eq!(body, "dots");
+  }
+}
+
 /// A Host that is not a host never reaches a handler (it would change the URL the handler parses,
 /// or make `new URL(request.url)` throw); a trailing dot is the same host without it.
 #[tokio::test]
