@@ -62,6 +62,11 @@ const MAX_DEFLATE_INPUT = 64 << 10;
 export const MAX_ARGON2_MEMORY_KIB = 32 << 10;
 export const MAX_ARGON2_PASSES = 10;
 export const MAX_ARGON2_PARALLELISM = 8;
+/**
+ * The most bits a PBKDF2 or Argon2 derivation may produce: PBKDF2 runs all its iterations again for
+ * each hash-sized block of output, and Deno allocates the output up front.
+ */
+export const MAX_DERIVED_BITS = 4096;
 /** WebCrypto calls of one isolate on the blocking threads at once; the rest wait their turn. */
 const MAX_OFF_THREAD_CALLS = 4;
 
@@ -235,11 +240,33 @@ for (
 ) {
   charged(name, null, null);
 }
+/** Whether Islet bounds the output length of `algorithm` (as `boundedDerivation` returned it). */
+function costsPerBit(algorithm) {
+  if (algorithm === null || typeof algorithm !== "object") {
+    return false;
+  }
+  const upper = StringPrototypeToUpperCase(algorithm.name);
+  return upper === "PBKDF2" || includes(ARGON2, upper);
+}
+
 charged("deriveBits", (args) => {
   args[0] = boundedDerivation(args[0]);
+  if (costsPerBit(args[0]) && args[2] !== undefined && args[2] !== null) {
+    args[2] = atMost(`${args[0].name} of`, uint32(args[2]), MAX_DERIVED_BITS, " bits");
+  }
 }, null);
 charged("deriveKey", (args) => {
   args[0] = boundedDerivation(args[0]);
+  // The derived key's length (an HMAC key's may be any) is the derivation's output length.
+  const keyType = args[2];
+  if (costsPerBit(args[0]) && keyType !== null && typeof keyType === "object") {
+    const copy = { __proto__: keyType, name: String(keyType.name) };
+    const length = keyType.length;
+    if (length !== undefined) {
+      copy.length = atMost(`${args[0].name} of`, uint32(length), MAX_DERIVED_BITS, " bits");
+    }
+    args[2] = copy;
+  }
 }, null);
 charged("generateKey", (args) => {
   args[0] = boundedGeneration(args[0]);

@@ -124,6 +124,28 @@ async fn pbkdf2_iterations_are_capped_and_off_thread_time_is_charged() {
     argon2.text(),
     "OperationError: Argon2 with 4000000 KiB of memory: Islet allows at most 32768"
   );
+  // So does the output's length, which PBKDF2 pays for block by block (and Deno allocates), through
+  // deriveBits and deriveKey alike; within it, a derivation answers.
+  for path in [
+    "/pbkdf2?bits=40960&iterations=100000",
+    "/pbkdf2?hmac-bits=1000000000&iterations=100000",
+  ] {
+    let refused = get(&client, &node.url(path)).await;
+    assert!(
+      refused.text().starts_with("OperationError: PBKDF2 of ")
+        && refused.text().ends_with(" bits: Islet allows at most 4096"),
+      "{path}: {}",
+      refused.text()
+    );
+  }
+  assert_eq!(
+    get(&client, &node.url("/pbkdf2?bits=512")).await.text(),
+    "derived 64 bytes"
+  );
+  assert_eq!(
+    get(&client, &node.url("/pbkdf2?hmac-bits=512")).await.text(),
+    "derived 64 bytes"
+  );
   // Derivations within the cap still cost: their time off the thread counts against the
   // request's 50 ms of CPU.
   let heavy = get(&client, &node.url("/pbkdf2?sequential=40&iterations=100000")).await;
