@@ -499,9 +499,15 @@ impl FleetQueues {
       .await
   }
 
-  /// Claims cron tick `tick_ms` of `function`'s `schedule` for this node; false if another node
-  /// has it.
-  pub async fn claim_tick(&self, function: &str, schedule: &str, tick_ms: i64) -> Result<bool, String> {
+  /// Claims cron tick `tick_ms` of `function`'s `schedule` for this node, for `ttl_ms` (by then
+  /// every node has passed the tick); false if another node has it.
+  pub async fn claim_tick(
+    &self,
+    function: &str,
+    schedule: &str,
+    tick_ms: i64,
+    ttl_ms: u64,
+  ) -> Result<bool, String> {
     let key = format!("islet:cron:{function}:{schedule}:{tick_ms}");
     let consumer = self.consumer.clone();
     self
@@ -511,7 +517,7 @@ impl FleetQueues {
           .arg(&consumer)
           .arg("NX")
           .arg("PX")
-          .arg(3_600_000)
+          .arg(ttl_ms)
           .query(con)?;
         Ok(set.is_some())
       })

@@ -850,7 +850,8 @@ impl Events {
     }
   }
 
-  /// One schedule of one function: sleeps to each tick and fires it (once per fleet).
+  /// One schedule of one function: sleeps to each tick and fires it (once per fleet): the first
+  /// node to claim a tick in Redis runs it.
   async fn run_schedule(self: Arc<Self>, function: String, schedule: String) {
     let Ok(cron) = crate::registry::bindings::parse_schedule(&schedule) else {
       return;
@@ -880,7 +881,11 @@ impl Events {
         continue;
       }
       if let Backend::Fleet(fleet) = &self.backend {
-        match fleet.claim_tick(&function, &schedule, tick).await {
+        let interval = cron::next_tick(&cron, next).map_or(0, |after| (after - next).num_milliseconds());
+        match fleet
+          .claim_tick(&function, &schedule, tick, claim_ttl_ms(interval))
+          .await
+        {
           Ok(true) => {}
           Ok(false) => continue,
           Err(e) => {
@@ -1182,9 +1187,27 @@ fn batch_json(queue: &str, batch: &[Delivered]) -> String {
   serde_json::json!({ "queue": queue, "messages": messages }).to_string()
 }
 
+/// How long a fleet node's claim of a cron tick lasts: twice the schedule's interval, so a schedule
+/// that fires every second leaves a few keys in Redis rather than an hour's, and at least a minute,
+/// so that a node whose clock is behind by less than that still finds the tick taken; at most an
+/// hour.
+fn claim_ttl_ms(interval_ms: i64) -> u64 {
+  u64::try_from(interval_ms.saturating_mul(2))
+    .unwrap_or(0)
+    .clamp(60_000, 3_600_000)
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn a_cron_tick_is_claimed_for_twice_its_interval_between_a_minute_and_an_hour() {
+    assert_eq!(claim_ttl_ms(1_000), 60_000);
+    assert_eq!(claim_ttl_ms(300_000), 600_000);
+    assert_eq!(claim_ttl_ms(86_400_000), 3_600_000);
+    assert_eq!(claim_ttl_ms(0), 60_000);
+  }
 
   #[test]
   fn batches_carry_text_as_text_and_bytes_in_base64() {
