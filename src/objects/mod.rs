@@ -433,6 +433,18 @@ fn check_metadata(options: &PutOptions) -> Result<(), String> {
       "customMetadata is {custom} bytes; the most is {MAX_CUSTOM_METADATA_BYTES}"
     ));
   }
+  // The S3 backend keeps each write's mark under this name (`s3::MARK`): a tenant's own would
+  // replace it, and a notification left provisional by a node that died could not tell whether
+  // the write happened.
+  if let Some(name) = options
+    .custom_metadata
+    .keys()
+    .find(|name| name.eq_ignore_ascii_case("islet-write"))
+  {
+    return Err(format!(
+      "customMetadata '{name}' is a name Islet keeps for itself"
+    ));
+  }
   let http: usize = options.http_metadata.values().map(String::len).sum();
   if http > 8192 {
     return Err("httpMetadata is over 8 KiB".into());

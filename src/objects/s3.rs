@@ -325,13 +325,14 @@ impl S3Objects {
         attributes.insert(attribute, value.clone().into());
       }
     }
-    attributes.insert(Attribute::Metadata(Cow::Borrowed(MARK)), mark.to_string().into());
     for (name, value) in &options.custom_metadata {
       attributes.insert(
         Attribute::Metadata(Cow::Owned(name.to_lowercase())),
         value.clone().into(),
       );
     }
+    // Last, so that nothing of the tenant's replaces it (`check_metadata` refuses the name too).
+    attributes.insert(Attribute::Metadata(Cow::Borrowed(MARK)), mark.to_string().into());
     let location = path(bucket, key);
     let put_options = object_store::PutOptions {
       attributes,

@@ -271,6 +271,7 @@ pub async fn the_shapes_are_r2s(node: &Node) {
     "RangeError: limit must be between 1 and 1000",
     "RangeError: range.offset must be a whole number",
     "Error: customMetadata is 3003 bytes",
+    "Error: customMetadata 'Islet-Write' is a name Islet keeps for itself",
   ];
   for (error, expected) in errors.iter().zip(expect) {
     assert!(
