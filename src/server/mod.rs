@@ -555,16 +555,27 @@ impl Node {
   ) -> http::Response<ResponseBody> {
     let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
+    // One host, said once (RFC 9112 §3.2, RFC 9113 §8.3.1): with two, a proxy in front could
+    // route by one and this node by the other.
+    let mut host_headers = parts.headers.get_all(http::header::HOST).iter();
+    let host_header = host_headers.next();
+    let ambiguous = host_headers.next().is_some()
+      || matches!((parts.uri.authority(), host_header), (Some(authority), Some(header)) if !authority.as_str().as_bytes().eq_ignore_ascii_case(header.as_bytes()))
+      || (parts.version == http::Version::HTTP_11
+        && host_header.is_none()
+        && parts.uri.authority().is_none());
+    if ambiguous {
+      return error_response(
+        ErrorCode::InvalidRequest,
+        "the request names no host, or more than one",
+        request_id,
+      );
+    }
     let host = parts
       .uri
       .authority()
       .map(|a| a.as_str())
-      .or_else(|| {
-        parts
-          .headers
-          .get(http::header::HOST)
-          .and_then(|h| h.to_str().ok())
-      })
+      .or_else(|| host_header.and_then(|h| h.to_str().ok()))
       .unwrap_or_default();
     let Some(host) = router::checked_host(host) else {
       return error_response(

@@ -91,6 +91,39 @@ async fn a_path_the_url_parser_would_resolve_is_refused() {
   }
 }
 
+/// A request names its host once: two Host headers, or none on HTTP/1.1, are 400 (a proxy in front
+/// could route by the other).
+#[tokio::test]
+async fn a_request_with_two_hosts_or_none_is_refused() {
+  use tokio::io::{AsyncReadExt, AsyncWriteExt};
+  let node = Node::serve("tests/fixtures", &[]);
+  for head in [
+    "GET /respond?body=x HTTP/1.1\r\nHost: localhost\r\nHost: hello.localhost\r\nConnection: close\r\n\r\n",
+    "GET /respond?body=x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    "GET http://respond.localhost/?body=x HTTP/1.1\r\nHost: hello.localhost\r\nConnection: close\r\n\r\n",
+  ] {
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+    assert!(answer.contains("names no host, or more than one"), "{answer}");
+  }
+  // One Host, or an absolute URI with the same: served.
+  for head in [
+    "GET /respond?body=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    "GET http://respond.localhost/?body=x HTTP/1.1\r\nHost: respond.localhost\r\nConnection: close\r\n\r\n",
+  ] {
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{head:?}: {answer}");
+  }
+}
+
 /// A Host that is not a host never reaches a handler (it would change the URL the handler parses,
 /// or make `new URL(request.url)` throw); a trailing dot is the same host without it.
 #[tokio::test]
