@@ -97,6 +97,9 @@ impl Resource for RequestBodyResource {
   }
 }
 
+/// The most bytes of a full body handed to hyper at once (see `poll_frame`).
+const FULL_FRAME: usize = 64 * 1024;
+
 /// The body of a response on its way from an isolate to hyper.
 pub enum ResponseBody {
   /// A body known in full when the handler returned (`new Response("hi")`): the fast path.
@@ -133,7 +136,16 @@ impl Body for ResponseBody {
     cx: &mut Context<'_>,
   ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
     match self.get_mut() {
-      ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+      // At most FULL_FRAME bytes a frame, cut without copying: hyper copies each frame into a
+      // connection's write buffer, which keeps its largest size while the connection lives.
+      ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|mut b| {
+        if b.len() > FULL_FRAME {
+          let first = b.split_to(FULL_FRAME);
+          *bytes = Some(b);
+          b = first;
+        }
+        Ok(Frame::data(b))
+      })),
       ResponseBody::Channel { ended: true, .. } => Poll::Ready(None),
       ResponseBody::Channel { rx, ended } => match rx.poll_recv(cx) {
         Poll::Pending => Poll::Pending,
@@ -163,5 +175,26 @@ impl Body for ResponseBody {
       ResponseBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
       ResponseBody::Channel { .. } => SizeHint::default(),
     }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[tokio::test]
+  async fn a_full_body_goes_to_hyper_in_frames_of_at_most_64_kib() {
+    let mut body = ResponseBody::full(vec![7u8; (1 << 20) + 5]);
+    assert_eq!(body.size_hint().exact(), Some((1 << 20) + 5));
+    let (mut frames, mut total) = (0, 0);
+    while let Some(frame) = body.frame().await {
+      let data = frame.unwrap().into_data().unwrap();
+      assert!(data.len() <= FULL_FRAME, "a frame of {} bytes", data.len());
+      total += data.len();
+      frames += 1;
+      assert_eq!(body.size_hint().exact(), Some(((1 << 20) + 5 - total) as u64));
+    }
+    assert_eq!((frames, total), (17, (1 << 20) + 5));
+    assert!(body.is_end_stream());
   }
 }
