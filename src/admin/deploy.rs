@@ -283,10 +283,10 @@ impl Deployments {
         }
       }
     }
-    self.store.put_bundle(&bundle, &version)?;
+    let stored = self.store.put_bundle(&bundle, &version)?;
     let mut created = false;
     let routes = function.routes.clone();
-    self.update_claiming(&bundle.name, &routes, quota, &mut |current| {
+    let claimed = self.update_claiming(&bundle.name, &routes, quota, &mut |current| {
       let mut state = current.unwrap_or_default();
       created = !state.versions.iter().any(|v| v.version == version);
       if created {
@@ -299,7 +299,20 @@ impl Deployments {
       state.active = version.clone();
       state.routes = routes.clone();
       Ok(Some(state))
-    })?;
+    });
+    if let Err(refused) = claimed {
+      // Refused (a quota, a route another function holds): the bundle this deploy stored goes
+      // too, or refused deploys would fill the store.
+      if stored {
+        if let Err(e) = self
+          .store
+          .remove_bundles(&bundle.name, std::slice::from_ref(&version))
+        {
+          tracing::warn!(function = %bundle.name, version, "could not remove a refused deploy's bundle: {e}");
+        }
+      }
+      return Err(refused);
+    }
     self.publish(|registry| registry.insert(function));
     tracing::info!(function = %bundle.name, version, created, "deployed");
     Ok(Deployed {
@@ -399,15 +412,25 @@ impl Deployments {
     Ok(())
   }
 
-  /// Stops serving `name` and forgets its versions.
+  /// Stops serving `name` and forgets its versions, their bundles included.
   pub fn delete(&self, name: &str) -> Result<(), DeployError> {
     let _changing = lock(&self.changes);
+    let mut versions = Vec::new();
     self.update(name, &mut |current| match current {
-      Some(_) => Ok(None),
+      Some(state) => {
+        versions = state.versions.iter().map(|v| v.version.clone()).collect();
+        Ok(None)
+      }
       None => Err(DeployError::NotFound(format!(
         "no function named '{name}' is deployed"
       ))),
     })?;
+    if let Err(e) = self.store.remove_bundles(name, &versions) {
+      tracing::warn!(
+        function = name,
+        "could not remove the deleted function's bundles: {e}"
+      );
+    }
     self.publish(|registry| {
       registry.remove(name);
       if let Some(function) = lock(&self.statics).get(name) {

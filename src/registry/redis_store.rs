@@ -103,7 +103,7 @@ impl RedisStore {
     self.with(read_state)
   }
 
-  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
+  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<bool> {
     // INVARIANT: a bundle always serializes.
     let json = serde_json::to_string(bundle).expect("bundle serializes");
     self.with(|con| {
@@ -111,8 +111,17 @@ impl RedisStore {
         .arg(bundle_key(&bundle.name, version))
         .arg(&json)
         .arg("NX")
-        .query::<()>(con)
+        .query::<Option<String>>(con)
+        .map(|set| set.is_some())
     })
+  }
+
+  pub fn remove_bundles(&self, name: &str, versions: &[String]) -> std::io::Result<()> {
+    if versions.is_empty() {
+      return Ok(());
+    }
+    let keys: Vec<String> = versions.iter().map(|v| bundle_key(name, v)).collect();
+    self.with(|con| redis::cmd("DEL").arg(&keys).query::<()>(con))
   }
 
   pub fn bundle(&self, name: &str, version: &str) -> std::io::Result<Bundle> {

@@ -123,15 +123,30 @@ impl DirStore {
     )
   }
 
-  /// Stores a bundle under its version, unless that version is stored already.
-  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
+  /// Stores a bundle under its version, unless that version is stored already; whether it stored
+  /// it.
+  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<bool> {
     let path = self.bundle_path(&bundle.name, version)?;
     if path.is_file() {
-      return Ok(());
+      return Ok(false);
     }
     // INVARIANT: a bundle always serializes.
     let json = serde_json::to_vec(bundle).expect("bundle serializes");
-    write_atomically(&path, &json)
+    write_atomically(&path, &json).map(|()| true)
+  }
+
+  /// Removes `name`'s bundles of `versions`, and its folder once empty.
+  pub fn remove_bundles(&self, name: &str, versions: &[String]) -> std::io::Result<()> {
+    for version in versions {
+      let path = self.bundle_path(name, version)?;
+      match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_context(&path)(e)),
+        _ => {}
+      }
+    }
+    // Fails, harmlessly, while other versions are left in it.
+    let _ = std::fs::remove_dir(self.root.join("bundles").join(name));
+    Ok(())
   }
 
   /// Reads a stored bundle.
@@ -275,12 +290,21 @@ impl Store {
     }
   }
 
-  /// Stores a bundle under its version, unless it is stored already. Done before the state that
-  /// names it is written.
-  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<()> {
+  /// Stores a bundle under its version, unless it is stored already; whether it stored it. Done
+  /// before the state that names it is written.
+  pub fn put_bundle(&self, bundle: &Bundle, version: &str) -> std::io::Result<bool> {
     match self {
       Store::Dir { dir, .. } => dir.put_bundle(bundle, version),
       Store::Redis(redis) => redis.put_bundle(bundle, version),
+    }
+  }
+
+  /// Removes `name`'s bundles of `versions`: those of a deploy that was refused after its bundle
+  /// was stored, or of a function deleted.
+  pub fn remove_bundles(&self, name: &str, versions: &[String]) -> std::io::Result<()> {
+    match self {
+      Store::Dir { dir, .. } => dir.remove_bundles(name, versions),
+      Store::Redis(redis) => redis.remove_bundles(name, versions),
     }
   }
 

@@ -133,8 +133,12 @@ async fn rollback_then_delete() {
   let versions = versions.json()["versions"].as_array().unwrap().clone();
   assert_eq!(versions.len(), 2);
   assert_eq!(versions[0]["active"], true);
+  let bundles = std::path::Path::new(data.path()).join("bundles").join("hello");
+  assert_eq!(std::fs::read_dir(&bundles).unwrap().count(), 2);
   let deleted = admin(&node, "DELETE", "/v1/functions/hello", Some(TOKEN), Bytes::new()).await;
   assert_eq!(deleted.status, 200);
+  // Its versions' bundles go with it.
+  assert!(!bundles.exists(), "{bundles:?} is left");
   let gone = get(&http1(), &node.url("/hello")).await;
   gone.error(404, "function_not_found");
   let versions = list_versions(&node, "hello").await;

@@ -287,6 +287,10 @@ async fn a_deploy_token_reaches_only_its_namespace() {
     "forbidden",
     "holds 9 functions, its quota (--max-functions-per-token)",
   );
+  // A refused deploy leaves nothing in the store.
+  let bundles = std::path::Path::new(data.path()).join("bundles");
+  assert!(bundles.join("acme-old").is_dir());
+  assert!(!bundles.join("acme-one-more").exists());
   assert_eq!(
     deploy_as(&node, &acme, &bundle("acme-app", "acme's"))
       .await
