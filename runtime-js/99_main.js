@@ -35,6 +35,6 @@ globalThis.__isletBoot = (function boot() {
   delete globalThis.__bootstrap;
   useFastOps();
   performance.setTimeOrigin();
-  countWasmMemory();
-  return [dispatch, installHandler, warmUp];
+  const wasmMemoryBytes = countWasmMemory();
+  return [dispatch, installHandler, warmUp, wasmMemoryBytes];
 });

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use deno_core::JsRuntime;
+use deno_core::{v8, JsRuntime};
 
 use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot, Responder, StartTiming};
 use super::request::HandlerCall;
@@ -185,17 +185,30 @@ impl Isolate {
   /// limit counts it (heap in use, plus ArrayBuffer and WebAssembly memory). Records the heap for
   /// the ArrayBuffer allocator and stops the isolate if the sum is past the limit.
   pub(super) fn measure_memory(&mut self) -> (usize, usize) {
-    let (total, used) = entered(&mut self.runtime, |runtime| {
+    let wasm_bytes_fn = &self.wasm_bytes_fn;
+    let (total, used, wasm) = entered(&mut self.runtime, |runtime| {
       let stats = runtime.v8_isolate().get_heap_statistics();
+      deno_core::scope!(scope, runtime);
+      let wasm = v8::Local::new(scope, wasm_bytes_fn);
+      let undefined = v8::undefined(scope).into();
+      // Our own function; it fails only if the isolate is being terminated.
+      let wasm = wasm
+        .call(scope, undefined, &[])
+        .and_then(|bytes| bytes.number_value(scope));
       (
         stats.total_heap_size(),
         stats.used_heap_size() + stats.external_memory(),
+        wasm,
       )
     });
+    if let Some(wasm) = wasm.filter(|w| w.is_finite() && *w >= 0.0) {
+      self.memory.set_wasm_bytes(wasm as usize);
+    }
     // Backing stores are in V8's external memory too; what is left over is the heap's share.
+    // WebAssembly memory is in neither.
     let buffers = self.memory.buffer_bytes();
     self.memory.set_heap_bytes(used.saturating_sub(buffers));
-    let used = used.max(buffers);
+    let used = used.max(buffers) + self.memory.wasm_bytes();
     self.peak_memory = self.peak_memory.max(used);
     if used > self.memory.cap() && self.stopped.is_none() {
       self.stop(StopReason::Memory {

@@ -151,6 +151,9 @@ pub struct Isolate {
   install_fn: Rc<v8::Global<v8::Function>>,
   /// The `warmUp()` function of `30_dispatch.js`.
   warm_up_fn: v8::Global<v8::Function>,
+  /// `wasmMemoryBytes` (runtime-js/05_wasm.js): the size of the WebAssembly memories JavaScript
+  /// can reach, which V8's heap statistics leave out.
+  wasm_bytes_fn: v8::Global<v8::Function>,
   loader: Rc<FunctionLoader>,
   function: Option<Arc<Function>>,
   phase: Phase,
@@ -264,11 +267,13 @@ impl Isolate {
       dispatch_fn,
       install_fn,
       warm_up_fn,
+      wasm_bytes_fn,
     } = booted?;
     Ok(Self {
       dispatch_fn: Rc::new(dispatch_fn),
       install_fn: Rc::new(install_fn),
       warm_up_fn,
+      wasm_bytes_fn,
       loader,
       function: None,
       phase: Phase::Blank,
@@ -799,6 +804,7 @@ struct Booted {
   dispatch_fn: v8::Global<v8::Function>,
   install_fn: v8::Global<v8::Function>,
   warm_up_fn: v8::Global<v8::Function>,
+  wasm_bytes_fn: v8::Global<v8::Function>,
 }
 
 /// Runs `__isletBoot` from `99_main.js` and keeps the functions it returns.
@@ -822,6 +828,7 @@ fn boot(runtime: &mut JsRuntime) -> Result<Booted, IsolateError> {
     dispatch_fn: get(scope, 0)?,
     install_fn: get(scope, 1)?,
     warm_up_fn: get(scope, 2)?,
+    wasm_bytes_fn: get(scope, 3)?,
   })
 }
 

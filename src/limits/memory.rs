@@ -6,8 +6,11 @@
 //! outside the heap, so V8 would not count them: every isolate gets its own [`MemoryBudget`] as its
 //! ArrayBuffer allocator, which refuses an allocation that would take the isolate past its cap. V8
 //! turns the refusal into a `RangeError` in JavaScript, so `new ArrayBuffer(2 ** 31)` fails cleanly.
-//! WebAssembly memories are reserved by V8 outside any allocator; they are counted from the heap
-//! statistics after each slice of an isolate that uses WebAssembly.
+//! WebAssembly memories are reserved by V8 outside any allocator, and the heap statistics do not
+//! count them: runtime-js/05_wasm.js keeps every memory JavaScript can reach (and refuses modules
+//! that keep one to themselves), and the isolate layer reads their sizes when it measures the heap
+//! ([`MemoryBudget::set_wasm_bytes`]); in between, a memory made or grown from JavaScript counts
+//! what it asked for.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +30,8 @@ pub struct MemoryBudget {
   buffers: AtomicUsize,
   /// The isolate's heap as last measured: the share of the cap buffers cannot have.
   heap: AtomicUsize,
+  /// Bytes of WebAssembly memory as last measured, and grown from JavaScript since.
+  wasm: AtomicUsize,
   /// Set once an allocation has been refused: the isolate hit its limit and will be discarded.
   refused: AtomicBool,
   /// Stops the isolate's JavaScript when bytes it cannot refuse (Blob parts) take it past its cap.
@@ -40,6 +45,7 @@ impl MemoryBudget {
       cap,
       buffers: AtomicUsize::new(0),
       heap: AtomicUsize::new(0),
+      wasm: AtomicUsize::new(0),
       refused: AtomicBool::new(false),
       isolate: std::sync::OnceLock::new(),
     })
@@ -65,6 +71,16 @@ impl MemoryBudget {
     self.heap.store(bytes, Ordering::Relaxed);
   }
 
+  /// Records the WebAssembly memory the isolate layer measured.
+  pub fn set_wasm_bytes(&self, bytes: usize) {
+    self.wasm.store(bytes, Ordering::Relaxed);
+  }
+
+  /// Bytes of WebAssembly memory as last measured, and grown from JavaScript since.
+  pub fn wasm_bytes(&self) -> usize {
+    self.wasm.load(Ordering::Relaxed)
+  }
+
   /// Whether an allocation has been refused.
   pub fn refused(&self) -> bool {
     self.refused.load(Ordering::Relaxed)
@@ -75,7 +91,10 @@ impl MemoryBudget {
   /// WebAssembly memory does through `op_islet_reserve_memory`; WebAssembly memory is never given
   /// back, as V8 keeps its reservation until the isolate goes.
   fn reserve(&self, len: usize) -> bool {
-    let heap = self.heap.load(Ordering::Relaxed);
+    let heap = self
+      .heap
+      .load(Ordering::Relaxed)
+      .saturating_add(self.wasm_bytes());
     let before = self.buffers.fetch_add(len, Ordering::Relaxed);
     if heap.saturating_add(before).saturating_add(len) > self.cap {
       self.buffers.fetch_sub(len, Ordering::Relaxed);
@@ -99,8 +118,23 @@ impl MemoryAccount for MemoryBudget {
     let used = self
       .heap
       .load(Ordering::Relaxed)
-      .saturating_add(self.buffers.load(Ordering::Relaxed));
+      .saturating_add(self.buffers.load(Ordering::Relaxed))
+      .saturating_add(self.wasm_bytes());
     self.cap.saturating_sub(used)
+  }
+
+  fn reserve_wasm(&self, bytes: usize) -> bool {
+    let used = self
+      .heap
+      .load(Ordering::Relaxed)
+      .saturating_add(self.buffers.load(Ordering::Relaxed));
+    let before = self.wasm.fetch_add(bytes, Ordering::Relaxed);
+    if used.saturating_add(before).saturating_add(bytes) > self.cap {
+      self.wasm.fetch_sub(bytes, Ordering::Relaxed);
+      self.refused.store(true, Ordering::Relaxed);
+      return false;
+    }
+    true
   }
 
   fn refused(&self) -> bool {

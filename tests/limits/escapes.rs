@@ -474,3 +474,46 @@ async fn array_methods_never_loop_past_the_cpu_limit_on_huge_lengths() {
   }
   aftermath(&node, baseline, "array methods on huge lengths").await;
 }
+
+#[tokio::test]
+async fn webassembly_memory_grown_from_inside_a_module_counts_against_the_memory_limit() {
+  let (node, baseline) = one_thread(&[]).await;
+  let client = http1();
+  // A module that keeps its memory to itself is refused: its growth could not be seen.
+  let hidden = get(&client, &node.url("/wasm-grow?hidden")).await;
+  assert_eq!(
+    hidden.text(),
+    "TypeError: WebAssembly.Module: Islet runs a module only if it exports the memory it defines (its \
+     size counts against the function's memory limit)"
+  );
+  // 16 MiB more on each request, grown by `memory.grow` inside the module and written. The
+  // isolate is stopped once its memory passes the function's 128 MiB (after the slice that passed
+  // it, or at the next request's), and the next request starts from a fresh one: the memory a
+  // request finds never comes near what 20 requests would grow.
+  let mut texts = Vec::new();
+  for _ in 0..20 {
+    let reply = get(&client, &node.url("/wasm-grow")).await;
+    match reply.status {
+      503 => {
+        reply.error(503, "memory_limit_exceeded");
+        texts.push("stopped".to_string());
+      }
+      _ => {
+        let text = reply.text();
+        let pages: u64 = text
+          .strip_prefix("grew from ")
+          .and_then(|t| t.split(' ').next())
+          .and_then(|n| n.parse().ok())
+          .unwrap_or_else(|| panic!("{text}"));
+        assert!(pages <= 2049, "a request found {pages} pages: {texts:?}");
+        texts.push(text);
+      }
+    }
+  }
+  assert!(
+    texts.iter().skip(1).any(|t| t.starts_with("grew from 1 pages")),
+    "the isolate was never replaced: {texts:?}"
+  );
+  assert!(node.logs().contains("memory_limit_exceeded"), "{}", node.logs());
+  aftermath(&node, baseline, "WebAssembly memory grown from inside").await;
+}

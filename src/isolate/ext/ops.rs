@@ -388,6 +388,10 @@ pub trait MemoryAccount {
   fn charge(&self, bytes: usize);
   /// Gives back bytes counted by `charge`.
   fn release(&self, bytes: usize);
+  /// Counts `bytes` more of WebAssembly memory (which V8 allocates outside the ArrayBuffer
+  /// allocator) until the isolate layer next measures it, or refuses, and records the refusal,
+  /// when the budget has no room.
+  fn reserve_wasm(&self, bytes: usize) -> bool;
 }
 
 /// Slot numbers are a counter, spread well enough to be their own hash: a request's slot is looked
@@ -1027,7 +1031,7 @@ pub fn op_islet_reserve_memory(state: &mut OpState, bytes: f64) -> bool {
   requests
     .memory
     .as_ref()
-    .is_none_or(|memory| memory.reserve(bytes as usize))
+    .is_none_or(|memory| memory.reserve_wasm(bytes as usize))
 }
 
 /// Outbound fetches in flight on the whole node, and the most there may be: each holds a socket
