@@ -35,6 +35,6 @@ globalThis.__isletBoot = (function boot() {
   delete globalThis.__bootstrap;
   useFastOps();
   performance.setTimeOrigin();
-  const wasmMemoryBytes = countWasmMemory();
-  return [dispatch, installHandler, warmUp, wasmMemoryBytes];
+  countWasmMemory();
+  return [dispatch, installHandler, warmUp];
 });

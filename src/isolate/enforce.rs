@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use deno_core::{v8, JsRuntime};
+use deno_core::JsRuntime;
 
 use super::ext::{HandlerOutcome, PendingResponses, RequestId, RequestSlot, Responder, StartTiming};
 use super::request::HandlerCall;
@@ -22,6 +22,17 @@ pub(super) const STARTUP_CPU: Duration = Duration::from_secs(1);
 /// one in every `MEASURE_EVERY`, since heap statistics walk V8's spaces.
 const MEASURE_AFTER_CPU: Duration = Duration::from_millis(1);
 const MEASURE_EVERY: u32 = 256;
+/// Memory is measured after a slice whose isolate's external memory grew by this much since it was
+/// last measured: a short slice can grow a WebAssembly memory (or make an ArrayBuffer) by far more
+/// than its CPU time suggests.
+const MEASURE_AFTER_EXTERNAL: usize = 1 << 20;
+
+/// The memory V8 has counted outside the isolate's heap: ArrayBuffers' backing stores and, unlike
+/// the heap statistics' `external_memory`, WebAssembly memories (V8 counts each at its current
+/// size, however it grew, exported or not). Cheap: one counter read, no JavaScript.
+fn external_memory(runtime: &mut JsRuntime) -> usize {
+  usize::try_from(runtime.v8_isolate().adjust_amount_of_external_allocated_memory(0)).unwrap_or(0)
+}
 
 /// Who a slice of JavaScript is charged to.
 #[derive(Clone, Copy)]
@@ -185,30 +196,23 @@ impl Isolate {
   /// limit counts it (heap in use, plus ArrayBuffer and WebAssembly memory). Records the heap for
   /// the ArrayBuffer allocator and stops the isolate if the sum is past the limit.
   pub(super) fn measure_memory(&mut self) -> (usize, usize) {
-    let wasm_bytes_fn = &self.wasm_bytes_fn;
-    let (total, used, wasm) = entered(&mut self.runtime, |runtime| {
+    let (total, used, external) = entered(&mut self.runtime, |runtime| {
       let stats = runtime.v8_isolate().get_heap_statistics();
-      deno_core::scope!(scope, runtime);
-      let wasm = v8::Local::new(scope, wasm_bytes_fn);
-      let undefined = v8::undefined(scope).into();
-      // Our own function; it fails only if the isolate is being terminated.
-      let wasm = wasm
-        .call(scope, undefined, &[])
-        .and_then(|bytes| bytes.number_value(scope));
       (
         stats.total_heap_size(),
-        stats.used_heap_size() + stats.external_memory(),
-        wasm,
+        stats.used_heap_size(),
+        stats.external_memory().max(external_memory(runtime)),
       )
     });
-    if let Some(wasm) = wasm.filter(|w| w.is_finite() && *w >= 0.0) {
-      self.memory.set_wasm_bytes(wasm as usize);
-    }
-    // Backing stores are in V8's external memory too; what is left over is the heap's share.
-    // WebAssembly memory is in neither.
+    self.external_measured = external;
+    let used = used + external;
+    // Backing stores are in V8's external memory too; what is left over is the heap's share (and
+    // WebAssembly memory's: see `external_memory`), which also replaces what JavaScript reserved
+    // for WebAssembly since the last measurement.
     let buffers = self.memory.buffer_bytes();
     self.memory.set_heap_bytes(used.saturating_sub(buffers));
-    let used = used.max(buffers) + self.memory.wasm_bytes();
+    self.memory.set_wasm_bytes(0);
+    let used = used.max(buffers);
     self.peak_memory = self.peak_memory.max(used);
     if used > self.memory.cap() && self.stopped.is_none() {
       self.stop(StopReason::Memory {
@@ -239,7 +243,10 @@ impl Isolate {
   ) -> R {
     let (budget, background) = self.slice_budget(budget_for);
     let slice = Slice::begin(&self.handle, budget);
-    let (result, charge) = entered(&mut self.runtime, f);
+    let ((result, charge), external) = entered(&mut self.runtime, |runtime| {
+      let ran = f(runtime);
+      (ran, external_memory(runtime))
+    });
     let end = slice.end();
     self.slices = self.slices.wrapping_add(1);
     if !matches!(charge, Charge::Startup) {
@@ -264,7 +271,10 @@ impl Isolate {
       });
     } else if let Some(reason) = self.overran(charge, background, used, offthread, &end) {
       self.stop(reason);
-    } else if end.cpu >= MEASURE_AFTER_CPU || self.slices % MEASURE_EVERY == 0 {
+    } else if end.cpu >= MEASURE_AFTER_CPU
+      || self.slices % MEASURE_EVERY == 0
+      || external > self.external_measured + MEASURE_AFTER_EXTERNAL
+    {
       self.measure_memory();
     }
     result

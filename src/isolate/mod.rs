@@ -151,9 +151,6 @@ pub struct Isolate {
   install_fn: Rc<v8::Global<v8::Function>>,
   /// The `warmUp()` function of `30_dispatch.js`.
   warm_up_fn: v8::Global<v8::Function>,
-  /// `wasmMemoryBytes` (runtime-js/05_wasm.js): the size of the WebAssembly memories JavaScript
-  /// can reach, which V8's heap statistics leave out.
-  wasm_bytes_fn: v8::Global<v8::Function>,
   loader: Rc<FunctionLoader>,
   function: Option<Arc<Function>>,
   phase: Phase,
@@ -175,6 +172,8 @@ pub struct Isolate {
   slices: u32,
   /// The most memory (as the limit counts it) this isolate was measured holding, for the log.
   peak_memory: usize,
+  /// The isolate's external memory when memory was last measured (see `enforce::external_memory`).
+  external_measured: usize,
   /// The longest slice of request JavaScript since the owner last asked (module evaluation aside).
   longest_slice: Duration,
   /// CPU the function's top-level code has used, over all the slices of its evaluation.
@@ -267,13 +266,11 @@ impl Isolate {
       dispatch_fn,
       install_fn,
       warm_up_fn,
-      wasm_bytes_fn,
     } = booted?;
     Ok(Self {
       dispatch_fn: Rc::new(dispatch_fn),
       install_fn: Rc::new(install_fn),
       warm_up_fn,
-      wasm_bytes_fn,
       loader,
       function: None,
       phase: Phase::Blank,
@@ -286,6 +283,7 @@ impl Isolate {
       retiring: false,
       slices: 0,
       peak_memory: 0,
+      external_measured: 0,
       longest_slice: Duration::ZERO,
       startup_used: Duration::ZERO,
       background: Allowance::new(config.limits.cpu(), Instant::now()),
@@ -804,7 +802,6 @@ struct Booted {
   dispatch_fn: v8::Global<v8::Function>,
   install_fn: v8::Global<v8::Function>,
   warm_up_fn: v8::Global<v8::Function>,
-  wasm_bytes_fn: v8::Global<v8::Function>,
 }
 
 /// Runs `__isletBoot` from `99_main.js` and keeps the functions it returns.
@@ -828,7 +825,6 @@ fn boot(runtime: &mut JsRuntime) -> Result<Booted, IsolateError> {
     dispatch_fn: get(scope, 0)?,
     install_fn: get(scope, 1)?,
     warm_up_fn: get(scope, 2)?,
-    wasm_bytes_fn: get(scope, 3)?,
   })
 }
 

@@ -7,10 +7,10 @@
 //! ArrayBuffer allocator, which refuses an allocation that would take the isolate past its cap. V8
 //! turns the refusal into a `RangeError` in JavaScript, so `new ArrayBuffer(2 ** 31)` fails cleanly.
 //! WebAssembly memories are reserved by V8 outside any allocator, and the heap statistics do not
-//! count them: runtime-js/05_wasm.js keeps every memory JavaScript can reach (and refuses modules
-//! that keep one to themselves), and the isolate layer reads their sizes when it measures the heap
-//! ([`MemoryBudget::set_wasm_bytes`]); in between, a memory made or grown from JavaScript counts
-//! what it asked for.
+//! count them; V8's external-memory counter does, at their current size however they grew. The
+//! isolate layer reads that counter after every slice and measures the isolate when it has grown;
+//! in between, a memory made or grown from JavaScript counts what it asked for
+//! ([`MemoryAccount::reserve_wasm`]).
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,7 +30,8 @@ pub struct MemoryBudget {
   buffers: AtomicUsize,
   /// The isolate's heap as last measured: the share of the cap buffers cannot have.
   heap: AtomicUsize,
-  /// Bytes of WebAssembly memory as last measured, and grown from JavaScript since.
+  /// Bytes of WebAssembly memory made or grown from JavaScript since the isolate was last measured
+  /// (the measurement counts them then, in `heap`).
   wasm: AtomicUsize,
   /// Set once an allocation has been refused: the isolate hit its limit and will be discarded.
   refused: AtomicBool,
@@ -71,13 +72,13 @@ impl MemoryBudget {
     self.heap.store(bytes, Ordering::Relaxed);
   }
 
-  /// Records the WebAssembly memory the isolate layer measured.
+  /// Forgets the WebAssembly memory reserved from JavaScript: the isolate layer measured it.
   pub fn set_wasm_bytes(&self, bytes: usize) {
     self.wasm.store(bytes, Ordering::Relaxed);
   }
 
-  /// Bytes of WebAssembly memory as last measured, and grown from JavaScript since.
-  pub fn wasm_bytes(&self) -> usize {
+  /// Bytes of WebAssembly memory made or grown from JavaScript since the last measurement.
+  fn wasm_bytes(&self) -> usize {
     self.wasm.load(Ordering::Relaxed)
   }
 
