@@ -337,7 +337,8 @@ fn jpeg_scans(input: &[u8]) -> usize {
         at += 1;
         continue;
       }
-      0x01 | 0xD0..=0xD8 => {
+      // 0x00 after 0xFF is no marker (the decoder skips the pair between segments, as here).
+      0x00 | 0x01 | 0xD0..=0xD8 => {
         at += 2;
         continue;
       }
@@ -678,6 +679,27 @@ mod tests {
       fit,
       rotate: 0,
     }
+  }
+
+  #[test]
+  fn jpeg_scans_are_counted_as_the_decoder_reads_them() {
+    let sos = [0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 63, 0];
+    let mut jpeg = vec![0xFF, 0xD8];
+    for _ in 0..3 {
+      jpeg.extend_from_slice(&sos);
+      // Entropy-coded data with a stuffed byte and a restart marker, then fill bytes.
+      jpeg.extend_from_slice(&[1, 2, 0xFF, 0x00, 3, 0xFF, 0xD3, 4, 0xFF, 0xFF]);
+    }
+    jpeg.extend_from_slice(&[0xFF, 0xD9]);
+    assert_eq!(jpeg_scans(&jpeg), 3);
+    // `FF 00` between segments is skipped by the decoder: it must not hide the scans after it
+    // behind a length.
+    let mut hidden = vec![0xFF, 0xD8, 0xFF, 0x00, 0xFE, 0xFE];
+    for _ in 0..5 {
+      hidden.extend_from_slice(&sos);
+      hidden.push(7);
+    }
+    assert_eq!(jpeg_scans(&hidden), 5);
   }
 
   #[test]
