@@ -31,6 +31,9 @@ const {
   NumberIsNaN,
   Object,
   ObjectDefineProperty,
+  ObjectGetOwnPropertyDescriptor,
+  ObjectGetPrototypeOf,
+  ObjectHasOwn,
   Proxy,
   RangeError,
   ReflectApply,
@@ -192,17 +195,24 @@ function spreadable(value) {
   const builtin = ArrayPrototype.concat;
   const method = {
     concat() {
-      // Genuine arrays (their lengths checked) and primitives, the usual case: the builtin.
+      // The usual case, for the builtin: primitives, genuine arrays (their lengths checked), and
+      // objects that cannot be spread, as nothing in their prototype chain names
+      // @@isConcatSpreadable (`in` runs no getter on an object that is not a Proxy).
       let plain = true;
       for (let i = -1; i < arguments.length; i++) {
         const item = i < 0 ? this : arguments[i];
-        if (typeof item === "object" && item !== null || typeof item === "function") {
-          if (!ArrayIsArray(item) || core.isProxy(item)) {
+        if ((typeof item === "object" && item !== null) || typeof item === "function") {
+          if (core.isProxy(item)) {
             plain = false;
             break;
           }
-          if (item.length > MAX_ELEMENTS) {
-            throw tooLong("Array.prototype.concat", item.length);
+          if (ArrayIsArray(item)) {
+            if (item.length > MAX_ELEMENTS) {
+              throw tooLong("Array.prototype.concat", item.length);
+            }
+          } else if (SymbolIsConcatSpreadable in item) {
+            plain = false;
+            break;
           }
         }
       }
@@ -332,6 +342,14 @@ function flattenInto(target, source, sourceLength, start, depth, mapper, thisArg
   install(ArrayPrototype, "flatMap", method, 1);
 }
 
+const values = ArrayPrototype[SymbolIterator];
+
+/** Whether `Array.prototype[@@iterator]` is still the builtin, as a plain data property. */
+function arrayIteratorIsOriginal() {
+  const descriptor = ObjectGetOwnPropertyDescriptor(ArrayPrototype, SymbolIterator);
+  return descriptor !== undefined && descriptor.value === values;
+}
+
 /**
  * `from` for `C`, `Array` or `%TypedArray%`, which copy an array-like to its `length`. An iterable
  * is iterated by its iterator's `next`, which the watchdog can stop, unless it is a genuine array,
@@ -352,13 +370,19 @@ function boundedFrom(C, name) {
       if (typeof items !== "object" && typeof items !== "function") {
         return ReflectApply(builtin, this, arguments);
       }
-      const iterator = items[SymbolIterator];
-      if (ArrayIsArray(items) && !core.isProxy(items)) {
+      // A genuine array iterated the usual way (no @@iterator of its own, Array.prototype's the
+      // original, found without a getter) is copied by the builtin at its length, checked here:
+      // nothing can run in between to change it.
+      if (
+        ArrayIsArray(items) && !core.isProxy(items) && ObjectGetPrototypeOf(items) === ArrayPrototype &&
+        !ObjectHasOwn(items, SymbolIterator) && arrayIteratorIsOriginal()
+      ) {
         if (items.length > MAX_ELEMENTS) {
           throw tooLong(name, items.length);
         }
         return ReflectApply(builtin, this, arguments);
       }
+      const iterator = items[SymbolIterator];
       let source;
       if (iterator !== undefined && iterator !== null) {
         if (typeof iterator !== "function") {
