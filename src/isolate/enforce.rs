@@ -405,6 +405,9 @@ impl Isolate {
         most
       }
     };
+    // An invocation that work off the thread took past its limit (its JavaScript terminated), even
+    // if it has finished since.
+    let most = requests.cpu_overrun.take().map_or(most, |over| most.max(over));
     requests.flush_finished();
     (most, offthread)
   }

@@ -342,6 +342,9 @@ pub struct PendingResponses {
   /// An invocation's CPU limit, and the isolate to stop when work done off its thread takes one
   /// past it (see [`PendingResponses::charge_off_thread`]); `None` until the isolate exists.
   pub cpu_limit: Option<(Duration, deno_core::v8::IsolateHandle)>,
+  /// The CPU an invocation had used when work off the thread took it past its limit and its
+  /// JavaScript was terminated: the slice then ends in a stop even if that invocation has finished.
+  pub cpu_overrun: Option<Duration>,
   /// No invocation here has a work deadline earlier than this (`RequestSlot::work_deadline`):
   /// a lower bound, kept up to date as invocations arrive and are answered but not as they
   /// finish, so the isolate layer's timer fires at it, `expire` ends whatever is overdue then,
@@ -652,6 +655,7 @@ impl PendingResponses {
     };
     if let Some((limit, isolate)) = &self.cpu_limit {
       if over > *limit {
+        self.cpu_overrun = Some(self.cpu_overrun.map_or(over, |before| before.max(over)));
         isolate.terminate_execution();
       }
     }
