@@ -556,11 +556,13 @@ impl Node {
     let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     // One host, said once (RFC 9112 §3.2, RFC 9113 §8.3.1): with two, a proxy in front could
-    // route by one and this node by the other.
+    // route by one and this node by the other. (A port said in one and not the other is the same
+    // host: `:authority: example.com:443` with `host: example.com`.)
     let mut host_headers = parts.headers.get_all(http::header::HOST).iter();
     let host_header = host_headers.next();
     let ambiguous = host_headers.next().is_some()
-      || matches!((parts.uri.authority(), host_header), (Some(authority), Some(header)) if !authority.as_str().as_bytes().eq_ignore_ascii_case(header.as_bytes()))
+      || matches!((parts.uri.authority(), host_header.and_then(|h| h.to_str().ok())), (Some(authority), Some(header))
+        if !host_without_port(authority.as_str()).eq_ignore_ascii_case(host_without_port(header)))
       || (parts.version == http::Version::HTTP_11
         && host_header.is_none()
         && parts.uri.authority().is_none());

@@ -114,6 +114,7 @@ async fn a_request_with_two_hosts_or_none_is_refused() {
   for head in [
     "GET /respond?body=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     "GET http://respond.localhost/?body=x HTTP/1.1\r\nHost: respond.localhost\r\nConnection: close\r\n\r\n",
+    "GET http://respond.localhost:80/?body=x HTTP/1.1\r\nHost: respond.localhost\r\nConnection: close\r\n\r\n",
   ] {
     let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
