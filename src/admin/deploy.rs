@@ -345,7 +345,9 @@ impl Deployments {
       _ => DeployError::Store(e),
     })?;
     allowed(&bundle).map_err(DeployError::Forbidden)?;
-    // An older version is held to today's ceilings and routes, as a deploy of it would be.
+    // An older version is held to today's rules, ceilings and routes, as a deploy of it would be
+    // (a version stored before a rule existed, more than 100 routes say, is refused).
+    bundle.validate(&self.defaults).map_err(DeployError::Invalid)?;
     let function = bundle.to_function(&self.defaults).map_err(DeployError::Invalid)?;
     self.admit(&bundle.limits, &function)?;
     let routes = function.routes.clone();
