@@ -298,17 +298,26 @@ function flattenInto(target, source, sourceLength, start, depth, mapper, thisArg
   return index;
 }
 
+/**
+ * The receiver of `flat` or `flatMap` as an object, and its length, read once and checked.
+ * @returns {[object, number]}
+ */
+function flatSource(receiver, name) {
+  if (receiver === null || receiver === undefined) {
+    throw new TypeError(`${name} called on null or undefined`);
+  }
+  const source = Object(receiver);
+  const length = toLength(source.length);
+  if (length > MAX_ELEMENTS) {
+    throw tooLong(name, length);
+  }
+  return [source, length];
+}
+
 {
   const method = {
     flat() {
-      if (this === null || this === undefined) {
-        throw new TypeError("Array.prototype.flat called on null or undefined");
-      }
-      const source = Object(this);
-      const length = toLength(source.length);
-      if (length > MAX_ELEMENTS) {
-        throw tooLong("Array.prototype.flat", length);
-      }
+      const { 0: source, 1: length } = flatSource(this, "Array.prototype.flat");
       const depthArgument = arguments[0];
       let depth = depthArgument === undefined ? 1 : MathTrunc(+depthArgument);
       depth = NumberIsNaN(depth) ? 0 : depth;
@@ -323,14 +332,7 @@ function flattenInto(target, source, sourceLength, start, depth, mapper, thisArg
 {
   const method = {
     flatMap(mapper) {
-      if (this === null || this === undefined) {
-        throw new TypeError("Array.prototype.flatMap called on null or undefined");
-      }
-      const source = Object(this);
-      const length = toLength(source.length);
-      if (length > MAX_ELEMENTS) {
-        throw tooLong("Array.prototype.flatMap", length);
-      }
+      const { 0: source, 1: length } = flatSource(this, "Array.prototype.flatMap");
       if (typeof mapper !== "function") {
         throw new TypeError("flatMap mapper function is not callable");
       }

@@ -87,18 +87,22 @@ impl MemoryBudget {
     self.refused.load(Ordering::Relaxed)
   }
 
-  /// Takes `len` bytes from the budget, or refuses (and records the refusal) if they would take
-  /// the isolate past its cap. What the allocator does for every backing store, and what
-  /// WebAssembly memory does through `op_islet_reserve_memory`; WebAssembly memory is never given
-  /// back, as V8 keeps its reservation until the isolate goes.
+  /// Takes `len` bytes from the budget as backing stores, or refuses (and records the refusal) if
+  /// they would take the isolate past its cap: what the allocator does for every backing store.
   fn reserve(&self, len: usize) -> bool {
-    let heap = self
+    self.take(&self.buffers, &self.wasm, len)
+  }
+
+  /// Adds `len` to `counter`, unless the heap, `counter` and `other` would then be past the cap:
+  /// then records the refusal.
+  fn take(&self, counter: &AtomicUsize, other: &AtomicUsize, len: usize) -> bool {
+    let others = self
       .heap
       .load(Ordering::Relaxed)
-      .saturating_add(self.wasm_bytes());
-    let before = self.buffers.fetch_add(len, Ordering::Relaxed);
-    if heap.saturating_add(before).saturating_add(len) > self.cap {
-      self.buffers.fetch_sub(len, Ordering::Relaxed);
+      .saturating_add(other.load(Ordering::Relaxed));
+    let before = counter.fetch_add(len, Ordering::Relaxed);
+    if others.saturating_add(before).saturating_add(len) > self.cap {
+      counter.fetch_sub(len, Ordering::Relaxed);
       self.refused.store(true, Ordering::Relaxed);
       return false;
     }
@@ -125,17 +129,7 @@ impl MemoryAccount for MemoryBudget {
   }
 
   fn reserve_wasm(&self, bytes: usize) -> bool {
-    let used = self
-      .heap
-      .load(Ordering::Relaxed)
-      .saturating_add(self.buffers.load(Ordering::Relaxed));
-    let before = self.wasm.fetch_add(bytes, Ordering::Relaxed);
-    if used.saturating_add(before).saturating_add(bytes) > self.cap {
-      self.wasm.fetch_sub(bytes, Ordering::Relaxed);
-      self.refused.store(true, Ordering::Relaxed);
-      return false;
-    }
-    true
+    self.take(&self.wasm, &self.buffers, bytes)
   }
 
   fn refused(&self) -> bool {

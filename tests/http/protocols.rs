@@ -91,36 +91,37 @@ async fn a_path_the_url_parser_would_resolve_is_refused() {
   }
 }
 
+/// The answer to `head` sent raw on a new connection, read to its end.
+async fn raw_answer(node: &Node, head: &str) -> String {
+  use tokio::io::{AsyncReadExt, AsyncWriteExt};
+  let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+  stream.write_all(head.as_bytes()).await.unwrap();
+  let mut answer = Vec::new();
+  stream.read_to_end(&mut answer).await.unwrap();
+  String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A request names its host once: two Host headers, or none on HTTP/1.1, are 400 (a proxy in front
 /// could route by the other).
 #[tokio::test]
 async fn a_request_with_two_hosts_or_none_is_refused() {
-  use tokio::io::{AsyncReadExt, AsyncWriteExt};
   let node = Node::serve("tests/fixtures", &[]);
   for head in [
     "GET /respond?body=x HTTP/1.1\r\nHost: localhost\r\nHost: hello.localhost\r\nConnection: close\r\n\r\n",
     "GET /respond?body=x HTTP/1.1\r\nConnection: close\r\n\r\n",
     "GET http://respond.localhost/?body=x HTTP/1.1\r\nHost: hello.localhost\r\nConnection: close\r\n\r\n",
   ] {
-    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_answer(&node, head).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
     assert!(answer.contains("names no host, or more than one"), "{answer}");
   }
-  // One Host, or an absolute URI with the same: served.
+  // One Host, or an absolute URI with the same (with or without a port): served.
   for head in [
     "GET /respond?body=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     "GET http://respond.localhost/?body=x HTTP/1.1\r\nHost: respond.localhost\r\nConnection: close\r\n\r\n",
     "GET http://respond.localhost:80/?body=x HTTP/1.1\r\nHost: respond.localhost\r\nConnection: close\r\n\r\n",
   ] {
-    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_answer(&node, head).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{head:?}: {answer}");
   }
 }

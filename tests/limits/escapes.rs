@@ -477,6 +477,15 @@ async fn array_methods_never_loop_past_the_cpu_limit_on_huge_lengths() {
   aftermath(&node, baseline, "array methods on huge lengths").await;
 }
 
+/// The pages a `wasm-grow` answer says its memory had before it grew (`grew from N pages …`).
+fn pages_found(text: &str) -> u64 {
+  text
+    .strip_prefix("grew from ")
+    .and_then(|t| t.split(' ').next())
+    .and_then(|n| n.parse().ok())
+    .unwrap_or_else(|| panic!("{text}"))
+}
+
 #[tokio::test]
 async fn webassembly_memory_grown_from_inside_a_module_counts_against_the_memory_limit() {
   let (node, baseline) = one_thread(&[]).await;
@@ -495,11 +504,7 @@ async fn webassembly_memory_grown_from_inside_a_module_counts_against_the_memory
       }
       _ => {
         let text = reply.text();
-        let pages: u64 = text
-          .strip_prefix("grew from ")
-          .and_then(|t| t.split(' ').next())
-          .and_then(|n| n.parse().ok())
-          .unwrap_or_else(|| panic!("{text}"));
+        let pages = pages_found(&text);
         assert!(pages <= 2049, "a request found {pages} pages: {texts:?}");
         texts.push(text);
       }
@@ -520,11 +525,7 @@ async fn webassembly_memory_grown_from_inside_a_module_counts_against_the_memory
       grown.push(0);
       continue;
     }
-    let pages: u64 = text
-      .strip_prefix("grew from ")
-      .and_then(|t| t.split(' ').next())
-      .and_then(|n| n.parse().ok())
-      .unwrap_or_else(|| panic!("{text}"));
+    let pages = pages_found(&text);
     assert!(pages <= 2049, "a request found {pages} pages: {grown:?}");
     grown.push(pages);
   }
