@@ -114,10 +114,19 @@ function pinnedView(object, name, iterable = true) {
       }
       if (key === "length") {
         if (length === undefined) {
-          length = toLength(ReflectGet(target, key, target));
-          if (length > MAX_ELEMENTS) {
-            throw tooLong(name, length);
+          const raw = ReflectGet(target, key, target);
+          const converted = toLength(raw);
+          if (converted > MAX_ELEMENTS) {
+            throw tooLong(name, converted);
           }
+          // A Proxy must answer a frozen property's own value: a primitive converts the same every
+          // time; an object (its `valueOf` could answer differently) is refused.
+          const own = ObjectGetOwnPropertyDescriptor(target, key);
+          const frozen = own !== undefined && !own.configurable && ObjectHasOwn(own, "value") && !own.writable;
+          if (frozen && raw !== null && (typeof raw === "object" || typeof raw === "function")) {
+            throw new TypeError(`${name}: Islet needs a frozen array-like's length to be a number`);
+          }
+          length = frozen ? raw : converted;
         }
         return length;
       }
