@@ -1188,7 +1188,7 @@ fn batch_json(queue: &str, batch: &[Delivered]) -> String {
 }
 
 /// How long a fleet node's claim of a cron tick lasts: twice the schedule's interval, so a schedule
-/// that fires every second leaves a few keys in Redis rather than an hour's, and at least a minute,
+/// that fires every second leaves a minute's keys in Redis rather than an hour's, and at least a minute,
 /// so that a node whose clock is behind by less than that still finds the tick taken; at most an
 /// hour.
 fn claim_ttl_ms(interval_ms: i64) -> u64 {
