@@ -40,7 +40,9 @@ impl Router {
   /// names (an IP address, `localhost`, a base domain, a `--path-host`), never a domain of a
   /// tenant's, where another tenant's function would answer (and read its cookies).
   pub fn serves_paths(&self, host: &str) -> bool {
+    // An IPv6 address, bracketed or (as `host_without_port` leaves it) bare: no name has a colon.
     host.starts_with('[')
+      || host.contains(':')
       || is_dotted_quad(host)
       || host.eq_ignore_ascii_case("localhost")
       || self
@@ -248,6 +250,8 @@ mod tests {
       "localhost",
       "127.0.0.1",
       "[::1]",
+      "::1",
+      host_without_port("[2001:db8::7]:8080"),
       "edge.example.com",
       "NODE7.example.net",
     ] {

@@ -101,6 +101,17 @@ async fn raw_answer(node: &Node, head: &str) -> String {
   String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Path routing serves on the node's IPv6 addresses too, with a port or without.
+#[tokio::test]
+async fn paths_route_on_an_ipv6_host() {
+  let node = Node::serve("tests/fixtures", &[]);
+  for host in ["[::1]", "[::1]:8080"] {
+    let (status, body) = raw_host(&node, "/respond?body=v6", host).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{host}: {status} {body}");
+    assert_eq!(body, "v6");
+  }
+}
+
 /// A request names its host once: two Host headers, or none on HTTP/1.1, are 400 (a proxy in front
 /// could route by the other).
 #[tokio::test]
