@@ -115,6 +115,12 @@ async fn a_huge_console_message_is_cut_before_it_is_written() {
   // 4 million control characters: each escaped as `\u{1}`, the whole line would be 24 MB.
   let reply = get(&http1(), &node.url("/chatty?control=4000000")).await;
   assert_eq!((reply.status, reply.text().as_str()), (200, "said"));
+  // The line is long (each of the 16 Ki characters kept is written as six bytes): read once it is
+  // all written.
+  assert!(
+    node.wait_for_log("characters cut)", std::time::Duration::from_secs(10)),
+    "the cut message was not logged"
+  );
   let logs = node.logs();
   let line = logs
     .lines()
