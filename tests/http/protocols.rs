@@ -50,15 +50,10 @@ async fn base_domain_routes_by_first_label() {
   assert_eq!(reply.text(), "Hello from Islet!\n");
 }
 
-/// What a client sends on the wire as its Host, and the status line it gets back.
+/// What a client sends on the wire as its Host, and the status line and body it gets back.
 async fn raw_host(node: &Node, path: &str, host: &str) -> (String, String) {
-  use tokio::io::{AsyncReadExt, AsyncWriteExt};
-  let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
   let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-  stream.write_all(head.as_bytes()).await.unwrap();
-  let mut answer = Vec::new();
-  stream.read_to_end(&mut answer).await.unwrap();
-  let answer = String::from_utf8_lossy(&answer).to_string();
+  let answer = raw_answer(node, &head).await;
   let status = answer.lines().next().unwrap_or_default().to_string();
   let body = answer
     .split_once("\r\n\r\n")
