@@ -567,11 +567,12 @@ struct PoolArgs {
   #[arg(long)]
   no_pin_threads: bool,
   /// Blank isolates each thread keeps ready for cold starts, at least: more while cold starts come
-  /// faster (as many as the busiest recent second's), up to --max-warm-isolates.
+  /// faster (as many as the busiest recent second's) and for the served functions not loaded yet,
+  /// up to --max-warm-isolates.
   #[arg(long, default_value_t = 2)]
   warm_isolates: usize,
-  /// The most blank isolates each thread keeps ready.
-  #[arg(long, default_value_t = 16)]
+  /// The most blank isolates the node keeps ready, over all its threads (about 4.5 MiB each).
+  #[arg(long, default_value_t = 320)]
   max_warm_isolates: usize,
   /// Loaded isolates on the node; the least recently used are evicted past it.
   #[arg(long, default_value_t = 4000)]
@@ -820,10 +821,8 @@ async fn bench(args: BenchArgs) -> Result<(), NodeError> {
     cold_rate: args.cold_rate.max(0.0),
     warm_requests: args.requests.max(1),
     concurrency: args.concurrency.max(1),
-    // The warm pool stays at its floor, so that the RSS per loaded isolate counts loaded ones.
     pool: PoolConfig {
       threads: args.threads.unwrap_or(PoolConfig::default().threads),
-      max_warm_isolates: PoolConfig::default().warm_isolates,
       ..PoolConfig::default()
     },
   };

@@ -376,6 +376,9 @@ pub struct NodeGauges {
   pub loaded_isolates: u64,
   /// Blank isolates ready for cold starts.
   pub warm_isolates: u64,
+  /// Cold starts that restored an isolate on their request's path (no blank one anywhere), since
+  /// the node started.
+  pub cold_restores: u64,
   /// V8 heap of the loaded isolates, in bytes (as last measured).
   pub isolate_heap_bytes: u64,
   /// Connections open on the serving listener.
@@ -542,6 +545,15 @@ impl Collector for Scrape {
       let family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
       gauge(family, value as f64)?;
     }
+    counter(
+      encoder.encode_descriptor(
+        "islet_cold_start_restores",
+        "Cold starts that restored an isolate on their request's path: no thread had a blank one ready (raise --max-warm-isolates).",
+        None,
+        MetricType::Counter,
+      )?,
+      g.cold_restores,
+    )?;
     for (metric, help, values) in [
       (
         "islet_admission_queued",

@@ -139,14 +139,20 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     ..ServerConfig::default()
   };
   let registry = Arc::new(arc_swap::ArcSwap::from_pointee(registry));
-  let server = Server::bind(server_config, registry).await?;
+  let server = Server::bind(server_config, registry.clone()).await?;
   let addr = server.local_addr();
+  let pool = server.pool_control();
+  let rss_unstocked = rss_bytes();
+  let (_, blanks_unstocked, _) = pool.isolate_counts().await;
+  pool.provision(registry.load().iter().cloned());
   let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
   let serving = tokio::spawn(server.run(async move {
     let _ = stopped.await;
   }));
-  // Let the isolate threads fill their warm pools, as on a node that has been up a while.
-  tokio::time::sleep(Duration::from_millis(200)).await;
+  // Let the isolate threads stock their blank isolates, as on a node that has been up a while.
+  let blanks = stocked(&pool).await;
+  let rss_per_blank =
+    rss_bytes().saturating_sub(rss_unstocked) / blanks.saturating_sub(blanks_unstocked).max(1);
 
   let client: BenchClient = Client::builder(TokioExecutor::new()).build_http();
   // Another function, loaded on every thread, which paced requests on a connection of their own
@@ -167,6 +173,8 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     async move { beside(&client, &url, None, Some(&stop)).await }
   });
   let rss_before = rss_bytes();
+  let (_, blanks_before, _) = pool.isolate_counts().await;
+  let restores_before = pool.cold_restores();
   let mut cold = Vec::with_capacity(config.cold_starts);
   let mut cold_server = Vec::with_capacity(config.cold_starts);
   let pace = (config.cold_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.cold_rate));
@@ -187,6 +195,17 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     progress("cold starts", i + 1, config.cold_starts);
   }
   let rss_after = rss_bytes();
+  let (_, blanks_after, _) = pool.isolate_counts().await;
+  let cold_restores = pool.cold_restores() - restores_before;
+  // Each cold start turned a blank isolate into a loaded one, and the threads restored others
+  // meanwhile: the isolates added, blank or loaded, each cost a blank one's memory; what is left
+  // is what loading added.
+  let cold_starts = config.cold_starts as u64;
+  let isolates_added = (cold_starts + blanks_after).saturating_sub(blanks_before);
+  let loading_added = rss_after
+    .saturating_sub(rss_before)
+    .saturating_sub(isolates_added * rss_per_blank)
+    / cold_starts.max(1);
   stop_beside.store(true, Ordering::Relaxed);
   let beside_during_cold = beside_during_cold
     .await
@@ -220,11 +239,33 @@ pub async fn run(config: &BenchConfig, progress: &dyn Fn(&str, usize, usize)) ->
     warm: Latencies::from_unsorted(warm),
     warm_phase_cold_starts,
     warm_requests_per_second: config.warm_requests as f64 / elapsed.as_secs_f64(),
-    rss_per_isolate_bytes: rss_after.saturating_sub(rss_before) / config.cold_starts.max(1) as u64,
+    blanks,
+    cold_restores,
+    rss_per_blank_bytes: rss_per_blank,
+    rss_per_isolate_bytes: rss_per_blank + loading_added,
     beside_alone: Latencies::from_unsorted(beside_alone),
     beside_during_cold: Latencies::from_unsorted(beside_during_cold),
   })
 }
+
+/// Waits until the isolate threads' blank isolates stop growing in number (none added for
+/// [`STOCKED_AFTER`]; 30 s at most); how many there are then.
+async fn stocked(pool: &crate::pool::PoolControl) -> u64 {
+  let began = Instant::now();
+  let (mut count, mut since) = (0, Instant::now());
+  while since.elapsed() < STOCKED_AFTER && began.elapsed() < Duration::from_secs(30) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, now, _) = pool.isolate_counts().await;
+    if now != count {
+      (count, since) = (now, Instant::now());
+    }
+  }
+  count
+}
+
+/// How long the stock of blank isolates must stay the same to count as complete: a thread adds
+/// one every ~7 ms while it has nothing else to do.
+const STOCKED_AFTER: Duration = Duration::from_millis(400);
 
 /// How often the requests to the other function are sent.
 const BESIDE_EVERY: Duration = Duration::from_millis(2);

@@ -27,7 +27,13 @@ pub struct Report {
   /// count in requests/s, not in the warm latencies).
   pub warm_phase_cold_starts: usize,
   pub warm_requests_per_second: f64,
-  /// Resident memory added per loaded isolate, measured across the cold starts.
+  /// Blank isolates the threads held when the cold starts began.
+  pub blanks: u64,
+  /// Cold starts that restored an isolate on their request's path (no blank one was left).
+  pub cold_restores: u64,
+  /// Resident memory per blank isolate, measured as the threads stocked them.
+  pub rss_per_blank_bytes: u64,
+  /// Resident memory per loaded isolate: a blank one, and what the cold starts added.
   pub rss_per_isolate_bytes: u64,
   /// Warm requests to another, loaded function, paced on a connection of their own: for as long
   /// as the cold phase lasts just before it, and during it (what the cold starts cost others).
@@ -73,6 +79,9 @@ struct ReportJson<'a> {
   warm_phase_cold_starts: usize,
   warm_requests_per_second: f64,
   rss_per_isolate_mib: f64,
+  blanks: u64,
+  cold_restores: u64,
+  rss_per_blank_mib: f64,
   beside_alone: PhaseJson,
   beside_during_cold: PhaseJson,
 }
@@ -90,6 +99,9 @@ impl Report {
       warm_phase_cold_starts: self.warm_phase_cold_starts,
       warm_requests_per_second: self.warm_requests_per_second.round(),
       rss_per_isolate_mib: (self.rss_per_isolate_bytes as f64 / 1048576.0 * 100.0).round() / 100.0,
+      blanks: self.blanks,
+      cold_restores: self.cold_restores,
+      rss_per_blank_mib: (self.rss_per_blank_bytes as f64 / 1048576.0 * 100.0).round() / 100.0,
       beside_alone: PhaseJson::of(&self.beside_alone),
       beside_during_cold: PhaseJson::of(&self.beside_during_cold),
     };
@@ -142,6 +154,13 @@ impl Report {
         self.warm_phase_cold_starts
       );
     }
+    let _ = writeln!(
+      out,
+      "blank isolates ready       {:>8} ({:.2} MiB each); cold starts that restored one: {}",
+      self.blanks,
+      self.rss_per_blank_bytes as f64 / 1048576.0,
+      self.cold_restores
+    );
     let _ = writeln!(
       out,
       "RSS per loaded isolate     {:>8.2} MiB",

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::isolate::IsolateConfig;
 pub use heavy::{Demotions, HeavyLane};
 pub use provision::Provisioning;
+use worker::WarmStock;
 pub use worker::{InFlight, LocalIsolates};
 
 /// How the pool is sized. The defaults suit a 24 GiB node: an idle loaded isolate costs about
@@ -33,9 +34,11 @@ pub struct PoolConfig {
   /// Pin each isolate thread to a CPU when there is one thread per allowed CPU.
   pub pin_threads: bool,
   /// Blank isolates each thread keeps ready at least, so a cold start skips restoring the
-  /// snapshot; more while cold starts come faster (see `worker::WarmDemand`).
+  /// snapshot; more while cold starts come faster (see `worker::WarmDemand`), and as many as the
+  /// served functions not loaded yet (see `worker::WarmStock`).
   pub warm_isolates: usize,
-  /// The most blank isolates a thread keeps ready, however fast cold starts come.
+  /// The most blank isolates the node keeps ready, over all its isolate threads (each holds its
+  /// share), however many cold starts may come.
   pub max_warm_isolates: usize,
   /// Loaded isolates on the whole node; the least recently used is evicted past it.
   pub max_isolates: usize,
@@ -51,7 +54,7 @@ impl Default for PoolConfig {
       threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
       pin_threads: true,
       warm_isolates: 2,
-      max_warm_isolates: 16,
+      max_warm_isolates: 320,
       max_isolates: 4000,
       max_heap_bytes: 8 << 30,
       isolate: IsolateConfig::default(),
@@ -163,6 +166,7 @@ pub struct PoolControl {
   /// The isolate threads', then the heavy lane's.
   inboxes: Vec<mpsc::UnboundedSender<ThreadTask>>,
   provisioning: Arc<Provisioning>,
+  stock: Arc<WarmStock>,
 }
 
 /// Which loaded isolates to keep, by function name and version.
@@ -182,10 +186,13 @@ impl PoolControl {
 }
 
 impl PoolControl {
-  /// Loads each of `functions` that keeps `min_isolates` on that many isolate threads (the first
-  /// ones, at most all of them), where it is not loaded yet. Returns at once; each thread loads
-  /// between its tasks.
+  /// Provisions for `functions`, all the node serves: loads each that keeps `min_isolates` on that
+  /// many isolate threads (the first ones, at most all of them), where it is not loaded yet, and
+  /// sizes the threads' stocks of blank isolates to those that could arrive cold. Returns at once;
+  /// each thread loads between its tasks.
   pub fn provision(&self, functions: impl IntoIterator<Item = Arc<crate::registry::Function>>) {
+    let functions: Vec<_> = functions.into_iter().collect();
+    self.stock.serving(functions.iter().map(|f| &**f));
     let threads = &self.inboxes[..self.inboxes.len().saturating_sub(1)];
     for function in functions {
       if function.broken.is_some() {
@@ -225,6 +232,12 @@ impl PoolControl {
         let _in_flight = isolates.dispatch(&function, request);
       })
     }));
+  }
+
+  /// Cold starts that restored an isolate on their request's path since the node started: no
+  /// isolate thread had a blank one ready.
+  pub fn cold_restores(&self) -> u64 {
+    self.stock.restored_on_demand()
   }
 
   /// Isolates loaded per function name, on every thread.
@@ -319,6 +332,7 @@ pub struct IsolatePool {
   /// The extra, low-priority thread for demoted functions; see `heavy`.
   heavy: HeavyLane,
   provisioning: Arc<Provisioning>,
+  stock: Arc<WarmStock>,
 }
 
 impl IsolatePool {
@@ -334,13 +348,14 @@ impl IsolatePool {
     crate::limits::cpu::start_watchdog();
     // Each thread gets an equal share of the node's bounds.
     let provisioning = Arc::new(Provisioning::default());
+    let stock = Arc::new(WarmStock::new(count, config.isolate.limits.memory_mb));
     let share = worker::Bounds {
       warm_isolates: config.warm_isolates,
       // No warm isolates asked for: none at all, whatever the ceiling.
       max_warm_isolates: if config.warm_isolates == 0 {
         0
       } else {
-        config.max_warm_isolates.max(config.warm_isolates)
+        config.max_warm_isolates.div_ceil(count).max(config.warm_isolates)
       },
       max_isolates: config.max_isolates.div_ceil(count).max(1),
       max_heap_bytes: config.max_heap_bytes / count,
@@ -348,6 +363,7 @@ impl IsolatePool {
       low_priority: false,
       index: 0,
       provisioning: provisioning.clone(),
+      stock: stock.clone(),
     };
     let demotions = Arc::new(Demotions::default());
     let start_thread = |name: String, index: usize, bounds: worker::Bounds, cpu: Option<usize>| {
@@ -393,6 +409,7 @@ impl IsolatePool {
       threads,
       heavy,
       provisioning,
+      stock,
     })
   }
   /// The heavy lane, for the request path to send demoted functions' requests to.
@@ -417,6 +434,7 @@ impl IsolatePool {
     PoolControl {
       inboxes,
       provisioning: self.provisioning.clone(),
+      stock: self.stock.clone(),
     }
   }
 

@@ -1,11 +1,12 @@
 //! One isolate thread: a current-thread tokio runtime running the connections handed to the thread
-//! and one task per loaded isolate, a few blank isolates kept warm for cold starts, and an LRU of
-//! loaded ones.
+//! and one task per loaded isolate, a stock of blank isolates kept warm for cold starts, and an LRU
+//! of loaded ones.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -34,6 +35,66 @@ pub(super) struct Bounds {
   pub index: usize,
   /// Which threads hold which functions loaded (see `provision`).
   pub provisioning: Arc<super::Provisioning>,
+  /// Every isolate thread's blank isolates, and the functions that could take one.
+  pub stock: Arc<WarmStock>,
+}
+
+/// The blank isolates of the node's isolate threads (as each thread last left its own count) and
+/// the served functions that could start in one. Lets a cold start whose thread has no blank
+/// isolate use another thread's instead of restoring one on its request's path, and sizes each
+/// thread's stock to the functions that may still arrive cold: after a restart or a mass deploy,
+/// every function is one. Each thread writes only its own count; the heavy lane has none.
+#[derive(Debug)]
+pub struct WarmStock {
+  blanks: Box<[AtomicUsize]>,
+  /// Served functions whose heap limit is the node's default (`memory_mb`): those a blank
+  /// isolate can take.
+  served: AtomicUsize,
+  memory_mb: u64,
+  /// Cold starts that restored an isolate on their request's path: no thread had a blank one.
+  restored_on_demand: AtomicU64,
+}
+
+impl WarmStock {
+  pub(super) fn new(threads: usize, memory_mb: u64) -> Self {
+    Self {
+      blanks: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
+      served: AtomicUsize::new(0),
+      memory_mb,
+      restored_on_demand: AtomicU64::new(0),
+    }
+  }
+
+  /// The node serves `functions` from now on (its whole registry).
+  pub(super) fn serving<'a>(&self, functions: impl Iterator<Item = &'a Function>) {
+    let blank_ready = functions
+      .filter(|f| f.broken.is_none() && f.limits.memory_mb == self.memory_mb)
+      .count();
+    self.served.store(blank_ready, Ordering::Relaxed);
+  }
+
+  /// Blank isolates on every isolate thread.
+  fn total(&self) -> usize {
+    self.blanks.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+  }
+
+  /// The thread other than `thread` with the most blank isolates, if any has one.
+  fn richest_besides(&self, thread: usize) -> Option<usize> {
+    self
+      .blanks
+      .iter()
+      .enumerate()
+      .filter(|&(index, _)| index != thread)
+      .map(|(index, n)| (index, n.load(Ordering::Relaxed)))
+      .filter(|&(_, n)| n > 0)
+      .max_by_key(|&(_, n)| n)
+      .map(|(index, _)| index)
+  }
+
+  /// Cold starts that restored an isolate on their request's path, since the node started.
+  pub(super) fn restored_on_demand(&self) -> u64 {
+    self.restored_on_demand.load(Ordering::Relaxed)
+  }
 }
 
 /// A loaded isolate as the thread sees it: where its requests go, and what heap it last reported.
@@ -165,6 +226,26 @@ impl LocalIsolates {
     InFlight(self.in_flight.clone())
   }
 
+  /// Where a request for `function` that arrived here should start instead: when the function is
+  /// not loaded here and this thread has no blank isolate left for it, another thread that has
+  /// one (its index). `None`, the usual answer, costs a length check: run it here.
+  pub fn blank_elsewhere(&self, function: &Function) -> Option<usize> {
+    let mut isolates = self.isolates.borrow_mut();
+    if !isolates.warm.is_empty()
+      || isolates.bounds.low_priority
+      || function.limits.memory_mb != isolates.bounds.stock.memory_mb
+      || isolates.loaded.contains(function as &dyn Version)
+    {
+      return None;
+    }
+    let there = isolates.bounds.stock.richest_besides(isolates.bounds.index)?;
+    // Handed on, but a cold start that arrived here all the same: demand for this thread's stock,
+    // and its connection is busy with it, not quiet (see `idle`).
+    isolates.warm_demand.cold_start(Instant::now());
+    self.dispatched.set(self.dispatched.get().wrapping_add(1));
+    Some(there)
+  }
+
   /// This thread's index among the isolate threads.
   pub fn thread(&self) -> usize {
     self.isolates.borrow().bounds.index
@@ -269,11 +350,19 @@ pub(super) fn run(
     // Since when the thread has had fewer warm isolates than it wants.
     let mut short_since: Option<Instant> = None;
     loop {
-      let (short_of_warm, last_cold) = {
+      let (short_of_warm, last_cold, urgent, deepening) = {
         let mut isolates = handle.isolates.borrow_mut();
-        let target = isolates.warm_demand.target(Instant::now());
-        (isolates.warm.len() < target, isolates.warm_demand.last)
+        let target = isolates.warm_target(Instant::now());
+        (
+          isolates.warm.len() < target,
+          isolates.warm_demand.last,
+          isolates.out_of_blanks(),
+          isolates.warm.len() >= isolates.bounds.warm_isolates,
+        )
       };
+      let not_before = last_cold
+        .filter(|_| deepening)
+        .map(|cold| cold + DEEPEN_AFTER_COLD);
       // Counted from the last cold start too: while cold starts keep coming faster than restores,
       // each restores its own isolate and no refill adds another wait for the thread's requests.
       short_since = short_of_warm.then(|| {
@@ -295,19 +384,23 @@ pub(super) fn run(
             // Past a burst, the warm isolates beyond what cold starts now call for go, one a tick.
             let surplus = {
               let mut isolates = handle.isolates.borrow_mut();
-              let target = isolates.warm_demand.target(Instant::now());
-              (isolates.warm.len() > target).then(|| isolates.warm.pop()).flatten()
+              let target = isolates.warm_target(Instant::now());
+              let surplus = (isolates.warm.len() > target).then(|| isolates.warm.pop()).flatten();
+              isolates.stock_changed();
+              surplus
             };
             drop(surplus);
             crate::limits::memory::return_freed_memory();
           }
         }
         // Top up the warm isolates, one at a time, when no request on this thread is waiting and
-        // none has come for a while, or at the latest when none is waiting once the thread has
-        // been short (and without a cold start) for `REFILL_AT_THE_LATEST`: a thread with steady
-        // traffic has no quiet gaps, and a cold start with no warm isolate would restore one
-        // inline, delaying every request behind it, and itself.
-        () = idle(&handle, short_since.unwrap_or_else(Instant::now)), if short_of_warm => {
+        // none has come for a while. When the node is nearly out of them (`out_of_blanks`), at
+        // the latest when none is waiting once the thread has been short (and without a cold
+        // start) for `REFILL_AT_THE_LATEST`: a thread with steady traffic has no quiet gaps, and
+        // a cold start with no warm isolate anywhere would restore one inline, delaying every
+        // request behind it, and itself. Above its floor, it also waits `DEEPEN_AFTER_COLD` past
+        // its last cold start: a burst drawing on the stock is not interrupted by restores.
+        () = idle(&handle, urgent.then(|| short_since.unwrap_or_else(Instant::now)), not_before), if short_of_warm => {
           if tasks.is_empty() {
             handle.isolates.borrow_mut().prepare_warm();
             // The next refill without a quiet gap waits its turn again: at most one every
@@ -392,38 +485,46 @@ const OFF_THREAD_WORKERS: usize = 4;
 /// An isolate's heap size is re-read on every this many transitions to idle.
 const HEAP_SAMPLE_EVERY: u32 = 64;
 
-/// How long a thread must have had nothing in flight before it restores a warm isolate. Restoring
-/// takes a core for ~5 ms; starting right as a response leaves would slow that response's last
-/// steps (and, on a small machine, everything else) instead of using a real gap in traffic.
-const REFILL_AFTER_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long a thread must have had nothing in flight before it restores a warm isolate while it
+/// holds fewer than its floor. Restoring takes a core for ~5 ms; starting right as a response
+/// leaves would slow that response's last steps (and, on a small machine, everything else)
+/// instead of using a real gap in traffic.
+const REFILL_AFTER_IDLE: Duration = Duration::from_millis(2);
+
+/// How long after its last cold start a thread at or above its floor waits, besides a quiet gap,
+/// before it deepens its stock (see `warm_target`): the gaps of a burst of cold starts drawing on
+/// the stock (a client stalling for a few ms now and then) are not the time to take a core for
+/// ~5 ms, while cold starts paced further apart each still leave room for a refill before the
+/// next.
+const DEEPEN_AFTER_COLD: Duration = Duration::from_millis(10);
 
 /// How long a thread may stay short of warm isolates before it restores one at the first moment
 /// nothing is in flight, quiet or not.
 const REFILL_AT_THE_LATEST: Duration = Duration::from_millis(10);
 
 /// Completes once this thread has had nothing in flight and no new request for
-/// `REFILL_AFTER_IDLE`, or has nothing in flight and has been short of warm isolates since
-/// `short_since` for [`REFILL_AT_THE_LATEST`]. A new task pre-empts it (the `select!` above polls
-/// the inbox first and drops this future).
-async fn idle(thread: &LocalIsolates, short_since: Instant) {
+/// `REFILL_AFTER_IDLE` (and it is past `not_before`), or (given `short_since`) has nothing in
+/// flight and has been short of warm isolates since then for [`REFILL_AT_THE_LATEST`]. A new task
+/// pre-empts it (the `select!` above polls the inbox first and drops this future).
+async fn idle(thread: &LocalIsolates, short_since: Option<Instant>, not_before: Option<Instant>) {
   // The thread's connections run first: the first yield lets the runtime learn which sockets are
   // ready, the second lets the connections it woke read their requests, which are then in flight.
   tokio::task::yield_now().await;
   tokio::task::yield_now().await;
-  let mut quiet_since: Option<(std::time::Instant, u64)> = None;
+  let mut quiet_since: Option<(Instant, u64)> = None;
   loop {
     let dispatched = thread.dispatched.get();
     match quiet_since {
       _ if thread.in_flight.get() > 0 => quiet_since = None,
-      _ if short_since.elapsed() >= REFILL_AT_THE_LATEST => return,
+      _ if short_since.is_some_and(|since| since.elapsed() >= REFILL_AT_THE_LATEST) => return,
       Some((since, seen)) if seen == dispatched => {
-        if since.elapsed() >= REFILL_AFTER_IDLE {
+        if since.elapsed() >= REFILL_AFTER_IDLE && not_before.is_none_or(|t| Instant::now() >= t) {
           return;
         }
       }
-      _ => quiet_since = Some((std::time::Instant::now(), dispatched)),
+      _ => quiet_since = Some((Instant::now(), dispatched)),
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
   }
 }
 
@@ -471,6 +572,11 @@ impl Isolates {
     // `min_isolates`, are not).
     if function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
       self.warm_demand.cold_start(Instant::now());
+    }
+    if self.warm.is_empty() && function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
+      // No blank isolate here, and none elsewhere either when it arrived (see `blank_elsewhere`).
+      let stock = &self.bounds.stock;
+      stock.restored_on_demand.fetch_add(1, Ordering::Relaxed);
     }
     match self.start(function, pinned) {
       Ok((inbox, precharged)) => {
@@ -532,6 +638,7 @@ impl Isolates {
     let own_heap = function.limits.memory_mb != self.bounds.isolate.limits.memory_mb;
     let warm = if own_heap { None } else { self.warm.pop() };
     if !own_heap {
+      self.stock_changed();
       // The thread's loop looks again at how many warm isolates it wants (a demand that rose with
       // the pool empty included).
       self.warm_taken.notify_one();
@@ -642,11 +749,46 @@ impl Isolates {
     }
   }
 
+  /// How many warm isolates the thread should hold now: as many as recent cold starts call for
+  /// (`WarmDemand`), or, when more, its share of the served functions not loaded here (each
+  /// could arrive cold), up to the thread's ceiling.
+  fn warm_target(&mut self, now: Instant) -> usize {
+    let recent = self.warm_demand.target(now);
+    if self.bounds.low_priority {
+      return recent;
+    }
+    let stock = &self.bounds.stock;
+    let unloaded = stock
+      .served
+      .load(Ordering::Relaxed)
+      .saturating_sub(self.loaded.len())
+      .div_ceil(stock.blanks.len().max(1));
+    recent.max(unloaded.min(self.bounds.max_warm_isolates))
+  }
+
+  /// Publishes this thread's count of warm isolates to the others.
+  fn stock_changed(&self) {
+    if let Some(count) = self.bounds.stock.blanks.get(self.bounds.index) {
+      if !self.bounds.low_priority {
+        count.store(self.warm.len(), Ordering::Relaxed);
+      }
+    }
+  }
+
+  /// Whether this thread is below its floor of warm isolates with the node nearly out of them too
+  /// (fewer than the floor on all threads together): a cold start here could find none to borrow.
+  /// The heavy lane borrows from no one.
+  fn out_of_blanks(&self) -> bool {
+    let floor = self.bounds.warm_isolates;
+    self.warm.len() < floor && (self.bounds.low_priority || self.bounds.stock.total() < floor)
+  }
+
   fn prepare_warm(&mut self) {
     match Isolate::new(&self.bounds.isolate) {
       Ok(mut isolate) => {
         isolate.warm_up();
         self.warm.push(isolate);
+        self.stock_changed();
       }
       Err(err) => tracing::error!("could not prepare a warm isolate: {err}"),
     }

@@ -207,6 +207,7 @@ impl Server {
         let mut gauges = crate::metrics::NodeGauges {
           loaded_isolates: loaded,
           warm_isolates: warm,
+          cold_restores: pool.cold_restores(),
           isolate_heap_bytes: heap,
           connections: open.load(std::sync::atomic::Ordering::Relaxed) as u64,
           ..Default::default()
@@ -664,10 +665,11 @@ impl Node {
     let body = (!body.is_end_stream())
       .then(|| http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed());
     let on_heavy_lane = self.heavy_lane.takes(&function.name);
-    // A function at its `max_isolates` on other threads runs there (no lock for the rest).
+    // A function at its `max_isolates` on other threads runs there (no lock for the rest); a cold
+    // start on a thread out of blank isolates, on another thread that has one.
     let on_thread = match function.limits.max_isolates {
-      0 => None,
       _ if on_heavy_lane => None,
+      0 => isolates.blank_elsewhere(&function),
       _ => self.threads.place(&function, isolates.thread()),
     };
     // A request on this thread's isolates is answered on this thread.

@@ -174,7 +174,7 @@ async fn wait_for_warm(node: &Node, done: impl Fn(f64) -> bool) -> f64 {
 }
 
 #[tokio::test]
-async fn the_warm_pool_grows_after_a_burst_of_cold_starts_and_shrinks_when_they_stop() {
+async fn the_warm_pool_stocks_for_functions_not_loaded_yet_and_shrinks_once_they_are() {
   let count = 12;
   let dir = crate::cache::ballast_functions(count, 0);
   let node = Node::serve(
@@ -190,8 +190,13 @@ async fn the_warm_pool_grows_after_a_burst_of_cold_starts_and_shrinks_when_they_
       "warm-token",
     ],
   );
-  // One blank isolate on the isolate thread and one on the heavy lane: the floor.
-  assert_eq!(wait_for_warm(&node, |n| n >= 2.0).await, 2.0, "the floor");
+  // Twelve functions could each arrive cold: the thread stocks up to its ceiling, not beyond,
+  // and the heavy lane keeps its floor of one.
+  assert_eq!(
+    wait_for_warm(&node, |n| n >= 6.0).await,
+    6.0,
+    "stocked to the ceiling"
+  );
   let client = http1();
   // All at once, so that they fall within one second however slow the machine.
   let replies: Vec<_> = futures::stream::iter(0..count)
@@ -206,14 +211,76 @@ async fn the_warm_pool_grows_after_a_burst_of_cold_starts_and_shrinks_when_they_
     assert_eq!(reply.text(), format!("f{i}:0"));
     assert_eq!(reply.header("x-islet-start"), Some("cold"));
   }
-  // Twelve cold starts: the thread restores up to its ceiling, not beyond (the heavy lane saw
-  // none).
+  // All loaded, none left to arrive cold, but the burst calls for a stock as deep as its second:
+  // the thread restocks to its ceiling.
   assert_eq!(
     wait_for_warm(&node, |n| n >= 6.0).await,
     6.0,
-    "grown to the ceiling"
+    "restocked after the burst"
   );
-  // Quiet: each second halves the demand, and a surplus isolate goes each second.
+  // Once the burst's second has passed, each quiet second halves the demand it left, and a
+  // surplus isolate goes each second.
   assert_eq!(wait_for_warm(&node, |n| n <= 2.0).await, 2.0, "back to the floor");
+  let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The node's `islet_cold_start_restores_total`: cold starts that restored an isolate on their
+/// request's path.
+async fn cold_restores(node: &Node) -> f64 {
+  let reply = get(&http1(), &format!("{}/metrics", node.admin_url())).await;
+  reply
+    .text()
+    .lines()
+    .find_map(|line| line.strip_prefix("islet_cold_start_restores_total "))
+    .and_then(|value| value.trim().parse().ok())
+    .unwrap_or_else(|| panic!("no islet_cold_start_restores_total in:\n{}", reply.text()))
+}
+
+#[tokio::test]
+async fn a_cold_start_on_a_thread_out_of_blank_isolates_takes_one_from_another_thread() {
+  let count = 8;
+  let dir = crate::cache::ballast_functions(count, 0);
+  // Two threads, four blank isolates each (the node's eight shared out): unpinned, so that the
+  // one connection below stays on one of them.
+  let node = Node::serve(
+    dir.to_str().unwrap(),
+    &[
+      "--threads",
+      "2",
+      "--no-pin-threads",
+      "--warm-isolates",
+      "1",
+      "--max-warm-isolates",
+      "8",
+      "--admin-token",
+      "stock-token",
+    ],
+  );
+  assert_eq!(wait_for_warm(&node, |n| n >= 9.0).await, 9.0, "stocked");
+  assert_eq!(cold_restores(&node).await, 0.0);
+  // Eight cold starts one after another on one connection, so on one thread: four find its own
+  // blank isolates, the other four the other thread's. None restores one on its request's path.
+  let client = http1();
+  for i in 0..count {
+    let reply = get(&client, &node.url(&format!("/f{i}"))).await;
+    assert_eq!(reply.text(), format!("f{i}:0"));
+    assert_eq!(reply.header("x-islet-start"), Some("cold"));
+  }
+  assert_eq!(
+    cold_restores(&node).await,
+    0.0,
+    "every cold start found a blank isolate"
+  );
+
+  // Without blank isolates at all, every cold start restores one on its path, and says so.
+  let bare = Node::serve(
+    dir.to_str().unwrap(),
+    &["--warm-isolates", "0", "--admin-token", "bare-token"],
+  );
+  for i in 0..3 {
+    let reply = get(&client, &bare.url(&format!("/f{i}"))).await;
+    assert_eq!(reply.header("x-islet-start"), Some("cold"));
+  }
+  assert_eq!(cold_restores(&bare).await, 3.0);
   let _ = std::fs::remove_dir_all(dir);
 }
