@@ -571,7 +571,7 @@ struct PoolArgs {
   /// up to --max-warm-isolates.
   #[arg(long, default_value_t = 2)]
   warm_isolates: usize,
-  /// The most blank isolates the node keeps ready, over all its threads (about 4.5 MiB each).
+  /// The most blank isolates the node keeps ready, over all its threads (about 3 MiB each).
   #[arg(long, default_value_t = 320)]
   max_warm_isolates: usize,
   /// Loaded isolates on the node; the least recently used are evicted past it.

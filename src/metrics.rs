@@ -376,8 +376,8 @@ pub struct NodeGauges {
   pub loaded_isolates: u64,
   /// Blank isolates ready for cold starts.
   pub warm_isolates: u64,
-  /// Cold starts that restored an isolate on their request's path (no blank one anywhere), since
-  /// the node started.
+  /// Cold starts that restored an isolate on their invocation's path (no blank one was ready for
+  /// them), since the node started.
   pub cold_restores: u64,
   /// V8 heap of the loaded isolates, in bytes (as last measured).
   pub isolate_heap_bytes: u64,
@@ -548,7 +548,7 @@ impl Collector for Scrape {
     counter(
       encoder.encode_descriptor(
         "islet_cold_start_restores",
-        "Cold starts that restored an isolate on their request's path: no thread had a blank one ready (raise --max-warm-isolates).",
+        "Cold starts that restored an isolate on their invocation's path: no blank one was ready for them (see --max-warm-isolates).",
         None,
         MetricType::Counter,
       )?,

@@ -234,8 +234,8 @@ impl PoolControl {
     }));
   }
 
-  /// Cold starts that restored an isolate on their request's path since the node started: no
-  /// isolate thread had a blank one ready.
+  /// Cold starts that restored an isolate on their invocation's path since the node started: no
+  /// blank one was ready for them.
   pub fn cold_restores(&self) -> u64 {
     self.stock.restored_on_demand()
   }

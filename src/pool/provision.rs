@@ -72,6 +72,13 @@ impl Provisioning {
     }
   }
 
+  /// A thread other than `thread` that holds `function` loaded, if any.
+  pub fn loaded_besides(&self, function: &Function, thread: usize) -> Option<usize> {
+    let key = (function.name.clone(), function.version.clone());
+    let loaded = self.lock();
+    loaded.get(&key)?.iter().copied().find(|&t| t != thread)
+  }
+
   /// Isolates loaded per function name (all versions), sorted by name.
   pub fn isolates(&self) -> Vec<(String, u64)> {
     let mut by_name: HashMap<String, u64> = HashMap::new();

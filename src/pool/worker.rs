@@ -51,7 +51,7 @@ pub struct WarmStock {
   /// isolate can take.
   served: AtomicUsize,
   memory_mb: u64,
-  /// Cold starts that restored an isolate on their request's path: no thread had a blank one.
+  /// Cold starts that restored an isolate on their invocation's path: no blank one was ready.
   restored_on_demand: AtomicU64,
 }
 
@@ -71,11 +71,6 @@ impl WarmStock {
       .filter(|f| f.broken.is_none() && f.limits.memory_mb == self.memory_mb)
       .count();
     self.served.store(blank_ready, Ordering::Relaxed);
-  }
-
-  /// Blank isolates on every isolate thread.
-  fn total(&self) -> usize {
-    self.blanks.iter().map(|n| n.load(Ordering::Relaxed)).sum()
   }
 
   /// The thread other than `thread` with the most blank isolates, if any has one.
@@ -226,9 +221,10 @@ impl LocalIsolates {
     InFlight(self.in_flight.clone())
   }
 
-  /// Where a request for `function` that arrived here should start instead: when the function is
-  /// not loaded here and this thread has no blank isolate left for it, another thread that has
-  /// one (its index). `None`, the usual answer, costs a length check: run it here.
+  /// Where a request for `function` that arrived here should run instead, when the function is
+  /// not loaded here and this thread has no blank isolate left to load it into: a thread that has
+  /// it loaded, or else the thread with the most blank isolates (its index). `None`, the usual
+  /// answer, costs a length check: run it here (restoring an isolate if it must).
   pub fn blank_elsewhere(&self, function: &Function) -> Option<usize> {
     let mut isolates = self.isolates.borrow_mut();
     if !isolates.warm.is_empty()
@@ -238,10 +234,27 @@ impl LocalIsolates {
     {
       return None;
     }
-    let there = isolates.bounds.stock.richest_besides(isolates.bounds.index)?;
-    // Handed on, but a cold start that arrived here all the same: demand for this thread's stock,
-    // and its connection is busy with it, not quiet (see `idle`).
-    isolates.warm_demand.cold_start(Instant::now());
+    // A function waiting out a load failure here is refused here, not loaded on another thread.
+    let now = Instant::now();
+    if (isolates.backoffs.borrow())
+      .get(function as &dyn Version)
+      .is_some_and(|backoff| backoff.until > now)
+    {
+      return None;
+    }
+    let index = isolates.bounds.index;
+    let there = match isolates.bounds.provisioning.loaded_besides(function, index) {
+      Some(warm) => warm,
+      None => {
+        let there = isolates.bounds.stock.richest_besides(index)?;
+        // A cold start that arrived here: while they keep coming, this thread's refill at the
+        // latest waits (see `short_since` in `run`), as it does for its own cold starts. Not
+        // demand for a deeper stock here: the other thread's stock served it.
+        isolates.warm_demand.last = Some(now);
+        there
+      }
+    };
+    // This thread's connection is busy with it, not quiet (see `idle`).
     self.dispatched.set(self.dispatched.get().wrapping_add(1));
     Some(there)
   }
@@ -335,7 +348,11 @@ pub(super) fn run(
         loaded: LruCache::unbounded(),
         heap_bytes: Rc::default(),
         warm_taken: Rc::default(),
-        warm_demand: WarmDemand::new(bounds.warm_isolates, bounds.max_warm_isolates, Instant::now()),
+        warm_demand: WarmDemand::new(
+          bounds.warm_isolates,
+          bounds.max_warm_isolates.min(MAX_STOCK_FOR_RATE),
+          Instant::now(),
+        ),
         demotions,
         backoffs: Rc::default(),
         bounds,
@@ -350,25 +367,12 @@ pub(super) fn run(
     // Since when the thread has had fewer warm isolates than it wants.
     let mut short_since: Option<Instant> = None;
     loop {
-      let (short_of_warm, last_cold, urgent, deepening) = {
+      let short_of_warm = {
         let mut isolates = handle.isolates.borrow_mut();
         let target = isolates.warm_target(Instant::now());
-        (
-          isolates.warm.len() < target,
-          isolates.warm_demand.last,
-          isolates.out_of_blanks(),
-          isolates.warm.len() >= isolates.bounds.warm_isolates,
-        )
+        isolates.warm.len() < target
       };
-      let not_before = last_cold
-        .filter(|_| deepening)
-        .map(|cold| cold + DEEPEN_AFTER_COLD);
-      // Counted from the last cold start too: while cold starts keep coming faster than restores,
-      // each restores its own isolate and no refill adds another wait for the thread's requests.
-      short_since = short_of_warm.then(|| {
-        let since = short_since.unwrap_or_else(Instant::now);
-        last_cold.map_or(since, |cold| since.max(cold))
-      });
+      short_since = short_of_warm.then(|| short_since.unwrap_or_else(Instant::now));
       tokio::select! {
         biased;
         task = tasks.recv() => match task {
@@ -394,13 +398,8 @@ pub(super) fn run(
           }
         }
         // Top up the warm isolates, one at a time, when no request on this thread is waiting and
-        // none has come for a while. When the node is nearly out of them (`out_of_blanks`), at
-        // the latest when none is waiting once the thread has been short (and without a cold
-        // start) for `REFILL_AT_THE_LATEST`: a thread with steady traffic has no quiet gaps, and
-        // a cold start with no warm isolate anywhere would restore one inline, delaying every
-        // request behind it, and itself. Above its floor, it also waits `DEEPEN_AFTER_COLD` past
-        // its last cold start: a burst drawing on the stock is not interrupted by restores.
-        () = idle(&handle, urgent.then(|| short_since.unwrap_or_else(Instant::now)), not_before), if short_of_warm => {
+        // none has come for a while (see `idle`).
+        () = idle(&handle, short_since.unwrap_or_else(Instant::now)), if short_of_warm => {
           if tasks.is_empty() {
             handle.isolates.borrow_mut().prepare_warm();
             // The next refill without a quiet gap waits its turn again: at most one every
@@ -416,7 +415,7 @@ pub(super) fn run(
 /// How many warm isolates a thread keeps: at least `floor`; otherwise as many as cold starts took
 /// (or wanted) in the busiest recent second, halved for each second since, so a burst of
 /// never-seen functions (a restart, a mass deploy, a crawler) is met by a deeper pool the next
-/// time; at most `ceiling` (each blank isolate holds about 2.5 MiB).
+/// time; at most `ceiling` (each blank isolate holds about 3 MiB).
 struct WarmDemand {
   floor: usize,
   ceiling: usize,
@@ -473,6 +472,12 @@ impl WarmDemand {
   }
 }
 
+/// The most blank isolates a thread keeps for the recent rate of cold starts alone (its share of
+/// `--max-warm-isolates` bounds it too): a function whose isolate fails on every request makes a
+/// cold start of each, and must not hold a deep stock for itself. The stock for functions not
+/// loaded yet (`warm_target`) may go up to the thread's share.
+const MAX_STOCK_FOR_RATE: usize = 16;
+
 /// How often an isolate thread with nothing in flight gives freed memory back to the OS.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -502,23 +507,48 @@ const DEEPEN_AFTER_COLD: Duration = Duration::from_millis(10);
 /// nothing is in flight, quiet or not.
 const REFILL_AT_THE_LATEST: Duration = Duration::from_millis(10);
 
-/// Completes once this thread has had nothing in flight and no new request for
-/// `REFILL_AFTER_IDLE` (and it is past `not_before`), or (given `short_since`) has nothing in
-/// flight and has been short of warm isolates since then for [`REFILL_AT_THE_LATEST`]. A new task
+/// Completes when the thread, short of warm isolates since `short_since`, should restore one:
+/// - once it has had nothing in flight and no new request for `REFILL_AFTER_IDLE` (a restore
+///   blocks the thread for ~5 ms: a real gap in traffic is the time for it), and, unless it is
+///   below its floor with no other thread's stock to draw on, `DEEPEN_AFTER_COLD` has passed since
+///   its last cold start (a burst drawing on the stocks is not interrupted by restores);
+/// - or, below its floor, at the latest once it has been short for [`REFILL_AT_THE_LATEST`] and
+///   had no cold start for as long, at a moment nothing is in flight: a thread with steady traffic
+///   has no quiet gaps, and each cold start there would otherwise restore inline, delaying every
+///   request behind it, and itself. While cold starts keep coming faster than that (its own, or
+///   ones it hands to other threads' stock), no refill adds another wait.
+///
+/// The conditions are read on every tick, so cold starts that arrive meanwhile count. A new task
 /// pre-empts it (the `select!` above polls the inbox first and drops this future).
-async fn idle(thread: &LocalIsolates, short_since: Option<Instant>, not_before: Option<Instant>) {
+async fn idle(thread: &LocalIsolates, short_since: Instant) {
   // The thread's connections run first: the first yield lets the runtime learn which sockets are
   // ready, the second lets the connections it woke read their requests, which are then in flight.
   tokio::task::yield_now().await;
   tokio::task::yield_now().await;
   let mut quiet_since: Option<(Instant, u64)> = None;
   loop {
+    let (below_floor, can_borrow, last_cold) = {
+      let isolates = thread.isolates.borrow();
+      let bounds = &isolates.bounds;
+      (
+        isolates.warm.len() < bounds.warm_isolates,
+        !bounds.low_priority && bounds.stock.richest_besides(bounds.index).is_some(),
+        isolates.warm_demand.last,
+      )
+    };
+    let no_cold_start_for = |wait: Duration| last_cold.is_none_or(|cold| cold.elapsed() >= wait);
     let dispatched = thread.dispatched.get();
     match quiet_since {
       _ if thread.in_flight.get() > 0 => quiet_since = None,
-      _ if short_since.is_some_and(|since| since.elapsed() >= REFILL_AT_THE_LATEST) => return,
+      _ if below_floor
+        && short_since.elapsed() >= REFILL_AT_THE_LATEST
+        && no_cold_start_for(REFILL_AT_THE_LATEST) =>
+      {
+        return
+      }
       Some((since, seen)) if seen == dispatched => {
-        if since.elapsed() >= REFILL_AFTER_IDLE && not_before.is_none_or(|t| Instant::now() >= t) {
+        let pressed = below_floor && !can_borrow;
+        if since.elapsed() >= REFILL_AFTER_IDLE && (pressed || no_cold_start_for(DEEPEN_AFTER_COLD)) {
           return;
         }
       }
@@ -574,7 +604,8 @@ impl Isolates {
       self.warm_demand.cold_start(Instant::now());
     }
     if self.warm.is_empty() && function.limits.memory_mb == self.bounds.isolate.limits.memory_mb {
-      // No blank isolate here, and none elsewhere either when it arrived (see `blank_elsewhere`).
+      // No blank isolate where it runs (a request from a connection looked at the other threads
+      // first, see `blank_elsewhere`; an event or a service call, and the heavy lane, do not).
       let stock = &self.bounds.stock;
       stock.restored_on_demand.fetch_add(1, Ordering::Relaxed);
     }
@@ -773,14 +804,6 @@ impl Isolates {
         count.store(self.warm.len(), Ordering::Relaxed);
       }
     }
-  }
-
-  /// Whether this thread is below its floor of warm isolates with the node nearly out of them too
-  /// (fewer than the floor on all threads together): a cold start here could find none to borrow.
-  /// The heavy lane borrows from no one.
-  fn out_of_blanks(&self) -> bool {
-    let floor = self.bounds.warm_isolates;
-    self.warm.len() < floor && (self.bounds.low_priority || self.bounds.stock.total() < floor)
   }
 
   fn prepare_warm(&mut self) {

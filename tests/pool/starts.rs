@@ -131,7 +131,23 @@ async fn a_function_cold_again_makes_a_code_cache_that_later_cold_starts_use() {
 async fn one_function_is_served_from_several_threads_at_once() {
   // Unpinned threads: each connection goes to the thread with the fewest (pinned, both would go to
   // the thread on the CPU where this test's packets arrive).
-  let node = Node::serve("tests/fixtures", &["--threads", "2", "--no-pin-threads"]);
+  let node = Node::serve(
+    "tests/fixtures",
+    &[
+      "--threads",
+      "2",
+      "--no-pin-threads",
+      "--warm-isolates",
+      "1",
+      "--max-warm-isolates",
+      "2",
+      "--admin-token",
+      "threads-token",
+    ],
+  );
+  // One blank isolate on each thread and on the heavy lane: a thread with none would hand the
+  // second connection's request to the thread that has the function loaded.
+  assert_eq!(wait_for_warm(&node, |n| n >= 3.0).await, 3.0, "stocked");
   // Two clients keep two connections open. They land on different threads, and each thread loads
   // the function into an isolate of its own.
   let (a, b) = (http1(), http1());
