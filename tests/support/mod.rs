@@ -44,7 +44,7 @@ impl Node {
     Self::start(&args, filter)
   }
 
-  /// Runs `islet serve` with exactly `args` (plus a free port, two threads and a stock of eight
+  /// Runs `islet serve` with exactly `args` (plus a free port, two threads and a stock of four
   /// blank isolates unless given); with `--admin-token` among them, on a free admin port too.
   pub fn start(args: &[&str], filter: &str) -> Node {
     Self::start_with_env(args, filter, &[])
@@ -78,13 +78,14 @@ impl Node {
       } else {
         &["--threads", "2"][..]
       })
-      // A shallow stock of blank isolates: a node stocks one for each function it serves that is
-      // not loaded yet, ~5 ms of CPU each, and ~80 nodes share two cores while the tests run. The
-      // tests of the stock set their own.
+      // A shallow stock of blank isolates (two a thread, the floor, on two threads): a node stocks
+      // one for each function it serves that is not loaded yet, ~5 ms of CPU and ~3 MiB each; ~80
+      // nodes share two cores while the tests run, and some tests measure a node's RSS. The tests
+      // of the stock set their own.
       .args(if args.contains(&"--max-warm-isolates") {
         &[][..]
       } else {
-        &["--max-warm-isolates", "8"][..]
+        &["--max-warm-isolates", "4"][..]
       })
       .args(args)
       .env("ISLET_LOG", filter)
