@@ -6,7 +6,8 @@
 //!
 //! Owns only the bookkeeping: threads report what they load and drop, and callers about to start
 //! an isolate claim a place first. It never touches an isolate, and costs nothing to functions
-//! without a ceiling (their requests never take its lock).
+//! without a ceiling (their requests never take its lock, unless their thread is out of blank
+//! isolates and looks for another thread that has the function loaded: `loaded_besides`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -73,6 +73,20 @@ impl WarmStock {
     self.served.store(blank_ready, Ordering::Relaxed);
   }
 
+  /// Takes one of the blank isolates of the thread other than `thread` with the most, for a cold
+  /// start handed to it: that thread's count drops now, so that cold starts handed over at the
+  /// same moment from several threads do not all count on the same last one (its thread writes
+  /// the true count again at its next change). `None` if no other thread has one.
+  fn reserve_besides(&self, thread: usize) -> Option<usize> {
+    loop {
+      let there = self.richest_besides(thread)?;
+      let taken = self.blanks[there].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+      if taken.is_ok() {
+        return Some(there);
+      }
+    }
+  }
+
   /// The thread other than `thread` with the most blank isolates, if any has one.
   fn richest_besides(&self, thread: usize) -> Option<usize> {
     self
@@ -227,7 +241,10 @@ impl LocalIsolates {
   /// answer, costs a length check: run it here (restoring an isolate if it must).
   pub fn blank_elsewhere(&self, function: &Function) -> Option<usize> {
     let mut isolates = self.isolates.borrow_mut();
+    // A node that keeps no blank isolates (`--warm-isolates 0`) has none to hand over, and a
+    // function is loaded on every thread that gets requests for it, as without a stock.
     if !isolates.warm.is_empty()
+      || isolates.bounds.max_warm_isolates == 0
       || isolates.bounds.low_priority
       || function.limits.memory_mb != isolates.bounds.stock.memory_mb
       || isolates.loaded.contains(function as &dyn Version)
@@ -246,7 +263,7 @@ impl LocalIsolates {
     let there = match isolates.bounds.provisioning.loaded_besides(function, index) {
       Some(warm) => warm,
       None => {
-        let there = isolates.bounds.stock.richest_besides(index)?;
+        let there = isolates.bounds.stock.reserve_besides(index)?;
         // A cold start that arrived here: while they keep coming, this thread's refill at the
         // latest waits (see `short_since` in `run`), as it does for its own cold starts. Not
         // demand for a deeper stock here: the other thread's stock served it.
@@ -536,26 +553,51 @@ async fn idle(thread: &LocalIsolates, short_since: Instant) {
         isolates.warm_demand.last,
       )
     };
-    let no_cold_start_for = |wait: Duration| last_cold.is_none_or(|cold| cold.elapsed() >= wait);
-    let dispatched = thread.dispatched.get();
-    match quiet_since {
-      _ if thread.in_flight.get() > 0 => quiet_since = None,
-      _ if below_floor
-        && short_since.elapsed() >= REFILL_AT_THE_LATEST
-        && no_cold_start_for(REFILL_AT_THE_LATEST) =>
-      {
-        return
+    if thread.in_flight.get() > 0 {
+      quiet_since = None;
+    } else {
+      let dispatched = thread.dispatched.get();
+      if quiet_since.is_none_or(|(_, seen)| seen != dispatched) {
+        quiet_since = Some((Instant::now(), dispatched));
       }
-      Some((since, seen)) if seen == dispatched => {
-        let pressed = below_floor && !can_borrow;
-        if since.elapsed() >= REFILL_AFTER_IDLE && (pressed || no_cold_start_for(DEEPEN_AFTER_COLD)) {
-          return;
-        }
+      let due = refill_due(Refill {
+        below_floor,
+        can_borrow,
+        quiet_for: quiet_since.map_or(Duration::ZERO, |(since, _)| since.elapsed()),
+        short_for: short_since.elapsed(),
+        since_cold: last_cold.map(|cold| cold.elapsed()),
+      });
+      if due {
+        return;
       }
-      _ => quiet_since = Some((Instant::now(), dispatched)),
     }
     tokio::time::sleep(Duration::from_millis(1)).await;
   }
+}
+
+/// What decides whether a thread short of warm isolates, with nothing in flight, restores one now.
+#[derive(Debug, Clone, Copy)]
+struct Refill {
+  /// It holds fewer than its floor.
+  below_floor: bool,
+  /// Another thread has a blank isolate its cold starts can take.
+  can_borrow: bool,
+  /// How long nothing has been in flight and no request has come.
+  quiet_for: Duration,
+  /// How long it has been short (or since its last refill).
+  short_for: Duration,
+  /// How long since its last cold start, counting those handed to another thread's stock.
+  since_cold: Option<Duration>,
+}
+
+/// The rules of [`idle`], as a decision on one moment.
+fn refill_due(r: Refill) -> bool {
+  let no_cold_start_for = |wait: Duration| r.since_cold.is_none_or(|since| since >= wait);
+  let at_the_latest =
+    r.below_floor && r.short_for >= REFILL_AT_THE_LATEST && no_cold_start_for(REFILL_AT_THE_LATEST);
+  let pressed = r.below_floor && !r.can_borrow;
+  let in_a_gap = r.quiet_for >= REFILL_AFTER_IDLE && (pressed || no_cold_start_for(DEEPEN_AFTER_COLD));
+  at_the_latest || in_a_gap
 }
 
 impl Isolates {
@@ -952,6 +994,37 @@ mod tests {
     assert_eq!(demand.target(at(4_000_000)), 2);
     // A ceiling below the floor is raised to the floor.
     assert_eq!(WarmDemand::new(4, 1, start).target(at(0)), 4);
+  }
+
+  #[test]
+  fn refills_wait_for_a_gap_and_stay_out_of_a_burst_drawing_on_the_stocks() {
+    let ms = Duration::from_millis;
+    let at = |below_floor, can_borrow, quiet, short, cold: Option<u64>| {
+      refill_due(Refill {
+        below_floor,
+        can_borrow,
+        quiet_for: ms(quiet),
+        short_for: ms(short),
+        since_cold: cold.map(ms),
+      })
+    };
+    // Deepening the stock: a 2 ms gap, 10 ms past the last cold start.
+    assert!(at(false, true, 2, 0, None));
+    assert!(!at(false, true, 1, 0, None), "no gap yet");
+    assert!(!at(false, true, 5, 0, Some(5)), "in a burst's gap");
+    assert!(at(false, true, 2, 0, Some(10)));
+    // Above the floor, never without a gap, however long it has been short.
+    assert!(!at(false, false, 0, 1_000, None));
+    // Below the floor with another thread's stock to draw on: as when deepening.
+    assert!(!at(true, true, 5, 5, Some(5)));
+    assert!(at(true, true, 2, 0, Some(10)));
+    // Below the floor with nothing to borrow: any 2 ms gap.
+    assert!(at(true, false, 2, 0, Some(1)));
+    // And without a gap, once short for 10 ms with no cold start for as long.
+    assert!(at(true, false, 0, 10, None));
+    assert!(at(true, true, 0, 10, Some(10)));
+    assert!(!at(true, false, 0, 10, Some(3)), "cold starts still coming");
+    assert!(!at(true, false, 0, 9, None));
   }
 
   #[test]

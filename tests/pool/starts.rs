@@ -129,25 +129,28 @@ async fn a_function_cold_again_makes_a_code_cache_that_later_cold_starts_use() {
 
 #[tokio::test]
 async fn one_function_is_served_from_several_threads_at_once() {
-  // Unpinned threads: each connection goes to the thread with the fewest (pinned, both would go to
-  // the thread on the CPU where this test's packets arrive).
-  let node = Node::serve(
-    "tests/fixtures",
-    &[
-      "--threads",
-      "2",
-      "--no-pin-threads",
-      "--warm-isolates",
-      "1",
-      "--max-warm-isolates",
-      "2",
-      "--admin-token",
-      "threads-token",
-    ],
-  );
   // One blank isolate on each thread and on the heavy lane: a thread with none would hand the
   // second connection's request to the thread that has the function loaded.
-  assert_eq!(wait_for_warm(&node, |n| n >= 3.0).await, 3.0, "stocked");
+  served_from_two_threads(&["--warm-isolates", "1", "--max-warm-isolates", "2"], 3.0).await;
+  // Without blank isolates at all, nothing is handed over: each thread restores its own.
+  served_from_two_threads(&["--warm-isolates", "0"], 0.0).await;
+}
+
+/// Two connections on two threads each load one function (a node with `extra`, once it holds
+/// `stocked` blank isolates).
+async fn served_from_two_threads(extra: &[&str], stocked: f64) {
+  // Unpinned threads: each connection goes to the thread with the fewest (pinned, both would go to
+  // the thread on the CPU where this test's packets arrive).
+  let mut args = vec![
+    "--threads",
+    "2",
+    "--no-pin-threads",
+    "--admin-token",
+    "threads-token",
+  ];
+  args.extend_from_slice(extra);
+  let node = Node::serve("tests/fixtures", &args);
+  assert_eq!(wait_for_warm(&node, |n| n >= stocked).await, stocked, "stocked");
   // Two clients keep two connections open. They land on different threads, and each thread loads
   // the function into an isolate of its own.
   let (a, b) = (http1(), http1());
