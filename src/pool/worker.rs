@@ -43,7 +43,8 @@ pub(super) struct Bounds {
 /// the served functions that could start in one. Lets a cold start whose thread has no blank
 /// isolate use another thread's instead of restoring one on its request's path, and sizes each
 /// thread's stock to the functions that may still arrive cold: after a restart or a mass deploy,
-/// every function is one. Each thread writes only its own count; the heavy lane has none.
+/// every function is one. Each thread writes its own count; another thread handing it a cold
+/// start takes one off first (`reserve_besides`). The heavy lane has none.
 #[derive(Debug)]
 pub struct WarmStock {
   blanks: Box<[AtomicUsize]>,
