@@ -265,8 +265,8 @@ impl LocalIsolates {
       Some(warm) => warm,
       None => {
         let there = isolates.bounds.stock.reserve_besides(index)?;
-        // A cold start that arrived here: while they keep coming, this thread's refill at the
-        // latest waits (see `short_since` in `run`), as it does for its own cold starts. Not
+        // A cold start that arrived here: while they keep coming, this thread's refills wait
+        // (see `idle`), as they do for its own cold starts. Not
         // demand for a deeper stock here: the other thread's stock served it.
         isolates.warm_demand.last = Some(now);
         there
@@ -508,8 +508,8 @@ const OFF_THREAD_WORKERS: usize = 4;
 /// An isolate's heap size is re-read on every this many transitions to idle.
 const HEAP_SAMPLE_EVERY: u32 = 64;
 
-/// How long a thread must have had nothing in flight before it restores a warm isolate while it
-/// holds fewer than its floor. Restoring takes a core for ~5 ms; starting right as a response
+/// How long a thread must have had nothing in flight before it restores a warm isolate in a gap
+/// in traffic (see `idle`). Restoring takes a core for ~5 ms; starting right as a response
 /// leaves would slow that response's last steps (and, on a small machine, everything else)
 /// instead of using a real gap in traffic.
 const REFILL_AFTER_IDLE: Duration = Duration::from_millis(2);
