@@ -167,16 +167,23 @@ async fn served_from_two_threads(extra: &[&str], stocked: f64) {
   }
 }
 
-/// Blank isolates on the node, from its own `/metrics` (loopback, no metrics token).
-async fn warm_isolates(node: &Node) -> f64 {
+/// The value of the node's metric `name` (no labels), from its own `/metrics` (loopback, no
+/// metrics token).
+async fn node_metric(node: &Node, name: &str) -> f64 {
   let reply = get(&http1(), &format!("{}/metrics", node.admin_url())).await;
   assert_eq!(reply.status, 200, "{}", reply.text());
+  let prefix = format!("{name} ");
   reply
     .text()
     .lines()
-    .find_map(|line| line.strip_prefix("islet_isolates_warm "))
+    .find_map(|line| line.strip_prefix(prefix.as_str()))
     .and_then(|value| value.trim().parse().ok())
-    .unwrap_or_else(|| panic!("no islet_isolates_warm in:\n{}", reply.text()))
+    .unwrap_or_else(|| panic!("no {name} in:\n{}", reply.text()))
+}
+
+/// Blank isolates on the node.
+async fn warm_isolates(node: &Node) -> f64 {
+  node_metric(node, "islet_isolates_warm").await
 }
 
 /// Waits up to 30 s for the node's warm isolates to satisfy `done`; the last count seen.
@@ -246,13 +253,7 @@ async fn the_warm_pool_stocks_for_functions_not_loaded_yet_and_shrinks_once_they
 /// The node's `islet_cold_start_restores_total`: cold starts that restored an isolate on their
 /// request's path.
 async fn cold_restores(node: &Node) -> f64 {
-  let reply = get(&http1(), &format!("{}/metrics", node.admin_url())).await;
-  reply
-    .text()
-    .lines()
-    .find_map(|line| line.strip_prefix("islet_cold_start_restores_total "))
-    .and_then(|value| value.trim().parse().ok())
-    .unwrap_or_else(|| panic!("no islet_cold_start_restores_total in:\n{}", reply.text()))
+  node_metric(node, "islet_cold_start_restores_total").await
 }
 
 #[tokio::test]
